@@ -1,0 +1,171 @@
+//! Bit packing: `count` values of `k` bits (1 ≤ k ≤ 64) laid out LSB first, value after value,
+//! in a little-endian bit stream; the last byte is zero-padded. This is the wire format of every
+//! opened value: n-bit elements travel in ⌈count·k/8⌉ bytes.
+//!
+//! Bits of a value above `k` are ignored when packing (the value is reduced mod 2^k).
+//! Unpacking rejects buffers of the wrong length and non-zero padding bits.
+
+use crate::error::{CoreError, Result};
+
+/// Bytes needed for `count` values of `k` bits.
+#[inline]
+pub fn packed_len(count: usize, k: u32) -> usize {
+    (count as u128 * k as u128).div_ceil(8) as usize
+}
+
+fn check_k(k: u32) {
+    assert!((1..=64).contains(&k), "bit width {k} outside 1..=64");
+}
+
+/// Append the packing of `vals` (each reduced mod 2^k) to `out`.
+///
+/// # Panics
+/// If `k` is outside 1..=64 (a caller bug).
+pub fn pack_into(vals: &[u64], k: u32, out: &mut Vec<u8>) {
+    check_k(k);
+    let start = out.len();
+    out.reserve(packed_len(vals.len(), k));
+    if k % 8 == 0 {
+        let b = (k / 8) as usize;
+        for &v in vals {
+            out.extend_from_slice(&v.to_le_bytes()[..b]);
+        }
+        return;
+    }
+    let mask = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
+    let mut acc: u128 = 0;
+    let mut nbits: u32 = 0;
+    for &v in vals {
+        acc |= ((v & mask) as u128) << nbits;
+        nbits += k;
+        while nbits >= 64 {
+            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            nbits -= 64;
+        }
+    }
+    let tail = nbits.div_ceil(8) as usize;
+    out.extend_from_slice(&(acc as u64).to_le_bytes()[..tail]);
+    debug_assert_eq!(out.len() - start, packed_len(vals.len(), k));
+}
+
+/// The packing of `vals` as a fresh buffer.
+pub fn pack(vals: &[u64], k: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    pack_into(vals, k, &mut out);
+    out
+}
+
+/// Unpack exactly `count` values of `k` bits from `bytes`, which must have exactly
+/// [`packed_len`] bytes with zero padding.
+///
+/// # Errors
+/// [`CoreError::PackedLength`] if the length or padding is wrong.
+pub fn unpack(bytes: &[u8], k: u32, count: usize) -> Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(count.min(bytes.len() * 8));
+    unpack_into(bytes, k, count, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`unpack`], appending to `out`.
+pub fn unpack_into(bytes: &[u8], k: u32, count: usize, out: &mut Vec<u64>) -> Result<()> {
+    check_k(k);
+    let expected = packed_len(count, k);
+    let err = || CoreError::PackedLength {
+        expected,
+        got: bytes.len(),
+        count,
+        bits: k,
+    };
+    if bytes.len() != expected {
+        return Err(err());
+    }
+    let total_bits = count as u128 * k as u128;
+    let pad = (expected as u128 * 8 - total_bits) as u32;
+    if pad > 0 && (bytes[expected - 1] >> (8 - pad)) != 0 {
+        return Err(err());
+    }
+    if k % 8 == 0 {
+        let b = (k / 8) as usize;
+        out.extend(bytes.chunks_exact(b).map(|c| {
+            let mut w = [0u8; 8];
+            w[..b].copy_from_slice(c);
+            u64::from_le_bytes(w)
+        }));
+        return Ok(());
+    }
+    let mask = (1u64 << k) - 1;
+    let mut acc: u128 = 0;
+    let mut nbits: u32 = 0;
+    let mut chunks = bytes.chunks(8);
+    for _ in 0..count {
+        if nbits < k {
+            // Load up to 8 more bytes.
+            let c = chunks.next().unwrap_or(&[]);
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            acc |= (u64::from_le_bytes(w) as u128) << nbits;
+            nbits += 8 * c.len() as u32;
+        }
+        out.push((acc as u64) & mask);
+        acc >>= k;
+        nbits -= k;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn roundtrip_every_k() {
+        let mut s = 0x1234_5678_9abc_def0u64;
+        for k in 1..=64u32 {
+            let mask = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
+            for count in [0usize, 1, 2, 3, 7, 8, 9, 63, 64, 65, 1000] {
+                let vals: Vec<u64> = (0..count)
+                    .map(|i| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        match i % 4 {
+                            0 => s,
+                            1 => u64::MAX,
+                            2 => 0,
+                            _ => s >> 7,
+                        }
+                    })
+                    .collect();
+                let p = pack(&vals, k);
+                assert_eq!(p.len(), packed_len(count, k));
+                let back = unpack(&p, k, count).unwrap();
+                let want: Vec<u64> = vals.iter().map(|v| v & mask).collect();
+                assert_eq!(back, want, "k={k} count={count}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_length_and_padding() {
+        let p = pack(&[1, 2, 3], 5); // 15 bits -> 2 bytes, 1 pad bit
+        assert!(unpack(&p[..1], 5, 3).is_err());
+        let mut q = p.clone();
+        q.push(0);
+        assert!(unpack(&q, 5, 3).is_err());
+        let mut r = p.clone();
+        r[1] |= 0x80;
+        assert!(matches!(
+            unpack(&r, 5, 3),
+            Err(CoreError::PackedLength { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_prop(k in 1u32..=64, vals in proptest::collection::vec(any::<u64>(), 0..300)) {
+            let mask = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
+            let back = unpack(&pack(&vals, k), k, vals.len()).unwrap();
+            prop_assert_eq!(back, vals.iter().map(|v| v & mask).collect::<Vec<_>>());
+        }
+    }
+}

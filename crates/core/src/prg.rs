@@ -1,0 +1,343 @@
+//! Fixed-key AES-128 in Matyas–Meyer–Oseas form, and the dealer's CSPRNG.
+//!
+//! # The tree PRG, exactly (the CUDA backend must reproduce this bit for bit)
+//!
+//! * A 128-bit block is a `u128`; its byte string is `u128::to_le_bytes` (byte 0 = bits 0..8).
+//! * π is AES-128 (FIPS-197) under the public key [`FIXED_KEY`], applied to that byte string.
+//! * For a domain constant c, `G_c(s) = π(s ⊕ c) ⊕ s ⊕ c` (MMO). The bare permutation π(s)
+//!   is never used as a PRG output: the key is public, so π is invertible by anyone.
+//! * Domain constants ([`C_LEFT`], [`C_RIGHT`], [`C_LEAF`], [`c_value`]) are distinct for left
+//!   child, right child, leaf conversion and the DCF value blocks.
+//! * One AES key schedule for the whole process (unlike "seed as AES key", which needs a key
+//!   schedule per tree node).
+//!
+//! Security is in the ideal-permutation model (see `reference/fss-identities.md` §2).
+//!
+//! # The dealer CSPRNG
+//!
+//! [`Csprng`] is AES-128 in counter mode under a secret 128-bit key taken from the operating
+//! system (`getrandom`), or from an explicit seed where a stream must be reproducible (tests, or
+//! party 1's PRG-derived masks, where the seed itself is the secret).
+
+use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use aes::Aes128;
+use std::sync::OnceLock;
+
+use crate::error::{CoreError, Result};
+use crate::ring::BitWidth;
+
+/// The public fixed AES key of the tree PRG ("SUF fixed key v1" in ASCII).
+pub const FIXED_KEY: [u8; 16] = *b"SUF fixed key v1";
+
+/// Domain constant for the left child of a tree node.
+pub const C_LEFT: u128 = 0x5ac1_0f7e_27d3_94b1_0000_0000_0000_0001;
+/// Domain constant for the right child of a tree node.
+pub const C_RIGHT: u128 = 0xa53e_f081_d82c_6b4e_0000_0000_0000_0002;
+/// Domain constant for leaf conversion (early-terminated 128-bit leaves).
+pub const C_LEAF: u128 = 0x3c96_e1d4_7b0a_58f2_0000_0000_0000_0003;
+
+/// Domain constant for the j-th value block of a DCF level (j < 2^16).
+#[inline]
+pub const fn c_value(j: u32) -> u128 {
+    0xc369_1e5b_84f7_a20d_0000_0000_0001_0000 | j as u128
+}
+
+/// The number of blocks handed to AES-NI at once (the `aes` crate pipelines 8).
+pub const PAR_BLOCKS: usize = 8;
+
+/// Fixed-key AES-128 (the tree PRG's permutation π). Wrapped so the implementation (the
+/// `aes` crate at 0.8, AES-NI detected at run time) can be swapped without touching FSS code.
+#[derive(Clone)]
+pub struct FixedKeyAes {
+    cipher: Aes128,
+}
+
+impl std::fmt::Debug for FixedKeyAes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FixedKeyAes")
+    }
+}
+
+impl Default for FixedKeyAes {
+    fn default() -> Self {
+        Self::with_key(FIXED_KEY)
+    }
+}
+
+impl FixedKeyAes {
+    /// The process-wide instance keyed with [`FIXED_KEY`].
+    pub fn global() -> &'static FixedKeyAes {
+        static G: OnceLock<FixedKeyAes> = OnceLock::new();
+        G.get_or_init(FixedKeyAes::default)
+    }
+
+    /// AES-128 under an arbitrary key (used by [`Csprng`]).
+    pub fn with_key(key: [u8; 16]) -> Self {
+        FixedKeyAes {
+            cipher: Aes128::new(&GenericArray::from(key)),
+        }
+    }
+
+    /// π(x).
+    #[inline]
+    pub fn permute(&self, x: u128) -> u128 {
+        let mut b = GenericArray::from(x.to_le_bytes());
+        self.cipher.encrypt_block(&mut b);
+        u128::from_le_bytes(b.into())
+    }
+
+    /// π applied to every block in place (pipelined).
+    #[inline]
+    pub fn permute_many(&self, blocks: &mut [u128]) {
+        let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
+        for chunk in blocks.chunks_mut(PAR_BLOCKS) {
+            let m = chunk.len();
+            for (b, x) in buf.iter_mut().zip(chunk.iter()) {
+                *b = GenericArray::from(x.to_le_bytes());
+            }
+            self.cipher.encrypt_blocks(&mut buf[..m]);
+            for (x, b) in chunk.iter_mut().zip(buf.iter()) {
+                *x = u128::from_le_bytes((*b).into());
+            }
+        }
+    }
+
+    /// G_c(s) = π(s ⊕ c) ⊕ s ⊕ c.
+    #[inline]
+    pub fn mmo(&self, c: u128, s: u128) -> u128 {
+        let y = s ^ c;
+        self.permute(y) ^ y
+    }
+
+    /// `out[i] = G_{c[i]}(s[i])` for independent inputs (pipelined through AES-NI).
+    ///
+    /// # Panics
+    /// If the three slices differ in length (a caller bug).
+    #[inline]
+    pub fn mmo_many(&self, c: &[u128], s: &[u128], out: &mut [u128]) {
+        assert!(c.len() == s.len() && s.len() == out.len());
+        for ((o, &ci), &si) in out.iter_mut().zip(c).zip(s) {
+            *o = si ^ ci;
+        }
+        let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
+        for chunk in out.chunks_mut(PAR_BLOCKS) {
+            let m = chunk.len();
+            for (b, x) in buf.iter_mut().zip(chunk.iter()) {
+                *b = GenericArray::from(x.to_le_bytes());
+            }
+            self.cipher.encrypt_blocks(&mut buf[..m]);
+            for (x, b) in chunk.iter_mut().zip(buf.iter()) {
+                *x ^= u128::from_le_bytes((*b).into());
+            }
+        }
+    }
+
+    /// `out[i] = G_c(s[i])` with one constant for all.
+    #[inline]
+    pub fn mmo_same(&self, c: u128, s: &[u128], out: &mut [u128]) {
+        assert!(s.len() == out.len());
+        for (o, &si) in out.iter_mut().zip(s) {
+            *o = si ^ c;
+        }
+        let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
+        for chunk in out.chunks_mut(PAR_BLOCKS) {
+            let m = chunk.len();
+            for (b, x) in buf.iter_mut().zip(chunk.iter()) {
+                *b = GenericArray::from(x.to_le_bytes());
+            }
+            self.cipher.encrypt_blocks(&mut buf[..m]);
+            for (x, b) in chunk.iter_mut().zip(buf.iter()) {
+                *x ^= u128::from_le_bytes((*b).into());
+            }
+        }
+    }
+}
+
+/// AES-128-CTR CSPRNG. Keyed from the OS for the dealer; from an explicit secret seed where a
+/// stream must be reproduced by its holder.
+#[derive(Clone)]
+pub struct Csprng {
+    aes: FixedKeyAes,
+    ctr: u128,
+    buf: [u128; 16],
+    pos: usize,
+}
+
+impl std::fmt::Debug for Csprng {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Csprng(..)")
+    }
+}
+
+impl Csprng {
+    /// A generator keyed with 16 bytes from the operating system.
+    ///
+    /// # Errors
+    /// [`CoreError::OsRng`] if the OS source fails.
+    pub fn from_os() -> Result<Self> {
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).map_err(|e| CoreError::OsRng(e.to_string()))?;
+        Ok(Self::from_seed(key))
+    }
+
+    /// A generator with an explicit secret seed (deterministic stream).
+    pub fn from_seed(seed: [u8; 16]) -> Self {
+        Csprng {
+            aes: FixedKeyAes::with_key(seed),
+            ctr: 0,
+            buf: [0; 16],
+            pos: 16,
+        }
+    }
+
+    /// A deterministic generator for tests and benchmarks (never for real keys).
+    pub fn for_tests(seed: u64) -> Self {
+        let mut s = [0u8; 16];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        s[8..].copy_from_slice(b"testonly");
+        Self::from_seed(s)
+    }
+
+    fn refill(&mut self) {
+        for (i, b) in self.buf.iter_mut().enumerate() {
+            *b = self.ctr.wrapping_add(i as u128);
+        }
+        self.ctr = self.ctr.wrapping_add(16);
+        self.aes.permute_many(&mut self.buf);
+        self.pos = 0;
+    }
+
+    /// A uniform 128-bit block.
+    #[inline]
+    pub fn next_u128(&mut self) -> u128 {
+        if self.pos == 16 {
+            self.refill();
+        }
+        let v = self.buf[self.pos];
+        self.pos += 1;
+        v
+    }
+
+    /// A uniform 64-bit word (the low half of a block; the high half is discarded).
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.next_u128() as u64
+    }
+
+    /// A uniform element of Z_{2^n}.
+    #[inline]
+    pub fn ring(&mut self, w: BitWidth) -> u64 {
+        self.next_u64() & w.mask()
+    }
+
+    /// A uniform bit.
+    #[inline]
+    pub fn bit(&mut self) -> bool {
+        self.next_u64() & 1 == 1
+    }
+
+    /// Fill `out` with uniform elements of Z_{2^n}.
+    pub fn fill_ring(&mut self, w: BitWidth, out: &mut [u64]) {
+        let m = w.mask();
+        for o in out.iter_mut() {
+            *o = self.next_u64() & m;
+        }
+    }
+
+    /// `count` uniform elements of Z_{2^n}.
+    pub fn ring_vec(&mut self, w: BitWidth, count: usize) -> Vec<u64> {
+        let mut v = vec![0; count];
+        self.fill_ring(w, &mut v);
+        v
+    }
+
+    /// A fresh 16-byte seed for a derived generator.
+    pub fn seed(&mut self) -> [u8; 16] {
+        self.next_u128().to_le_bytes()
+    }
+
+    /// A uniform value below `bound` (> 0), by rejection (unbiased).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0);
+        let zone = u64::MAX - (u64::MAX % bound) - 1;
+        loop {
+            let v = self.next_u64();
+            if v <= zone || zone == u64::MAX - 1 && bound.is_power_of_two() {
+                return v % bound;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_known_answer_fips197() {
+        // FIPS-197 Appendix C.1: key 000102..0f, plaintext 00112233..ff.
+        let key: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let pt: [u8; 16] = core::array::from_fn(|i| (i as u8) * 0x11);
+        let a = FixedKeyAes::with_key(key);
+        let ct = a.permute(u128::from_le_bytes(pt)).to_le_bytes();
+        let want = [
+            0x69, 0xc4, 0xe0, 0xd8, 0x6a, 0x7b, 0x04, 0x30, 0xd8, 0xcd, 0xb7, 0x80, 0x70, 0xb4,
+            0xc5, 0x5a,
+        ];
+        assert_eq!(ct, want);
+    }
+
+    #[test]
+    fn batch_equals_single() {
+        let a = FixedKeyAes::global();
+        let s: Vec<u128> = (0..37u128).map(|i| i.wrapping_mul(0x1234_5678_9abc_def1)).collect();
+        let c: Vec<u128> = (0..37).map(|i| if i % 2 == 0 { C_LEFT } else { C_RIGHT }).collect();
+        let mut out = vec![0; 37];
+        a.mmo_many(&c, &s, &mut out);
+        let mut out2 = vec![0; 37];
+        a.mmo_same(C_LEAF, &s, &mut out2);
+        for i in 0..37 {
+            assert_eq!(out[i], a.mmo(c[i], s[i]));
+            assert_eq!(out2[i], a.mmo(C_LEAF, s[i]));
+            assert_ne!(out[i], a.permute(s[i]));
+        }
+        let mut p = s.clone();
+        a.permute_many(&mut p);
+        for i in 0..37 {
+            assert_eq!(p[i], a.permute(s[i]));
+        }
+    }
+
+    #[test]
+    fn constants_distinct() {
+        let cs = [C_LEFT, C_RIGHT, C_LEAF, c_value(0), c_value(1), c_value(2)];
+        for i in 0..cs.len() {
+            for j in 0..i {
+                assert_ne!(cs[i], cs[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn csprng_deterministic_and_distinct() {
+        let mut a = Csprng::for_tests(1);
+        let mut b = Csprng::for_tests(1);
+        let mut c = Csprng::for_tests(2);
+        let va: Vec<u64> = (0..100).map(|_| a.next_u64()).collect();
+        let vb: Vec<u64> = (0..100).map(|_| b.next_u64()).collect();
+        let vc: Vec<u64> = (0..100).map(|_| c.next_u64()).collect();
+        assert_eq!(va, vb);
+        assert_ne!(va, vc);
+        let mut os1 = Csprng::from_os().unwrap();
+        let mut os2 = Csprng::from_os().unwrap();
+        assert_ne!(os1.next_u128(), os2.next_u128());
+        let w = BitWidth::new(13).unwrap();
+        assert!(a.ring_vec(w, 1000).iter().all(|&x| x < 1 << 13));
+        for _ in 0..1000 {
+            assert!(a.below(7) < 7);
+        }
+        // Roughly balanced bits.
+        let ones: u32 = (0..1000).map(|_| a.next_u64().count_ones()).sum();
+        assert!((30_000..34_000).contains(&ones));
+    }
+}
