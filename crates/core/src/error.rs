@@ -21,7 +21,9 @@ pub enum CoreError {
     #[error("cannot encode a non-finite value ({0}) in fixed point")]
     NotFinite(f64),
     /// Input error (usually from the peer or a file): a packed buffer has the wrong length.
-    #[error("packed buffer holds {got} bytes, expected {expected} for {count} values of {bits} bits")]
+    #[error(
+        "packed buffer holds {got} bytes, expected {expected} for {count} values of {bits} bits"
+    )]
     PackedLength {
         /// Bytes expected.
         expected: usize,

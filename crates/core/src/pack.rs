@@ -127,7 +127,9 @@ mod tests {
             for count in [0usize, 1, 2, 3, 7, 8, 9, 63, 64, 65, 1000] {
                 let vals: Vec<u64> = (0..count)
                     .map(|i| {
-                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         match i % 4 {
                             0 => s,
                             1 => u64::MAX,

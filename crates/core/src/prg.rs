@@ -290,8 +290,12 @@ mod tests {
     #[test]
     fn batch_equals_single() {
         let a = FixedKeyAes::global();
-        let s: Vec<u128> = (0..37u128).map(|i| i.wrapping_mul(0x1234_5678_9abc_def1)).collect();
-        let c: Vec<u128> = (0..37).map(|i| if i % 2 == 0 { C_LEFT } else { C_RIGHT }).collect();
+        let s: Vec<u128> = (0..37u128)
+            .map(|i| i.wrapping_mul(0x1234_5678_9abc_def1))
+            .collect();
+        let c: Vec<u128> = (0..37)
+            .map(|i| if i % 2 == 0 { C_LEFT } else { C_RIGHT })
+            .collect();
         let mut out = vec![0; 37];
         a.mmo_many(&c, &s, &mut out);
         let mut out2 = vec![0; 37];

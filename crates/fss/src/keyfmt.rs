@@ -1,0 +1,380 @@
+//! The versioned binary key layout shared by every key kind.
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic  "SUFK"
+//!      4    2 format version (little endian), currently 1
+//!      6    2 kind   (KeyKind as u16)
+//!      8    1 party  (0 or 1)
+//!      9    7 reserved, zero
+//!     16    4 n      input domain bits (1..=64)
+//!     20   16 params kind-specific, four u32 (payload bits, payload length, views, ...)
+//!     36    4 reserved, zero
+//!     40    8 count  number of keys in the batch
+//!     48    8 body_len in bytes
+//!     56    8 checksum of the body (see `checksum`)
+//!     64    . body: sections, each a little-endian array of u64 or u128, structure of arrays
+//!               (section s holds field s of every key, key-major inside the field), so a GPU
+//!               kernel reads it with coalesced loads
+//! ```
+//!
+//! Parsing untrusted bytes: the header is checked first; the body length must equal the
+//! closed-form size that the kind computes from (n, params, count), and the buffer must actually
+//! hold that many bytes *before* anything is allocated; the checksum is verified; trailing bytes
+//! are refused. Every failure is a typed [`FssError`], never a panic.
+
+use crate::error::{FssError, Result};
+
+/// Format magic.
+pub const MAGIC: [u8; 4] = *b"SUFK";
+/// Current format version.
+pub const VERSION: u16 = 1;
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 64;
+
+/// What a key file holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum KeyKind {
+    /// A batch of DPF keys (1-bit or early-terminated leaves).
+    Dpf = 1,
+    /// A batch of DCF keys with arithmetic or vector payloads.
+    Dcf = 2,
+    /// A batch of packed-comparison keys.
+    PackedCmp = 3,
+    /// A batch of interval-lookup keys (DCF construction).
+    IntervalDcf = 4,
+    /// A batch of interval-lookup keys (DPF EvalAll construction).
+    IntervalLut = 5,
+}
+
+impl KeyKind {
+    /// The kind for a code, if known.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => KeyKind::Dpf,
+            2 => KeyKind::Dcf,
+            3 => KeyKind::PackedCmp,
+            4 => KeyKind::IntervalDcf,
+            5 => KeyKind::IntervalLut,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed key header.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Key kind.
+    pub kind: KeyKind,
+    /// Party 0 or 1.
+    pub party: u8,
+    /// Input domain bits.
+    pub n: u32,
+    /// Kind-specific parameters.
+    pub params: [u32; 4],
+    /// Keys in the batch.
+    pub count: u64,
+    /// Body length in bytes.
+    pub body_len: u64,
+}
+
+/// A 64-bit checksum of a byte string (integrity against corruption, not an adversary):
+/// a multiply–xorshift mix over little-endian u64 words, the tail zero-padded, the length
+/// folded in last.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0x243F_6A88_85A3_08D3;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+        h = (h ^ w).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    let rem = chunks.remainder();
+    if !rem.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rem.len()].copy_from_slice(rem);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    h = (h ^ bytes.len() as u64).wrapping_mul(K);
+    h ^ (h >> 32)
+}
+
+/// Writes a key: sections are appended, then [`KeyWriter::finish`] prepends the header.
+#[derive(Debug)]
+pub struct KeyWriter {
+    kind: KeyKind,
+    party: u8,
+    n: u32,
+    params: [u32; 4],
+    count: u64,
+    body: Vec<u8>,
+}
+
+impl KeyWriter {
+    /// Start a key of `kind` for `party` over n-bit inputs with `count` keys.
+    pub fn new(kind: KeyKind, party: u8, n: u32, params: [u32; 4], count: u64) -> Self {
+        KeyWriter {
+            kind,
+            party,
+            n,
+            params,
+            count,
+            body: Vec::new(),
+        }
+    }
+
+    /// Reserve body capacity.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.body.reserve(bytes);
+    }
+
+    /// Append a section of u64s.
+    pub fn u64s(&mut self, v: &[u64]) {
+        for x in v {
+            self.body.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+
+    /// Append a section of u128s.
+    pub fn u128s(&mut self, v: &[u128]) {
+        for x in v {
+            self.body.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+
+    /// Append raw bytes (e.g. packed control bits).
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.body.extend_from_slice(v);
+    }
+
+    /// The finished key bytes.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.body.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.kind as u16).to_le_bytes());
+        out.push(self.party);
+        out.extend_from_slice(&[0u8; 7]);
+        out.extend_from_slice(&self.n.to_le_bytes());
+        for p in self.params {
+            out.extend_from_slice(&p.to_le_bytes());
+        }
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&(self.body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&checksum(&self.body).to_le_bytes());
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// Parse and check the header of `bytes` for `kind`; returns the header and the body slice.
+/// The caller then checks `body_len` against its closed-form size with
+/// [`expect_body_len`] before reading sections.
+pub fn parse_header(bytes: &[u8], kind: KeyKind) -> Result<(Header, &[u8])> {
+    if bytes.len() < HEADER_LEN {
+        if bytes.len() >= 4 && bytes[..4] != MAGIC {
+            return Err(FssError::BadMagic);
+        }
+        return Err(FssError::Truncated {
+            needed: HEADER_LEN - bytes.len(),
+            available: bytes.len(),
+        });
+    }
+    if bytes[..4] != MAGIC {
+        return Err(FssError::BadMagic);
+    }
+    let u16at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+    let u64at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    let version = u16at(4);
+    if version != VERSION {
+        return Err(FssError::VersionMismatch {
+            got: version,
+            supported: VERSION,
+        });
+    }
+    let code = u16at(6);
+    if KeyKind::from_u16(code) != Some(kind) {
+        return Err(FssError::WrongKind {
+            expected: kind,
+            got: code,
+        });
+    }
+    let party = bytes[8];
+    if party > 1 {
+        return Err(FssError::BadHeader(format!("party {party} is not 0 or 1")));
+    }
+    if bytes[9..16].iter().any(|&b| b != 0) || bytes[36..40].iter().any(|&b| b != 0) {
+        return Err(FssError::BadHeader("reserved bytes are not zero".into()));
+    }
+    let n = u32at(16);
+    if !(1..=64).contains(&n) {
+        return Err(FssError::BadHeader(format!(
+            "domain bits {n} outside 1..=64"
+        )));
+    }
+    let params = [u32at(20), u32at(24), u32at(28), u32at(32)];
+    let count = u64at(40);
+    let body_len = u64at(48);
+    let sum = u64at(56);
+    let body = &bytes[HEADER_LEN..];
+    if (body.len() as u64) < body_len {
+        return Err(FssError::Truncated {
+            needed: (body_len - body.len() as u64).min(usize::MAX as u64) as usize,
+            available: body.len(),
+        });
+    }
+    if body.len() as u64 > body_len {
+        return Err(FssError::TrailingBytes(body.len() - body_len as usize));
+    }
+    if checksum(body) != sum {
+        return Err(FssError::Checksum);
+    }
+    Ok((
+        Header {
+            kind,
+            party,
+            n,
+            params,
+            count,
+            body_len,
+        },
+        body,
+    ))
+}
+
+/// Check that a header's declared body length equals the closed-form `expected` size
+/// (computed with checked arithmetic by the caller; `None` means it overflowed).
+pub fn expect_body_len(h: &Header, expected: Option<u64>) -> Result<()> {
+    match expected {
+        Some(e) if e == h.body_len => Ok(()),
+        Some(e) => Err(FssError::SizeMismatch {
+            expected: e,
+            got: h.body_len,
+        }),
+        None => Err(FssError::BadHeader(
+            "parameters imply an impossible size".into(),
+        )),
+    }
+}
+
+/// Sequential reader of a key body's sections. Every read is bounds-checked before any
+/// allocation.
+#[derive(Debug)]
+pub struct KeyReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> KeyReader<'a> {
+    /// Read from `body`.
+    pub fn new(body: &'a [u8]) -> Self {
+        KeyReader { buf: body, pos: 0 }
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
+        let avail = self.buf.len() - self.pos;
+        if len > avail {
+            return Err(FssError::Truncated {
+                needed: len - avail,
+                available: avail,
+            });
+        }
+        let s = &self.buf[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(s)
+    }
+
+    /// A section of `len` u64s.
+    pub fn u64s(&mut self, len: usize) -> Result<Vec<u64>> {
+        let bytes = len.checked_mul(8).ok_or(FssError::Truncated {
+            needed: usize::MAX,
+            available: self.buf.len() - self.pos,
+        })?;
+        let s = self.take(bytes)?;
+        Ok(s.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+
+    /// A section of `len` u128s.
+    pub fn u128s(&mut self, len: usize) -> Result<Vec<u128>> {
+        let bytes = len.checked_mul(16).ok_or(FssError::Truncated {
+            needed: usize::MAX,
+            available: self.buf.len() - self.pos,
+        })?;
+        let s = self.take(bytes)?;
+        Ok(s.chunks_exact(16)
+            .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+            .collect())
+    }
+
+    /// `len` raw bytes.
+    pub fn bytes(&mut self, len: usize) -> Result<Vec<u8>> {
+        Ok(self.take(len)?.to_vec())
+    }
+
+    /// Refuse trailing bytes.
+    pub fn finish(self) -> Result<()> {
+        let left = self.buf.len() - self.pos;
+        if left != 0 {
+            return Err(FssError::TrailingBytes(left));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_roundtrip_and_errors() {
+        let mut w = KeyWriter::new(KeyKind::Dcf, 1, 50, [64, 3, 0, 0], 2);
+        w.u64s(&[1, 2]);
+        w.u128s(&[3]);
+        let b = w.finish();
+        let (h, body) = parse_header(&b, KeyKind::Dcf).unwrap();
+        assert_eq!(
+            (h.party, h.n, h.params, h.count, h.body_len),
+            (1, 50, [64, 3, 0, 0], 2, 32)
+        );
+        expect_body_len(&h, Some(32)).unwrap();
+        assert!(expect_body_len(&h, Some(33)).is_err());
+        let mut r = KeyReader::new(body);
+        assert_eq!(r.u64s(2).unwrap(), vec![1, 2]);
+        assert_eq!(r.u128s(1).unwrap(), vec![3]);
+        r.finish().unwrap();
+
+        assert_eq!(
+            parse_header(&b, KeyKind::Dpf).unwrap_err(),
+            FssError::WrongKind {
+                expected: KeyKind::Dpf,
+                got: 2
+            }
+        );
+        let mut bad = b.clone();
+        bad[0] = b'X';
+        assert_eq!(parse_header(&bad, KeyKind::Dcf), Err(FssError::BadMagic));
+        let mut bad = b.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(parse_header(&bad, KeyKind::Dcf), Err(FssError::Checksum));
+        assert!(matches!(
+            parse_header(&b[..b.len() - 1], KeyKind::Dcf),
+            Err(FssError::Truncated { .. })
+        ));
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(
+            parse_header(&long, KeyKind::Dcf),
+            Err(FssError::TrailingBytes(1))
+        );
+        let mut r = KeyReader::new(body);
+        assert!(r.u64s(usize::MAX / 4).is_err());
+    }
+}

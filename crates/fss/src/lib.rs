@@ -1,0 +1,24 @@
+//! # suf-fss
+//!
+//! Function secret sharing over Z_{2^n} on the CPU, batched and parallel (rayon):
+//!
+//! * [`dpf`]: distributed point functions (Boyle–Gilboa–Ishai, CCS 2016) with early
+//!   termination at 128-bit leaves, single-point and full-domain evaluation, and the
+//!   comparison 1[x < α] from one DPF (prefix parity of control bits; XOR-shared output).
+//! * [`dcf`]: distributed comparison functions (Boyle et al., Eurocrypt 2021) with
+//!   arithmetic payloads in Z_{2^m} and vector payloads.
+//! * [`packed`]: packed comparison — per element T queries on bit views, one key per view.
+//! * [`interval`]: vector interval lookup (DCF at the mask point evaluated at the cut points;
+//!   and DPF EvalAll dotted with a public table for small domains).
+//! * [`keyfmt`]: the versioned binary key layout (structure of arrays) with typed parse errors.
+//!
+//! All keys use the fixed-key AES MMO PRG of [`suf_core::prg`]. Exact identities:
+//! `shared/reference/fss-identities.md`.
+//!
+//! Depends on `suf-core` only: no I/O, no network, no GPU.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod keyfmt;
+
+pub use error::{FssError, Result};
