@@ -25,7 +25,7 @@ pub fn pack_into(vals: &[u64], k: u32, out: &mut Vec<u8>) {
     check_k(k);
     let start = out.len();
     out.reserve(packed_len(vals.len(), k));
-    if k % 8 == 0 {
+    if k.is_multiple_of(8) {
         let b = (k / 8) as usize;
         for &v in vals {
             out.extend_from_slice(&v.to_le_bytes()[..b]);
@@ -85,7 +85,7 @@ pub fn unpack_into(bytes: &[u8], k: u32, count: usize, out: &mut Vec<u64>) -> Re
     if pad > 0 && (bytes[expected - 1] >> (8 - pad)) != 0 {
         return Err(err());
     }
-    if k % 8 == 0 {
+    if k.is_multiple_of(8) {
         let b = (k / 8) as usize;
         out.extend(bytes.chunks_exact(b).map(|c| {
             let mut w = [0u8; 8];

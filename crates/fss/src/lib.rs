@@ -18,7 +18,12 @@
 //! Depends on `suf-core` only: no I/O, no network, no GPU.
 #![forbid(unsafe_code)]
 
+pub mod dcf;
+pub mod dpf;
 pub mod error;
+pub mod interval;
 pub mod keyfmt;
+pub mod lut;
+pub mod packed;
 
 pub use error::{FssError, Result};

@@ -1,0 +1,55 @@
+//! Errors of `suf-backend`. Every variant says whose fault it is.
+
+/// Errors raised by a backend.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// Caller error: a buffer does not have the length its shape implies.
+    #[error("length mismatch in {what}: expected {expected}, got {got}")]
+    LengthMismatch {
+        /// Which argument.
+        what: &'static str,
+        /// Length implied by the shape (or by the other operand).
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// Caller error: a shape whose element count does not fit in `usize`.
+    #[error("shape of {what} overflows usize")]
+    ShapeOverflow {
+        /// Which argument.
+        what: &'static str,
+    },
+    /// Environment error: a worker thread pool could not be built.
+    #[error("cannot build the thread pool: {0}")]
+    ThreadPool(String),
+    /// Error from the FSS evaluators (malformed key, wrong parameters, ...).
+    #[error(transparent)]
+    Fss(#[from] suf_fss::FssError),
+    /// Error from the core crate (bit width out of range, bad packed buffer, ...).
+    #[error(transparent)]
+    Core(#[from] suf_core::CoreError),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// `Err(LengthMismatch)` unless `got == expected`.
+#[inline]
+pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(BackendError::LengthMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// `a · b`, or `ShapeOverflow`.
+#[inline]
+pub(crate) fn shape_mul(what: &'static str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or(BackendError::ShapeOverflow { what })
+}

@@ -1,0 +1,204 @@
+//! # suf-backend
+//!
+//! Where SUF's bulk computation happens. This crate owns:
+//!
+//! * [`Backend`], the one interface through which all FSS evaluation, ring GEMM mod 2^n,
+//!   elementwise ring work and bit packing goes. Every method takes a whole batch
+//!   (structure-of-arrays buffers: one flat slice per operand), never one element, so that a
+//!   GPU implementation can launch one kernel per call.
+//! * [`CpuBackend`], the CPU implementation (rayon, the cache-blocked ring GEMM of [`gemm`],
+//!   the CPU evaluators of `suf-fss`). It is the **reference**: every other backend must
+//!   match it bit for bit.
+//! * [`bench_gemm`], the GEMM timing behind `suf bench runtime` and `examples/gemm_bench.rs`.
+//!
+//! The CUDA backend (crate `suf-cuda`, next) implements the same trait; only that crate
+//! names `cudarc`. This crate depends on `suf-core` and `suf-fss` only (plus rayon and
+//! thiserror): no I/O, no network, no GPU.
+//!
+//! Conventions: ring elements are `u64`; results are reduced mod 2^n; inputs need not be
+//! (everything is computed mod 2^64 and masked, which is exact). Buffers whose lengths
+//! disagree with the shape are reported as [`BackendError::LengthMismatch`], never a panic.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod cpu;
+pub mod error;
+pub mod gemm;
+
+pub use bench::bench_gemm;
+pub use cpu::CpuBackend;
+pub use error::{BackendError, Result};
+pub use gemm::BLayout;
+pub use suf_core::BitWidth;
+pub use suf_fss::dcf::DcfKeys;
+pub use suf_fss::dpf::DpfKeys;
+
+/// A compute backend. All methods take whole batches; lengths are checked and mismatches
+/// are errors. Results are always reduced mod 2^n (for the ring width `w` given).
+///
+/// Object safe: hold it as `Arc<dyn Backend>`.
+pub trait Backend: Send + Sync {
+    /// Short name for logs and reports (`"cpu"`, `"cuda"`).
+    fn name(&self) -> &'static str;
+
+    // ---- ring GEMM ------------------------------------------------------------------------
+
+    /// `batch` independent products C_t = A_t·B_t mod 2^n. `a` holds `batch` row-major m×k
+    /// matrices back to back; `b` holds `batch` k×n row-major matrices
+    /// ([`BLayout::RowMajor`]) or `batch` n×k row-major matrices Bᵀ
+    /// ([`BLayout::Transposed`]); the result holds `batch` row-major m×n matrices.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if `a` or `b` has the wrong length; `ShapeOverflow` if a shape's
+    /// element count overflows `usize`.
+    fn gemm_batch(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>>;
+
+    /// C = A·B mod 2^n, A m×k row-major, B k×n row-major; C m×n row-major.
+    ///
+    /// # Errors
+    /// As [`Backend::gemm_batch`].
+    fn gemm(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<u64>> {
+        self.gemm_batch(w, a, b, 1, m, k, n, BLayout::RowMajor)
+    }
+
+    /// C = A·B mod 2^n where B is given transposed (`bt` is n×k row-major): the layout of
+    /// `X·Wᵀ` with W stored one output row per line.
+    ///
+    /// # Errors
+    /// As [`Backend::gemm_batch`].
+    fn gemm_bt(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        bt: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<u64>> {
+        self.gemm_batch(w, a, bt, 1, m, k, n, BLayout::Transposed)
+    }
+
+    // ---- elementwise ring work ------------------------------------------------------------
+
+    /// `a + b` mod 2^n, elementwise.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if the lengths differ.
+    fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>>;
+    /// `a − b` mod 2^n, elementwise.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if the lengths differ.
+    fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>>;
+    /// `a · b` mod 2^n, elementwise.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if the lengths differ.
+    fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>>;
+    /// `−a` mod 2^n, elementwise.
+    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64>;
+    /// `c · a` mod 2^n for a public constant `c`.
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64>;
+    /// `a + c` mod 2^n for a public constant `c`.
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64>;
+    /// `a` mod 2^n.
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64>;
+    /// `a ← a + b` mod 2^n.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if the lengths differ (then `a` is unchanged).
+    fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()>;
+    /// `a ← a − b` mod 2^n.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if the lengths differ (then `a` is unchanged).
+    fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()>;
+    /// `a ← a · b` mod 2^n.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if the lengths differ (then `a` is unchanged).
+    fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()>;
+
+    /// `a + b` mod 2^n where `b` is one row broadcast over the rows of `a`: `a` is
+    /// `[rows, b.len()]` (so `b.len() == a.len()` is the plain elementwise sum).
+    ///
+    /// # Errors
+    /// `LengthMismatch` unless `b.len()` divides `a.len()` (an empty `b` only with an empty
+    /// `a`).
+    fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>>;
+    /// `a ⊙ b` mod 2^n with `b` one row broadcast over the rows of `a`, as
+    /// [`Backend::add_bcast`].
+    ///
+    /// # Errors
+    /// As [`Backend::add_bcast`].
+    fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>>;
+    /// Row scaling: `a` is `[rows, cols]`, `b` holds one value per row, and
+    /// `out[i·cols + j] = a[i·cols + j] · b[i]` mod 2^n.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if `a.len() != b.len() · cols`.
+    fn mul_rows(&self, w: BitWidth, a: &[u64], b: &[u64], cols: usize) -> Result<Vec<u64>>;
+    /// Sum over the last axis: `a` is `[rows, cols]`; `out[i] = Σ_j a[i·cols + j]` mod 2^n.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if `cols` does not divide `a.len()` (`cols = 0` only with an empty
+    /// `a`, which gives an empty result).
+    fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> Result<Vec<u64>>;
+
+    // ---- FSS evaluation -------------------------------------------------------------------
+
+    /// DCF evaluation: key i at the `t` points `xs[i·t .. (i+1)·t]` (taken mod 2^n).
+    /// Returns `count·t·p` additive shares in Z_{2^m}, laid out `[key][point][payload]`
+    /// (`suf_fss::dcf::DcfKeys::eval_multi`; t = 1 is one point per key).
+    ///
+    /// # Errors
+    /// `Fss(LengthMismatch)` if `xs.len() != count·t`.
+    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], t: usize) -> Result<Vec<u64>>;
+
+    /// DPF comparison: XOR shares (0/1 bytes) of `1[x < α_i]` for key i at the `t` points
+    /// `xs[i·t .. (i+1)·t]` (taken mod 2^n); output `count·t` bytes in the same order
+    /// (`suf_fss::dpf::DpfKeys::eval_lt_multi`).
+    ///
+    /// # Errors
+    /// `Fss(LengthMismatch)` if `xs.len() != count·t`.
+    fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>>;
+
+    /// DPF point function: XOR shares (0/1 bytes) of `1[xs[i] = α_i]`, one point per key
+    /// (`suf_fss::dpf::DpfKeys::eval_eq_batch`).
+    ///
+    /// # Errors
+    /// `Fss(LengthMismatch)` if `xs.len() != count`.
+    fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>>;
+
+    // ---- bit packing (the wire format, `suf_core::pack`) ----------------------------------
+
+    /// Pack `vals` (each reduced mod 2^bits) into ⌈len·bits/8⌉ bytes, LSB first.
+    ///
+    /// # Errors
+    /// `Core(BadBitWidth)` if `bits` is outside 1..=64.
+    fn pack(&self, vals: &[u64], bits: u32) -> Result<Vec<u8>>;
+    /// Unpack exactly `count` values of `bits` bits.
+    ///
+    /// # Errors
+    /// `Core(BadBitWidth)` if `bits` is outside 1..=64; `Core(PackedLength)` if the buffer
+    /// has the wrong length or non-zero padding.
+    fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>>;
+}

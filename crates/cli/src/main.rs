@@ -1,0 +1,378 @@
+//! `suf`: the command-line front end. The only crate that picks concrete backends, sockets and
+//! files. See `suf --help`.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod files;
+mod toy;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use suf_backend::CpuBackend;
+use suf_core::fixed::FixedPoint;
+use suf_core::prg::Csprng;
+use suf_net::{LinkConfig, TcpTransport};
+use suf_runtime::dealer::run_dealer;
+use suf_runtime::harness::{run_two_party, Link};
+use suf_runtime::keystream::{DealerStreams, PartyStream};
+use suf_runtime::party::Party;
+use suf_runtime::plain::run_plain;
+use suf_runtime::report::Tracer;
+
+#[derive(Parser)]
+#[command(
+    name = "suf",
+    version,
+    about = "SUF: private transformer inference with function secret sharing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Benchmarks (JSON with --json).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+    /// Dealer: make both parties' one-time key files for one run of a program.
+    Keygen {
+        /// Program (only `toy` for now).
+        #[arg(long, default_value = "toy")]
+        program: String,
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        fmt: Format,
+    },
+    /// Client: secret-share the input into two share files in DIR.
+    Share {
+        /// Session directory made by keygen.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seed of the demonstration input.
+        #[arg(long, default_value_t = 1)]
+        input_seed: u64,
+    },
+    /// Party server: run one online inference with its key file.
+    Serve {
+        /// 0 or 1.
+        #[arg(long)]
+        party: u8,
+        /// Session directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Party 0 listens here (host:port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Party 1 connects here.
+        #[arg(long)]
+        connect: Option<SocketAddr>,
+        /// Write a per-round trace (JSON lines).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Seconds any wait may take.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Client: add both output shares and print the result (and the plain reference).
+    Reconstruct {
+        /// Session directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seed of the demonstration input (to compare with the plain interpreter).
+        #[arg(long, default_value_t = 1)]
+        input_seed: u64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything in one process over loopback TCP: dealer, two parties, client.
+    RunToy {
+        #[command(flatten)]
+        fmt: Format,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct Format {
+    /// Ring bits n.
+    #[arg(long, default_value_t = 50)]
+    bits: u32,
+    /// Fractional bits f.
+    #[arg(long, default_value_t = 12)]
+    frac: u32,
+    /// Seed of the demonstration model's weights.
+    #[arg(long, default_value_t = 7)]
+    model_seed: u64,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// FSS primitive throughput on one thread.
+    Fss {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runtime: GEMM, loopback round trip, 1M-element opening, 1M Beaver products.
+    Runtime {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Session {
+    program: String,
+    bits: u32,
+    frac: u32,
+    model_seed: u64,
+    program_fp: String,
+    key_bytes: [u64; 2],
+    keygen_ms: f64,
+    rounds: usize,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn program(
+    name: &str,
+    fmt: Format,
+) -> Result<(suf_runtime::ir::Program, suf_runtime::plain::PlainWeights)> {
+    if name != "toy" {
+        bail!("unknown program `{name}` (available: toy)");
+    }
+    let fp = FixedPoint::new(fmt.bits, fmt.frac).context("ring format")?;
+    toy::toy(fp, fmt.model_seed)
+}
+
+fn load_session(dir: &Path) -> Result<(Session, Format)> {
+    let p = dir.join("session.json");
+    let s: Session = serde_json::from_slice(
+        &std::fs::read(&p)
+            .with_context(|| format!("reading {} (run `suf keygen` first)", p.display()))?,
+    )
+    .with_context(|| format!("parsing {}", p.display()))?;
+    let f = Format {
+        bits: s.bits,
+        frac: s.frac,
+        model_seed: s.model_seed,
+    };
+    Ok((s, f))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Bench { what } => match what {
+            BenchCmd::Fss { json } => bench::fss(json),
+            BenchCmd::Runtime { json } => bench::runtime(json),
+        },
+        Cmd::Keygen {
+            program: name,
+            out,
+            fmt,
+        } => {
+            let (prog, weights) = program(&name, fmt)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut rng = Csprng::from_os()?;
+            // The model owner masks the private weights once; the dealer keeps R_W.
+            let (what, rw) = suf_runtime::mask_weights(prog.width(), &weights, &mut rng);
+            files::write(&out.join("weights.masked"), &what)?;
+            let mut session = [0u8; 16];
+            session.copy_from_slice(&rng.seed());
+            let ds = DealerStreams::to_files(
+                prog.width(),
+                Csprng::from_os()?,
+                session,
+                prog.fingerprint(),
+                [&out.join("p0.keys"), &out.join("p1.keys")],
+            )?;
+            let rep = run_dealer(&prog, &CpuBackend::new(), ds, &rw)?;
+            let s = Session {
+                program: name,
+                bits: fmt.bits,
+                frac: fmt.frac,
+                model_seed: fmt.model_seed,
+                program_fp: hex(&prog.fingerprint()),
+                key_bytes: rep.key_bytes,
+                keygen_ms: rep.keygen_ms,
+                rounds: rep.rounds,
+            };
+            std::fs::write(out.join("session.json"), serde_json::to_string_pretty(&s)?)?;
+            println!("{}", serde_json::to_string(&s)?);
+            Ok(())
+        }
+        Cmd::Share { dir, input_seed } => {
+            let (_, fmt) = load_session(&dir)?;
+            let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+            let x = toy::toy_input(fp, input_seed)?;
+            let sh = suf_runtime::share_inputs(fp.width, &x, &mut Csprng::from_os()?);
+            files::write(&dir.join("input.share0"), &sh[0])?;
+            files::write(&dir.join("input.share1"), &sh[1])?;
+            Ok(())
+        }
+        Cmd::Serve {
+            party,
+            dir,
+            listen,
+            connect,
+            trace,
+            timeout,
+            json,
+        } => {
+            if party > 1 {
+                bail!("--party must be 0 or 1");
+            }
+            let (s, fmt) = load_session(&dir)?;
+            let (prog, _) = program(&s.program, fmt)?;
+            let what = files::read(&dir.join("weights.masked"))?;
+            let inputs = files::read(&dir.join(format!("input.share{party}")))?;
+            let mut keys = PartyStream::open_file(&dir.join(format!("p{party}.keys")))?;
+            keys.check(party, &prog.fingerprint(), fmt.bits)?;
+            let mut cfg = LinkConfig::new(party);
+            cfg.session_id = keys.id().session;
+            cfg.model_fp = keys.id().program_fp;
+            cfg.keys_fp = keys.id().keys_fp;
+            cfg.timeout = Duration::from_secs(timeout.max(1));
+            cfg.connect_timeout = cfg.timeout;
+            let mut net = match (party, listen, connect) {
+                (0, Some(a), None) => {
+                    let l = TcpListener::bind(a)
+                        .with_context(|| format!("listening on {a} (port in use?)"))?;
+                    TcpTransport::accept(&l, &cfg)?
+                }
+                (1, None, Some(a)) => TcpTransport::connect(a, &cfg)?,
+                _ => bail!("party 0 needs --listen ADDR and party 1 needs --connect ADDR"),
+            };
+            let be = CpuBackend::new();
+            let mut tf = match &trace {
+                Some(p) => Some(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let mut tracer =
+                Tracer::new(tf.as_mut().map(|f| f as &mut (dyn std::io::Write + Send)));
+            let p = Party {
+                prog: &prog,
+                party,
+                be: &be,
+                weights: &what,
+            };
+            let out = p.run(&mut keys, &mut net, &inputs, &mut tracer)?;
+            let mut m = files::Named::new();
+            for (i, o) in out.outputs.iter().enumerate() {
+                m.insert(format!("out{i}"), o.clone());
+            }
+            files::write(&dir.join(format!("output.share{party}")), &m)?;
+            let mut rep = serde_json::to_value(&out.report)?;
+            rep["key_bytes"] = serde_json::json!(s.key_bytes[party as usize]);
+            if json {
+                println!("{rep}");
+            } else {
+                eprintln!(
+                    "party {party}: {} rounds, {} B sent, {} B received, {:.2} ms online",
+                    out.report.rounds,
+                    out.report.bytes_sent,
+                    out.report.bytes_recv,
+                    out.report.online_ms
+                );
+            }
+            Ok(())
+        }
+        Cmd::Reconstruct {
+            dir,
+            input_seed,
+            json,
+        } => {
+            let (s, fmt) = load_session(&dir)?;
+            let (prog, weights) = program(&s.program, fmt)?;
+            let a = files::read(&dir.join("output.share0"))?;
+            let b = files::read(&dir.join("output.share1"))?;
+            let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+            let x = toy::toy_input(fp, input_seed)?;
+            let plain = run_plain(&prog, &CpuBackend::new(), &x, &weights)?;
+            let mut outs = Vec::new();
+            for i in 0..prog.outputs.len() {
+                let k = format!("out{i}");
+                let (sa, sb) = (a.get(&k), b.get(&k));
+                let (Some(sa), Some(sb)) = (sa, sb) else {
+                    bail!("output share {k} missing");
+                };
+                if sa.len() != sb.len() {
+                    bail!("output shares of {k} differ in length");
+                }
+                outs.push(suf_runtime::reconstruct_output(&prog, i, sa, sb));
+            }
+            let matches = outs == plain;
+            let real: Vec<Vec<f64>> = outs
+                .iter()
+                .map(|o| o.iter().map(|&v| fp.decode(v)).collect())
+                .collect();
+            let v = serde_json::json!({"matches_plain": matches, "outputs": real, "rounds": s.rounds, "key_bytes": s.key_bytes});
+            if json {
+                println!("{v}");
+            } else {
+                println!("secure output equals plain reference: {matches}");
+                println!("{:?}", real);
+            }
+            if !matches {
+                bail!("secure output differs from the plain interpreter");
+            }
+            Ok(())
+        }
+        Cmd::RunToy { fmt, json } => {
+            let (prog, weights) = program("toy", fmt)?;
+            let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+            let x = toy::toy_input(fp, 1)?;
+            let mut rng = Csprng::from_os()?;
+            let r = run_two_party(&prog, &CpuBackend::new(), &x, &weights, Link::Tcp, &mut rng)?;
+            let v = serde_json::json!({
+                "matches_plain": r.matches_plain(),
+                "rounds": r.reports[0].rounds,
+                "bytes_sent": r.reports[0].bytes_sent,
+                "bytes_recv": r.reports[0].bytes_recv,
+                "online_ms": r.reports[0].online_ms.max(r.reports[1].online_ms),
+                "key_bytes": r.deal.key_bytes,
+                "keygen_ms": r.deal.keygen_ms,
+                "layers": r.reports[0].layers,
+            });
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            if !r.matches_plain() {
+                bail!("secure output differs from the plain interpreter");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Dealer + two party processes + client over loopback TCP, and the refusal to reuse keys.
+
+use std::process::{Command, Stdio};
+
+fn suf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_suf"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn four_roles_as_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = suf()
+        .args(["keygen", "--program", "toy", "--out", d])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["rounds"], 4);
+    assert!(s["key_bytes"][1].as_u64().unwrap() < s["key_bytes"][0].as_u64().unwrap());
+    let st = suf().args(["share", "--dir", d]).status().unwrap();
+    assert!(st.success());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = |party: &str, flag: &str| {
+        suf()
+            .args([
+                "serve",
+                "--party",
+                party,
+                "--dir",
+                d,
+                flag,
+                &addr,
+                "--json",
+                "--timeout",
+                "20",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let p0 = serve("0", "--listen");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let p1 = serve("1", "--connect");
+    let o0 = p0.wait_with_output().unwrap();
+    let o1 = p1.wait_with_output().unwrap();
+    assert!(
+        o0.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o0.stderr)
+    );
+    assert!(
+        o1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    let r0: serde_json::Value = serde_json::from_slice(&o0.stdout).unwrap();
+    assert_eq!(r0["rounds"], 4);
+    assert!(r0["bytes_sent"].as_u64().unwrap() > 0);
+    let rec = suf()
+        .args(["reconstruct", "--dir", d, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&rec.stdout).unwrap();
+    assert_eq!(v["matches_plain"], true);
+
+    // A second run over the same key file is refused, with a message saying why.
+    let again = suf()
+        .args([
+            "serve",
+            "--party",
+            "0",
+            "--dir",
+            d,
+            "--listen",
+            &addr,
+            "--timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already used"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let out = suf()
+        .args([
+            "keygen",
+            "--program",
+            "nope",
+            "--out",
+            "/nonexistent-suf-dir/x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown program"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = suf()
+        .args([
+            "serve",
+            "--party",
+            "0",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("suf keygen"));
+}

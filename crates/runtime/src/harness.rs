@@ -1,0 +1,174 @@
+//! Run a whole two-party inference in one process: dealer, both parties on two threads
+//! (over the in-memory transport or real TCP on loopback) and the client's sharing and
+//! reconstruction. Used by tests, benchmarks and the single-process demo.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use suf_backend::Backend;
+use suf_core::prg::Csprng;
+use suf_net::{mem_pair, LinkConfig, TcpTransport, Transport};
+
+use crate::dealer::{run_dealer, DealReport, DealerWeights};
+use crate::error::{Result, RtError};
+use crate::ir::Program;
+use crate::keystream::{DealerStreams, PartyStream};
+use crate::party::{Party, PartyWeights};
+use crate::plain::{run_plain, PlainWeights};
+use crate::report::{RunReport, Tracer};
+use crate::{mask_weights, reconstruct_output, share_inputs};
+
+/// Which link the two parties use.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// In-memory channels.
+    Mem,
+    /// TCP on 127.0.0.1 (plaintext: loopback only).
+    Tcp,
+}
+
+/// The result of a local two-party run.
+#[derive(Debug)]
+pub struct LocalRun {
+    /// Outputs reconstructed by the client.
+    pub outputs: Vec<Vec<u64>>,
+    /// Outputs of the Plain interpreter on the same inputs.
+    pub plain: Vec<Vec<u64>>,
+    /// Each party's report.
+    pub reports: [RunReport; 2],
+    /// The dealer's report.
+    pub deal: DealReport,
+}
+
+impl LocalRun {
+    /// Whether the secure outputs equal the plain ones bit for bit.
+    pub fn matches_plain(&self) -> bool {
+        self.outputs == self.plain
+    }
+}
+
+/// Dealer + two parties + client for one inference, `rng` for every random choice
+/// (use [`Csprng::from_os`] outside tests).
+pub fn run_two_party(
+    prog: &Program,
+    be: &dyn Backend,
+    inputs: &BTreeMap<String, Vec<u64>>,
+    weights: &PlainWeights,
+    link: Link,
+    rng: &mut Csprng,
+) -> Result<LocalRun> {
+    let w = prog.width();
+    let plain = run_plain(prog, be, inputs, weights)?;
+    let (what, rw): (PartyWeights, DealerWeights) = mask_weights(w, weights, rng);
+    let mut session = [0u8; 16];
+    session.copy_from_slice(&rng.seed());
+    let dealer_rng = Csprng::from_seed(rng.seed());
+    let (ds, sinks) = DealerStreams::to_memory(w, dealer_rng, session, prog.fingerprint())?;
+    let deal = run_dealer(prog, be, ds, &rw)?;
+    let k0 = PartyStream::from_bytes(sinks[0].take())?;
+    let k1 = PartyStream::from_bytes(sinks[1].take())?;
+    let shares = share_inputs(w, inputs, rng);
+    let timeout = Duration::from_secs(60);
+    let (o0, o1) = match link {
+        Link::Mem => {
+            let (t0, t1) = mem_pair(timeout);
+            run_pair(
+                prog,
+                be,
+                &what,
+                [k0, k1],
+                [Box::new(t0), Box::new(t1)],
+                &shares,
+            )?
+        }
+        Link::Tcp => {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| RtError::Io {
+                path: "127.0.0.1:0".into(),
+                source: e,
+            })?;
+            let addr = listener.local_addr().map_err(|e| RtError::Io {
+                path: "127.0.0.1".into(),
+                source: e,
+            })?;
+            let mk = |party: u8, ks: &PartyStream| {
+                let mut c = LinkConfig::new(party);
+                c.session_id = ks.id().session;
+                c.model_fp = ks.id().program_fp;
+                c.keys_fp = ks.id().keys_fp;
+                c.timeout = timeout;
+                c
+            };
+            let (c0, c1) = (mk(0, &k0), mk(1, &k1));
+            let (t0, t1) = std::thread::scope(|s| {
+                let h = s.spawn(|| TcpTransport::connect(addr, &c1));
+                let t0 = TcpTransport::accept(&listener, &c0);
+                let t1 = h
+                    .join()
+                    .map_err(|_| RtError::Peer("connect thread panicked".into()));
+                (t0, t1)
+            });
+            let (t0, t1) = (t0?, t1??);
+            run_pair(
+                prog,
+                be,
+                &what,
+                [k0, k1],
+                [Box::new(t0), Box::new(t1)],
+                &shares,
+            )?
+        }
+    };
+    Ok(LocalRun {
+        outputs: o0
+            .outputs
+            .iter()
+            .zip(&o1.outputs)
+            .enumerate()
+            .map(|(i, (a, b))| reconstruct_output(prog, i, a, b))
+            .collect(),
+        plain,
+        reports: [o0.report, o1.report],
+        deal,
+    })
+}
+
+type Out = crate::party::PartyOutput;
+
+fn run_pair(
+    prog: &Program,
+    be: &dyn Backend,
+    what: &PartyWeights,
+    keys: [PartyStream; 2],
+    nets: [Box<dyn Transport>; 2],
+    shares: &[BTreeMap<String, Vec<u64>>; 2],
+) -> Result<(Out, Out)> {
+    let [mut k0, mut k1] = keys;
+    let [mut n0, mut n1] = nets;
+    let sh1 = &shares[1];
+    std::thread::scope(|s| {
+        let h1 = s.spawn(move || {
+            let p = Party {
+                prog,
+                party: 1,
+                be,
+                weights: what,
+            };
+            let r = p.run(&mut k1, n1.as_mut(), sh1, &mut Tracer::new(None));
+            drop(n1);
+            r
+        });
+        let p = Party {
+            prog,
+            party: 0,
+            be,
+            weights: what,
+        };
+        let r0 = p.run(&mut k0, n0.as_mut(), &shares[0], &mut Tracer::new(None));
+        drop(n0);
+        let r1 = h1
+            .join()
+            .map_err(|_| RtError::Peer("party 1 thread panicked".into()))?;
+        Ok((r0?, r1?))
+    })
+}

@@ -1,0 +1,88 @@
+//! Local (non-interactive) steps, shared by the Plain and Party interpreters.
+//!
+//! The Plain interpreter is "the party that holds everything": public constants are added by
+//! party 0 only, and Plain behaves as party 0 with the whole value.
+
+use suf_backend::Backend;
+use suf_core::BitWidth;
+
+use crate::error::{Result, RtError};
+use crate::ir::{Node, Op};
+
+/// Evaluate a local step. `party` is 0 or 1 for a share, 0 for Plain.
+pub(crate) fn eval_local(
+    be: &dyn Backend,
+    w: BitWidth,
+    party: u8,
+    node: &Node,
+    args: &[&[u64]],
+    arg_shapes: &[&[usize]],
+) -> Result<Vec<u64>> {
+    let lead = party == 0;
+    Ok(match &node.op {
+        Op::Add(..) => be.add(w, args[0], args[1])?,
+        Op::Sub(..) => be.sub(w, args[0], args[1])?,
+        Op::Neg(_) => be.neg(w, args[0]),
+        Op::Xor(..) => args[0].iter().zip(args[1]).map(|(a, b)| a ^ b).collect(),
+        Op::Not(_) => args[0].iter().map(|a| a ^ lead as u64).collect(),
+        Op::AddPub(_, c) => {
+            if lead {
+                be.add_bcast(w, args[0], c)?
+            } else {
+                args[0].to_vec()
+            }
+        }
+        Op::MulPub(_, c) => be.mul_bcast(w, args[0], c)?,
+        Op::MulConst(_, c) => be.scale(w, args[0], *c),
+        Op::AddConst(_, c) => {
+            if lead {
+                be.add_const(w, args[0], *c)
+            } else {
+                args[0].to_vec()
+            }
+        }
+        Op::MatMulPub { w: wt, k, n, .. } => {
+            let rows = args[0].len() / k.max(&1);
+            be.gemm(w, args[0], wt, rows, *k, *n)?
+        }
+        Op::SumLast(_) => {
+            let c = *arg_shapes[0].last().unwrap_or(&1);
+            be.row_sum(w, args[0], c)?
+        }
+        Op::Transpose(_) => {
+            let (r, c) = (arg_shapes[0][0], arg_shapes[0][1]);
+            let mut out = vec![0u64; r * c];
+            for i in 0..r {
+                for j in 0..c {
+                    out[j * r + i] = args[0][i * c + j];
+                }
+            }
+            out
+        }
+        Op::Reshape(_) | Op::Output(_) => args[0].to_vec(),
+        Op::SliceCols(_, s, e) => {
+            let c = arg_shapes[0][1];
+            args[0]
+                .chunks(c)
+                .flat_map(|row| row[*s..*e].iter().copied())
+                .collect()
+        }
+        Op::ConcatCols(_) => {
+            let rows = node.shape[0];
+            let mut out = Vec::with_capacity(node.numel());
+            for r in 0..rows {
+                for (a, s) in args.iter().zip(arg_shapes) {
+                    let c = s[1];
+                    out.extend_from_slice(&a[r * c..(r + 1) * c]);
+                }
+            }
+            out
+        }
+        _ => {
+            return Err(RtError::Shape {
+                op: "local",
+                detail: format!("{} is not a local step", node.op.name()),
+            })
+        }
+    })
+}
