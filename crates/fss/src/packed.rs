@@ -297,25 +297,34 @@ impl PackedCmpSpec {
     }
 
     /// Number of key evaluations per element: T + (views with queries).
-    pub fn evals_per_element(&self) -> usize {
+    ///
+    /// # Errors
+    /// [`FssError::BadParams`] for an invalid spec.
+    pub fn evals_per_element(&self) -> Result<usize> {
+        self.validate()?;
         let p = self.plan();
-        p.groups
+        Ok(p.groups
             .iter()
             .map(|g| g.dpf_pts.len() + g.dcf_pts.len())
-            .sum()
+            .sum())
     }
 
-    /// AES calls per element (DPF: n − 7 + 1 per evaluation at n ≥ 7 bits; DCF: 2k).
-    pub fn aes_per_element(&self) -> usize {
+    /// AES calls per element (DPF: k − 7 + 1 per evaluation for k ≥ 7 bits, 1 below; DCF:
+    /// 2k).
+    ///
+    /// # Errors
+    /// [`FssError::BadParams`] for an invalid spec.
+    pub fn aes_per_element(&self) -> Result<usize> {
+        self.validate()?;
         let p = self.plan();
-        p.groups
+        Ok(p.groups
             .iter()
             .map(|g| {
                 let dpf_cost = dpf::depth(g.bits) as usize + 1;
                 let dcf_cost = g.dcf_bits.map_or(0, |m| dcf::aes_per_eval(g.bits, m, 1));
                 g.dpf_pts.len() * dpf_cost + g.dcf_pts.len() * dcf_cost
             })
-            .sum()
+            .sum())
     }
 }
 
@@ -895,24 +904,10 @@ mod tests {
                 check_exhaustive(&s, &mut rng);
             }
         }
-        // n = 7, 8: all x and all r for the mixed shapes.
+        // n = 7, 8: all x and all r for every shape too.
         for n in 7..=8u32 {
-            let all = specs(n, &mut rng);
-            for s in [&all[2], &all[3]] {
-                check_exhaustive(s, &mut rng);
-            }
-            // The others on all x with a handful of masks.
-            for s in [&all[0], &all[1], &all[5]] {
-                let dom = 1u64 << n;
-                let mut masks = Vec::new();
-                let mut xs = Vec::new();
-                for r in [0, 1, dom - 1, rng.next_u64() % dom] {
-                    for x in 0..dom {
-                        masks.push(r);
-                        xs.push(x);
-                    }
-                }
-                check_elements(s, &masks, &xs, &mut rng);
+            for s in specs(n, &mut rng) {
+                check_exhaustive(&s, &mut rng);
             }
         }
     }
@@ -984,8 +979,17 @@ mod tests {
             }
         }
         // Evaluation and AES counts: mixed spec has 9 queries on 3 views.
-        assert_eq!(all[2].evals_per_element(), 9 + 3);
-        assert!(all[2].aes_per_element() > 0);
+        assert_eq!(all[2].evals_per_element().unwrap(), 9 + 3);
+        // Width 8 (views 0, 1): 2 DPF points at 2 AES, 4 arith queries + 2 centers on the DCF
+        // at 16 AES; width 4 (view 2): 2 DPF points at 1 AES, 1 arith query + 1 center at 8.
+        assert_eq!(
+            all[2].aes_per_element().unwrap(),
+            2 * 2 + 6 * 16 + 2 + 2 * 8
+        );
+        let mut bad = all[2].clone();
+        bad.queries[0].view = 7;
+        assert!(bad.evals_per_element().is_err());
+        assert!(bad.aes_per_element().is_err());
     }
 
     #[test]

@@ -75,9 +75,8 @@ impl<R: Read> FrameReader<R> {
             let before = buf.len();
             match (&mut self.src).take(want).read_to_end(&mut buf) {
                 Ok(_) if buf.len() == before => {
-                    let detail = format!(
-                        "end of stream mid-frame, {before} of {len} payload bytes read"
-                    );
+                    let detail =
+                        format!("end of stream mid-frame, {before} of {len} payload bytes read");
                     return Err(ReadStop::Failed(NetError::PeerClosed { detail }));
                 }
                 Ok(_) => {}

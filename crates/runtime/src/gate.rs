@@ -30,6 +30,11 @@ pub trait GateImpl: Send + Sync {
     fn out_dtype(&self) -> Dtype {
         Dtype::Arith
     }
+    /// Number of outputs q per input element (default 1). `plain` and `eval` return
+    /// q·len values laid out output-major: all elements of output 0, then output 1, …
+    fn outputs(&self) -> usize {
+        1
+    }
     /// The fixed-point reference: exactly what the protocol computes.
     fn plain(&self, w: BitWidth, x: &[u64]) -> Vec<u64>;
     /// Dealer: key blobs for party 0 and 1 for a batch with input masks `r`.

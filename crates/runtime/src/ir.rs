@@ -108,6 +108,8 @@ pub enum Op {
     B2A(NodeId),
     /// A nonlinear FSS gate on an arithmetic tensor: one round (the masked input opening).
     Gate(NodeId, Arc<dyn GateImpl>),
+    /// Output `i` of a multi-output gate (the i-th of its q equal parts).
+    Take(NodeId, usize),
     /// Reveal to the client.
     Output(NodeId),
 }
@@ -141,6 +143,7 @@ impl Op {
             Op::B2A(..) => "b2a".into(),
             Op::Gate(_, g) => g.name(),
             Op::Output(..) => "output".into(),
+            Op::Take(..) => "take".into(),
         }
     }
 
@@ -168,6 +171,7 @@ impl Op {
             | Op::Square(a)
             | Op::B2A(a)
             | Op::Gate(a, _)
+            | Op::Take(a, _)
             | Op::Output(a) => vec![*a],
             Op::MatMulPub { x, .. } | Op::MatMulPrivW { x, .. } => vec![*x],
             Op::ConcatCols(v) => v.clone(),
@@ -275,6 +279,7 @@ impl Program {
                 Op::MatMulPrivW { wid, .. } => h.update(wid.as_bytes()),
                 Op::Input { name } => h.update(name.as_bytes()),
                 Op::Gate(_, g) => h.update(g.fingerprint()),
+                Op::Take(_, i) => h.update((*i as u64).to_le_bytes()),
                 _ => {}
             }
         }
@@ -653,9 +658,36 @@ impl Builder {
     /// A nonlinear gate (one round).
     pub fn gate(&mut self, a: T, g: Arc<dyn GateImpl>) -> Result<T> {
         self.want("gate", a, Dtype::Arith)?;
+        if g.outputs() != 1 {
+            return shape_err(
+                "gate",
+                format!(
+                    "gate {} has {} outputs: use gate_multi",
+                    g.name(),
+                    g.outputs()
+                ),
+            );
+        }
         let s = self.shape(a).to_vec();
         let d = g.out_dtype();
         Ok(self.push(Op::Gate(a.0, g), s, d))
+    }
+
+    /// A nonlinear gate with q outputs (one round); returns the q output tensors.
+    pub fn gate_multi(&mut self, a: T, g: Arc<dyn GateImpl>) -> Result<Vec<T>> {
+        self.want("gate", a, Dtype::Arith)?;
+        let q = g.outputs();
+        if q == 0 {
+            return shape_err("gate", "a gate with no outputs");
+        }
+        let s = self.shape(a).to_vec();
+        let mut qs = vec![q];
+        qs.extend_from_slice(&s);
+        let d = g.out_dtype();
+        let node = self.push(Op::Gate(a.0, g), qs, d);
+        Ok((0..q)
+            .map(|i| self.push(Op::Take(node.0, i), s.clone(), d))
+            .collect())
     }
 
     /// Reveal `a` to the client.

@@ -387,13 +387,14 @@ impl<'a> Party<'a> {
                 };
                 let blob = keys.take_blob()?;
                 let out = gate.eval(w, self.party, &blob, &xhat, self.be)?;
-                if out.len() != xhat.len() {
+                let q = gate.outputs();
+                let total = xhat.len();
+                if out.len() != q * total {
                     return Err(RtError::Shape {
                         op: "gate",
                         detail: format!(
-                            "gate {name} returned {} outputs for {}",
-                            out.len(),
-                            xhat.len()
+                            "gate {name} returned {} outputs for {q}×{total}",
+                            out.len()
                         ),
                     });
                 }
@@ -407,14 +408,18 @@ impl<'a> Party<'a> {
                 let mut pos = 0;
                 for id in ids {
                     let nd = prog.node(*id);
-                    let c = nd.numel();
+                    let c = nd.numel() / q;
                     ex.counter.time(
                         &nd.layer,
                         &nd.op.name(),
                         c,
-                        ms * c as f64 / xhat.len().max(1) as f64,
+                        ms * c as f64 / total.max(1) as f64,
                     );
-                    results.insert(*id, out[pos..pos + c].to_vec());
+                    let mut v = Vec::with_capacity(c * q);
+                    for j in 0..q {
+                        v.extend_from_slice(&out[j * total + pos..j * total + pos + c]);
+                    }
+                    results.insert(*id, v);
                     pos += c;
                 }
             }
