@@ -85,6 +85,16 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Directory made by `suf certs`: use mutually authenticated TLS with pinned
+        /// certificates (required whenever the peer is not on loopback).
+        #[arg(long)]
+        tls: Option<PathBuf>,
+    },
+    /// Make a TLS identity per party (self-signed, DER) for pinned mutual authentication.
+    Certs {
+        /// Output directory (created): p0.crt, p0.key, p1.crt, p1.key.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Client: add both output shares and print the result (and the plain reference).
     Reconstruct {
@@ -245,6 +255,7 @@ fn run(cli: Cli) -> Result<()> {
             trace,
             timeout,
             json,
+            tls,
         } => {
             if party > 1 {
                 bail!("--party must be 0 or 1");
@@ -261,6 +272,21 @@ fn run(cli: Cli) -> Result<()> {
             cfg.keys_fp = keys.id().keys_fp;
             cfg.timeout = Duration::from_secs(timeout.max(1));
             cfg.connect_timeout = cfg.timeout;
+            if let Some(td) = &tls {
+                let rd = |f: String| {
+                    let p = td.join(&f);
+                    std::fs::read(&p).with_context(|| {
+                        format!("reading {} (make it with `suf certs`)", p.display())
+                    })
+                };
+                cfg.tls = Some(suf_net::TlsConfig {
+                    identity: suf_net::Identity {
+                        cert_der: rd(format!("p{party}.crt"))?,
+                        key_der: rd(format!("p{party}.key"))?,
+                    },
+                    peer_cert_der: rd(format!("p{}.crt", 1 - party))?,
+                });
+            }
             let mut net = match (party, listen, connect) {
                 (0, Some(a), None) => {
                     let l = TcpListener::bind(a)
@@ -304,6 +330,16 @@ fn run(cli: Cli) -> Result<()> {
                     out.report.bytes_recv,
                     out.report.online_ms
                 );
+            }
+            Ok(())
+        }
+        Cmd::Certs { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for p in 0..2 {
+                let id = suf_net::generate_identity(&format!("suf-p{p}"))?;
+                std::fs::write(out.join(format!("p{p}.crt")), &id.cert_der)?;
+                std::fs::write(out.join(format!("p{p}.key")), &id.key_der)?;
+                println!("p{p}.crt sha256 {}", suf_net::hex(&id.cert_fingerprint()));
             }
             Ok(())
         }

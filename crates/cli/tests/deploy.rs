@@ -103,6 +103,76 @@ fn four_roles_as_processes() {
 }
 
 #[test]
+fn parties_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let certs = dir.path().join("certs");
+    let c = certs.to_str().unwrap();
+    assert!(suf()
+        .args(["certs", "--out", c])
+        .status()
+        .unwrap()
+        .success());
+    assert!(suf()
+        .args(["keygen", "--out", d])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert!(suf()
+        .args(["share", "--dir", d])
+        .status()
+        .unwrap()
+        .success());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = |party: &str, flag: &str| {
+        suf()
+            .args([
+                "serve",
+                "--party",
+                party,
+                "--dir",
+                d,
+                flag,
+                &addr,
+                "--tls",
+                c,
+                "--timeout",
+                "20",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let p0 = serve("0", "--listen");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let p1 = serve("1", "--connect");
+    let (o0, o1) = (
+        p0.wait_with_output().unwrap(),
+        p1.wait_with_output().unwrap(),
+    );
+    assert!(
+        o0.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o0.stderr)
+    );
+    assert!(
+        o1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    let rec = suf()
+        .args(["reconstruct", "--dir", d, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+}
+
+#[test]
 fn bad_arguments_are_clear_errors() {
     let out = suf()
         .args([
