@@ -14,7 +14,8 @@
 //!     48    8 body_len in bytes
 //!     56    8 checksum of the body (see `checksum`)
 //!     64    . body: sections, each a little-endian array of u64 or u128, structure of arrays
-//!               (section s holds field s of every key, key-major inside the field), so a GPU
+//!               (section s holds field s of every key; per-level fields are level-major:
+//!               level 0 of keys 0..count, then level 1, ...; the key index varies fastest), so a GPU
 //!               kernel reads it with coalesced loads
 //! ```
 //!

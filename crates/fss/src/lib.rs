@@ -7,7 +7,8 @@
 //!   comparison 1[x < α] from one DPF (prefix parity of control bits; XOR-shared output).
 //! * [`dcf`]: distributed comparison functions (Boyle et al., Eurocrypt 2021) with
 //!   arithmetic payloads in Z_{2^m} and vector payloads.
-//! * [`packed`]: packed comparison — per element T queries on bit views, one key per view.
+//! * [`packed`]: packed comparison — per element T queries on bit views, one key per bit width
+//!   (views that differ only by their shift share a key), evaluated at shifted public points.
 //! * [`interval`]: vector interval lookup (DCF at the mask point evaluated at the cut points;
 //!   and DPF EvalAll dotted with a public table for small domains).
 //! * [`keyfmt`]: the versioned binary key layout (structure of arrays) with typed parse errors.
