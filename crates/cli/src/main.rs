@@ -4,6 +4,8 @@
 
 mod bench;
 mod files;
+mod logging;
+mod report;
 mod toy;
 
 use std::net::{SocketAddr, TcpListener};
@@ -31,6 +33,9 @@ use suf_runtime::report::Tracer;
     about = "SUF: private transformer inference with function secret sharing"
 )]
 struct Cli {
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -108,6 +113,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Draw a PNG from bench/run JSON files: the per-layer breakdown of one run, or a
+    /// comparison of several.
+    Report {
+        /// JSON files written with --json / --json-out.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Everything in one process over loopback TCP: dealer, two parties, client.
     RunToy {
         #[command(flatten)]
@@ -161,6 +176,7 @@ struct Session {
 
 fn main() {
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -384,6 +400,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Report { inputs, out } => report::render(&inputs, &out),
         Cmd::RunToy { fmt, json } => {
             let (prog, weights) = program("toy", fmt)?;
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
