@@ -425,7 +425,7 @@ pub fn mpnet_bucket(rel: i64, num_buckets: usize, max_distance: usize) -> usize 
 }
 
 /// The public additive attention bias of MPNet for a sequence of length `len`:
-/// `[heads, len, len]`, entry (h, i, j) = table[bucket(j − i)][h].
+/// `[heads, len, len]`, entry (h, i, j) = `table[bucket(j − i)][h]`.
 pub fn mpnet_position_bias(cfg: &ModelConfig, table: &[f32], len: usize) -> Vec<f64> {
     let h = cfg.heads;
     let mut out = vec![0f64; h * len * len];

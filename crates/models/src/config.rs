@@ -188,7 +188,7 @@ impl ModelConfig {
         if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.vocab == 0 {
             return bad("layers, hidden, heads and vocab must be positive".into());
         }
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "heads {} not a multiple of kv_heads {}",
                 self.heads, self.kv_heads
@@ -200,7 +200,7 @@ impl ModelConfig {
                 self.heads, self.head_dim, self.hidden
             ));
         }
-        if self.family == Family::Llama && self.head_dim % 2 != 0 {
+        if self.family == Family::Llama && !self.head_dim.is_multiple_of(2) {
             return bad("RoPE needs an even head_dim".into());
         }
         if self.family == Family::MpNet && self.rel_buckets < 4 {
@@ -560,7 +560,7 @@ pub fn erf(x: f64) -> f64 {
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            if add.abs() <= 1e-17 * sum.abs() || n > 200.0 {
                 break;
             }
         }

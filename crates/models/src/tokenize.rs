@@ -114,7 +114,7 @@ impl Tokenizer {
         Ok(Tokenizer { inner, bos })
     }
 
-    /// Encode one text; `special` adds the model's special tokens ([CLS]/[SEP], `<s>`/`</s>`,
+    /// Encode one text; `special` adds the model's special tokens (`[CLS]`/`[SEP]`, `<s>`/`</s>`,
     /// or BOS where the GGUF asks for it).
     pub fn encode(&self, text: &str, special: bool) -> Result<Encoded> {
         let e = self.inner.encode(text, special).map_err(tk_err)?;

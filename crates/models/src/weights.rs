@@ -20,16 +20,13 @@ use crate::gguf::Gguf;
 /// Prefixes some checkpoints put in front of the bare Hugging Face names.
 const PREFIXES: &[&str] = &["bert.", "mpnet.", "transformer.", "model.", "roberta."];
 
+/// name → (dtype, row-major shape, absolute byte range)
+type StIndex = BTreeMap<String, (safetensors::Dtype, Vec<usize>, (usize, usize))>;
+
 enum Source {
-    Safetensors {
-        data: Vec<u8>,
-        /// name → (dtype, row-major shape, absolute byte range)
-        index: BTreeMap<String, (safetensors::Dtype, Vec<usize>, (usize, usize))>,
-    },
+    Safetensors { data: Vec<u8>, index: StIndex },
     Gguf(Box<Gguf>),
-    Synthetic {
-        seed: u64,
-    },
+    Synthetic { seed: u64 },
     Map(BTreeMap<String, (Vec<usize>, Vec<f32>)>),
 }
 

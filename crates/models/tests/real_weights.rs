@@ -64,7 +64,7 @@ fn smollm2_next_tokens() {
     ] {
         let ids = tok.ids(prompt, true).unwrap();
         assert_eq!(tok.decode(&ids, false).unwrap(), prompt);
-        let out = fm.forward(&[ids.clone()]).unwrap();
+        let out = fm.forward(std::slice::from_ref(&ids)).unwrap();
         let logits = &out.logits.unwrap()[0];
         let top = top_k(logits, 5);
         let words: Vec<String> = top
@@ -110,4 +110,34 @@ fn sentiment_data() {
         assert_eq!(s.len(), 1000, "{d}");
         assert_eq!(s.iter().filter(|x| x.label == 1).count(), 500, "{d}");
     }
+}
+
+#[test]
+fn committed_head_on_imdb_subset() {
+    let Some(m) = cached("minilm-l6") else { return };
+    let cache = fetch::default_cache_dir();
+    let Some(dir) = fetch::cached("sentiment", &cache) else {
+        eprintln!("SKIP: `sentiment` not in cache {}", cache.display());
+        return;
+    };
+    let head = suf_models::data::SentimentHead::minilm_l6().unwrap();
+    assert_eq!(head.weight.len() + head.bias.len(), 770);
+    let imdb = suf_models::data::load_sentiment(&dir, "imdb").unwrap();
+    // Every 5th sentence: 200, both classes (they are mixed through the file).
+    let sub: Vec<_> = imdb.iter().step_by(5).collect();
+    let fm = FloatModel::load(&m.cfg, &m.weights).unwrap();
+    let tok = m.tokenizer.as_ref().unwrap();
+    let ids: Vec<Vec<u32>> = sub
+        .iter()
+        .map(|s| tok.ids(&s.text, true).unwrap())
+        .collect();
+    let pooled = fm.forward(&ids).unwrap().pooled.unwrap();
+    let correct = pooled
+        .iter()
+        .zip(&sub)
+        .filter(|(x, s)| head.predict(x) == s.label)
+        .count();
+    let acc = correct as f64 / sub.len() as f64;
+    eprintln!("committed head, float MiniLM-L6, IMDB every 5th sentence: accuracy {acc:.3}");
+    assert!(acc > 0.75, "{acc}");
 }
