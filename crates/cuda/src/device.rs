@@ -1,0 +1,1376 @@
+//! [`CudaBackend`]: the device, its kernels, the device-resident API and the
+//! [`suf_backend::Backend`] implementation.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cudarc::driver::{
+    sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use cudarc::nvrtc::Ptx;
+use suf_backend::{BLayout, Backend, BitWidth, CpuBackend, DcfKeys, DpfKeys};
+use suf_fss::keyfmt::KeyKind;
+
+use crate::compile::{self, nvrtc_available};
+use crate::error::{CudaError, DriverContext, Result};
+use crate::keys::{self, DeviceDcfKeys, DeviceDpfKeys, Head};
+
+/// Threads per block of the FSS and elementwise kernels.
+const BLOCK: u32 = 256;
+/// Most payload elements of the vector DCF kernel (`kernels/fss.cu`, DCF_VEC_MAX_P).
+const DCF_VEC_MAX_P: usize = 16;
+/// Most value blocks per level of the vector DCF kernel (DCF_VEC_MAX_B).
+const DCF_VEC_MAX_B: usize = 8;
+/// Largest grid dimension y / z of a launch.
+const MAX_GRID_YZ: usize = 65_535;
+
+/// How the AES T-table is held in shared memory (both give identical results).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AesTable {
+    /// Four 1 KB tables TE0..TE3 (4 KB per block). Lookups may hit bank conflicts
+    /// (16.6 G AES blocks/s on an H100).
+    Shared4,
+    /// TE0 replicated 32 times, one copy per bank (32 KB per block), TE1..TE3 by rotation:
+    /// conflict-free lookups, one extra address operation and funnel shift per lookup
+    /// (18.7 G AES blocks/s on an H100: the default).
+    Replicated32,
+}
+
+impl AesTable {
+    fn idx(self) -> usize {
+        match self {
+            AesTable::Shared4 => 0,
+            AesTable::Replicated32 => 1,
+        }
+    }
+    fn smem(self) -> u32 {
+        match self {
+            AesTable::Shared4 => 4096,
+            AesTable::Replicated32 => 32768,
+        }
+    }
+    /// Short name (`"t4"`, `"r32"`), as in the kernel names.
+    pub fn name(self) -> &'static str {
+        match self {
+            AesTable::Shared4 => "t4",
+            AesTable::Replicated32 => "r32",
+        }
+    }
+}
+
+/// What the device and its toolchain report.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    /// Device name (e.g. "NVIDIA H100 80GB HBM3").
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub compute_capability: (i32, i32),
+    /// Streaming multiprocessors.
+    pub sm_count: u32,
+    /// Device memory in bytes.
+    pub total_mem: usize,
+    /// Driver API version (e.g. 13000 for CUDA 13.0).
+    pub driver_version: i32,
+    /// NVRTC version (major, minor).
+    pub nvrtc_version: (i32, i32),
+    /// The architecture the kernels were compiled for (`sm_90`, ...).
+    pub arch: String,
+    /// Size of the kernel CUBIN in bytes.
+    pub cubin_bytes: usize,
+    /// NVRTC's compile log (ptxas resource usage with `SUF_CUDA_PTXAS_VERBOSE=1`).
+    pub compile_log: String,
+}
+
+/// Options for [`CudaBackend::with_options`].
+#[derive(Clone, Debug)]
+pub struct CudaOptions {
+    /// Device ordinal.
+    pub ordinal: usize,
+    /// Shared-memory layout of the AES table.
+    pub aes_table: AesTable,
+    /// Elementwise calls and GEMMs with fewer output elements than this run on the CPU
+    /// backend (a GPU round trip costs tens of microseconds). 0 sends everything to the GPU.
+    pub cpu_below: usize,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            ordinal: 0,
+            aes_table: AesTable::Replicated32,
+            cpu_below: 0,
+        }
+    }
+}
+
+struct Kernels {
+    aes_ecb: [CudaFunction; 2],
+    aes_bench: [CudaFunction; 2],
+    dpf: [CudaFunction; 2],
+    dcf_p1: [CudaFunction; 2],
+    dcf_vec: [CudaFunction; 2],
+    /// [u64, u32] × [one block per SM, two blocks per SM].
+    gemm: [[CudaFunction; 2]; 2],
+    ew: CudaFunction,
+    mask: CudaFunction,
+    row_sum: CudaFunction,
+}
+
+/// The CUDA backend: one device, one stream, kernels compiled by NVRTC at start-up.
+///
+/// * **GPU:** GEMM mod 2^n ([`Backend::gemm_batch`], `gemm`, `gemm_bt`), every elementwise
+///   method (`add`, `sub`, `mul`, `neg`, `scale`, `add_const`, `reduce`, the `*_assign`
+///   forms, `add_bcast`, `mul_bcast`, `mul_rows`, `row_sum`), DPF comparison
+///   ([`Backend::dpf_lt_eval`]) and point evaluation ([`Backend::dpf_eq_eval`]), DCF
+///   ([`Backend::dcf_eval`]) with one payload element of any width, or vector payloads of
+///   p ≤ 16 elements and at most 8 value blocks per level ([`CudaBackend::dcf_supported`]).
+/// * **Delegated to the internal [`CpuBackend`]:** bit packing (`pack`, `unpack`: bytes on
+///   the wire are produced on the host anyway), larger DCF vector payloads, GEMMs whose
+///   m exceeds 65,535 × 64 rows or whose dimensions exceed u32, every call whose lengths are
+///   wrong (so the errors are exactly the CPU backend's), degenerate shapes (an empty
+///   operand, k = 0), and calls below [`CudaOptions::cpu_below`] elements.
+/// * **Device failures inside trait methods:** the `Backend` trait's error type has no device
+///   variant, so a failing driver call (out of device memory, a lost device) is recorded
+///   ([`CudaBackend::device_errors`], [`CudaBackend::last_device_error`], one line on stderr)
+///   and the call is answered by the CPU backend. The inherent `try_*` / `*_device` methods
+///   return [`CudaError`] instead.
+///
+/// Results equal [`CpuBackend`]'s bit for bit (the tests assert it on every kernel).
+///
+/// Calls are serialized by an internal lock (one stream), so the backend is `Send + Sync`.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    k: Kernels,
+    cpu: CpuBackend,
+    info: DeviceInfo,
+    table: AtomicU8,
+    gemm_b2: std::sync::atomic::AtomicBool,
+    cpu_below: usize,
+    lock: Mutex<()>,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.info.name)
+            .field("arch", &self.info.arch)
+            .field("aes_table", &self.aes_table())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a CUDA driver and NVRTC can be loaded and at least one device exists. Never panics.
+pub fn cuda_available() -> bool {
+    driver_available() && nvrtc_available() && device_count().unwrap_or(0) > 0
+}
+
+fn driver_available() -> bool {
+    // SAFETY: `is_culib_present` only tries `dlopen` on the candidate library names and closes
+    // what it opened; it touches no other state.
+    unsafe { drv_sys::is_culib_present() }
+}
+
+fn device_count() -> Result<usize> {
+    CudaContext::device_count()
+        .during("cuDeviceGetCount")
+        .map(|c| c.max(0) as usize)
+}
+
+fn grid_for(total: usize, cap: u32) -> u32 {
+    (total.div_ceil(BLOCK as usize)).clamp(1, cap as usize) as u32
+}
+
+impl CudaBackend {
+    /// The backend on device 0 with default options.
+    ///
+    /// # Errors
+    /// [`CudaError::NoDriver`] / [`CudaError::NoNvrtc`] when the libraries are missing (never a
+    /// panic), [`CudaError::NoDevice`], [`CudaError::Compile`] with NVRTC's log, or a driver
+    /// error.
+    pub fn new() -> Result<Self> {
+        Self::with_options(CudaOptions::default())
+    }
+
+    /// The backend with explicit options.
+    ///
+    /// # Errors
+    /// As [`CudaBackend::new`].
+    pub fn with_options(opts: CudaOptions) -> Result<Self> {
+        // cudarc panics when a library is missing; check both first.
+        if !driver_available() {
+            return Err(CudaError::NoDriver);
+        }
+        if !nvrtc_available() {
+            return Err(CudaError::NoNvrtc);
+        }
+        let count = device_count()?;
+        if opts.ordinal >= count {
+            return Err(CudaError::NoDevice {
+                ordinal: opts.ordinal,
+                count,
+            });
+        }
+        let ctx = CudaContext::new(opts.ordinal).during("creating the context")?;
+        // One stream, calls serialized by `lock`: the per-buffer event tracking that cudarc
+        // does for multi-stream use is not needed.
+        // SAFETY: every buffer of this backend is allocated, used and freed on `stream` only,
+        // so no cross-stream synchronization is needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().during("creating a stream")?;
+        let cc = ctx.compute_capability().during("compute capability")?;
+        let name = ctx.name().during("device name")?;
+        let total_mem = ctx.total_mem().during("device memory size")?;
+        let sm_count = ctx
+            .attribute(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .during("multiprocessor count")? as u32;
+        let mut driver_version = 0i32;
+        // SAFETY: the driver library is present (checked above) and initialized by
+        // `CudaContext::new`; the pointer is to a live i32.
+        unsafe { drv_sys::cuDriverGetVersion(&mut driver_version) }
+            .result()
+            .during("cuDriverGetVersion")?;
+        let arch = format!("sm_{}{}", cc.0, cc.1);
+        let compiled = compile::compile(&arch)?;
+        let module = ctx
+            .load_module(Ptx::from_binary(compiled.cubin.clone()))
+            .during("loading the kernel module")?;
+        let f = |name: &str| -> Result<CudaFunction> {
+            module.load_function(name).during("looking up a kernel")
+        };
+        let pair = |base: &str| -> Result<[CudaFunction; 2]> {
+            Ok([f(&format!("{base}_t4"))?, f(&format!("{base}_r32"))?])
+        };
+        let k = Kernels {
+            aes_ecb: pair("aes_ecb")?,
+            aes_bench: pair("aes_bench")?,
+            dpf: pair("dpf_eval")?,
+            dcf_p1: pair("dcf_p1")?,
+            dcf_vec: pair("dcf_vec")?,
+            gemm: [
+                [f("gemm_u64")?, f("gemm_u64_b2")?],
+                [f("gemm_u32")?, f("gemm_u32_b2")?],
+            ],
+            ew: f("ew_u64")?,
+            mask: f("mask_u64")?,
+            row_sum: f("row_sum_u64")?,
+        };
+        // The replicated table needs 32 KB of dynamic shared memory (below the 48 KB default
+        // limit, so no attribute change is needed).
+        let info = DeviceInfo {
+            name,
+            compute_capability: cc,
+            sm_count,
+            total_mem,
+            driver_version,
+            nvrtc_version: compiled.nvrtc_version,
+            arch,
+            cubin_bytes: compiled.cubin.len(),
+            compile_log: compiled.log.clone(),
+        };
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            _module: module,
+            k,
+            cpu: CpuBackend::new(),
+            info,
+            table: AtomicU8::new(opts.aes_table.idx() as u8),
+            gemm_b2: std::sync::atomic::AtomicBool::new(true),
+            cpu_below: opts.cpu_below,
+            lock: Mutex::new(()),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// What the device reports.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// The device name.
+    pub fn device_name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The context (for events and timing).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every kernel of this backend runs on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The AES table layout in use.
+    pub fn aes_table(&self) -> AesTable {
+        if self.table.load(Ordering::Relaxed) == 0 {
+            AesTable::Shared4
+        } else {
+            AesTable::Replicated32
+        }
+    }
+
+    /// Choose the AES table layout for later calls.
+    pub fn set_aes_table(&self, t: AesTable) {
+        self.table.store(t.idx() as u8, Ordering::Relaxed);
+    }
+
+    /// GEMM tuning: cap the kernel at 128 registers so that two 256-thread blocks share an SM
+    /// (`true`, the default: 6.5 against 5.5 Tops for 4096×768×3072 over Z_2^50 on an H100),
+    /// or let it use up to 255 (`false`). Results are identical.
+    pub fn set_gemm_two_blocks_per_sm(&self, on: bool) {
+        self.gemm_b2.store(on, Ordering::Relaxed);
+    }
+
+    /// Device failures answered by the CPU inside trait methods so far.
+    pub fn device_errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The last such failure, if any.
+    pub fn last_device_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `gpu`; on a device failure record it and return `cpu()` instead.
+    fn or_cpu<T>(
+        &self,
+        what: &str,
+        gpu: impl FnOnce() -> Result<T>,
+        cpu: impl FnOnce() -> suf_backend::Result<T>,
+    ) -> suf_backend::Result<T> {
+        match gpu() {
+            Ok(v) => Ok(v),
+            Err(CudaError::Backend(e)) => Err(e),
+            Err(e) => {
+                self.record(what, &e);
+                cpu()
+            }
+        }
+    }
+
+    /// Count and report a device failure answered by the CPU.
+    fn record(&self, what: &str, e: &CudaError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let msg = format!("suf-cuda: {what} failed on the GPU, answered by the CPU: {e}");
+        eprintln!("{msg}");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+    }
+
+    // ---- memory helpers -------------------------------------------------------------------
+
+    /// Copy a host slice to a new device buffer.
+    ///
+    /// # Errors
+    /// A driver error (out of memory, ...).
+    pub fn htod<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        if v.is_empty() {
+            // A zero-byte allocation is not portable across allocators; keep one element.
+            // SAFETY: the buffer is never read (length-0 views of it are passed as `len = 0`).
+            return unsafe { self.stream.alloc::<T>(1) }.during("allocating");
+        }
+        self.stream.clone_htod(v).during("host-to-device copy")
+    }
+
+    /// Copy a device buffer back to the host (synchronizes the stream).
+    ///
+    /// # Errors
+    /// A driver error, including any error of earlier asynchronous work on the stream.
+    pub fn dtoh<T: DeviceRepr>(&self, d: &CudaSlice<T>, len: usize) -> Result<Vec<T>> {
+        if len == 0 {
+            self.stream.synchronize().during("synchronizing")?;
+            return Ok(Vec::new());
+        }
+        let v = self
+            .stream
+            .clone_dtoh(&d.slice(..len))
+            .during("device-to-host copy")?;
+        Ok(v)
+    }
+
+    /// A new device buffer of `len` elements (at least one is allocated), zeroed.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(len.max(1))
+            .during("allocating")
+    }
+
+    // ---- AES --------------------------------------------------------------------------------
+
+    /// π(x) for every block (fixed-key AES-128, the bare permutation), with the table layout
+    /// `table`. For tests against `suf_core::prg::FixedKeyAes::permute`.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn aes_permute(&self, table: AesTable, blocks: &[u128]) -> Result<Vec<u128>> {
+        let _g = self.guard();
+        if blocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let words: Vec<u64> = blocks
+            .iter()
+            .flat_map(|b| [*b as u64, (*b >> 64) as u64])
+            .collect();
+        let din = self.htod(&words)?;
+        let mut dout = self.alloc_zeros::<u64>(words.len())?;
+        let len = blocks.len() as u64;
+        let cfg = LaunchConfig {
+            grid_dim: (grid_for(blocks.len(), self.info.sm_count * 16), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: table.smem(),
+        };
+        let f = &self.k.aes_ecb[table.idx()];
+        // SAFETY: `aes_ecb_*(const uint4* in, uint4* out, u64 len)`: `din` and `dout` hold
+        // 2·len u64 words = len 16-byte blocks (device allocations are 256-byte aligned); the
+        // kernel touches indices < len only.
+        unsafe {
+            self.stream
+                .launch_builder(f)
+                .arg(&din)
+                .arg(&mut dout)
+                .arg(&len)
+                .launch(cfg)
+        }
+        .during("launching aes_ecb")?;
+        let out = self.dtoh(&dout, words.len())?;
+        Ok(out
+            .chunks_exact(2)
+            .map(|w| w[0] as u128 | (w[1] as u128) << 64)
+            .collect())
+    }
+
+    /// AES throughput probe: `grid × 256` threads, each running 4 independent chains of
+    /// `iters` AES calls. Returns (kernel milliseconds by CUDA events, blocks encrypted).
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn aes_bench(&self, table: AesTable, grid: u32, iters: u32) -> Result<(f64, u64)> {
+        let _g = self.guard();
+        let threads = grid as usize * BLOCK as usize;
+        let mut out = self.alloc_zeros::<u64>(2 * threads)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid.max(1), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: table.smem(),
+        };
+        let f = &self.k.aes_bench[table.idx()];
+        let seed = 0x5eed_u64;
+        let start = self.event()?;
+        let end = self.event()?;
+        start.record(&self.stream).during("recording an event")?;
+        // SAFETY: `aes_bench_*(u64 seed, u32 iters, uint4* out)` writes out[thread] for every
+        // thread of the grid; `out` holds 2 u64 words (one uint4) per thread.
+        unsafe {
+            self.stream
+                .launch_builder(f)
+                .arg(&seed)
+                .arg(&iters)
+                .arg(&mut out)
+                .launch(cfg)
+        }
+        .during("launching aes_bench")?;
+        end.record(&self.stream).during("recording an event")?;
+        let ms = start.elapsed_ms(&end).during("reading event time")? as f64;
+        let _ = self.dtoh(&out, 2)?;
+        Ok((ms, threads as u64 * 4 * iters as u64))
+    }
+
+    /// A timing event on this backend's context.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn event(&self) -> Result<cudarc::driver::CudaEvent> {
+        self.ctx
+            .new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .during("creating an event")
+    }
+
+    // ---- key upload ---------------------------------------------------------------------------
+
+    fn upload_parts(&self, kind: KeyKind, parts: &[&[u8]]) -> Result<(Head, CudaSlice<u8>)> {
+        if parts.is_empty() {
+            return Err(CudaError::BadKey("no key batch given".into()));
+        }
+        let heads: Vec<(Head, &[u8])> = parts
+            .iter()
+            .map(|b| keys::parse(b, kind))
+            .collect::<Result<_>>()?;
+        let h0 = heads[0].0;
+        for (h, _) in &heads[1..] {
+            if h.n != h0.n || h.party != h0.party || h.params != h0.params {
+                return Err(CudaError::BadKey(format!(
+                    "batches differ: (n {}, party {}, params {:?}) and (n {}, party {}, params {:?})",
+                    h0.n, h0.party, h0.params, h.n, h.party, h.params
+                )));
+            }
+        }
+        let counts: Vec<usize> = heads.iter().map(|h| h.0.count).collect();
+        let total_bytes: usize = heads.iter().map(|h| h.1.len()).sum();
+        let count: usize = counts.iter().sum();
+        let mut dev = self.alloc_bytes(total_bytes)?;
+        if heads.len() == 1 {
+            if total_bytes > 0 {
+                self.stream
+                    .memcpy_htod(heads[0].1, &mut dev.slice_mut(..total_bytes))
+                    .during("uploading keys")?;
+            }
+        } else {
+            for (i, src, dst, len) in keys::concat_plan(&keys::sections(&h0), &counts) {
+                self.stream
+                    .memcpy_htod(
+                        &heads[i].1[src..src + len],
+                        &mut dev.slice_mut(dst..dst + len),
+                    )
+                    .during("uploading keys")?;
+            }
+        }
+        Ok((Head { count, ..h0 }, dev))
+    }
+
+    fn alloc_bytes(&self, len: usize) -> Result<CudaSlice<u8>> {
+        // SAFETY: the buffer is fully overwritten by the key upload before any kernel reads it
+        // (the body bytes are copied to every offset; see `keys::concat_plan`).
+        unsafe { self.stream.alloc::<u8>(len.max(16)) }.during("allocating key memory")
+    }
+
+    /// Upload serialized DPF key batches (`DpfKeys::to_bytes` / key-file bytes, header
+    /// included) to the device; several batches of the same n and party are concatenated in
+    /// order. The header and the exact body size are checked; the checksum is not (that is
+    /// the key reader's job, and it would cost more host time than the copy): the kernels'
+    /// memory safety only depends on the size check. The copy is asynchronous on this
+    /// backend's stream (pinned host memory gives full PCIe speed).
+    ///
+    /// # Errors
+    /// [`CudaError::BadKey`] for malformed or mismatched batches; a driver error.
+    pub fn upload_dpf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDpfKeys> {
+        let _g = self.guard();
+        let (h, body) = self.upload_parts(KeyKind::Dpf, parts)?;
+        Ok(DeviceDpfKeys {
+            body,
+            n: h.n,
+            party: h.party,
+            count: h.count,
+        })
+    }
+
+    /// Upload a CPU key batch (serializes it first).
+    ///
+    /// # Errors
+    /// As [`CudaBackend::upload_dpf_bytes`].
+    pub fn upload_dpf(&self, keys: &DpfKeys) -> Result<DeviceDpfKeys> {
+        let b = keys.to_bytes();
+        self.upload_dpf_bytes(&[&b])
+    }
+
+    /// Upload serialized DCF key batches, as [`CudaBackend::upload_dpf_bytes`].
+    ///
+    /// # Errors
+    /// As [`CudaBackend::upload_dpf_bytes`].
+    pub fn upload_dcf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDcfKeys> {
+        let _g = self.guard();
+        let (h, body) = self.upload_parts(KeyKind::Dcf, parts)?;
+        Ok(DeviceDcfKeys {
+            body,
+            n: h.n,
+            m: h.params[0],
+            p: h.params[1] as usize,
+            party: h.party,
+            count: h.count,
+        })
+    }
+
+    /// Upload a CPU DCF key batch (serializes it first).
+    ///
+    /// # Errors
+    /// As [`CudaBackend::upload_dpf_bytes`].
+    pub fn upload_dcf(&self, keys: &DcfKeys) -> Result<DeviceDcfKeys> {
+        let b = keys.to_bytes();
+        self.upload_dcf_bytes(&[&b])
+    }
+
+    // ---- FSS evaluation on device buffers -------------------------------------------------------
+
+    fn check_points(count: usize, t: usize, got: usize, what: &'static str) -> Result<usize> {
+        let want = count.checked_mul(t).ok_or(CudaError::Backend(
+            suf_backend::BackendError::ShapeOverflow { what },
+        ))?;
+        if want != got {
+            return Err(CudaError::Backend(
+                suf_backend::BackendError::LengthMismatch {
+                    what,
+                    expected: want,
+                    got,
+                },
+            ));
+        }
+        Ok(want)
+    }
+
+    /// Launch the DPF kernel: key i at the `t` points `xs[i·t..(i+1)·t]`; `out[e]` receives the
+    /// XOR share of 1{x < α} (`eq = false`) or 1{x = α} (`eq = true`). Asynchronous (no
+    /// synchronization): time it with events on [`CudaBackend::stream`]. `xs_len` elements of
+    /// `xs` are used and must equal `count · t`.
+    ///
+    /// # Errors
+    /// A length error, or a driver error at launch.
+    pub fn dpf_eval_device(
+        &self,
+        keys: &DeviceDpfKeys,
+        xs: &CudaSlice<u64>,
+        xs_len: usize,
+        t: usize,
+        eq: bool,
+        out: &mut CudaSlice<u8>,
+    ) -> Result<()> {
+        let total = Self::check_points(keys.count, t, xs_len, "DPF points (count·t)")?;
+        if total == 0 {
+            return Ok(());
+        }
+        if xs.len() < total || out.len() < total {
+            return Err(CudaError::BadKey(format!(
+                "device buffers of {} points / {} outputs for {total} evaluations",
+                xs.len(),
+                out.len()
+            )));
+        }
+        let table = self.aes_table();
+        let cfg = LaunchConfig {
+            grid_dim: (grid_for(total, self.info.sm_count * 32), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: table.smem(),
+        };
+        let (count, n, party) = (keys.count as u64, keys.n, keys.party as u32);
+        let (total64, per_key, eq32) = (total as u64, t as u64, eq as u32);
+        // SAFETY: `dpf_eval_*(const uint4* body, u64 count, u32 n, u32 party, const u64* xs,
+        // u64 total, u64 per_key, u32 eq, u8* out)`. The body holds exactly count keys of n
+        // bits in the keyfmt layout (its size was checked against the closed form at upload),
+        // xs and out hold at least total = count·per_key elements (checked above), and the
+        // kernel reads key e / per_key < count for e < total only.
+        unsafe {
+            self.stream
+                .launch_builder(&self.k.dpf[table.idx()])
+                .arg(&keys.body)
+                .arg(&count)
+                .arg(&n)
+                .arg(&party)
+                .arg(xs)
+                .arg(&total64)
+                .arg(&per_key)
+                .arg(&eq32)
+                .arg(out)
+                .launch(cfg)
+        }
+        .during("launching dpf_eval")?;
+        Ok(())
+    }
+
+    /// DPF evaluation of resident keys at host points, results to the host (synchronous).
+    ///
+    /// # Errors
+    /// As [`CudaBackend::dpf_eval_device`].
+    pub fn dpf_eval_resident(
+        &self,
+        keys: &DeviceDpfKeys,
+        xs: &[u64],
+        t: usize,
+        eq: bool,
+    ) -> Result<Vec<u8>> {
+        let _g = self.guard();
+        let total = Self::check_points(keys.count, t, xs.len(), "DPF points (count·t)")?;
+        let dx = self.htod(xs)?;
+        let mut dout = self.alloc_zeros::<u8>(total)?;
+        self.dpf_eval_device(keys, &dx, xs.len(), t, eq, &mut dout)?;
+        self.dtoh(&dout, total)
+    }
+
+    /// Whether the GPU DCF kernels cover payloads of p elements of m bits: p = 1 (any m), or
+    /// p ≤ 16 with ⌈p·m/128⌉ ≤ 8 value blocks per level.
+    pub fn dcf_supported(m: u32, p: usize) -> bool {
+        p == 1 || (p <= DCF_VEC_MAX_P && (p * m as usize).div_ceil(128) <= DCF_VEC_MAX_B)
+    }
+
+    /// Launch the DCF kernel: key i at the `t` points `xs[i·t..(i+1)·t]`; `out[e·p + q]`
+    /// receives element q of the additive share in Z_{2^m} (layout `[key][point][payload]`).
+    /// Asynchronous, as [`CudaBackend::dpf_eval_device`].
+    ///
+    /// # Errors
+    /// [`CudaError::Unsupported`] outside [`CudaBackend::dcf_supported`] (use the CPU
+    /// backend); a length or driver error.
+    pub fn dcf_eval_device(
+        &self,
+        keys: &DeviceDcfKeys,
+        xs: &CudaSlice<u64>,
+        xs_len: usize,
+        t: usize,
+        out: &mut CudaSlice<u64>,
+    ) -> Result<()> {
+        if !Self::dcf_supported(keys.m, keys.p) {
+            return Err(CudaError::Unsupported(format!(
+                "DCF payload of {} × {} bits; the GPU kernels cover p = 1, or p <= {DCF_VEC_MAX_P} \
+                 with at most {DCF_VEC_MAX_B} value blocks per level",
+                keys.p, keys.m
+            )));
+        }
+        let total = Self::check_points(keys.count, t, xs_len, "DCF points (count·t)")?;
+        if total == 0 {
+            return Ok(());
+        }
+        let outs = total * keys.p;
+        if xs.len() < total || out.len() < outs {
+            return Err(CudaError::BadKey(format!(
+                "device buffers of {} points / {} outputs for {total} evaluations of {} elements",
+                xs.len(),
+                out.len(),
+                keys.p
+            )));
+        }
+        let table = self.aes_table();
+        let cfg = LaunchConfig {
+            grid_dim: (grid_for(total, self.info.sm_count * 32), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: table.smem(),
+        };
+        let (count, n, m, party) = (keys.count as u64, keys.n, keys.m, keys.party as u32);
+        let (total64, per_key, p32) = (total as u64, t as u64, keys.p as u32);
+        if keys.p == 1 {
+            // SAFETY: `dcf_p1_*(const uint4* body, u64 count, u32 n, u32 m, u32 party, const
+            // u64* xs, u64 total, u64 per_key, u64* out)`. The body holds exactly count keys
+            // with p = 1 in the keyfmt layout (size checked at upload), xs and out hold at
+            // least total = count·per_key elements (checked above); the kernel reads key
+            // e / per_key < count only.
+            unsafe {
+                self.stream
+                    .launch_builder(&self.k.dcf_p1[table.idx()])
+                    .arg(&keys.body)
+                    .arg(&count)
+                    .arg(&n)
+                    .arg(&m)
+                    .arg(&party)
+                    .arg(xs)
+                    .arg(&total64)
+                    .arg(&per_key)
+                    .arg(out)
+                    .launch(cfg)
+            }
+            .during("launching dcf_p1")?;
+        } else {
+            // SAFETY: `dcf_vec_*(const uint4* body, u64 count, u32 n, u32 m, u32 p, u32 party,
+            // const u64* xs, u64 total, u64 per_key, u64* out)`. The body holds exactly count
+            // keys with payload length p in the keyfmt layout (size checked at upload); xs holds
+            // at least total and out at least total·p elements (checked above); p and the
+            // value blocks per level are within the kernel's local arrays (dcf_supported).
+            unsafe {
+                self.stream
+                    .launch_builder(&self.k.dcf_vec[table.idx()])
+                    .arg(&keys.body)
+                    .arg(&count)
+                    .arg(&n)
+                    .arg(&m)
+                    .arg(&p32)
+                    .arg(&party)
+                    .arg(xs)
+                    .arg(&total64)
+                    .arg(&per_key)
+                    .arg(out)
+                    .launch(cfg)
+            }
+            .during("launching dcf_vec")?;
+        }
+        Ok(())
+    }
+
+    /// DCF evaluation of resident keys at host points, results (`count·t·p` words) to the
+    /// host.
+    ///
+    /// # Errors
+    /// As [`CudaBackend::dcf_eval_device`].
+    pub fn dcf_eval_resident(
+        &self,
+        keys: &DeviceDcfKeys,
+        xs: &[u64],
+        t: usize,
+    ) -> Result<Vec<u64>> {
+        let _g = self.guard();
+        let total = Self::check_points(keys.count, t, xs.len(), "DCF points (count·t)")?;
+        if !Self::dcf_supported(keys.m, keys.p) {
+            return Err(CudaError::Unsupported(format!(
+                "DCF payload of {} × {} bits",
+                keys.p, keys.m
+            )));
+        }
+        let dx = self.htod(xs)?;
+        let mut dout = self.alloc_zeros::<u64>(total * keys.p)?;
+        self.dcf_eval_device(keys, &dx, xs.len(), t, &mut dout)?;
+        self.dtoh(&dout, total * keys.p)
+    }
+
+    // ---- GEMM -------------------------------------------------------------------------------------
+
+    /// Launch the GEMM on device buffers (asynchronous): `batch` products C_t = A_t·B_t mod 2^n,
+    /// shapes as [`Backend::gemm_batch`]. Requires 1 ≤ m ≤ 65,535·64 and m, n, k < 2^32.
+    ///
+    /// # Errors
+    /// [`CudaError::Unsupported`] outside those limits; a length or driver error.
+    pub fn gemm_device(
+        &self,
+        w: BitWidth,
+        a: &CudaSlice<u64>,
+        b: &CudaSlice<u64>,
+        c: &mut CudaSlice<u64>,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<()> {
+        let shape = |x: usize, y: usize| {
+            x.checked_mul(y).ok_or(CudaError::Backend(
+                suf_backend::BackendError::ShapeOverflow { what: "gemm" },
+            ))
+        };
+        let (mk, kn, mn) = (shape(m, k)?, shape(k, n)?, shape(m, n)?);
+        let (la, lb, lc) = (shape(batch, mk)?, shape(batch, kn)?, shape(batch, mn)?);
+        if a.len() < la || b.len() < lb || c.len() < lc {
+            return Err(CudaError::Backend(
+                suf_backend::BackendError::LengthMismatch {
+                    what: "gemm device buffers",
+                    expected: la.max(lb).max(lc),
+                    got: a.len().min(b.len()).min(c.len()),
+                },
+            ));
+        }
+        if lc == 0 {
+            return Ok(());
+        }
+        let lim = u32::MAX as usize;
+        if m > MAX_GRID_YZ * 64 || n > lim || k > lim {
+            return Err(CudaError::Unsupported(format!(
+                "GEMM shape {m}×{k}×{n} beyond the kernel's grid limits"
+            )));
+        }
+        let f =
+            &self.k.gemm[(w.bits() <= 32) as usize][self.gemm_b2.load(Ordering::Relaxed) as usize];
+        let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+        let bt = (layout == BLayout::Transposed) as u32;
+        let mask = w.mask();
+        // Split-K when the output tiles alone cannot fill the GPU (e.g. 512³: 64 tiles on 132
+        // SMs): each of `ksplit` blocks per tile takes a k range of at least 128 (a multiple of
+        // the 16-wide k step) and adds its partial product atomically.
+        let tiles = n.div_ceil(64) * m.div_ceil(64) * batch;
+        let want = 2 * self.info.sm_count as usize;
+        let ksplit = if tiles < want && k >= 256 {
+            want.div_ceil(tiles).min(k / 128).clamp(1, 16)
+        } else {
+            1
+        };
+        let kchunk = k.div_ceil(ksplit).next_multiple_of(16).max(16);
+        let ksplit = k.div_ceil(kchunk).max(1);
+        if ksplit > 1 {
+            self.stream
+                .memset_zeros(&mut c.slice_mut(..lc))
+                .during("zeroing the GEMM output")?;
+        }
+        let (ks32, kc32) = (ksplit as u32, kchunk as u32);
+        let mut z0 = 0usize;
+        while z0 < batch {
+            let zc = (batch - z0).min(MAX_GRID_YZ / ksplit);
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    n.div_ceil(64) as u32,
+                    m.div_ceil(64) as u32,
+                    (zc * ksplit) as u32,
+                ),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let z032 = z0 as u32;
+            // SAFETY: `gemm_*(const u64* A, const u64* B, u64* C, u32 M, u32 N, u32 K, u32 bt,
+            // u64 mask, u32 z0, u32 ksplit, u32 kchunk)`: A, B, C hold at least batch·m·k,
+            // batch·k·n and batch·m·n elements (checked above); block (x, y, z) touches rows
+            // < M, columns < N and k < K of product z0 + z / ksplit < batch only
+            // (bounds-checked loads and stores); with ksplit > 1, C was zeroed above.
+            unsafe {
+                self.stream
+                    .launch_builder(f)
+                    .arg(a)
+                    .arg(b)
+                    .arg(&mut *c)
+                    .arg(&m32)
+                    .arg(&n32)
+                    .arg(&k32)
+                    .arg(&bt)
+                    .arg(&mask)
+                    .arg(&z032)
+                    .arg(&ks32)
+                    .arg(&kc32)
+                    .launch(cfg)
+            }
+            .during("launching gemm")?;
+            z0 += zc;
+        }
+        if ksplit > 1 && mask != u64::MAX {
+            let cfg = LaunchConfig {
+                grid_dim: (grid_for(lc, self.info.sm_count * 16), 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let lc64 = lc as u64;
+            // SAFETY: `mask_u64(u64* c, u64 len, u64 mask)`: c holds at least lc elements.
+            unsafe {
+                self.stream
+                    .launch_builder(&self.k.mask)
+                    .arg(&mut *c)
+                    .arg(&lc64)
+                    .arg(&mask)
+                    .launch(cfg)
+            }
+            .during("launching mask_u64")?;
+        }
+        Ok(())
+    }
+
+    /// GEMM of host operands on the GPU, with device errors reported (the trait method
+    /// [`Backend::gemm_batch`] answers those with the CPU instead).
+    ///
+    /// # Errors
+    /// Length / shape errors as the CPU backend; [`CudaError::Unsupported`]; driver errors.
+    pub fn try_gemm_batch(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>> {
+        let _g = self.guard();
+        let overflow =
+            || CudaError::Backend(suf_backend::BackendError::ShapeOverflow { what: "gemm" });
+        let la = batch
+            .checked_mul(m)
+            .and_then(|x| x.checked_mul(k))
+            .ok_or_else(overflow)?;
+        let lb = batch
+            .checked_mul(k)
+            .and_then(|x| x.checked_mul(n))
+            .ok_or_else(overflow)?;
+        let lc = batch
+            .checked_mul(m)
+            .and_then(|x| x.checked_mul(n))
+            .ok_or_else(overflow)?;
+        for (what, want, got) in [
+            ("gemm A (batch·m·k)", la, a.len()),
+            ("gemm B (batch·k·n)", lb, b.len()),
+        ] {
+            if want != got {
+                return Err(CudaError::Backend(
+                    suf_backend::BackendError::LengthMismatch {
+                        what,
+                        expected: want,
+                        got,
+                    },
+                ));
+            }
+        }
+        let da = self.htod(a)?;
+        let db = self.htod(b)?;
+        let mut dc = self.alloc_zeros::<u64>(lc)?;
+        self.gemm_device(w, &da, &db, &mut dc, batch, m, k, n, layout)?;
+        self.dtoh(&dc, lc)
+    }
+
+    // ---- elementwise ------------------------------------------------------------------------------
+
+    fn ew_launch(
+        &self,
+        op: u32,
+        a: &CudaSlice<u64>,
+        b: &CudaSlice<u64>,
+        out: &mut CudaSlice<u64>,
+        len: usize,
+        blen: usize,
+        c: u64,
+        mask: u64,
+    ) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (grid_for(len, self.info.sm_count * 16), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (len64, blen64) = (len as u64, blen.max(1) as u64);
+        // SAFETY: `ew_u64(u32 op, const u64* a, const u64* b, u64* out, u64 len, u64 blen,
+        // u64 c, u64 mask)`: a and out hold len elements; b holds len elements for the zip
+        // ops, blen elements for the broadcast ops (index i % blen) and len / blen elements
+        // for MUL_ROWS (index i / blen), as each caller guarantees; ops without b never read
+        // it.
+        unsafe {
+            self.stream
+                .launch_builder(&self.k.ew)
+                .arg(&op)
+                .arg(a)
+                .arg(b)
+                .arg(out)
+                .arg(&len64)
+                .arg(&blen64)
+                .arg(&c)
+                .arg(&mask)
+                .launch(cfg)
+        }
+        .during("launching ew_u64")?;
+        Ok(())
+    }
+
+    /// One elementwise op on host data; lengths are the caller's to check.
+    fn try_ew(
+        &self,
+        op: u32,
+        a: &[u64],
+        b: &[u64],
+        blen: usize,
+        c: u64,
+        mask: u64,
+    ) -> Result<Vec<u64>> {
+        let _g = self.guard();
+        let da = self.htod(a)?;
+        let db = if b.is_empty() {
+            self.htod::<u64>(&[])?
+        } else {
+            self.htod(b)?
+        };
+        let mut dout = self.alloc_zeros::<u64>(a.len())?;
+        self.ew_launch(op, &da, &db, &mut dout, a.len(), blen, c, mask)?;
+        self.dtoh(&dout, a.len())
+    }
+
+    /// Row sums on the GPU: `a` is `[rows, cols]`.
+    fn try_row_sum(&self, a: &[u64], cols: usize, mask: u64) -> Result<Vec<u64>> {
+        let _g = self.guard();
+        let rows = a.len() / cols;
+        let da = self.htod(a)?;
+        let mut dout = self.alloc_zeros::<u64>(rows)?;
+        let warps_per_block = (BLOCK / 32) as usize;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                rows.div_ceil(warps_per_block)
+                    .clamp(1, self.info.sm_count as usize * 16) as u32,
+                1,
+                1,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (rows64, cols64) = (rows as u64, cols as u64);
+        // SAFETY: `row_sum_u64(const u64* a, u64* out, u64 rows, u64 cols, u64 mask)`: a holds
+        // rows·cols elements, out holds rows elements.
+        unsafe {
+            self.stream
+                .launch_builder(&self.k.row_sum)
+                .arg(&da)
+                .arg(&mut dout)
+                .arg(&rows64)
+                .arg(&cols64)
+                .arg(&mask)
+                .launch(cfg)
+        }
+        .during("launching row_sum")?;
+        self.dtoh(&dout, rows)
+    }
+
+    fn small(&self, len: usize) -> bool {
+        len == 0 || len < self.cpu_below
+    }
+}
+
+// Elementwise op codes (kernels/ring.cu).
+const EW_ADD: u32 = 0;
+const EW_SUB: u32 = 1;
+const EW_MUL: u32 = 2;
+const EW_NEG: u32 = 3;
+const EW_SCALE: u32 = 4;
+const EW_ADD_CONST: u32 = 5;
+const EW_REDUCE: u32 = 6;
+const EW_ADD_BCAST: u32 = 7;
+const EW_MUL_BCAST: u32 = 8;
+const EW_MUL_ROWS: u32 = 9;
+
+impl CudaBackend {
+    fn zip(
+        &self,
+        what: &str,
+        op: u32,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        cpu: impl FnOnce() -> suf_backend::Result<Vec<u64>>,
+    ) -> suf_backend::Result<Vec<u64>> {
+        if a.len() != b.len() || self.small(a.len()) {
+            return cpu();
+        }
+        self.or_cpu(what, || self.try_ew(op, a, b, 0, 0, w.mask()), cpu)
+    }
+
+    fn unary(
+        &self,
+        what: &str,
+        op: u32,
+        w: BitWidth,
+        a: &[u64],
+        c: u64,
+        cpu: impl FnOnce() -> Vec<u64>,
+    ) -> Vec<u64> {
+        if self.small(a.len()) {
+            return cpu();
+        }
+        self.or_cpu(
+            what,
+            || self.try_ew(op, a, &[], 0, c, w.mask()),
+            || Ok(cpu()),
+        )
+        .unwrap_or_else(|_| unreachable!("the CPU fallback of a unary op cannot fail"))
+    }
+
+    fn assign(
+        &self,
+        what: &str,
+        op: u32,
+        w: BitWidth,
+        a: &mut [u64],
+        b: &[u64],
+        cpu: impl FnOnce(&mut [u64]) -> suf_backend::Result<()>,
+    ) -> suf_backend::Result<()> {
+        if a.len() != b.len() || self.small(a.len()) {
+            return cpu(a);
+        }
+        match self.try_ew(op, a, b, 0, 0, w.mask()) {
+            Ok(v) => {
+                a.copy_from_slice(&v);
+                Ok(())
+            }
+            Err(CudaError::Backend(e)) => Err(e),
+            Err(e) => {
+                self.record(what, &e);
+                cpu(a)
+            }
+        }
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn gemm_batch(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> suf_backend::Result<Vec<u64>> {
+        let cpu = || self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout);
+        // Shape and length errors, degenerate and oversized shapes: the CPU backend answers
+        // (with exactly its own errors).
+        let ok = (|| {
+            let mk = m.checked_mul(k)?;
+            let kn = k.checked_mul(n)?;
+            let mn = m.checked_mul(n)?;
+            let lc = batch.checked_mul(mn)?;
+            (a.len() == batch.checked_mul(mk)? && b.len() == batch.checked_mul(kn)?).then_some(lc)
+        })();
+        let Some(lc) = ok else { return cpu() };
+        if lc == 0
+            || k == 0
+            || self.small(lc)
+            || m > MAX_GRID_YZ * 64
+            || n > u32::MAX as usize
+            || k > u32::MAX as usize
+        {
+            return cpu();
+        }
+        self.or_cpu(
+            "gemm",
+            || self.try_gemm_batch(w, a, b, batch, m, k, n, layout),
+            cpu,
+        )
+    }
+
+    fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
+        self.zip("add", EW_ADD, w, a, b, || self.cpu.add(w, a, b))
+    }
+
+    fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
+        self.zip("sub", EW_SUB, w, a, b, || self.cpu.sub(w, a, b))
+    }
+
+    fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
+        self.zip("mul", EW_MUL, w, a, b, || self.cpu.mul(w, a, b))
+    }
+
+    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+        self.unary("neg", EW_NEG, w, a, 0, || self.cpu.neg(w, a))
+    }
+
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+        self.unary("scale", EW_SCALE, w, a, c, || self.cpu.scale(w, a, c))
+    }
+
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+        self.unary("add_const", EW_ADD_CONST, w, a, c, || {
+            self.cpu.add_const(w, a, c)
+        })
+    }
+
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+        self.unary("reduce", EW_REDUCE, w, a, 0, || self.cpu.reduce(w, a))
+    }
+
+    fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> suf_backend::Result<()> {
+        self.assign("add_assign", EW_ADD, w, a, b, |a| {
+            self.cpu.add_assign(w, a, b)
+        })
+    }
+
+    fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> suf_backend::Result<()> {
+        self.assign("sub_assign", EW_SUB, w, a, b, |a| {
+            self.cpu.sub_assign(w, a, b)
+        })
+    }
+
+    fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> suf_backend::Result<()> {
+        self.assign("mul_assign", EW_MUL, w, a, b, |a| {
+            self.cpu.mul_assign(w, a, b)
+        })
+    }
+
+    fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
+        let cpu = || self.cpu.add_bcast(w, a, b);
+        if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
+            return cpu();
+        }
+        self.or_cpu(
+            "add_bcast",
+            || self.try_ew(EW_ADD_BCAST, a, b, b.len(), 0, w.mask()),
+            cpu,
+        )
+    }
+
+    fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
+        let cpu = || self.cpu.mul_bcast(w, a, b);
+        if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
+            return cpu();
+        }
+        self.or_cpu(
+            "mul_bcast",
+            || self.try_ew(EW_MUL_BCAST, a, b, b.len(), 0, w.mask()),
+            cpu,
+        )
+    }
+
+    fn mul_rows(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        cols: usize,
+    ) -> suf_backend::Result<Vec<u64>> {
+        let cpu = || self.cpu.mul_rows(w, a, b, cols);
+        if cols == 0 || b.len().checked_mul(cols) != Some(a.len()) || self.small(a.len()) {
+            return cpu();
+        }
+        self.or_cpu(
+            "mul_rows",
+            || self.try_ew(EW_MUL_ROWS, a, b, cols, 0, w.mask()),
+            cpu,
+        )
+    }
+
+    fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> suf_backend::Result<Vec<u64>> {
+        let cpu = || self.cpu.row_sum(w, a, cols);
+        if cols == 0 || !a.len().is_multiple_of(cols) || self.small(a.len()) {
+            return cpu();
+        }
+        self.or_cpu("row_sum", || self.try_row_sum(a, cols, w.mask()), cpu)
+    }
+
+    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u64>> {
+        let cpu = || self.cpu.dcf_eval(keys, xs, t);
+        if !Self::dcf_supported(keys.m(), keys.p())
+            || keys.count().checked_mul(t) != Some(xs.len())
+            || xs.is_empty()
+        {
+            return cpu();
+        }
+        self.or_cpu(
+            "dcf_eval",
+            || {
+                let dk = self.upload_dcf(keys)?;
+                self.dcf_eval_resident(&dk, xs, t)
+            },
+            cpu,
+        )
+    }
+
+    fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u8>> {
+        let cpu = || self.cpu.dpf_lt_eval(keys, xs, t);
+        if keys.count().checked_mul(t) != Some(xs.len()) || xs.is_empty() {
+            return cpu();
+        }
+        self.or_cpu(
+            "dpf_lt_eval",
+            || {
+                let dk = self.upload_dpf(keys)?;
+                self.dpf_eval_resident(&dk, xs, t, false)
+            },
+            cpu,
+        )
+    }
+
+    fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> suf_backend::Result<Vec<u8>> {
+        let cpu = || self.cpu.dpf_eq_eval(keys, xs);
+        if keys.count() != xs.len() || xs.is_empty() {
+            return cpu();
+        }
+        self.or_cpu(
+            "dpf_eq_eval",
+            || {
+                let dk = self.upload_dpf(keys)?;
+                self.dpf_eval_resident(&dk, xs, 1, true)
+            },
+            cpu,
+        )
+    }
+
+    fn pack(&self, vals: &[u64], bits: u32) -> suf_backend::Result<Vec<u8>> {
+        self.cpu.pack(vals, bits)
+    }
+
+    fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> suf_backend::Result<Vec<u64>> {
+        self.cpu.unpack(bytes, bits, count)
+    }
+}

@@ -1,0 +1,78 @@
+//! Errors of `suf-cuda`.
+
+use cudarc::driver::DriverError;
+
+/// Errors raised by the CUDA backend. Every variant says whose fault it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CudaError {
+    /// Environment: the CUDA driver library (`libcuda.so.1`) could not be loaded, so there is
+    /// no usable GPU on this machine.
+    #[error("the CUDA driver library (libcuda) was not found: no usable NVIDIA GPU driver on this machine")]
+    NoDriver,
+    /// Environment: the NVRTC library (`libnvrtc.so.13` …) could not be loaded. On a GPU host,
+    /// add the toolkit's `lib64` folder (e.g. `/usr/local/cuda/lib64`) to `LD_LIBRARY_PATH`.
+    #[error("the NVRTC library (libnvrtc) was not found; add the CUDA toolkit's lib64 folder (e.g. /usr/local/cuda/lib64) to LD_LIBRARY_PATH")]
+    NoNvrtc,
+    /// Environment: the driver loaded but reports no device (or not the one asked for).
+    #[error("no CUDA device with ordinal {ordinal} (the driver reports {count})")]
+    NoDevice {
+        /// The ordinal asked for.
+        ordinal: usize,
+        /// Devices the driver reports.
+        count: usize,
+    },
+    /// Environment or bug: a CUDA driver call failed.
+    #[error("CUDA driver error during {what}: {err}")]
+    Driver {
+        /// The operation.
+        what: &'static str,
+        /// The driver's error.
+        err: DriverError,
+    },
+    /// Bug or environment: NVRTC refused the kernel source. The log is NVRTC's own.
+    #[error("NVRTC failed to compile the kernels for {arch} ({status}); options {options:?}; log:\n{log}")]
+    Compile {
+        /// Target architecture (`sm_90`, ...).
+        arch: String,
+        /// NVRTC's status code.
+        status: String,
+        /// The options passed.
+        options: Vec<String>,
+        /// NVRTC's program log.
+        log: String,
+    },
+    /// Environment: another NVRTC call failed (program creation, CUBIN extraction, ...).
+    #[error("NVRTC error during {what}: {status}")]
+    Nvrtc {
+        /// The operation.
+        what: &'static str,
+        /// NVRTC's status code.
+        status: String,
+    },
+    /// Caller error: a serialized key batch is malformed, or batches do not fit together.
+    #[error("bad key for the GPU: {0}")]
+    BadKey(String),
+    /// Caller error: a request the GPU kernels do not cover (the trait methods fall back to
+    /// the CPU for these; the device-resident API reports them).
+    #[error("not supported on the GPU: {0}")]
+    Unsupported(String),
+    /// Caller error: a length or shape error, as the CPU backend reports it.
+    #[error(transparent)]
+    Backend(#[from] suf_backend::BackendError),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, CudaError>;
+
+/// Attach an operation name to a driver error.
+pub(crate) trait DriverContext<T> {
+    fn during(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> DriverContext<T> for std::result::Result<T, DriverError> {
+    #[inline]
+    fn during(self, what: &'static str) -> Result<T> {
+        self.map_err(|err| CudaError::Driver { what, err })
+    }
+}

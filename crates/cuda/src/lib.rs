@@ -1,0 +1,46 @@
+//! # suf-cuda
+//!
+//! The CUDA backend of SUF: [`CudaBackend`] implements [`suf_backend::Backend`] on one NVIDIA
+//! GPU, with results bit for bit equal to [`suf_backend::CpuBackend`] (the reference).
+//!
+//! * **Loading.** cudarc with `dynamic-loading`: the crate builds and links on a machine
+//!   without CUDA; `libcuda` and `libnvrtc` are opened at run time. Both are probed first
+//!   ([`cuda_available`], [`CudaBackend::new`] returns [`CudaError::NoDriver`] /
+//!   [`CudaError::NoNvrtc`]) because cudarc panics when a library is missing.
+//! * **Kernels.** `kernels/*.cu`, embedded with `include_str!`, prefixed with a generated
+//!   prelude (fixed-key AES round keys, T-table, PRG domain constants from `suf_core::prg`),
+//!   compiled by NVRTC to a CUBIN for the device's architecture (`sm_90` on H100) once per
+//!   process ([`compile`]); a compile error carries NVRTC's log.
+//! * **FSS.** One thread per (key, point). Key batches are uploaded as their serialized
+//!   `suf_fss::keyfmt` bodies (structure-of-arrays, level-major), which is also the layout the
+//!   kernels read: a warp's 32 threads load 32 consecutive correction words per level. The
+//!   PRG is fixed-key AES-128 in MMO form, G_c(s) = π(s ⊕ c) ⊕ s ⊕ c, with T-table AES in
+//!   shared memory ([`AesTable`]: four tables, or T0 replicated per bank). Keys can stay
+//!   resident ([`CudaBackend::upload_dpf_bytes`], [`DeviceDpfKeys`],
+//!   [`CudaBackend::dpf_eval_device`], and the DCF counterparts).
+//! * **Ring GEMM** mod 2^n on CUDA cores: 64×64 tiles in shared memory, operands split into
+//!   32-bit halves so each 64-bit multiply-add is three 32-bit IMADs (one for n ≤ 32).
+//!
+//! What runs where, and how device failures inside trait methods are handled, is listed on
+//! [`CudaBackend`].
+//!
+//! **Timing side channel.** T-table AES indexes shared memory with secret-dependent bytes
+//! (the DPF/DCF seeds). That is acceptable only where the GPU is not shared with untrusted
+//! code (DESIGN §1).
+//!
+//! This is the one crate of the workspace that uses `unsafe` (FFI launches, uninitialized
+//! device allocations, NVRTC calls); every block states why it is sound in a `// SAFETY:`
+//! comment.
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+pub mod aes_tables;
+pub mod compile;
+mod device;
+pub mod error;
+mod keys;
+
+pub use cudarc;
+pub use device::{cuda_available, AesTable, CudaBackend, CudaOptions, DeviceInfo};
+pub use error::{CudaError, Result};
+pub use keys::{DeviceDcfKeys, DeviceDpfKeys};

@@ -1,0 +1,46 @@
+//! The gates the layers use, in one place, all from the SUF gate library (`suf-compiler`).
+
+use suf_runtime::ir::{Builder, T};
+
+use crate::Result;
+
+/// Exact signed floor ⌊x / 2^s⌋ (faithful ARS), one round.
+pub fn ars(g: &mut Builder, x: T, s: u32) -> Result<T> {
+    Ok(suf_compiler::gates::ars(g, x, s)?)
+}
+
+/// Row maximum over the last axis (`[r, c]` → `[r, 1]`), one round per tree level.
+pub fn row_max(g: &mut Builder, x: T) -> Result<T> {
+    Ok(suf_compiler::gates::max_last(g, x)?)
+}
+
+/// e^{−x} for x ≥ 0 at scale f (exactly 2^f at 0, exactly 0 beyond the cut-off).
+pub fn nexp(g: &mut Builder, x: T) -> Result<T> {
+    Ok(suf_compiler::gates::nexp(g, x)?)
+}
+
+/// 1/x for softmax denominators x ∈ [1, max_len] at scale f; returns the output and its scale.
+pub fn reciprocal(g: &mut Builder, x: T, max_len: usize) -> Result<(T, u32)> {
+    Ok(suf_compiler::gates::reciprocal(g, x, max_len as u64)?)
+}
+
+/// 1/√x with relative precision for x = X / 2^{in_frac}, X ∈ [lo, hi]; returns the output and
+/// its scale.
+pub fn rsqrt(g: &mut Builder, x: T, in_frac: u32, lo: u64, hi: u64) -> Result<(T, u32)> {
+    Ok(suf_compiler::gates::rsqrt(g, x, in_frac, lo, hi)?)
+}
+
+/// GeLU (erf form).
+pub fn gelu(g: &mut Builder, x: T) -> Result<T> {
+    Ok(suf_compiler::gates::gelu(g, x)?)
+}
+
+/// GeLU (tanh form, GPT-2).
+pub fn gelu_tanh(g: &mut Builder, x: T) -> Result<T> {
+    Ok(suf_compiler::gates::gelu_tanh(g, x)?)
+}
+
+/// SiLU.
+pub fn silu(g: &mut Builder, x: T) -> Result<T> {
+    Ok(suf_compiler::gates::silu(g, x)?)
+}

@@ -1,0 +1,261 @@
+//! Transformer layers on the protocol interface ([`suf_runtime::ir::Builder`]). Every layer is
+//! written once; the Plain, Dealer and Party interpreters all run what it builds.
+//!
+//! Scales: activations are at scale f (the program's fractional bits). A product of two
+//! scale-f values is at 2f and is brought back with an exact arithmetic shift (ARS, one round),
+//! unless a consumer takes the 2f value directly (rescale folding).
+
+use std::sync::Arc;
+
+use suf_core::fixed::FixedPoint;
+use suf_runtime::ir::{Builder, T};
+
+use crate::gates;
+use crate::{NnError, Result};
+
+/// Public-model (weights known to both servers) or private-model (Ŵ public, R_W with the dealer).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Weights public.
+    Public,
+    /// Weights secret-shared by the model owner.
+    Private,
+}
+
+/// Everything a layer needs besides the builder: the format, the mode, and the model owner's
+/// plaintext weights collected for private matmuls (W for the Plain interpreter).
+#[derive(Debug)]
+pub struct Ctx {
+    /// Fixed-point format.
+    pub fp: FixedPoint,
+    /// Weight mode.
+    pub mode: Mode,
+    /// Private weights declared so far: name → W (k×n row-major, ring elements).
+    pub private: suf_runtime::plain::PlainWeights,
+}
+
+impl Ctx {
+    /// A context.
+    pub fn new(fp: FixedPoint, mode: Mode) -> Self {
+        Ctx {
+            fp,
+            mode,
+            private: Default::default(),
+        }
+    }
+
+    /// Encode reals at scale f (saturating values that do not fit is an error).
+    pub fn enc(&self, v: &[f32]) -> Result<Vec<u64>> {
+        v.iter()
+            .map(|&x| self.fp.encode(x as f64).map_err(NnError::from))
+            .collect()
+    }
+
+    /// Encode one real at scale `s`.
+    pub fn enc_scaled(&self, v: f64, s: u32) -> Result<u64> {
+        let x = (v * (s as f64).exp2()).round();
+        if !x.is_finite() || x.abs() >= (self.fp.width.bits() as f64 - 1.0).exp2() {
+            return Err(NnError::Config(format!(
+                "constant {v} does not fit at scale {s}"
+            )));
+        }
+        Ok(self.fp.width.from_signed(x as i64))
+    }
+}
+
+/// Rows and columns of a 2-D tensor.
+pub fn dims(g: &Builder, x: T) -> (usize, usize) {
+    let s = g.shape(x);
+    let c = *s.last().unwrap_or(&1);
+    let n: usize = s.iter().product();
+    (n.checked_div(c).unwrap_or(0), c)
+}
+
+/// y = x·W (+ b), W given as `[out, in]` (`transposed = true`, Hugging Face Linear) or
+/// `[in, out]`; result at scale f (one ARS round; in private mode one more round for the
+/// masked-weight product).
+pub fn linear(
+    g: &mut Builder,
+    ctx: &mut Ctx,
+    name: &str,
+    x: T,
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: usize,
+    transposed: bool,
+) -> Result<T> {
+    let (rows, k) = dims(g, x);
+    if w.len() != k * out || b.is_some_and(|b| b.len() != out) {
+        return Err(NnError::Config(format!(
+            "linear {name}: weight of {} values for {k}×{out}, bias {:?}",
+            w.len(),
+            b.map(|b| b.len())
+        )));
+    }
+    let mut wk = vec![0f32; k * out];
+    for i in 0..k {
+        for j in 0..out {
+            wk[i * out + j] = if transposed {
+                w[j * k + i]
+            } else {
+                w[i * out + j]
+            };
+        }
+    }
+    let f = ctx.fp.frac;
+    let y = match ctx.mode {
+        Mode::Public => {
+            let wq = ctx.enc(&wk)?;
+            let y = g.matmul_pub(x, Arc::new(wq), k, out)?;
+            let y = gates::ars(g, y, f)?;
+            match b {
+                Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
+                None => y,
+            }
+        }
+        Mode::Private => {
+            // The bias joins the weight as one more row, against a constant column 2^f of x.
+            let (xin, kk, mut wq) = match b {
+                Some(b) => {
+                    let one = g.slice_cols(x, 0, 1)?;
+                    let zero = g.mul_const(one, 0)?;
+                    let ones = g.add_const(zero, 1u64 << f)?;
+                    let xa = g.concat_cols(&[x, ones])?;
+                    let mut wq = ctx.enc(&wk)?;
+                    wq.extend(ctx.enc(b)?);
+                    (xa, k + 1, wq)
+                }
+                None => (x, k, ctx.enc(&wk)?),
+            };
+            let wname = format!("{name}.weight");
+            g.private_weight(&wname, kk, out)?;
+            ctx.private.insert(wname.clone(), std::mem::take(&mut wq));
+            let y = g.matmul_privw(xin, &wname)?;
+            gates::ars(g, y, f)?
+        }
+    };
+    let _ = rows;
+    Ok(y)
+}
+
+/// Broadcast a column `[rows, 1]` over `c` columns (local: a public matmul with ones).
+pub fn broadcast_col(g: &mut Builder, col: T, c: usize) -> Result<T> {
+    Ok(g.matmul_pub(col, Arc::new(vec![1u64; c]), 1, c)?)
+}
+
+/// x / d for a public positive integer d. A power of two is one exact shift (one round);
+/// otherwise ⌊⌊x / 2^k⌋ · c / 2^s⌋ with 2^k ≤ d < 2^{k+1} and c = round(2^{s+k}/d), s as large
+/// as the headroom allows (two rounds; relative error ≤ 2^{−s}). `mag_bits` bounds
+/// log2 |x / d| in ring units.
+pub fn div_by(g: &mut Builder, ctx: &Ctx, x: T, d: usize, mag_bits: u32) -> Result<T> {
+    if d == 0 {
+        return Err(NnError::Config("division by zero".into()));
+    }
+    if d == 1 {
+        return Ok(x);
+    }
+    let k = usize::BITS - 1 - d.leading_zeros();
+    let y = gates::ars(g, x, k)?;
+    if d.is_power_of_two() {
+        return Ok(y);
+    }
+    let n = ctx.fp.width.bits();
+    let s = n.saturating_sub(3 + mag_bits).min(30);
+    if s < 8 {
+        return Err(NnError::Config(format!(
+            "ring of {n} bits has no headroom to divide a {mag_bits}-bit value by {d}"
+        )));
+    }
+    let c = (((s + k) as f64).exp2() / d as f64).round() as u64;
+    let y = g.mul_const(y, c)?;
+    gates::ars(g, y, s)
+}
+
+/// Mean over the last axis at scale f.
+pub fn mean_last(g: &mut Builder, ctx: &Ctx, x: T) -> Result<T> {
+    let (_, d) = dims(g, x);
+    let s = g.sum_last(x)?;
+    // |mean| < 2^8 at scale f: the sum's magnitude after division.
+    div_by(g, ctx, s, d, ctx.fp.frac + 9)
+}
+
+/// LayerNorm over the last axis (eps folded in at scale 2f), then γ, β.
+pub fn layernorm(
+    g: &mut Builder,
+    ctx: &Ctx,
+    x: T,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> Result<T> {
+    let (_, d) = dims(g, x);
+    let f = ctx.fp.frac;
+    let mu = mean_last(g, ctx, x)?;
+    let mub = broadcast_col(g, mu, d)?;
+    let xc = g.sub(x, mub)?;
+    normalize(g, ctx, xc, gamma, Some(beta), eps, f)
+}
+
+/// RMSNorm over the last axis, then γ.
+pub fn rmsnorm(g: &mut Builder, ctx: &Ctx, x: T, gamma: &[f32], eps: f64) -> Result<T> {
+    normalize(g, ctx, x, gamma, None, eps, ctx.fp.frac)
+}
+
+fn normalize(
+    g: &mut Builder,
+    ctx: &Ctx,
+    xc: T,
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    eps: f64,
+    f: u32,
+) -> Result<T> {
+    let (_, d) = dims(g, xc);
+    // Σ xc² at scale 2f, then the mean at scale 2f: ⌊Σ · round(2^f/d) / 2^f⌋.
+    let sq = g.square(xc)?;
+    let ss = g.sum_last(sq)?;
+    // variance < 2^10 at scale 2f.
+    let var = div_by(g, ctx, ss, d, 2 * f + 10)?;
+    let var = g.add_const(var, ctx.enc_scaled(eps, 2 * f)?)?;
+    // 1/√var with relative precision, from an input at scale 2f declared in
+    // [eps·2^{2f}, 2^{n−2}); the consumer truncates the product once.
+    let lo = ctx.enc_scaled(eps, 2 * f)?.max(1);
+    let hi = 1u64 << (2 * f + 10).min(ctx.fp.width.bits() - 4);
+    let (rs, s_rs) = gates::rsqrt(g, var, 2 * f, lo, hi)?;
+    // |xc·rs| ≤ √d at scale f + s_rs must stay below 2^{n−2}: narrow rings shift rs first.
+    let half_log_d = (usize::BITS - d.leading_zeros()).div_ceil(2);
+    let s_max = ctx.fp.width.bits().saturating_sub(3 + f + half_log_d);
+    let (rs, s_rs) = if s_rs > s_max {
+        (gates::ars(g, rs, s_rs - s_max)?, s_max)
+    } else {
+        (rs, s_rs)
+    };
+    let y = g.row_mul(xc, rs)?;
+    let y = gates::ars(g, y, s_rs)?;
+    let y = g.mul_pub(y, Arc::new(ctx.enc(gamma)?))?;
+    let y = gates::ars(g, y, f)?;
+    Ok(match beta {
+        Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
+        None => y,
+    })
+}
+
+/// Softmax over the last axis of `[r, c]` scores at scale f. `bias` (public, scale f, `[r, c]`)
+/// is added first (causal masks put a large negative value there, so masked entries get
+/// exactly 0 after nExp).
+pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>) -> Result<T> {
+    let (_, c) = dims(g, x);
+    let x = match bias {
+        Some(b) => g.add_pub(x, Arc::new(b))?,
+        None => x,
+    };
+    let m = gates::row_max(g, x)?;
+    let mb = broadcast_col(g, m, c)?;
+    let d = g.sub(mb, x)?; // ≥ 0
+    let e = gates::nexp(g, d)?;
+    let s = g.sum_last(e)?;
+    let (inv, s_inv) = gates::reciprocal(g, s, c)?;
+    let p = g.row_mul(e, inv)?;
+    let _ = ctx;
+    gates::ars(g, p, s_inv)
+}

@@ -1,0 +1,322 @@
+//! Model families built from the layers over the canonical weights of `suf-models`: BERT
+//! (post-LN), MPNet (BERT + public relative position bias), GPT-2 (pre-LN, causal, tied head),
+//! Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention, causal). Any sequence length, any
+//! number of blocks.
+//!
+//! The client embeds tokens (public table lookup, positions, and the embedding LayerNorm where
+//! the family has one: all public) and secret-shares the result as input `x` of shape
+//! `[seq, hidden]` at scale f; it alone reconstructs the output: the mean-pooled embedding
+//! `[1, hidden]` for encoders, the last position's logits `[1, vocab]` for decoders.
+
+use std::sync::Arc;
+
+use suf_core::fixed::FixedPoint;
+use suf_models::arch::{self, Block, Globals, Linear, Norm};
+use suf_models::{Family, ModelConfig, NormKind, RopeStyle, Weights};
+use suf_runtime::ir::{Builder, Program, T};
+use suf_runtime::plain::PlainWeights;
+
+use crate::gates;
+use crate::layers::{dims, layernorm, linear, rmsnorm, softmax, Ctx, Mode};
+use crate::{NnError, Result};
+
+/// A built model: the program and the model owner's private weights (empty in public mode).
+#[derive(Debug)]
+pub struct Built {
+    /// The program (input `x` = embedded tokens `[seq, hidden]` at scale f).
+    pub prog: Program,
+    /// W of every private matmul (for the Plain interpreter and the owner's masking).
+    pub private: PlainWeights,
+}
+
+/// Build the secure part of `cfg` for `seq` tokens, with its first `layers` blocks
+/// (`None` = all).
+pub fn build(
+    cfg: &ModelConfig,
+    w: &Weights,
+    fp: FixedPoint,
+    mode: Mode,
+    seq: usize,
+    layers: Option<usize>,
+) -> Result<Built> {
+    if seq == 0 || cfg.heads == 0 || cfg.kv_heads == 0 || cfg.heads % cfg.kv_heads != 0 {
+        return Err(NnError::Config(format!(
+            "bad shape: seq {seq}, heads {}, kv heads {}",
+            cfg.heads, cfg.kv_heads
+        )));
+    }
+    let nl = layers.unwrap_or(cfg.layers).min(cfg.layers);
+    let glob = arch::load_globals(cfg, w)?;
+    let mut g = Builder::new(fp);
+    let mut ctx = Ctx::new(fp, mode);
+    g.layer("input");
+    let x = g.input("x", &[seq, cfg.hidden])?;
+    let mut h = x;
+    let rel = match (&glob.rel_bias, cfg.family) {
+        (Some(t), Family::MpNet) => {
+            let b = arch::mpnet_position_bias(cfg, t, seq);
+            let mut per = Vec::with_capacity(cfg.heads);
+            for hh in 0..cfg.heads {
+                per.push(
+                    b[hh * seq * seq..(hh + 1) * seq * seq]
+                        .iter()
+                        .map(|&v| ctx.enc_scaled(v, fp.frac))
+                        .collect::<Result<Vec<u64>>>()?,
+                );
+            }
+            Some(per)
+        }
+        _ => None,
+    };
+    let causal_bias = if cfg.causal() {
+        let big = fp.width.from_signed(-(1i64 << (fp.width.bits() - 4)));
+        Some(
+            (0..seq * seq)
+                .map(|i| if i % seq > i / seq { big } else { 0 })
+                .collect::<Vec<u64>>(),
+        )
+    } else {
+        None
+    };
+    for l in 0..nl {
+        let b = arch::load_block(cfg, w, l)?;
+        h = block(&mut g, &mut ctx, cfg, &b, l, h, seq, &rel, &causal_bias)?;
+    }
+    let out = if cfg.family.is_encoder() {
+        g.layer("pool");
+        mean_pool(&mut g, &ctx, h, seq)?
+    } else {
+        g.layer("head");
+        head(&mut g, &mut ctx, cfg, &glob, h, seq)?
+    };
+    g.output(out)?;
+    Ok(Built {
+        prog: g.finish(),
+        private: ctx.private,
+    })
+}
+
+pub fn lin(g: &mut Builder, ctx: &mut Ctx, name: &str, x: T, l: &Linear) -> Result<T> {
+    linear(g, ctx, name, x, &l.w, l.b.as_deref(), l.d_out, true)
+}
+
+pub fn norm(g: &mut Builder, ctx: &Ctx, cfg: &ModelConfig, x: T, n: &Norm) -> Result<T> {
+    match (cfg.norm_kind(), &n.beta) {
+        (NormKind::LayerNorm, Some(beta)) => layernorm(g, ctx, x, &n.gamma, beta, cfg.norm_eps),
+        (NormKind::LayerNorm, None) => {
+            let zero = vec![0f32; n.gamma.len()];
+            layernorm(g, ctx, x, &n.gamma, &zero, cfg.norm_eps)
+        }
+        (NormKind::RmsNorm, _) => rmsnorm(g, ctx, x, &n.gamma, cfg.norm_eps),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block(
+    g: &mut Builder,
+    ctx: &mut Ctx,
+    cfg: &ModelConfig,
+    b: &Block,
+    l: usize,
+    h: T,
+    seq: usize,
+    rel: &Option<Vec<Vec<u64>>>,
+    causal: &Option<Vec<u64>>,
+) -> Result<T> {
+    let post = cfg.post_norm();
+    g.layer(&format!("block{l}.attention"));
+    let a_in = if post {
+        h
+    } else {
+        norm(g, ctx, cfg, h, &b.norm1)?
+    };
+    let q = lin(g, ctx, &format!("b{l}.q"), a_in, &b.q)?;
+    let k = lin(g, ctx, &format!("b{l}.k"), a_in, &b.k)?;
+    let v = lin(g, ctx, &format!("b{l}.v"), a_in, &b.v)?;
+    let att = attention(g, ctx, cfg, q, k, v, seq, rel, causal)?;
+    let o = lin(g, ctx, &format!("b{l}.o"), att, &b.o)?;
+    let r = g.add(h, o)?;
+    let h = if post {
+        norm(g, ctx, cfg, r, &b.norm1)?
+    } else {
+        r
+    };
+    g.layer(&format!("block{l}.ffn"));
+    let f_in = if post {
+        h
+    } else {
+        norm(g, ctx, cfg, h, &b.norm2)?
+    };
+    let u = lin(g, ctx, &format!("b{l}.up"), f_in, &b.up)?;
+    let act = match &b.gate {
+        Some(gate) => {
+            let gt = lin(g, ctx, &format!("b{l}.gate"), f_in, gate)?;
+            let s = gates::silu(g, gt)?;
+            let m = g.mul(s, u)?;
+            gates::ars(g, m, ctx.fp.frac)?
+        }
+        None => match cfg.activation {
+            suf_models::Activation::GeluTanh => gates::gelu_tanh(g, u)?,
+            suf_models::Activation::Silu => gates::silu(g, u)?,
+            _ => gates::gelu(g, u)?,
+        },
+    };
+    let d = lin(g, ctx, &format!("b{l}.down"), act, &b.down)?;
+    let r = g.add(h, d)?;
+    Ok(if post {
+        norm(g, ctx, cfg, r, &b.norm2)?
+    } else {
+        r
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    g: &mut Builder,
+    ctx: &Ctx,
+    cfg: &ModelConfig,
+    q: T,
+    k: T,
+    v: T,
+    seq: usize,
+    rel: &Option<Vec<Vec<u64>>>,
+    causal: &Option<Vec<u64>>,
+) -> Result<T> {
+    let fp = ctx.fp;
+    let f = fp.frac;
+    let dh = cfg.head_dim;
+    let group = cfg.heads / cfg.kv_heads;
+    let rope = cfg.family == Family::Llama;
+    let inv_sqrt = ctx.enc_scaled(1.0 / (dh as f64).sqrt(), f)?;
+    // Fold 1/√d into one truncation when the ring has room for a 3f-scaled score.
+    let fold = fp.width.bits() >= 3 * f + 12;
+    let mut kt = Vec::new();
+    let mut vh = Vec::new();
+    for j in 0..cfg.kv_heads {
+        let kj = g.slice_cols(k, j * dh, (j + 1) * dh)?;
+        let kj = if rope {
+            rope_apply(g, ctx, cfg, kj, seq)?
+        } else {
+            kj
+        };
+        kt.push(g.transpose(kj)?);
+        vh.push(g.slice_cols(v, j * dh, (j + 1) * dh)?);
+    }
+    let mut heads = Vec::new();
+    for hh in 0..cfg.heads {
+        let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
+        let qh = if rope {
+            rope_apply(g, ctx, cfg, qh, seq)?
+        } else {
+            qh
+        };
+        let s = g.matmul(qh, kt[hh / group])?; // scale 2f
+        let s = if fold {
+            let s = g.mul_const(s, inv_sqrt)?; // 3f
+            gates::ars(g, s, 2 * f)?
+        } else {
+            let s = gates::ars(g, s, f)?;
+            let s = g.mul_const(s, inv_sqrt)?;
+            gates::ars(g, s, f)?
+        };
+        let mut bias: Option<Vec<u64>> = rel.as_ref().map(|r| r[hh].clone());
+        if let Some(c) = causal {
+            bias = Some(match bias {
+                Some(b) => b.iter().zip(c).map(|(&x, &y)| fp.width.add(x, y)).collect(),
+                None => c.clone(),
+            });
+        }
+        let p = softmax(g, ctx, s, bias)?;
+        let o = g.matmul(p, vh[hh / group])?;
+        heads.push(gates::ars(g, o, f)?);
+    }
+    Ok(g.concat_cols(&heads)?)
+}
+
+/// Rotary embedding on one head `[seq, dh]`: x·cos + rot(x)·sin with public tables, one ARS.
+fn rope_apply(g: &mut Builder, ctx: &Ctx, cfg: &ModelConfig, x: T, seq: usize) -> Result<T> {
+    let dh = cfg.head_dim;
+    let half = dh / 2;
+    let w = ctx.fp.width;
+    let (c, s) = arch::rope_tables(cfg, seq);
+    // Pair (a, b) of each rotation: interleaved (2i, 2i+1) or halves (i, i + d/2).
+    let pair = |i: usize| match cfg.rope_style {
+        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+        RopeStyle::Halves => (i, i + half),
+    };
+    // rot(x)[a] = −x[b], rot(x)[b] = x[a]; as x·R, R[src][dst].
+    let mut rot = vec![0u64; dh * dh];
+    let mut which = vec![0usize; dh];
+    for i in 0..half {
+        let (a, b) = pair(i);
+        rot[b * dh + a] = w.from_signed(-1);
+        rot[a * dh + b] = 1;
+        which[a] = i;
+        which[b] = i;
+    }
+    let mut cos = Vec::with_capacity(seq * dh);
+    let mut sin = Vec::with_capacity(seq * dh);
+    for p in 0..seq {
+        for col in 0..dh {
+            cos.push(ctx.enc_scaled(c[p * half + which[col]], ctx.fp.frac)?);
+            sin.push(ctx.enc_scaled(s[p * half + which[col]], ctx.fp.frac)?);
+        }
+    }
+    let r = g.matmul_pub(x, Arc::new(rot), dh, dh)?;
+    let a = g.mul_pub(x, Arc::new(cos))?;
+    let b = g.mul_pub(r, Arc::new(sin))?;
+    let y = g.add(a, b)?;
+    gates::ars(g, y, ctx.fp.frac)
+}
+
+fn mean_pool(g: &mut Builder, ctx: &Ctx, x: T, seq: usize) -> Result<T> {
+    let (_, d) = dims(g, x);
+    let xt = g.transpose(x)?; // [d, seq]
+    let s = g.sum_last(xt)?; // [d, 1]
+    let s = crate::layers::div_by(g, ctx, s, seq, ctx.fp.frac + 9)?;
+    Ok(g.reshape(s, &[1, d])?)
+}
+
+fn head(
+    g: &mut Builder,
+    ctx: &mut Ctx,
+    cfg: &ModelConfig,
+    glob: &Globals,
+    h: T,
+    seq: usize,
+) -> Result<T> {
+    let t = g.transpose(h)?;
+    let c = g.slice_cols(t, seq - 1, seq)?;
+    let last = g.transpose(c)?;
+    let hn = match &glob.final_norm {
+        Some(n) => norm(g, ctx, cfg, last, n)?,
+        None => last,
+    };
+    match &glob.lm_head {
+        Some(l) => lin(g, ctx, "lm_head", hn, l),
+        None => linear(
+            g,
+            ctx,
+            "lm_head",
+            hn,
+            &glob.emb.token,
+            None,
+            cfg.vocab,
+            true,
+        ),
+    }
+}
+
+/// The client's side: embed token ids (public tables) and encode at scale f.
+pub fn client_input(
+    cfg: &ModelConfig,
+    w: &Weights,
+    fp: FixedPoint,
+    ids: &[u32],
+) -> Result<Vec<u64>> {
+    let glob = arch::load_globals(cfg, w)?;
+    let x = arch::embed(cfg, &glob, ids)?;
+    x.iter()
+        .map(|&v| fp.encode(v).map_err(NnError::from))
+        .collect()
+}

@@ -1,0 +1,92 @@
+//! Every family on a tiny synthetic shape: the Party interpreter equals the Plain interpreter
+//! bit for bit (public and private weights), and Plain tracks the f64 reference.
+
+use suf_backend::CpuBackend;
+use suf_core::fixed::FixedPoint;
+use suf_core::prg::Csprng;
+use suf_models::{config::zoo, float, ModelConfig, Weights};
+use suf_nn::layers::Mode;
+use suf_nn::model::{build, client_input};
+use suf_runtime::harness::{run_two_party, Link};
+
+fn tiny(name: &str) -> ModelConfig {
+    let mut c = zoo(if name == "mpnet" { "bert-base" } else { name }).unwrap();
+    if name == "mpnet" {
+        c.family = suf_models::Family::MpNet;
+        c.rel_buckets = 32;
+        c.rel_max_distance = 128;
+        c.pos_offset = 2;
+        c.type_vocab = 0;
+        c.norm_eps = 1e-5;
+    }
+    c.layers = 1;
+    c.hidden = 16;
+    c.heads = 2;
+    c.kv_heads = if name.starts_with("llama") { 1 } else { 2 };
+    c.head_dim = 8;
+    c.ffn = 32;
+    c.vocab = 40;
+    c.max_pos = 64;
+    c
+}
+
+fn check(name: &str, mode: Mode, n: u32, link: Link) {
+    let cfg = tiny(name);
+    let w = Weights::synthetic(3);
+    let fp = FixedPoint::new(n, 12).unwrap();
+    let ids: Vec<u32> = vec![3, 17, 5, 29, 11];
+    let built = build(&cfg, &w, fp, mode, ids.len(), None).unwrap();
+    let mut inputs = std::collections::BTreeMap::new();
+    inputs.insert("x".to_string(), client_input(&cfg, &w, fp, &ids).unwrap());
+    let be = CpuBackend::new();
+    let mut rng = Csprng::for_tests(9);
+    let r = run_two_party(&built.prog, &be, &inputs, &built.private, link, &mut rng).unwrap();
+    assert!(
+        r.matches_plain(),
+        "{name} {mode:?}: secure output differs from plain"
+    );
+    let out: Vec<f64> = r.outputs[0].iter().map(|&v| fp.decode(v)).collect();
+    let fl = float::forward(&cfg, &w, &[ids]).unwrap();
+    let refv = if cfg.family.is_encoder() {
+        fl.pooled.unwrap().remove(0)
+    } else {
+        fl.logits.unwrap().remove(0)
+    };
+    let cos = float::cosine(&out, &refv);
+    let maxd = out
+        .iter()
+        .zip(&refv)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        cos > 0.995,
+        "{name} {mode:?}: cosine to float {cos}, max diff {maxd}"
+    );
+}
+
+#[test]
+fn bert_public_and_private() {
+    check("bert-base", Mode::Public, 50, Link::Mem);
+    check("bert-base", Mode::Private, 50, Link::Tcp);
+}
+
+#[test]
+fn bert_tiny_ring_37() {
+    check("bert-tiny", Mode::Public, 37, Link::Mem);
+}
+
+#[test]
+fn gpt2_public() {
+    check("gpt2", Mode::Public, 50, Link::Mem);
+}
+
+#[test]
+fn llama_public_and_private() {
+    check("llama2-7b", Mode::Public, 48, Link::Mem);
+    check("llama2-7b", Mode::Private, 48, Link::Mem);
+}
+
+#[test]
+fn mpnet_public() {
+    check("mpnet", Mode::Public, 50, Link::Mem);
+}
