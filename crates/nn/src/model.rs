@@ -39,7 +39,7 @@ pub fn build(
     seq: usize,
     layers: Option<usize>,
 ) -> Result<Built> {
-    if seq == 0 || cfg.heads == 0 || cfg.kv_heads == 0 || cfg.heads % cfg.kv_heads != 0 {
+    if seq == 0 || cfg.heads == 0 || cfg.kv_heads == 0 || !cfg.heads.is_multiple_of(cfg.kv_heads) {
         return Err(NnError::Config(format!(
             "bad shape: seq {seq}, heads {}, kv heads {}",
             cfg.heads, cfg.kv_heads
