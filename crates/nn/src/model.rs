@@ -49,6 +49,11 @@ pub fn build(
     let glob = arch::load_globals(cfg, w)?;
     let mut g = Builder::new(fp);
     let mut ctx = Ctx::new(fp, mode);
+    ctx.act_bits = match cfg.family {
+        Family::Llama => 13,
+        Family::Gpt2 => 11,
+        _ => 8,
+    };
     g.layer("input");
     let x = g.input("x", &[seq, cfg.hidden])?;
     let mut h = x;
@@ -189,7 +194,7 @@ pub fn attention(
     let rope = cfg.family == Family::Llama;
     let inv_sqrt = ctx.enc_scaled(1.0 / (dh as f64).sqrt(), f)?;
     // Fold 1/√d into one truncation when the ring has room for a 3f-scaled score.
-    let fold = fp.width.bits() >= 3 * f + 12;
+    let fold = fp.width.bits() >= 3 * f + 16;
     let mut kt = Vec::new();
     let mut vh = Vec::new();
     for j in 0..cfg.kv_heads {

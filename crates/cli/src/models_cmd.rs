@@ -1,0 +1,383 @@
+//! Model commands: `suf models fetch`, `suf run`, `suf bench model`, `suf eval sentiment`,
+//! and the building blocks of `suf demo`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use suf_backend::{Backend, CpuBackend};
+use suf_core::fixed::FixedPoint;
+use suf_core::prg::Csprng;
+use suf_models::{fetch, float, LoadedModel};
+use suf_nn::layers::Mode;
+use suf_nn::model::{build, client_input, Built};
+use suf_runtime::harness::{run_two_party, Link, LocalRun};
+use suf_runtime::plain::run_plain;
+
+/// The cache directory: `--cache`, else `$SUF_CACHE`, else the default.
+pub fn cache_dir(arg: &Option<PathBuf>) -> PathBuf {
+    arg.clone().unwrap_or_else(fetch::default_cache_dir)
+}
+
+/// `suf models fetch NAME`.
+pub fn models_fetch(name: &str, cache: &Option<PathBuf>) -> Result<()> {
+    let dir = cache_dir(cache);
+    let pb = crate::logging::progress(0, &format!("fetching {name}"));
+    let mut cb = |p: &fetch::Progress<'_>| {
+        if p.total > 0 {
+            pb.set_length(p.total);
+            pb.set_position(p.done);
+        }
+        pb.set_message(format!("{} {}", p.stage, p.item));
+    };
+    let path = fetch::fetch(name, &dir, &mut cb)
+        .with_context(|| format!("fetching {name} into {}", dir.display()))?;
+    pb.finish_and_clear();
+    println!("{}", json!({"model": name, "path": path}));
+    Ok(())
+}
+
+/// Parse a mode flag.
+pub fn mode(s: &str) -> Result<Mode> {
+    Ok(match s {
+        "public" => Mode::Public,
+        "private" => Mode::Private,
+        _ => bail!("--mode must be public or private, not `{s}`"),
+    })
+}
+
+/// Pick a backend by name.
+pub fn backend(name: &str) -> Result<Box<dyn Backend>> {
+    match name {
+        "cpu" => Ok(Box::new(CpuBackend::new())),
+        "cuda" => Ok(Box::new(suf_cuda::CudaBackend::new().map_err(|e| {
+            anyhow::anyhow!(
+                "--backend cuda: {e} (use --backend cpu on machines without an NVIDIA GPU)"
+            )
+        })?)),
+        _ => bail!("unknown backend `{name}` (cpu or cuda)"),
+    }
+}
+
+/// Load a model by name with friendly errors.
+pub fn load(name: &str, cache: &Option<PathBuf>, seed: u64) -> Result<LoadedModel> {
+    let dir = cache_dir(cache);
+    suf_models::load(name, &dir, seed).map_err(|e| {
+        anyhow::anyhow!("{e}\n(real models must be fetched first: `suf models fetch {name}`)")
+    })
+}
+
+/// Token ids for `text` (real tokenizer) or a deterministic synthetic sequence of `seq` ids.
+pub fn token_ids(m: &LoadedModel, text: &str, seq: Option<usize>) -> Result<Vec<u32>> {
+    match &m.tokenizer {
+        Some(t) => {
+            let ids = t.ids(text, true)?;
+            if ids.is_empty() {
+                bail!("the text tokenizes to no tokens");
+            }
+            if let Some(max) = seq {
+                if ids.len() > max {
+                    bail!(
+                        "the text tokenizes to {} tokens, more than --seq {max}",
+                        ids.len()
+                    );
+                }
+            }
+            let limit = m.cfg.max_pos.saturating_sub(m.cfg.pos_offset);
+            if ids.len() > limit {
+                bail!(
+                    "the text tokenizes to {} tokens; the model takes at most {limit}",
+                    ids.len()
+                );
+            }
+            Ok(ids)
+        }
+        None => {
+            let n = seq.unwrap_or(16);
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in text.bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+            Ok((0..n)
+                .map(|i| {
+                    ((h.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33)
+                        % m.cfg.vocab as u64) as u32
+                })
+                .collect())
+        }
+    }
+}
+
+/// The format for a model (its defaults unless overridden).
+pub fn format(m: &LoadedModel, bits: Option<u32>, frac: Option<u32>) -> Result<FixedPoint> {
+    Ok(FixedPoint::new(
+        bits.unwrap_or(m.cfg.ring_bits),
+        frac.unwrap_or(m.cfg.frac_bits),
+    )?)
+}
+
+/// Build the program for `ids`.
+pub fn program(
+    m: &LoadedModel,
+    fp: FixedPoint,
+    mode: Mode,
+    seq: usize,
+    layers: Option<usize>,
+) -> Result<Built> {
+    Ok(build(&m.cfg, &m.weights, fp, mode, seq, layers)?)
+}
+
+fn inputs(m: &LoadedModel, fp: FixedPoint, ids: &[u32]) -> Result<BTreeMap<String, Vec<u64>>> {
+    let mut x = BTreeMap::new();
+    x.insert("x".to_string(), client_input(&m.cfg, &m.weights, fp, ids)?);
+    Ok(x)
+}
+
+fn decode(fp: FixedPoint, v: &[u64]) -> Vec<f64> {
+    v.iter().map(|&x| fp.decode(x)).collect()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    float::cosine(a, b)
+}
+
+fn max_ulp(fp: FixedPoint, a: &[u64], b: &[u64]) -> u64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| fp.width.to_signed(fp.width.sub(x, y)).unsigned_abs())
+        .max()
+        .unwrap_or(0)
+}
+
+/// `suf run`: one secure inference end to end (dealer, two parties over loopback TCP, client).
+pub fn run(
+    model: &str,
+    text: &str,
+    seq: Option<usize>,
+    backend_name: &str,
+    mode_s: &str,
+    layers: Option<usize>,
+    cache: &Option<PathBuf>,
+) -> Result<Value> {
+    let be = backend(backend_name)?;
+    let m = load(model, cache, 1)?;
+    let fp = format(&m, None, None)?;
+    let ids = token_ids(&m, text, seq)?;
+    let built = program(&m, fp, mode(mode_s)?, ids.len(), layers)?;
+    let x = inputs(&m, fp, &ids)?;
+    let mut rng = Csprng::from_os()?;
+    let r = run_two_party(
+        &built.prog,
+        be.as_ref(),
+        &x,
+        &built.private,
+        Link::Tcp,
+        &mut rng,
+    )?;
+    let fl = float::FloatModel::load(&m.cfg, &m.weights)?
+        .forward_layers(&[ids.clone()], layers.unwrap_or(m.cfg.layers))?;
+    let secure = decode(fp, &r.outputs[0]);
+    let plain = decode(fp, &r.plain[0]);
+    let mut v = json!({
+        "model": model,
+        "seq": ids.len(),
+        "tokens": ids,
+        "backend": backend_name,
+        "mode": mode_s,
+        "ring_bits": fp.width.bits(),
+        "frac_bits": fp.frac,
+        "max_abs_diff_secure_plain": max_ulp(fp, &r.outputs[0], &r.plain[0]),
+        "matches_plain": r.matches_plain(),
+        "online_ms": r.reports[0].online_ms.max(r.reports[1].online_ms),
+        "rounds": r.reports[0].rounds,
+        "comm_bytes": r.reports[0].bytes_sent + r.reports[0].bytes_recv,
+        "key_bytes": r.deal.key_bytes[0].max(r.deal.key_bytes[1]),
+        "keygen_ms": r.deal.keygen_ms,
+    });
+    if m.cfg.family.is_encoder() {
+        let f = fl
+            .pooled
+            .as_ref()
+            .and_then(|p| p.first())
+            .cloned()
+            .unwrap_or_default();
+        v["secure"] = json!({"pooled": secure});
+        v["plain"] = json!({"pooled": plain});
+        v["float"] = json!({"pooled": f});
+        v["cosine_secure_float"] = json!(cosine(&secure, &f));
+        v["cosine_plain_float"] = json!(cosine(&plain, &f));
+    } else {
+        let f = fl
+            .logits
+            .as_ref()
+            .and_then(|p| p.first())
+            .cloned()
+            .unwrap_or_default();
+        let top = |l: &[f64]| -> Vec<Value> {
+            float::top_k(l, 5)
+                .into_iter()
+                .map(|i| {
+                    let tok = m
+                        .tokenizer
+                        .as_ref()
+                        .and_then(|t| t.decode(&[i as u32], false).ok())
+                        .unwrap_or_default();
+                    json!({"id": i, "token": tok, "logit": l[i]})
+                })
+                .collect()
+        };
+        let ts = float::top_k(&secure, 1);
+        let tf = float::top_k(&f, 1);
+        v["secure"] = json!({"top5": top(&secure)});
+        v["plain"] = json!({"top5": top(&plain)});
+        v["float"] = json!({"top5": top(&f)});
+        v["top1_agree"] = json!(ts == tf);
+        v["cosine_secure_float"] = json!(cosine(&secure, &f));
+    }
+    Ok(v)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `suf bench model`: median online time of `runs` inferences after a warm-up (fresh keys each
+/// time; the dealer is excluded from the online time).
+pub fn bench_model(
+    model: &str,
+    seq: usize,
+    backend_name: &str,
+    mode_s: &str,
+    layers: Option<usize>,
+    runs: usize,
+    cache: &Option<PathBuf>,
+) -> Result<Value> {
+    let be = backend(backend_name)?;
+    let m = load(model, cache, 1)?;
+    let fp = format(&m, None, None)?;
+    let ids = token_ids(&m, "the quick brown fox jumps over the lazy dog", Some(seq))?;
+    let seq = ids.len();
+    let t = Instant::now();
+    let built = program(&m, fp, mode(mode_s)?, seq, layers)?;
+    let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    let x = inputs(&m, fp, &ids)?;
+    let mut rng = Csprng::from_os()?;
+    let mut samples = Vec::new();
+    let mut last: Option<LocalRun> = None;
+    let mut all_match = true;
+    for i in 0..runs.max(1) + 1 {
+        let r = run_two_party(
+            &built.prog,
+            be.as_ref(),
+            &x,
+            &built.private,
+            Link::Tcp,
+            &mut rng,
+        )?;
+        all_match &= r.matches_plain();
+        if i > 0 {
+            samples.push(r.reports[0].online_ms.max(r.reports[1].online_ms));
+        }
+        last = Some(r);
+    }
+    let r = last.context("no run")?;
+    let layers_json: Vec<Value> = r.reports[0]
+        .layers
+        .iter()
+        .map(|l| {
+            json!({"layer": l.layer, "ms": l.ms, "online_ms": l.ms, "bytes_sent": l.bytes_sent,
+                   "bytes_recv": l.bytes_recv, "comm_bytes": l.bytes_sent + l.bytes_recv, "rounds": l.rounds})
+        })
+        .collect();
+    Ok(json!({
+        "model": model, "seq": seq, "backend": backend_name, "mode": mode_s,
+        "layers_run": layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
+        "ring_bits": fp.width.bits(), "frac_bits": fp.frac,
+        "online_ms": median(samples.clone()), "online_ms_runs": samples,
+        "comm_bytes": r.reports[0].bytes_sent + r.reports[0].bytes_recv,
+        "bytes_sent": r.reports[0].bytes_sent,
+        "rounds": r.reports[0].rounds,
+        "key_bytes": r.deal.key_bytes[0].max(r.deal.key_bytes[1]),
+        "key_bytes_per_party": r.deal.key_bytes,
+        "keygen_ms": r.deal.keygen_ms,
+        "build_ms": build_ms,
+        "matches_plain": all_match,
+        "threads": rayon::current_num_threads(),
+        "layers": layers_json,
+    }))
+}
+
+/// `suf eval sentiment`: the committed logistic-regression head on MiniLM-L6 embeddings of the
+/// labelled sentences. The secure embeddings are computed by the fixed-point (Plain)
+/// interpreter, which the two-party protocol equals bit for bit; `verify` sentences also run
+/// through the real protocol and must match.
+pub fn eval_sentiment(
+    model: &str,
+    data: &str,
+    limit: Option<usize>,
+    verify: usize,
+    cache: &Option<PathBuf>,
+) -> Result<Value> {
+    if model != "minilm-l6" {
+        bail!("the committed sentiment head is for minilm-l6 (got `{model}`)");
+    }
+    let dir = cache_dir(cache);
+    let ddir = fetch::require("sentiment", &dir).map_err(|e| {
+        anyhow::anyhow!("{e}\n(fetch the data first: `suf models fetch sentiment`)")
+    })?;
+    let sents = suf_models::data::load_sentiment(&ddir, data)?;
+    let n = limit.unwrap_or(sents.len()).min(sents.len());
+    let m = load(model, cache, 1)?;
+    let fp = format(&m, None, None)?;
+    let head = suf_models::data::SentimentHead::minilm_l6()?;
+    let fmodel = float::FloatModel::load(&m.cfg, &m.weights)?;
+    let be = CpuBackend::new();
+    let mut progs: BTreeMap<usize, Built> = BTreeMap::new();
+    let (mut ok_s, mut ok_f, mut agree, mut verified) = (0usize, 0usize, 0usize, 0usize);
+    let mut min_cos = f64::INFINITY;
+    let pb = crate::logging::progress(n as u64, "sentences");
+    let mut rng = Csprng::from_os()?;
+    for (i, s) in sents.iter().take(n).enumerate() {
+        let ids = token_ids(&m, &s.text, None)?;
+        let seq = ids.len();
+        if !progs.contains_key(&seq) {
+            progs.insert(seq, program(&m, fp, Mode::Public, seq, None)?);
+        }
+        let built = &progs[&seq];
+        let x = inputs(&m, fp, &ids)?;
+        let out = run_plain(&built.prog, &be, &x, &built.private)?;
+        if i < verify {
+            let r = run_two_party(&built.prog, &be, &x, &built.private, Link::Mem, &mut rng)?;
+            if r.outputs != out {
+                bail!("sentence {i}: the two-party protocol differs from the plain interpreter");
+            }
+            verified += 1;
+        }
+        let emb = decode(fp, &out[0]);
+        let femb = fmodel
+            .forward(&[ids])?
+            .pooled
+            .and_then(|p| p.into_iter().next())
+            .unwrap_or_default();
+        min_cos = min_cos.min(cosine(&emb, &femb));
+        let (ps, pf) = (head.predict(&emb), head.predict(&femb));
+        ok_s += usize::from(ps == s.label);
+        ok_f += usize::from(pf == s.label);
+        agree += usize::from(ps == pf);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let d = n.max(1) as f64;
+    Ok(json!({
+        "model": model, "data": data, "sentences": n,
+        "secure_accuracy": ok_s as f64 / d,
+        "float_accuracy": ok_f as f64 / d,
+        "agreement": agree as f64 / d,
+        "min_cosine_secure_float": min_cos,
+        "verified_two_party": verified,
+        "secure_means": "fixed-point interpreter, equal bit for bit to the two-party protocol (checked on verified_two_party sentences)",
+    }))
+}

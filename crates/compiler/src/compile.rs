@@ -1,0 +1,780 @@
+//! The compiler: every [`Component`] of a [`GateSpec`] becomes a dealer procedure (keys for a
+//! batch of fresh input masks) and a party procedure (shares of the outputs from the public
+//! x̂ = x + r and the key), and [`SpecGate`] wraps a spec as a runtime [`GateImpl`].
+//!
+//! All comparisons come from DCFs with arithmetic payloads (Boyle, Chandran, Gilboa, Gupta,
+//! Ishai, Kumar, Rathee, "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure
+//! Computation", Eurocrypt 2021 — BCG+21: DCF, multiple interval containment, splines) moved
+//! onto the public masked value as in `reference/fss-identities.md` §4(a); no output needs a
+//! conversion round. Key and message shapes depend on the spec and the batch size only.
+//!
+//! # Notation (per element)
+//! x̂ = x + r mod 2^n is public; the view is x_u = (x + c) mod 2^K, so ŷ := (x̂ + c) mod 2^K
+//! and ρ := r mod 2^K satisfy, **over the integers**,
+//! `x_u = ŷ − ρ + 2^K·w` with `w = C(ŷ)`, `C(y) := 1{y < ρ}` (1{·} is an indicator, [·] a
+//! party's additive share).
+//!
+//! # Technique (c) on a reduced-width view ([`PolySpec`])
+//! One DCF on K bits with point ρ and payload (1, ρ, …, ρ^d) ∈ Z_{2^M}^{d+1}; D_k(y) = the
+//! party's share of ρ^k·C(y). For a cut a ∈ (0, 2^K), `L(a) := 1{x_u < a}`:
+//! ```text
+//! [L(a)·ρ^k]   = D_k(ŷ ⊖ a) − D_k(ŷ) + 1{ŷ < a}·[ρ^k]        (fss-identities §4(c))
+//! [w·L(a)·ρ^k] = 1{ŷ < a}·D_k(ŷ ⊖ a)                            (w = 1 forces ŷ ⊖ a = ŷ + 2^K − a)
+//! L(0) = 0, L(2^K) = 1, w·L(2^K) = w = C(ŷ)
+//! ```
+//! Interval indicators are differences: `T_ik = [1_i ρ^k]`, `U_ik = [1_i w ρ^k]`. With
+//! z_i = ŷ − e_i and w a bit, (z_i + 2^K w)^e = z_i^e + w·((z_i + 2^K)^e − z_i^e), hence
+//! ```text
+//! [F_o] = Σ_i Σ_k (−1)^k Σ_{j≥k} C(j,k)·c_{i,o,j}·( z_i^{j−k}·T_ik + ((z_i+2^K)^{j−k} − z_i^{j−k})·U_ik )
+//! ```
+//! all mod 2^M. Evaluations: ŷ and ŷ ⊖ a for each interior cut (m per element); for K ≥ M the
+//! U terms vanish. The dealer ships the DCF key and shares of ρ, …, ρ^d — nothing per interval.
+//!
+//! # Halves ([`HalvesSpec`], the "MSB trick")
+//! ```text
+//! K = n, h = n − 1, ŷ = 2^h·ŷ_T + ŷ_L, ρ = 2^h·ρ_T + ρ_L, w_h = 1{ŷ_L < ρ_L}  (h-bit DCF,
+//!     payload σ·(1, ρ), σ = 1 − 2ρ_T)
+//! b = 1{x_u ≥ 2^h} = ŷ_T ⊕ ρ_T ⊕ w_h;   u = ρ_T ⊕ w_h = ρ_T + σ·w_h
+//! [b] = ŷ_T + (1 − 2ŷ_T)·[u],   [bρ] = ŷ_T·[ρ] + (1 − 2ŷ_T)·([ρ_T ρ] + [σρ·w_h])
+//! [b·x_u] = ŷ·[b] − [bρ]        (x_u ≡ ŷ − ρ mod 2^n)
+//! ```
+//! One evaluation on n − 1 bits.
+//!
+//! # Floor ([`FloorSpec`], fss-identities §5 generalised)
+//! ```text
+//! ŷ = 2^t·ŷ_H + ŷ_L, ρ = 2^t·ρ_H + ρ_L:   ⌊x_u/2^t⌋ = ŷ_H − ρ_H − c_L + 2^{K−t}·w
+//! c_L = 1{ŷ_L < ρ_L} (t-bit DCF);  w from a K-bit DCF, or w = ρ_T·(1 − ŷ_T) (Wrap::Free)
+//! ```
+//! [`Wrap::Free`] needs K = n and the guarantee x_u < 2^{n−1}. The selector ℓ = x_u mod 2 =
+//! ŷ_0 ⊕ ρ_0 is affine in the dealer's bit ρ_0: (1 − ℓ) = (1 − ŷ_0) + (2ŷ_0 − 1)·ρ_0, so every
+//! product (1 − ℓ)·c_L, (1 − ℓ)·w, (1 − ℓ)·ρ_H is linear in DCF outputs once the payloads
+//! carry ρ_0 (payload (1, ρ_0)) and the dealer shares ρ_0·ρ_H (and ρ_0·ρ_T).
+//!
+//! Shares of dealer values: party 1's come from a 16-byte seed in its key, party 0's are
+//! stored (bit-packed); DCF keys are `suf_fss::dcf` batches.
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use suf_backend::Backend;
+use suf_core::pack::{pack, unpack};
+use suf_core::prg::Csprng;
+use suf_core::BitWidth;
+use suf_fss::dcf::{self, DcfKeys};
+use suf_runtime::gate::{join_parts, split_parts, GateImpl};
+use suf_runtime::ir::Dtype;
+
+use crate::error::{CompilerError, Result};
+use crate::spec::{mask, pow2, Component, FloorSpec, GateSpec, HalvesSpec, PolySpec, Wrap};
+
+fn key_err<T>(s: impl Into<String>) -> Result<T> {
+    Err(CompilerError::Key(s.into()))
+}
+
+/// Shares of dealer values: party 0 gets the packed corrected shares, party 1 a seed.
+fn deal_shares(vals: &[u64], bits: u32, rng: &mut Csprng) -> (Vec<u8>, Vec<u8>) {
+    let seed = rng.seed();
+    let mut g = Csprng::from_seed(seed);
+    let m = mask(bits);
+    let s0: Vec<u64> = vals
+        .iter()
+        .map(|&v| v.wrapping_sub(g.next_u64()) & m)
+        .collect();
+    (pack(&s0, bits), seed.to_vec())
+}
+
+fn read_shares(blob: &[u8], party: u8, bits: u32, count: usize) -> Result<Vec<u64>> {
+    if party == 1 {
+        let seed: [u8; 16] = blob
+            .try_into()
+            .map_err(|_| CompilerError::Key(format!("share seed of {} bytes", blob.len())))?;
+        let mut g = Csprng::from_seed(seed);
+        let m = mask(bits);
+        Ok((0..count).map(|_| g.next_u64() & m).collect())
+    } else {
+        unpack(blob, bits, count).map_err(|e| CompilerError::Key(format!("shares: {e}")))
+    }
+}
+
+fn read_dcf(b: &[u8], party: u8, n: u32, m: u32, p: usize, count: usize) -> Result<DcfKeys> {
+    let k = DcfKeys::from_bytes(b)?;
+    if k.party() != party || k.n() != n || k.m() != m || k.p() != p || k.count() != count {
+        return key_err(format!(
+            "DCF batch (party {}, {} bits, ring {}, p {}, {} keys) does not match (party {party}, {n}, {m}, {p}, {count})",
+            k.party(),
+            k.n(),
+            k.m(),
+            k.p(),
+            k.count()
+        ));
+    }
+    Ok(k)
+}
+
+/// Key parts per party of one component.
+type Dealt = [Vec<Vec<u8>>; 2];
+
+fn binom(j: usize, k: usize) -> u64 {
+    let mut r: u64 = 1;
+    for i in 0..k {
+        r = r * (j - i) as u64 / (i + 1) as u64;
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Poly (technique (c), reduced width)
+
+fn poly_parts(s: &PolySpec) -> usize {
+    if s.degree > 0 {
+        2
+    } else {
+        1
+    }
+}
+
+fn deal_poly(s: &PolySpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    let (k, mm, d) = (s.view.bits, s.ring, s.degree);
+    let km = mask(k);
+    let rm = mask(mm);
+    let rhos: Vec<u64> = r.iter().map(|&v| v & km).collect();
+    let mut betas = Vec::with_capacity(r.len() * (d + 1));
+    let mut pows = Vec::with_capacity(r.len() * d);
+    for &rho in &rhos {
+        let mut pw = 1u64;
+        betas.push(1);
+        for _ in 0..d {
+            pw = pw.wrapping_mul(rho) & rm;
+            betas.push(pw);
+            pows.push(pw);
+        }
+    }
+    let (k0, k1) = dcf::gen_batch(k, mm, d + 1, &rhos, &betas, rng)?;
+    let mut out: Dealt = [vec![k0.to_bytes()], vec![k1.to_bytes()]];
+    if d > 0 {
+        let (s0, s1) = deal_shares(&pows, mm, rng);
+        out[0].push(s0);
+        out[1].push(s1);
+    }
+    Ok(out)
+}
+
+fn eval_poly(
+    s: &PolySpec,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    let (k, mm, d, q) = (s.view.bits, s.ring, s.degree, s.outputs);
+    let p = d + 1;
+    let cnt = xhat.len();
+    let keys = read_dcf(parts[0], party, k, mm, p, cnt)?;
+    let rpow = if d > 0 {
+        read_shares(parts[1], party, mm, cnt * d)?
+    } else {
+        Vec::new()
+    };
+    let km = mask(k);
+    let m = s.intervals();
+    let yh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x)).collect();
+    let mut pts = Vec::with_capacity(cnt * m);
+    for &y in &yh {
+        pts.push(y);
+        for &a in &s.cuts {
+            pts.push(y.wrapping_sub(a) & km);
+        }
+    }
+    let dv = be.dcf_eval(&keys, &pts, m)?; // [e][pt][k]
+    let rm = mask(mm);
+    let two_k = pow2(k) & rm;
+    let need_u = two_k != 0;
+    let j = party as u64;
+    // Binomials C(j, k) for j, k ≤ d.
+    let bin: Vec<u64> = (0..p * p).map(|x| binom(x / p, x % p)).collect();
+    // Element-major accumulation with per-thread scratch, then output-major.
+    let mut flat = vec![0u64; cnt * q];
+    flat.par_chunks_mut(q)
+        .enumerate()
+        .with_min_len(256)
+        .for_each_init(
+            || {
+                (
+                    vec![0u64; (m + 1) * p],
+                    vec![0u64; (m + 1) * p],
+                    vec![0u64; p],
+                    vec![0u64; p],
+                )
+            },
+            |(lp, wl, zp, dp), (e, acc)| {
+                let de = &dv[e * m * p..(e + 1) * m * p];
+                let y = yh[e];
+                let rp = |kk: usize| -> u64 {
+                    if kk == 0 {
+                        j
+                    } else {
+                        rpow[e * d + kk - 1]
+                    }
+                };
+                // Prefix shares over boundaries c = 0..=m: L[c][k], WL[c][k] (c = 0: zero).
+                for kk in 0..p {
+                    lp[kk] = 0;
+                    wl[kk] = 0;
+                }
+                for (ci, &a) in s.cuts.iter().enumerate() {
+                    let c = ci + 1;
+                    let lt = ((y < a) as u64).wrapping_neg();
+                    for kk in 0..p {
+                        let dc = de[c * p + kk];
+                        lp[c * p + kk] = dc.wrapping_sub(de[kk]).wrapping_add(lt & rp(kk));
+                        wl[c * p + kk] = lt & dc;
+                    }
+                }
+                for kk in 0..p {
+                    lp[m * p + kk] = rp(kk);
+                    wl[m * p + kk] = de[kk];
+                }
+                for a in acc.iter_mut() {
+                    *a = 0;
+                }
+                for i in 0..m {
+                    let z = y.wrapping_sub(s.centers[i]);
+                    let z1 = z.wrapping_add(two_k);
+                    let (mut a, mut b) = (1u64, 1u64);
+                    for jj in 0..p {
+                        zp[jj] = a;
+                        dp[jj] = b.wrapping_sub(a);
+                        a = a.wrapping_mul(z);
+                        b = b.wrapping_mul(z1);
+                    }
+                    for kk in 0..p {
+                        let t = lp[(i + 1) * p + kk].wrapping_sub(lp[i * p + kk]);
+                        let u = wl[(i + 1) * p + kk].wrapping_sub(wl[i * p + kk]);
+                        let neg = kk % 2 == 1;
+                        for (o, ao) in acc.iter_mut().enumerate() {
+                            let c = &s.coeffs[(i * q + o) * p..(i * q + o + 1) * p];
+                            let (mut ca, mut cb) = (0u64, 0u64);
+                            for jj in kk..p {
+                                let cc = bin[jj * p + kk].wrapping_mul(c[jj]);
+                                ca = ca.wrapping_add(cc.wrapping_mul(zp[jj - kk]));
+                                if need_u {
+                                    cb = cb.wrapping_add(cc.wrapping_mul(dp[jj - kk]));
+                                }
+                            }
+                            let term = ca.wrapping_mul(t).wrapping_add(cb.wrapping_mul(u));
+                            *ao = if neg {
+                                ao.wrapping_sub(term)
+                            } else {
+                                ao.wrapping_add(term)
+                            };
+                        }
+                    }
+                }
+                for a in acc.iter_mut() {
+                    *a &= rm;
+                }
+            },
+        );
+    let mut out = vec![0u64; q * cnt];
+    for (e, v) in flat.chunks(q).enumerate() {
+        for (o, &x) in v.iter().enumerate() {
+            out[o * cnt + e] = x;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Halves (MSB trick)
+
+fn halves_parts(_s: &HalvesSpec) -> usize {
+    2
+}
+
+fn deal_halves(s: &HalvesSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    let h = n - 1;
+    let nm = mask(n);
+    let rm = mask(s.ring);
+    let slope = s.has_slope();
+    let p = 1 + slope as usize;
+    let mut alphas = Vec::with_capacity(r.len());
+    let mut betas = Vec::with_capacity(r.len() * p);
+    let mut sh = Vec::with_capacity(r.len() * 3);
+    for &rv in r {
+        let rho = rv & nm;
+        let rt = rho >> h;
+        let sigma = 1u64.wrapping_sub(2 * rt) & rm;
+        alphas.push(rho & mask(h));
+        betas.push(sigma);
+        if slope {
+            betas.push(sigma.wrapping_mul(rho) & rm);
+            sh.push(rho & rm);
+            sh.push(rt);
+            sh.push(rt.wrapping_mul(rho) & rm);
+        } else {
+            sh.push(rt);
+        }
+    }
+    let (k0, k1) = dcf::gen_batch(h, s.ring, p, &alphas, &betas, rng)?;
+    let (s0, s1) = deal_shares(&sh, s.ring, rng);
+    Ok([vec![k0.to_bytes(), s0], vec![k1.to_bytes(), s1]])
+}
+
+fn eval_halves(
+    s: &HalvesSpec,
+    n: u32,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    let h = n - 1;
+    let cnt = xhat.len();
+    let slope = s.has_slope();
+    let p = 1 + slope as usize;
+    let ns = if slope { 3 } else { 1 };
+    let keys = read_dcf(parts[0], party, h, s.ring, p, cnt)?;
+    let sh = read_shares(parts[1], party, s.ring, cnt * ns)?;
+    let nm = mask(n);
+    let yh: Vec<u64> = xhat
+        .iter()
+        .map(|&x| x.wrapping_add(s.offset) & nm)
+        .collect();
+    let pts: Vec<u64> = yh.iter().map(|&y| y & mask(h)).collect();
+    let ev = be.dcf_eval(&keys, &pts, 1)?;
+    let rm = mask(s.ring);
+    let j = party as u64;
+    let q = s.outputs();
+    let mut out = vec![0u64; q * cnt];
+    for e in 0..cnt {
+        let y = yh[e];
+        let yt = y >> h;
+        let f = 1u64.wrapping_sub(2 * yt); // 1 − 2ŷ_T
+        let u = sh[e * ns + if slope { 1 } else { 0 }].wrapping_add(ev[e * p]);
+        let b = (yt & j).wrapping_add(f.wrapping_mul(u));
+        let (xu, bxu) = if slope {
+            let rho = sh[e * ns];
+            let urho = sh[e * ns + 2].wrapping_add(ev[e * p + 1]);
+            let brho = yt.wrapping_mul(rho).wrapping_add(f.wrapping_mul(urho));
+            (
+                y.wrapping_mul(j).wrapping_sub(rho),
+                y.wrapping_mul(b).wrapping_sub(brho),
+            )
+        } else {
+            (0, 0)
+        };
+        for o in 0..q {
+            let (a0, b0) = s.lo[o];
+            let (a1, b1) = s.hi[o];
+            let v = a0
+                .wrapping_mul(xu)
+                .wrapping_add(b0.wrapping_mul(j))
+                .wrapping_add(a1.wrapping_sub(a0).wrapping_mul(bxu))
+                .wrapping_add(b1.wrapping_sub(b0).wrapping_mul(b));
+            out[o * cnt + e] = v & rm;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Floor (with optional LSB selector)
+
+fn floor_parts(_s: &FloorSpec) -> usize {
+    // c-DCF, wrap (DCF key or free-wrap shares), dealer shares
+    3
+}
+
+fn deal_floor(s: &FloorSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    let (k, t) = (s.view.bits, s.shift);
+    let km = mask(k);
+    let sel = s.select;
+    let p = 1 + sel as usize;
+    let mut lows = Vec::with_capacity(r.len());
+    let mut rhos = Vec::with_capacity(r.len());
+    let mut betas = Vec::with_capacity(r.len() * p);
+    let mut sh = Vec::with_capacity(r.len() * 3);
+    let mut free = Vec::with_capacity(r.len() * 2);
+    for &rv in r {
+        let rho = rv & km;
+        let rh = rho >> t;
+        let r0 = rho & 1;
+        lows.push(rho & mask(t));
+        rhos.push(rho);
+        betas.push(1);
+        if sel {
+            betas.push(r0);
+            sh.extend_from_slice(&[rh, r0, r0 * rh]);
+        } else {
+            sh.push(rh);
+        }
+        if s.wrap == Wrap::Free {
+            let rt = (rho >> (n - 1)) & 1;
+            free.push(rt);
+            if sel {
+                free.push(r0 * rt);
+            }
+        }
+    }
+    let (c0, c1) = dcf::gen_batch(t, n, p, &lows, &betas, rng)?;
+    let mut out: Dealt = [vec![c0.to_bytes()], vec![c1.to_bytes()]];
+    match s.wrap {
+        Wrap::Dcf => {
+            let (w0, w1) = dcf::gen_batch(k, n, p, &rhos, &betas, rng)?;
+            out[0].push(w0.to_bytes());
+            out[1].push(w1.to_bytes());
+        }
+        Wrap::Free => {
+            let (f0, f1) = deal_shares(&free, n, rng);
+            out[0].push(f0);
+            out[1].push(f1);
+        }
+        Wrap::Drop => {
+            out[0].push(Vec::new());
+            out[1].push(Vec::new());
+        }
+    }
+    let (s0, s1) = deal_shares(&sh, n, rng);
+    out[0].push(s0);
+    out[1].push(s1);
+    Ok(out)
+}
+
+fn eval_floor(
+    s: &FloorSpec,
+    n: u32,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    let (k, t) = (s.view.bits, s.shift);
+    let cnt = xhat.len();
+    let sel = s.select;
+    let p = 1 + sel as usize;
+    let ckeys = read_dcf(parts[0], party, t, n, p, cnt)?;
+    let yh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x)).collect();
+    let lows: Vec<u64> = yh.iter().map(|&y| y & mask(t)).collect();
+    let cv = be.dcf_eval(&ckeys, &lows, 1)?;
+    let wv: Vec<u64> = match s.wrap {
+        Wrap::Dcf => {
+            let wkeys = read_dcf(parts[1], party, k, n, p, cnt)?;
+            be.dcf_eval(&wkeys, &yh, 1)?
+        }
+        Wrap::Free => {
+            let fr = read_shares(parts[1], party, n, cnt * p)?;
+            (0..cnt * p)
+                .map(|i| {
+                    let yt = (yh[i / p] >> (n - 1)) & 1;
+                    (1 - yt).wrapping_mul(fr[i])
+                })
+                .collect()
+        }
+        Wrap::Drop => {
+            if !parts[1].is_empty() {
+                return key_err("floor without wrap: unexpected wrap part");
+            }
+            vec![0u64; cnt * p]
+        }
+    };
+    let ns = if sel { 3 } else { 1 };
+    let sh = read_shares(parts[2], party, n, cnt * ns)?;
+    let nm = mask(n);
+    let fk = pow2(k - t);
+    let j = party as u64;
+    let q = s.outputs();
+    let mut out = vec![0u64; q * cnt];
+    for e in 0..cnt {
+        let y = yh[e];
+        let yhi = y >> t;
+        let (selv, z) = if sel {
+            let g = 1 - (y & 1);
+            let hh = (2 * (y & 1)).wrapping_sub(1);
+            let (rh, r0, r0rh) = (sh[e * 3], sh[e * 3 + 1], sh[e * 3 + 2]);
+            let selv = g.wrapping_mul(j).wrapping_add(hh.wrapping_mul(r0));
+            let sel_rh = g.wrapping_mul(rh).wrapping_add(hh.wrapping_mul(r0rh));
+            let sel_c = g
+                .wrapping_mul(cv[e * 2])
+                .wrapping_add(hh.wrapping_mul(cv[e * 2 + 1]));
+            let sel_w = g
+                .wrapping_mul(wv[e * 2])
+                .wrapping_add(hh.wrapping_mul(wv[e * 2 + 1]));
+            let z = yhi
+                .wrapping_mul(selv)
+                .wrapping_sub(sel_rh)
+                .wrapping_sub(sel_c)
+                .wrapping_add(fk.wrapping_mul(sel_w));
+            (selv, z)
+        } else {
+            let z = yhi
+                .wrapping_mul(j)
+                .wrapping_sub(sh[e])
+                .wrapping_sub(cv[e])
+                .wrapping_add(fk.wrapping_mul(wv[e]));
+            (j, z)
+        };
+        for o in 0..q {
+            out[o * cnt + e] = s.gamma[o]
+                .wrapping_mul(z)
+                .wrapping_add(s.kappa[o].wrapping_mul(selv))
+                & nm;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Components and the gate
+
+fn comp_parts(c: &Component) -> usize {
+    match c {
+        Component::Poly(p) => poly_parts(p),
+        Component::Halves(h) => halves_parts(h),
+        Component::Floor(f) => floor_parts(f),
+    }
+}
+
+fn deal_comp(c: &Component, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    match c {
+        Component::Poly(p) => deal_poly(p, r, rng),
+        Component::Halves(h) => deal_halves(h, n, r, rng),
+        Component::Floor(f) => deal_floor(f, n, r, rng),
+    }
+}
+
+fn eval_comp(
+    c: &Component,
+    n: u32,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    match c {
+        Component::Poly(p) => eval_poly(p, party, parts, xhat, be),
+        Component::Halves(h) => eval_halves(h, n, party, parts, xhat, be),
+        Component::Floor(f) => eval_floor(f, n, party, parts, xhat, be),
+    }
+}
+
+impl GateSpec {
+    /// Dealer: key blobs of both parties for a batch with input masks `r` (n-bit).
+    ///
+    /// # Errors
+    /// An invalid spec, or a failure of the key generator.
+    pub fn deal(&self, n: u32, r: &[u64], rng: &mut Csprng) -> Result<[Vec<u8>; 2]> {
+        self.validate(n)?;
+        let mut all: Dealt = [Vec::new(), Vec::new()];
+        for p in &self.parts {
+            let [a, b] = deal_comp(&p.comp, n, r, rng)?;
+            all[0].extend(a);
+            all[1].extend(b);
+        }
+        let join = |v: &Vec<Vec<u8>>| {
+            let refs: Vec<&[u8]> = v.iter().map(|x| x.as_slice()).collect();
+            join_parts(&refs)
+        };
+        Ok([join(&all[0]), join(&all[1])])
+    }
+
+    /// Party: shares of the q outputs (output-major: all elements of output 0 first).
+    ///
+    /// # Errors
+    /// An invalid spec, a malformed key blob, or a backend failure.
+    pub fn eval_shares(
+        &self,
+        n: u32,
+        party: u8,
+        key: &[u8],
+        xhat: &[u64],
+        be: &dyn Backend,
+    ) -> Result<Vec<u64>> {
+        self.validate(n)?;
+        if party > 1 {
+            return key_err(format!("party {party}"));
+        }
+        let total: usize = self.parts.iter().map(|p| comp_parts(&p.comp)).sum();
+        let parts = split_parts(key, total)?;
+        let cnt = xhat.len();
+        let nm = mask(n);
+        let mut out = vec![0u64; self.outputs * cnt];
+        let mut pos = 0;
+        for p in &self.parts {
+            let k = comp_parts(&p.comp);
+            let v = eval_comp(&p.comp, n, party, &parts[pos..pos + k], xhat, be)?;
+            pos += k;
+            for (ci, &t) in p.targets.iter().enumerate() {
+                let src = &v[ci * cnt..(ci + 1) * cnt];
+                let dst = &mut out[t * cnt..(t + 1) * cnt];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = d.wrapping_add(*s) & nm;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Plain outputs of a batch, output-major.
+    pub fn eval_batch(&self, n: u32, xs: &[u64]) -> Vec<u64> {
+        let q = self.outputs;
+        let cnt = xs.len();
+        let per: Vec<Vec<u64>> = xs.par_iter().map(|&x| self.eval(n, x)).collect();
+        let mut out = vec![0u64; q * cnt];
+        for (e, v) in per.into_iter().enumerate() {
+            for (o, x) in v.into_iter().enumerate() {
+                out[o * cnt + e] = x;
+            }
+        }
+        out
+    }
+}
+
+type Registry = std::sync::Mutex<std::collections::HashMap<String, usize>>;
+
+fn registry() -> &'static Registry {
+    static R: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    R.get_or_init(|| std::sync::Mutex::new(std::collections::HashMap::new()))
+}
+
+/// AES calls per element of a compiled gate, by its batch name (every [`SpecGate`] made in
+/// this process registers itself).
+pub fn gate_aes(name: &str) -> Option<usize> {
+    registry().lock().ok()?.get(name).copied()
+}
+
+/// AES calls of one run of `prog`: Σ over compiled-gate nodes of elements × AES per element
+/// (Beaver products and linear steps use none).
+pub fn program_aes(prog: &suf_runtime::ir::Program) -> u64 {
+    prog.nodes
+        .iter()
+        .map(|nd| match &nd.op {
+            suf_runtime::ir::Op::Gate(a, g) => {
+                let per = gate_aes(&g.name()).unwrap_or(0) as u64;
+                per * prog.numel(*a) as u64
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A [`GateSpec`] as a runtime gate. Its batch name is the label plus a hash of the spec, so
+/// gates batch together exactly when they compute the same function.
+#[derive(Clone, Debug)]
+pub struct SpecGate {
+    spec: GateSpec,
+    name: String,
+    fp: Vec<u8>,
+}
+
+impl SpecGate {
+    /// Wrap a spec (validated against ring width n).
+    ///
+    /// # Errors
+    /// [`CompilerError::Spec`] if the spec is invalid.
+    pub fn new(spec: GateSpec, n: u32) -> Result<Self> {
+        spec.validate(n)?;
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| CompilerError::Spec(format!("serialising the spec: {e}")))?;
+        let mut fp = b"suf-spec-v1".to_vec();
+        fp.extend_from_slice(&n.to_le_bytes());
+        fp.extend_from_slice(&json);
+        let h = Sha256::digest(&fp);
+        let hex: String = h[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("{}_{hex}", spec.label);
+        if let Ok(mut r) = registry().lock() {
+            r.insert(name.clone(), spec.aes_per_elem(n));
+        }
+        Ok(SpecGate { name, spec, fp })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &GateSpec {
+        &self.spec
+    }
+}
+
+impl GateImpl for SpecGate {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn fingerprint(&self) -> Vec<u8> {
+        self.fp.clone()
+    }
+
+    fn out_dtype(&self) -> Dtype {
+        Dtype::Arith
+    }
+
+    fn outputs(&self) -> usize {
+        self.spec.outputs
+    }
+
+    fn plain(&self, w: BitWidth, x: &[u64]) -> Vec<u64> {
+        self.spec.eval_batch(w.bits(), x)
+    }
+
+    fn deal(&self, w: BitWidth, r: &[u64], rng: &mut Csprng) -> suf_runtime::Result<[Vec<u8>; 2]> {
+        Ok(self.spec.deal(w.bits(), r, rng)?)
+    }
+
+    fn eval(
+        &self,
+        w: BitWidth,
+        party: u8,
+        key: &[u8],
+        xhat: &[u64],
+        be: &dyn Backend,
+    ) -> suf_runtime::Result<Vec<u64>> {
+        Ok(self.spec.eval_shares(w.bits(), party, key, xhat, be)?)
+    }
+}
+
+/// Reconstructed outputs, the masks used, and both parties' key blobs.
+pub type DirectRun = (Vec<u64>, Vec<u64>, [Vec<u8>; 2]);
+
+/// Dealer and both parties of one gate in one process, without the runtime (tests, benches,
+/// the uniformity checks): fresh uniform masks, keys, shares, reconstruction. Returns the
+/// reconstructed outputs (output-major), the masks used, and both key blobs.
+///
+/// # Errors
+/// As [`GateSpec::deal`] and [`GateSpec::eval_shares`].
+pub fn run_direct(
+    spec: &GateSpec,
+    n: u32,
+    xs: &[u64],
+    be: &dyn Backend,
+    rng: &mut Csprng,
+) -> Result<DirectRun> {
+    let w = BitWidth::new(n)?;
+    let r: Vec<u64> = (0..xs.len()).map(|_| rng.ring(w)).collect();
+    let (out, keys) = run_with_masks(spec, n, xs, &r, be, rng)?;
+    Ok((out, r, keys))
+}
+
+/// [`run_direct`] with given masks `r` (one per element).
+///
+/// # Errors
+/// As [`GateSpec::deal`] and [`GateSpec::eval_shares`]; a length mismatch of `r`.
+pub fn run_with_masks(
+    spec: &GateSpec,
+    n: u32,
+    xs: &[u64],
+    r: &[u64],
+    be: &dyn Backend,
+    rng: &mut Csprng,
+) -> Result<(Vec<u64>, [Vec<u8>; 2])> {
+    let w = BitWidth::new(n)?;
+    if r.len() != xs.len() {
+        return Err(CompilerError::Spec(format!(
+            "{} masks for {} inputs",
+            r.len(),
+            xs.len()
+        )));
+    }
+    let keys = spec.deal(n, r, rng)?;
+    let xhat: Vec<u64> = xs.iter().zip(r).map(|(&x, &m)| w.add(x, m)).collect();
+    let a = spec.eval_shares(n, 0, &keys[0], &xhat, be)?;
+    let b = spec.eval_shares(n, 1, &keys[1], &xhat, be)?;
+    let out = a.iter().zip(&b).map(|(&u, &v)| w.add(u, v)).collect();
+    Ok((out, keys))
+}

@@ -1,0 +1,210 @@
+//! Every component's protocol equals its plain semantics, exhaustively over inputs and masks
+//! at small widths (reduced-width views, centred polynomials, the MSB halves, floors with the
+//! LSB selector and both wrap modes).
+
+use suf_backend::CpuBackend;
+use suf_compiler::spec::mask;
+use suf_compiler::{
+    run_with_masks, Component, FloorSpec, GateSpec, HalvesSpec, Part, PolySpec, View, Wrap,
+};
+use suf_core::prg::Csprng;
+
+fn gate(c: Component) -> GateSpec {
+    let q = c.outputs();
+    GateSpec {
+        label: "t".into(),
+        outputs: q,
+        parts: vec![Part {
+            comp: c,
+            targets: (0..q).collect(),
+        }],
+    }
+}
+
+/// Check all (x, r) pairs for n ≤ 7, or all x with random masks otherwise.
+fn check(spec: &GateSpec, n: u32, rng: &mut Csprng) {
+    let be = CpuBackend::new();
+    let nn = 1u64 << n;
+    let (xs, rs): (Vec<u64>, Vec<u64>) = if n <= 7 {
+        (0..nn * nn).map(|i| (i % nn, i / nn)).unzip()
+    } else {
+        (0..nn).map(|x| (x, rng.next_u64() & mask(n))).unzip()
+    };
+    let (out, _) = run_with_masks(spec, n, &xs, &rs, &be, rng).unwrap();
+    let plain = spec.eval_batch(n, &xs);
+    let cnt = xs.len();
+    for o in 0..spec.outputs {
+        let vb = mask(spec.valid_bits(n, o));
+        for e in 0..cnt {
+            assert_eq!(
+                out[o * cnt + e] & vb,
+                plain[o * cnt + e] & vb,
+                "output {o}, x = {}, r = {}, spec {spec:?}",
+                xs[e],
+                rs[e]
+            );
+        }
+    }
+}
+
+fn random_poly(n: u32, rng: &mut Csprng) -> PolySpec {
+    let k = 2 + (rng.next_u64() % (n as u64 - 1)) as u32; // 2..=n
+                                                          // ring M anywhere in 2..=n: below K (2^K ≡ 0 mod 2^M: no wrap terms), equal, or above.
+    let ring = 2 + (rng.next_u64() % (n as u64 - 1)) as u32;
+    let d = (rng.next_u64() % 4) as usize;
+    let q = 1 + (rng.next_u64() % 2) as usize;
+    let mut cuts: Vec<u64> = (0..(rng.next_u64() % 5))
+        .map(|_| 1 + rng.next_u64() % (mask(k)))
+        .collect();
+    cuts.sort();
+    cuts.dedup();
+    let m = cuts.len() + 1;
+    let rm = mask(ring);
+    PolySpec {
+        view: View {
+            offset: rng.next_u64() & mask(n),
+            bits: k,
+        },
+        ring,
+        cuts,
+        degree: d,
+        outputs: q,
+        centers: (0..m).map(|_| rng.next_u64() & rm).collect(),
+        coeffs: (0..m * q * (d + 1)).map(|_| rng.next_u64() & rm).collect(),
+    }
+}
+
+#[test]
+fn poly_exhaustive_small() {
+    let mut rng = Csprng::for_tests(1);
+    for n in [5u32, 6, 7] {
+        for _ in 0..12 {
+            let p = random_poly(n, &mut rng);
+            check(&gate(Component::Poly(p)), n, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn poly_all_inputs_n10_n12() {
+    let mut rng = Csprng::for_tests(2);
+    for n in [10u32, 12] {
+        for _ in 0..10 {
+            let p = random_poly(n, &mut rng);
+            check(&gate(Component::Poly(p)), n, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn halves_exhaustive_small() {
+    let mut rng = Csprng::for_tests(3);
+    for n in [3u32, 5, 7] {
+        for ring in [n, n - 1] {
+            for slope in [false, true] {
+                let rm = mask(ring);
+                let mut r = |s: bool| if s { rng.next_u64() & rm } else { 0 };
+                let h = HalvesSpec {
+                    offset: r(true) & mask(n),
+                    ring,
+                    lo: vec![(r(slope), r(true)), (r(slope), r(true))],
+                    hi: vec![(r(slope), r(true)), (r(slope), r(true))],
+                };
+                check(&gate(Component::Halves(h)), n, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn floor_exhaustive_small() {
+    let mut rng = Csprng::for_tests(4);
+    for n in [5u32, 6, 7] {
+        for k in [3, n - 1, n] {
+            for t in [1, 2, k - 1] {
+                for select in [false, true] {
+                    let nm = mask(n);
+                    let f = FloorSpec {
+                        view: View {
+                            offset: rng.next_u64() & nm,
+                            bits: k,
+                        },
+                        shift: t,
+                        select,
+                        wrap: Wrap::Dcf,
+                        gamma: vec![1, rng.next_u64() & nm],
+                        kappa: vec![rng.next_u64() & nm, 0],
+                    };
+                    check(&gate(Component::Floor(f)), n, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn floor_free_wrap_under_its_guarantee() {
+    let mut rng = Csprng::for_tests(5);
+    let be = CpuBackend::new();
+    for n in [6u32, 9] {
+        for select in [false, true] {
+            for t in [1, 3] {
+                let f = FloorSpec {
+                    view: View { offset: 5, bits: n },
+                    shift: t,
+                    select,
+                    wrap: Wrap::Free,
+                    gamma: vec![1],
+                    kappa: vec![3],
+                };
+                let spec = gate(Component::Floor(f));
+                // x_u = x + 5 < 2^{n-1}: all such x, every mask.
+                let half = 1u64 << (n - 1);
+                let mut xs = Vec::new();
+                let mut rs = Vec::new();
+                for xu in 0..half {
+                    for _ in 0..8 {
+                        xs.push(xu.wrapping_sub(5) & mask(n));
+                        rs.push(rng.next_u64() & mask(n));
+                    }
+                }
+                let (out, _) = run_with_masks(&spec, n, &xs, &rs, &be, &mut rng).unwrap();
+                assert_eq!(out, spec.eval_batch(n, &xs));
+            }
+        }
+    }
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+    use suf_backend::CpuBackend;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Random floors (any view, shift, selector, wrap) on random inputs and masks.
+        #[test]
+        fn floor_protocol_equals_plain(n in 8u32..=40, kd in 0u32..4, t0 in 1u32..6, select: bool,
+                                       drop: bool, seed: u64) {
+            let k = n - kd.min(n - 4);
+            let t = t0.min(k - 1);
+            let mut rng = Csprng::for_tests(seed);
+            let nm = mask(n);
+            let spec = gate(Component::Floor(FloorSpec {
+                view: View { offset: rng.next_u64() & nm, bits: k },
+                shift: t,
+                select,
+                wrap: if drop { Wrap::Drop } else { Wrap::Dcf },
+                gamma: vec![rng.next_u64() & nm],
+                kappa: vec![rng.next_u64() & nm],
+            }));
+            let xs: Vec<u64> = (0..64).map(|_| rng.next_u64() & nm).collect();
+            let (out, _, _) = suf_compiler::run_direct(&spec, n, &xs, &CpuBackend::new(), &mut rng).unwrap();
+            let vb = mask(spec.valid_bits(n, 0));
+            let plain = spec.eval_batch(n, &xs);
+            for (a, b) in out.iter().zip(&plain) {
+                prop_assert_eq!(a & vb, b & vb);
+            }
+        }
+    }
+}
