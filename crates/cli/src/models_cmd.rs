@@ -177,7 +177,7 @@ pub fn run(
         &mut rng,
     )?;
     let fl = float::FloatModel::load(&m.cfg, &m.weights)?
-        .forward_layers(&[ids.clone()], layers.unwrap_or(m.cfg.layers))?;
+        .forward_layers(std::slice::from_ref(&ids), layers.unwrap_or(m.cfg.layers))?;
     let secure = decode(fp, &r.outputs[0]);
     let plain = decode(fp, &r.plain[0]);
     let mut v = json!({
@@ -343,10 +343,12 @@ pub fn eval_sentiment(
     for (i, s) in sents.iter().take(n).enumerate() {
         let ids = token_ids(&m, &s.text, None)?;
         let seq = ids.len();
-        if !progs.contains_key(&seq) {
-            progs.insert(seq, program(&m, fp, Mode::Public, seq, None)?);
-        }
-        let built = &progs[&seq];
+        let built = match progs.entry(seq) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(program(&m, fp, Mode::Public, seq, None)?)
+            }
+        };
         let x = inputs(&m, fp, &ids)?;
         let out = run_plain(&built.prog, &be, &x, &built.private)?;
         if i < verify {
