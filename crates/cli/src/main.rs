@@ -50,9 +50,12 @@ enum Cmd {
     },
     /// Dealer: make both parties' one-time key files for one run of a program.
     Keygen {
-        /// Program (only `toy` for now).
+        /// Program: `toy`, or a model name with --seq (public weights).
         #[arg(long, default_value = "toy")]
         program: String,
+        /// Sequence length the keys are made for (models).
+        #[arg(long, default_value_t = 0)]
+        seq: usize,
         /// Output directory (created).
         #[arg(long)]
         out: PathBuf,
@@ -64,9 +67,45 @@ enum Cmd {
         /// Session directory made by keygen.
         #[arg(long)]
         dir: PathBuf,
+        /// Input text (model sessions).
+        #[arg(long)]
+        text: Option<String>,
         /// Seed of the demonstration input.
         #[arg(long, default_value_t = 1)]
         input_seed: u64,
+    },
+    /// Client: share the text's embedding into DIR, wait for both servers' output shares,
+    /// reconstruct and print the result (a model session, or the toy).
+    Infer {
+        /// Session directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Input text.
+        #[arg(long)]
+        text: Option<String>,
+        /// Seconds to wait for the servers.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The quickest way to see SUF work: dealer, both servers and the client in one process
+    /// over loopback TCP on a sentence (MiniLM-L6 sentiment when fetched, else synthetic
+    /// bert-tiny).
+    Demo {
+        /// The sentence.
+        #[arg(
+            long,
+            default_value = "I loved every minute of it, the acting was superb!"
+        )]
+        text: String,
+        /// Cache directory.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Party server: run one online inference with its key file.
     Serve {
@@ -107,6 +146,9 @@ enum Cmd {
         /// Session directory.
         #[arg(long)]
         dir: PathBuf,
+        /// The input text (model sessions), to compare with the plain reference.
+        #[arg(long)]
+        text: Option<String>,
         /// Seed of the demonstration input (to compare with the plain interpreter).
         #[arg(long, default_value_t = 1)]
         input_seed: u64,
@@ -299,6 +341,8 @@ enum BenchCmd {
 #[derive(Serialize, Deserialize)]
 struct Session {
     program: String,
+    #[serde(default)]
+    seq: usize,
     bits: u32,
     frac: u32,
     model_seed: u64,
@@ -322,10 +366,54 @@ fn program(
     fmt: Format,
 ) -> Result<(suf_runtime::ir::Program, suf_runtime::plain::PlainWeights)> {
     if name != "toy" {
-        bail!("unknown program `{name}` (available: toy)");
+        bail!("unknown program `{name}` (available: toy, or --model NAME --seq L)");
     }
     let fp = FixedPoint::new(fmt.bits, fmt.frac).context("ring format")?;
     toy::toy(fp, fmt.model_seed)
+}
+
+/// A session's program: the toy, or a model (public weights) for `seq` tokens.
+fn session_program(
+    s: &Session,
+    fmt: Format,
+) -> Result<(suf_runtime::ir::Program, suf_runtime::plain::PlainWeights)> {
+    if s.program == "toy" {
+        return program("toy", fmt);
+    }
+    let m = models_cmd::load(&s.program, &None, fmt.model_seed)?;
+    let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+    let b = models_cmd::program(&m, fp, suf_nn::layers::Mode::Public, s.seq, None)?;
+    Ok((b.prog, b.private))
+}
+
+/// The client's plaintext input for a session: the toy's seeded input, or the embedded text.
+fn client_inputs(
+    s: &Session,
+    fmt: Format,
+    text: Option<&str>,
+    input_seed: u64,
+) -> Result<std::collections::BTreeMap<String, Vec<u64>>> {
+    let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+    if s.program == "toy" {
+        return toy::toy_input(fp, input_seed);
+    }
+    let text = text.context("--text is required for a model session")?;
+    let m = models_cmd::load(&s.program, &None, fmt.model_seed)?;
+    let ids = models_cmd::token_ids(&m, text, Some(s.seq))?;
+    if ids.len() != s.seq {
+        bail!(
+            "the text tokenizes to {} tokens but the key stream was made for {}: run `suf keygen --seq {}`",
+            ids.len(),
+            s.seq,
+            ids.len()
+        );
+    }
+    let mut x = std::collections::BTreeMap::new();
+    x.insert(
+        "x".to_string(),
+        suf_nn::model::client_input(&m.cfg, &m.weights, fp, &ids)?,
+    );
+    Ok(x)
 }
 
 fn load_session(dir: &Path) -> Result<(Session, Format)> {
@@ -400,10 +488,30 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Keygen {
             program: name,
+            seq,
             out,
-            fmt,
+            mut fmt,
         } => {
-            let (prog, weights) = program(&name, fmt)?;
+            if name != "toy" {
+                if seq == 0 {
+                    bail!("--seq L is required for a model (the key stream is made for L tokens)");
+                }
+                let m = models_cmd::load(&name, &None, fmt.model_seed)?;
+                fmt.bits = m.cfg.ring_bits;
+                fmt.frac = m.cfg.frac_bits;
+            }
+            let probe = Session {
+                program: name.clone(),
+                seq,
+                bits: fmt.bits,
+                frac: fmt.frac,
+                model_seed: fmt.model_seed,
+                program_fp: String::new(),
+                key_bytes: [0, 0],
+                keygen_ms: 0.0,
+                rounds: 0,
+            };
+            let (prog, weights) = session_program(&probe, fmt)?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let mut rng = Csprng::from_os()?;
             // The model owner masks the private weights once; the dealer keeps R_W.
@@ -421,6 +529,7 @@ fn run(cli: Cli) -> Result<()> {
             let rep = run_dealer(&prog, &CpuBackend::new(), ds, &rw)?;
             let s = Session {
                 program: name,
+                seq,
                 bits: fmt.bits,
                 frac: fmt.frac,
                 model_seed: fmt.model_seed,
@@ -433,10 +542,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&s)?);
             Ok(())
         }
-        Cmd::Share { dir, input_seed } => {
-            let (_, fmt) = load_session(&dir)?;
+        Cmd::Share {
+            dir,
+            text,
+            input_seed,
+        } => {
+            let (s, fmt) = load_session(&dir)?;
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
-            let x = toy::toy_input(fp, input_seed)?;
+            let x = client_inputs(&s, fmt, text.as_deref(), input_seed)?;
             let sh = suf_runtime::share_inputs(fp.width, &x, &mut Csprng::from_os()?);
             files::write(&dir.join("input.share0"), &sh[0])?;
             files::write(&dir.join("input.share1"), &sh[1])?;
@@ -456,7 +569,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--party must be 0 or 1");
             }
             let (s, fmt) = load_session(&dir)?;
-            let (prog, _) = program(&s.program, fmt)?;
+            let (prog, _) = session_program(&s, fmt)?;
             let what = files::read(&dir.join("weights.masked"))?;
             let inputs = files::read(&dir.join(format!("input.share{party}")))?;
             let mut keys = PartyStream::open_file(&dir.join(format!("p{party}.keys")))?;
@@ -540,15 +653,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Reconstruct {
             dir,
+            text,
             input_seed,
             json,
         } => {
             let (s, fmt) = load_session(&dir)?;
-            let (prog, weights) = program(&s.program, fmt)?;
+            let (prog, weights) = session_program(&s, fmt)?;
             let a = files::read(&dir.join("output.share0"))?;
             let b = files::read(&dir.join("output.share1"))?;
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
-            let x = toy::toy_input(fp, input_seed)?;
+            let x = client_inputs(&s, fmt, text.as_deref(), input_seed)?;
             let plain = run_plain(&prog, &CpuBackend::new(), &x, &weights)?;
             let mut outs = Vec::new();
             for i in 0..prog.outputs.len() {
@@ -580,6 +694,47 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Report { inputs, out } => report::render(&inputs, &out),
+        Cmd::Demo { text, cache, json } => models_cmd::demo(&text, &cache, json),
+        Cmd::Infer {
+            dir,
+            text,
+            timeout,
+            json,
+        } => {
+            let (s, fmt) = load_session(&dir)?;
+            let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+            let x = client_inputs(&s, fmt, text.as_deref(), 1)?;
+            let sh = suf_runtime::share_inputs(fp.width, &x, &mut Csprng::from_os()?);
+            files::write(&dir.join("input.share0"), &sh[0])?;
+            files::write(&dir.join("input.share1"), &sh[1])?;
+            eprintln!(
+                "input shared; waiting for the servers' output shares in {}",
+                dir.display()
+            );
+            let t0 = std::time::Instant::now();
+            let (pa, pb) = (dir.join("output.share0"), dir.join("output.share1"));
+            while !(pa.exists() && pb.exists()) {
+                if t0.elapsed() > Duration::from_secs(timeout) {
+                    bail!("no output shares after {timeout} s: are both `suf serve` processes running?");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let (prog, _) = session_program(&s, fmt)?;
+            let (a, b) = (files::read(&pa)?, files::read(&pb)?);
+            let (Some(sa), Some(sb)) = (a.get("out0"), b.get("out0")) else {
+                bail!("output shares are incomplete");
+            };
+            let out = suf_runtime::reconstruct_output(&prog, 0, sa, sb);
+            let vals: Vec<f64> = out.iter().map(|&v| fp.decode(v)).collect();
+            let v = models_cmd::describe(&s.program, &vals)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(())
+        }
         Cmd::RunToy { fmt, json } => {
             let (prog, weights) = program("toy", fmt)?;
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
