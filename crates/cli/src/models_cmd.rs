@@ -432,7 +432,7 @@ pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
     let r = run_two_party(&built.prog, &be, &x, &built.private, Link::Tcp, &mut rng)?;
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
     let secure = decode(fp, &r.outputs[0]);
-    let fl = float::FloatModel::load(&m.cfg, &m.weights)?.forward(&[ids.clone()])?;
+    let fl = float::FloatModel::load(&m.cfg, &m.weights)?.forward(std::slice::from_ref(&ids))?;
     let fe = fl
         .pooled
         .and_then(|p| p.into_iter().next())
