@@ -493,10 +493,12 @@ fn run(cli: Cli) -> Result<()> {
             mut fmt,
         } => {
             if name != "toy" {
+                let m = models_cmd::load(&name, &None, fmt.model_seed).with_context(|| {
+                    format!("unknown program `{name}`: use toy or a model name")
+                })?;
                 if seq == 0 {
                     bail!("--seq L is required for a model (the key stream is made for L tokens)");
                 }
-                let m = models_cmd::load(&name, &None, fmt.model_seed)?;
                 fmt.bits = m.cfg.ring_bits;
                 fmt.frac = m.cfg.frac_bits;
             }
@@ -571,7 +573,17 @@ fn run(cli: Cli) -> Result<()> {
             let (s, fmt) = load_session(&dir)?;
             let (prog, _) = session_program(&s, fmt)?;
             let what = files::read(&dir.join("weights.masked"))?;
-            let inputs = files::read(&dir.join(format!("input.share{party}")))?;
+            // Wait (up to the timeout) for the client's input share.
+            let share_path = dir.join(format!("input.share{party}"));
+            let t_wait = std::time::Instant::now();
+            while !share_path.exists() {
+                if t_wait.elapsed() > Duration::from_secs(timeout.max(1)) {
+                    bail!("no input share {} after {timeout} s: run the client (`suf infer` or `suf share`)", share_path.display());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let inputs = files::read(&share_path)?;
             let mut keys = PartyStream::open_file(&dir.join(format!("p{party}.keys")))?;
             keys.check(party, &prog.fingerprint(), fmt.bits)?;
             let mut cfg = LinkConfig::new(party);
@@ -720,14 +732,20 @@ fn run(cli: Cli) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(Duration::from_millis(200));
-            let (prog, _) = session_program(&s, fmt)?;
+            let (prog, weights) = session_program(&s, fmt)?;
             let (a, b) = (files::read(&pa)?, files::read(&pb)?);
             let (Some(sa), Some(sb)) = (a.get("out0"), b.get("out0")) else {
                 bail!("output shares are incomplete");
             };
+            if sa.len() != sb.len() {
+                bail!("the servers' output shares differ in length");
+            }
             let out = suf_runtime::reconstruct_output(&prog, 0, sa, sb);
             let vals: Vec<f64> = out.iter().map(|&v| fp.decode(v)).collect();
-            let v = models_cmd::describe(&s.program, &vals)?;
+            let mut v = models_cmd::describe(&s.program, &vals)?;
+            // Public-model session: the client can check against the fixed-point reference.
+            let plain = run_plain(&prog, &CpuBackend::new(), &x, &weights)?;
+            v["matches_plain"] = serde_json::json!(plain.first() == Some(&out));
             if json {
                 println!("{v}");
             } else {

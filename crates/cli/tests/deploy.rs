@@ -202,3 +202,72 @@ fn bad_arguments_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("suf keygen"));
 }
+
+#[test]
+fn four_processes_with_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = suf()
+        .args(["keygen", "--program", "bert-tiny", "--seq", "6", "--out", d])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = |party: &str, flag: &str| {
+        suf()
+            .args([
+                "serve",
+                "--party",
+                party,
+                "--dir",
+                d,
+                flag,
+                &addr,
+                "--timeout",
+                "60",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let client = suf()
+        .args([
+            "infer",
+            "--dir",
+            d,
+            "--text",
+            "any text",
+            "--timeout",
+            "120",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p0 = serve("0", "--listen");
+    // The servers wait for the client's input shares before they start.
+    let p1 = serve("1", "--connect");
+    let c = client.wait_with_output().unwrap();
+    let (o0, o1) = (
+        p0.wait_with_output().unwrap(),
+        p1.wait_with_output().unwrap(),
+    );
+    assert!(
+        o0.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o0.stderr)
+    );
+    assert!(
+        o1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(v["matches_plain"], true);
+}
