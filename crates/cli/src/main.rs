@@ -584,8 +584,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(100));
             let inputs = files::read(&share_path)?;
-            let mut keys = PartyStream::open_file(&dir.join(format!("p{party}.keys")))?;
-            keys.check(party, &prog.fingerprint(), fmt.bits)?;
+            // Bind before the key file is opened (and marked used), so a busy port costs no keys.
+            let listener = match (party, listen, connect) {
+                (0, Some(a), None) => Some(
+                    TcpListener::bind(a)
+                        .with_context(|| format!("cannot listen on {a} (port in use?)"))?,
+                ),
+                (1, None, Some(_)) => None,
+                _ => bail!("party 0 needs --listen ADDR and party 1 needs --connect ADDR"),
+            };
+            let mut keys = PartyStream::open_file_for(
+                &dir.join(format!("p{party}.keys")),
+                party,
+                &prog.fingerprint(),
+                fmt.bits,
+            )?;
             let mut cfg = LinkConfig::new(party);
             cfg.session_id = keys.id().session;
             cfg.model_fp = keys.id().program_fp;
@@ -607,14 +620,11 @@ fn run(cli: Cli) -> Result<()> {
                     peer_cert_der: rd(format!("p{}.crt", 1 - party))?,
                 });
             }
-            let mut net = match (party, listen, connect) {
-                (0, Some(a), None) => {
-                    let l = TcpListener::bind(a)
-                        .with_context(|| format!("listening on {a} (port in use?)"))?;
-                    TcpTransport::accept(&l, &cfg)?
-                }
-                (1, None, Some(a)) => TcpTransport::connect(a, &cfg)?,
-                _ => bail!("party 0 needs --listen ADDR and party 1 needs --connect ADDR"),
+            let mut net = match (&listener, connect) {
+                (Some(l), _) => TcpTransport::accept(l, &cfg)?,
+                (None, Some(a)) => TcpTransport::connect(a, &cfg)
+                    .with_context(|| format!("cannot reach party 0 at {a}"))?,
+                _ => bail!("party 1 needs --connect ADDR"),
             };
             let be = CpuBackend::new();
             let mut tf = match &trace {

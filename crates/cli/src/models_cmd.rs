@@ -64,9 +64,8 @@ pub fn backend(name: &str) -> Result<Box<dyn Backend>> {
 /// Load a model by name with friendly errors.
 pub fn load(name: &str, cache: &Option<PathBuf>, seed: u64) -> Result<LoadedModel> {
     let dir = cache_dir(cache);
-    suf_models::load(name, &dir, seed).map_err(|e| {
-        anyhow::anyhow!("{e}\n(real models must be fetched first: `suf models fetch {name}`)")
-    })
+    // The models crate's errors already say what to do (which names exist; how to fetch).
+    Ok(suf_models::load(name, &dir, seed)?)
 }
 
 /// Token ids for `text` (real tokenizer) or a deterministic synthetic sequence of `seq` ids.

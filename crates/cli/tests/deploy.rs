@@ -271,3 +271,120 @@ fn four_processes_with_a_model() {
     let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(v["matches_plain"], true);
 }
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = suf().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn cli_error_paths() {
+    // Unknown model; missing weights (empty cache).
+    fails_with(
+        &["run", "--model", "nosuch", "--text", "hi"],
+        "unknown name",
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let e = empty.path().to_str().unwrap();
+    fails_with(
+        &["run", "--model", "minilm-l6", "--text", "hi", "--cache", e],
+        "suf models fetch minilm-l6",
+    );
+    fails_with(
+        &[
+            "run",
+            "--model",
+            "bert-tiny",
+            "--text",
+            "hi",
+            "--backend",
+            "tpu",
+        ],
+        "unknown backend",
+    );
+    // A session: key file of the other party, port in use, peer unreachable, reuse.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(suf()
+        .args(["keygen", "--program", "bert-tiny", "--seq", "4", "--out", d])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert!(suf()
+        .args(["share", "--dir", d, "--text", "x"])
+        .status()
+        .unwrap()
+        .success());
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    fails_with(
+        &[
+            "serve",
+            "--party",
+            "0",
+            "--dir",
+            d,
+            "--listen",
+            &busy_addr,
+            "--timeout",
+            "2",
+        ],
+        "port in use",
+    );
+    let closed = format!("127.0.0.1:{}", free_port());
+    fails_with(
+        &[
+            "serve",
+            "--party",
+            "1",
+            "--dir",
+            d,
+            "--connect",
+            &closed,
+            "--timeout",
+            "1",
+        ],
+        "cannot reach party 0",
+    );
+    // Party 1's key file was consumed by that attempt: a second run is refused.
+    fails_with(
+        &[
+            "serve",
+            "--party",
+            "1",
+            "--dir",
+            d,
+            "--connect",
+            &closed,
+            "--timeout",
+            "1",
+        ],
+        "already used",
+    );
+    // Party 0's key file swapped for party 1's.
+    std::fs::copy(dir.path().join("p1.keys"), dir.path().join("p0.keys")).unwrap();
+    let free = format!("127.0.0.1:{}", free_port());
+    fails_with(
+        &[
+            "serve",
+            "--party",
+            "0",
+            "--dir",
+            d,
+            "--listen",
+            &free,
+            "--timeout",
+            "2",
+        ],
+        "belongs to party 1",
+    );
+    // Refused without being consumed: no marker was written for the wrong file.
+    assert!(!dir.path().join("p0.keys.used").exists());
+}

@@ -367,6 +367,17 @@ impl PartyStream {
         })
     }
 
+    /// Open a key file for one run of `program_fp` as `party`: checks the header and that it
+    /// was made for this party, program and ring before the one-time marker is created (a
+    /// wrong file is refused without being consumed).
+    pub fn open_file_for(path: &Path, party: u8, program_fp: &[u8; 32], bits: u32) -> Result<Self> {
+        let f = File::open(path).map_err(|e| io_err(path, e))?;
+        let total = f.metadata().map_err(|e| io_err(path, e))?.len();
+        Self::open(Box::new(BufReader::new(f)), path.to_path_buf(), total)?
+            .check(party, program_fp, bits)?;
+        Self::open_file(path)
+    }
+
     /// Open a key file for one run: checks the header, then creates the one-time marker.
     pub fn open_file(path: &Path) -> Result<Self> {
         let f = File::open(path).map_err(|e| io_err(path, e))?;
