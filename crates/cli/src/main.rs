@@ -528,7 +528,10 @@ fn run(cli: Cli) -> Result<()> {
                 prog.fingerprint(),
                 [&out.join("p0.keys"), &out.join("p1.keys")],
             )?;
+            let pb = logging::progress(0, "dealer: generating one-time keys");
+            pb.enable_steady_tick(Duration::from_millis(120));
             let rep = run_dealer(&prog, &CpuBackend::new(), ds, &rw)?;
+            pb.finish_and_clear();
             let s = Session {
                 program: name,
                 seq,
