@@ -73,7 +73,6 @@ pub fn init(verbosity: u8) {
 /// A progress bar of `len` steps labelled `msg` (a spinner when `len` is 0, i.e. unknown),
 /// drawn on stderr when stderr is a terminal and hidden otherwise. Call `inc` as work is done and
 /// `finish_and_clear` (or `finish_with_message`) at the end; a hidden bar still counts.
-#[allow(dead_code)] // used by the long-running commands (fetch, eval) as they land
 pub fn progress(len: u64, msg: &str) -> ProgressBar {
     let msg = msg.to_string();
     if !std::io::stderr().is_terminal() {

@@ -267,7 +267,9 @@ pub fn bench_model(
     let mut samples = Vec::new();
     let mut last: Option<LocalRun> = None;
     let mut all_match = true;
+    let pb = crate::logging::progress(runs.max(1) as u64 + 1, "secure inferences");
     for i in 0..runs.max(1) + 1 {
+        pb.inc(1);
         let r = run_two_party(
             &built.prog,
             be.as_ref(),
@@ -282,6 +284,7 @@ pub fn bench_model(
         }
         last = Some(r);
     }
+    pb.finish_and_clear();
     let r = last.context("no run")?;
     let layers_json: Vec<Value> = r.reports[0]
         .layers
