@@ -39,6 +39,24 @@ pub fn build(
     seq: usize,
     layers: Option<usize>,
 ) -> Result<Built> {
+    build_batch(cfg, w, fp, mode, seq, 1, layers)
+}
+
+/// Build for a batch of `batch` sequences of `seq` tokens each: input `x` is
+/// `[batch·seq, hidden]` (sequence-major), the output `[batch, hidden]` (encoders) or
+/// `[batch, vocab]` (decoders). Attention never mixes sequences.
+pub fn build_batch(
+    cfg: &ModelConfig,
+    w: &Weights,
+    fp: FixedPoint,
+    mode: Mode,
+    seq: usize,
+    batch: usize,
+    layers: Option<usize>,
+) -> Result<Built> {
+    if batch == 0 {
+        return Err(NnError::Config("batch must be at least 1".into()));
+    }
     if seq == 0 || cfg.heads == 0 || cfg.kv_heads == 0 || !cfg.heads.is_multiple_of(cfg.kv_heads) {
         return Err(NnError::Config(format!(
             "bad shape: seq {seq}, heads {}, kv heads {}",
@@ -55,7 +73,7 @@ pub fn build(
         _ => 8,
     };
     g.layer("input");
-    let x = g.input("x", &[seq, cfg.hidden])?;
+    let x = g.input("x", &[batch * seq, cfg.hidden])?;
     let mut h = x;
     let rel = match (&glob.rel_bias, cfg.family) {
         (Some(t), Family::MpNet) => {
@@ -85,14 +103,25 @@ pub fn build(
     };
     for l in 0..nl {
         let b = arch::load_block(cfg, w, l)?;
-        h = block(&mut g, &mut ctx, cfg, &b, l, h, seq, &rel, &causal_bias)?;
+        h = block(
+            &mut g,
+            &mut ctx,
+            cfg,
+            &b,
+            l,
+            h,
+            seq,
+            batch,
+            &rel,
+            &causal_bias,
+        )?;
     }
     let out = if cfg.family.is_encoder() {
         g.layer("pool");
-        mean_pool(&mut g, &ctx, h, seq)?
+        mean_pool(&mut g, &ctx, h, seq, batch)?
     } else {
         g.layer("head");
-        head(&mut g, &mut ctx, cfg, &glob, h, seq)?
+        head(&mut g, &mut ctx, cfg, &glob, h, seq, batch)?
     };
     g.output(out)?;
     Ok(Built {
@@ -125,6 +154,7 @@ fn block(
     l: usize,
     h: T,
     seq: usize,
+    batch: usize,
     rel: &Option<Vec<Vec<u64>>>,
     causal: &Option<Vec<u64>>,
 ) -> Result<T> {
@@ -138,7 +168,21 @@ fn block(
     let q = lin(g, ctx, &format!("b{l}.q"), a_in, &b.q)?;
     let k = lin(g, ctx, &format!("b{l}.k"), a_in, &b.k)?;
     let v = lin(g, ctx, &format!("b{l}.v"), a_in, &b.v)?;
-    let att = attention(g, ctx, cfg, q, k, v, seq, rel, causal)?;
+    let att = if batch == 1 {
+        attention(g, ctx, cfg, q, k, v, seq, rel, causal)?
+    } else {
+        let mut parts = Vec::with_capacity(batch);
+        for bi in 0..batch {
+            let (s0, s1) = (bi * seq, (bi + 1) * seq);
+            let (qb, kb, vb) = (
+                rows(g, q, s0, s1)?,
+                rows(g, k, s0, s1)?,
+                rows(g, v, s0, s1)?,
+            );
+            parts.push(attention(g, ctx, cfg, qb, kb, vb, seq, rel, causal)?);
+        }
+        stack_rows(g, &parts)?
+    };
     let o = lin(g, ctx, &format!("b{l}.o"), att, &b.o)?;
     let r = g.add(h, o)?;
     let h = if post {
@@ -274,12 +318,37 @@ fn rope_apply(g: &mut Builder, ctx: &Ctx, cfg: &ModelConfig, x: T, seq: usize) -
     gates::ars(g, y, ctx.fp.frac)
 }
 
-fn mean_pool(g: &mut Builder, ctx: &Ctx, x: T, seq: usize) -> Result<T> {
-    let (_, d) = dims(g, x);
-    let xt = g.transpose(x)?; // [d, seq]
-    let s = g.sum_last(xt)?; // [d, 1]
+/// Rows `start..end` of a matrix (local).
+pub fn rows(g: &mut Builder, x: T, start: usize, end: usize) -> Result<T> {
+    let t = g.transpose(x)?;
+    let c = g.slice_cols(t, start, end)?;
+    Ok(g.transpose(c)?)
+}
+
+/// Matrices with equal columns stacked vertically (local).
+pub fn stack_rows(g: &mut Builder, parts: &[T]) -> Result<T> {
+    let ts = parts
+        .iter()
+        .map(|&p| g.transpose(p))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let c = g.concat_cols(&ts)?;
+    Ok(g.transpose(c)?)
+}
+
+fn mean_pool(g: &mut Builder, ctx: &Ctx, x: T, seq: usize, batch: usize) -> Result<T> {
+    let xt = g.transpose(x)?; // [d, batch·seq]
+    let mut sums = Vec::with_capacity(batch);
+    for bi in 0..batch {
+        let cols = g.slice_cols(xt, bi * seq, (bi + 1) * seq)?;
+        sums.push(g.sum_last(cols)?); // [d, 1]
+    }
+    let s = if batch == 1 {
+        sums[0]
+    } else {
+        g.concat_cols(&sums)?
+    }; // [d, batch]
     let s = crate::layers::div_by(g, ctx, s, seq, ctx.fp.frac + 9)?;
-    Ok(g.reshape(s, &[1, d])?)
+    Ok(g.transpose(s)?) // [batch, d]
 }
 
 fn head(
@@ -289,10 +358,20 @@ fn head(
     glob: &Globals,
     h: T,
     seq: usize,
+    batch: usize,
 ) -> Result<T> {
     let t = g.transpose(h)?;
-    let c = g.slice_cols(t, seq - 1, seq)?;
-    let last = g.transpose(c)?;
+    let mut lasts = Vec::with_capacity(batch);
+    for bi in 0..batch {
+        let p = bi * seq + seq - 1;
+        lasts.push(g.slice_cols(t, p, p + 1)?);
+    }
+    let c = if batch == 1 {
+        lasts[0]
+    } else {
+        g.concat_cols(&lasts)?
+    };
+    let last = g.transpose(c)?; // [batch, d]
     let hn = match &glob.final_norm {
         Some(n) => norm(g, ctx, cfg, last, n)?,
         None => last,
@@ -324,4 +403,23 @@ pub fn client_input(
     x.iter()
         .map(|&v| fp.encode(v).map_err(NnError::from))
         .collect()
+}
+
+/// The client's side for a batch of equal-length sequences: `[batch·seq, hidden]`.
+pub fn client_input_batch(
+    cfg: &ModelConfig,
+    w: &Weights,
+    fp: FixedPoint,
+    batch: &[Vec<u32>],
+) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for ids in batch {
+        if ids.len() != batch[0].len() {
+            return Err(NnError::Config(
+                "sequences of one batch must have equal length".into(),
+            ));
+        }
+        out.extend(client_input(cfg, w, fp, ids)?);
+    }
+    Ok(out)
 }

@@ -90,3 +90,49 @@ fn llama_public_and_private() {
 fn mpnet_public() {
     check("mpnet", Mode::Public, 50, Link::Mem);
 }
+
+fn check_batch(name: &str, n: u32) {
+    use suf_nn::model::{build_batch, client_input_batch};
+    let cfg = tiny(name);
+    let w = Weights::synthetic(4);
+    let fp = FixedPoint::new(n, 12).unwrap();
+    let batch = vec![vec![3u32, 17, 5, 29], vec![8u32, 1, 33, 2]];
+    let built = build_batch(&cfg, &w, fp, Mode::Public, 4, 2, None).unwrap();
+    let mut inputs = std::collections::BTreeMap::new();
+    inputs.insert(
+        "x".to_string(),
+        client_input_batch(&cfg, &w, fp, &batch).unwrap(),
+    );
+    let be = CpuBackend::new();
+    let r = run_two_party(
+        &built.prog,
+        &be,
+        &inputs,
+        &built.private,
+        Link::Mem,
+        &mut Csprng::for_tests(2),
+    )
+    .unwrap();
+    assert!(r.matches_plain(), "{name} batch: secure differs from plain");
+    let fl = float::forward(&cfg, &w, &batch).unwrap();
+    let refs = if cfg.family.is_encoder() {
+        fl.pooled.unwrap()
+    } else {
+        fl.logits.unwrap()
+    };
+    let width = refs[0].len();
+    for (bi, rv) in refs.iter().enumerate() {
+        let got: Vec<f64> = r.outputs[0][bi * width..(bi + 1) * width]
+            .iter()
+            .map(|&v| fp.decode(v))
+            .collect();
+        let cos = float::cosine(&got, rv);
+        assert!(cos > 0.995, "{name} batch item {bi}: cosine {cos}");
+    }
+}
+
+#[test]
+fn batches_of_two() {
+    check_batch("bert-base", 50);
+    check_batch("llama2-7b", 48);
+}
