@@ -17,7 +17,7 @@ use suf_runtime::ir::{Builder, Program, T};
 use suf_runtime::plain::PlainWeights;
 
 use crate::gates;
-use crate::layers::{dims, layernorm, linear, rmsnorm, softmax, Ctx, Mode};
+use crate::layers::{layernorm, linear, rmsnorm, softmax, Ctx, Mode};
 use crate::{NnError, Result};
 
 /// A built model: the program and the model owner's private weights (empty in public mode).
