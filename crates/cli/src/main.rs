@@ -318,6 +318,9 @@ enum BenchCmd {
         /// Sequence length.
         #[arg(long, default_value_t = 16)]
         seq: usize,
+        /// Sequences per inference.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// cpu or cuda.
         #[arg(long, default_value = "cpu")]
         backend: String,
@@ -443,6 +446,7 @@ fn run(cli: Cli) -> Result<()> {
             BenchCmd::Model {
                 model,
                 seq,
+                batch,
                 backend,
                 mode,
                 layers,
@@ -450,7 +454,9 @@ fn run(cli: Cli) -> Result<()> {
                 cache,
                 out,
             } => emit(
-                &models_cmd::bench_model(&model, seq, &backend, &mode, layers, runs, &cache)?,
+                &models_cmd::bench_model(
+                    &model, seq, batch, &backend, &mode, layers, runs, &cache,
+                )?,
                 &out,
             ),
         },

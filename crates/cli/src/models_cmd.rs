@@ -245,9 +245,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// `suf bench model`: median online time of `runs` inferences after a warm-up (fresh keys each
 /// time; the dealer is excluded from the online time).
+#[allow(clippy::too_many_arguments)]
 pub fn bench_model(
     model: &str,
     seq: usize,
+    batch: usize,
     backend_name: &str,
     mode_s: &str,
     layers: Option<usize>,
@@ -260,9 +262,21 @@ pub fn bench_model(
     let ids = token_ids(&m, "the quick brown fox jumps over the lazy dog", Some(seq))?;
     let seq = ids.len();
     let t = Instant::now();
-    let built = program(&m, fp, mode(mode_s)?, seq, layers)?;
+    let built =
+        suf_nn::model::build_batch(&m.cfg, &m.weights, fp, mode(mode_s)?, seq, batch, layers)?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
-    let x = inputs(&m, fp, &ids)?;
+    let seqs: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            ids.iter()
+                .map(|&i| (i + b as u32) % m.cfg.vocab as u32)
+                .collect()
+        })
+        .collect();
+    let mut x = BTreeMap::new();
+    x.insert(
+        "x".to_string(),
+        suf_nn::model::client_input_batch(&m.cfg, &m.weights, fp, &seqs)?,
+    );
     let mut rng = Csprng::from_os()?;
     let mut samples = Vec::new();
     let mut last: Option<LocalRun> = None;
@@ -295,7 +309,7 @@ pub fn bench_model(
         })
         .collect();
     Ok(json!({
-        "model": model, "seq": seq, "backend": backend_name, "mode": mode_s,
+        "model": model, "seq": seq, "batch": batch, "backend": backend_name, "mode": mode_s,
         "layers_run": layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
         "ring_bits": fp.width.bits(), "frac_bits": fp.frac,
         "online_ms": median(samples.clone()), "online_ms_runs": samples,
