@@ -18,7 +18,7 @@ pub fn row_max(g: &mut Builder, x: T) -> Result<T> {
 
 /// e^{−x} for x ≥ 0 at scale f (exactly 2^f at 0, exactly 0 beyond the cut-off).
 pub fn nexp(g: &mut Builder, x: T) -> Result<T> {
-    Ok(suf_compiler::gates::nexp(g, x)?)
+    Ok(smooth_with(g, x, Smooth::NExp, Prefer::Keys)?)
 }
 
 /// 1/x for softmax denominators x ∈ [1, max_len] at scale f; returns the output and its scale.
@@ -32,17 +32,22 @@ pub fn rsqrt(g: &mut Builder, x: T, in_frac: u32, lo: u64, hi: u64) -> Result<(T
     Ok(suf_compiler::gates::rsqrt(g, x, in_frac, lo, hi)?)
 }
 
+// Whole models are bound by key bytes (two in-memory key streams of several GB), so the
+// activations use the key-lean variant of the smooth gates: −28 % key bytes for +9 % AES
+// (crates/compiler/GATES.md §3).
+use suf_compiler::gates::{smooth_with, Prefer, Smooth};
+
 /// GeLU (erf form).
 pub fn gelu(g: &mut Builder, x: T) -> Result<T> {
-    Ok(suf_compiler::gates::gelu(g, x)?)
+    Ok(smooth_with(g, x, Smooth::Gelu, Prefer::Keys)?)
 }
 
 /// GeLU (tanh form, GPT-2).
 pub fn gelu_tanh(g: &mut Builder, x: T) -> Result<T> {
-    Ok(suf_compiler::gates::gelu_tanh(g, x)?)
+    Ok(smooth_with(g, x, Smooth::GeluTanh, Prefer::Keys)?)
 }
 
 /// SiLU.
 pub fn silu(g: &mut Builder, x: T) -> Result<T> {
-    Ok(suf_compiler::gates::silu(g, x)?)
+    Ok(smooth_with(g, x, Smooth::Silu, Prefer::Keys)?)
 }
