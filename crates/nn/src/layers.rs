@@ -148,8 +148,9 @@ pub fn broadcast_col(g: &mut Builder, col: T, c: usize) -> Result<T> {
 }
 
 /// x / d for a public positive integer d. A power of two is one exact shift (one round);
-/// otherwise ⌊⌊x / 2^k⌋ · c / 2^s⌋ with 2^k ≤ d < 2^{k+1} and c = round(2^{s+k}/d), s as large
-/// as the headroom allows (two rounds; relative error ≤ 2^{−s}). `mag_bits` bounds
+/// otherwise ⌊x · c / 2^s⌋ with c = round(2^s/d) when the ring leaves c at least 16 bits
+/// (one round), else ⌊⌊x / 2^k⌋ · c / 2^s⌋ with 2^k ≤ d < 2^{k+1} and c = round(2^{s+k}/d)
+/// (two rounds; relative error ≤ 2^{−s}). `mag_bits` bounds
 /// log2 |x / d| in ring units.
 pub fn div_by(g: &mut Builder, ctx: &Ctx, x: T, d: usize, mag_bits: u32) -> Result<T> {
     if d == 0 {
@@ -159,11 +160,19 @@ pub fn div_by(g: &mut Builder, ctx: &Ctx, x: T, d: usize, mag_bits: u32) -> Resu
         return Ok(x);
     }
     let k = usize::BITS - 1 - d.leading_zeros();
-    let y = gates::ars(g, x, k)?;
-    if d.is_power_of_two() {
-        return Ok(y);
-    }
     let n = ctx.fp.width.bits();
+    if d.is_power_of_two() {
+        return gates::ars(g, x, k);
+    }
+    // One round when the ring has room for a multiplier with ≥ 16 bits of precision:
+    // |x·c| ≈ |x/d|·2^s < 2^{n−2}.
+    let s1 = n.saturating_sub(3 + mag_bits).min(40);
+    if s1 >= k + 16 {
+        let c = ((s1 as f64).exp2() / d as f64).round() as u64;
+        let y = g.mul_const(x, c)?;
+        return gates::ars(g, y, s1);
+    }
+    let y = gates::ars(g, x, k)?;
     let s = n.saturating_sub(3 + mag_bits).min(30);
     if s < 8 {
         return Err(NnError::Config(format!(
