@@ -163,6 +163,28 @@ pub trait Backend: Send + Sync {
     /// `a`, which gives an empty result).
     fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> Result<Vec<u64>>;
 
+    /// Transpose of a row-major `rows × cols` matrix (layout only; no arithmetic). The
+    /// default runs on the host; device backends may override it.
+    ///
+    /// # Errors
+    /// `LengthMismatch` if `a.len() != rows·cols`.
+    fn transpose(&self, a: &[u64], rows: usize, cols: usize) -> Result<Vec<u64>> {
+        if Some(a.len()) != rows.checked_mul(cols) {
+            return Err(BackendError::LengthMismatch {
+                what: "transpose input",
+                expected: rows.saturating_mul(cols),
+                got: a.len(),
+            });
+        }
+        let mut out = vec![0u64; a.len()];
+        for i in 0..rows {
+            for j in 0..cols {
+                out[j * rows + i] = a[i * cols + j];
+            }
+        }
+        Ok(out)
+    }
+
     // ---- FSS evaluation -------------------------------------------------------------------
 
     /// DCF evaluation: key i at the `t` points `xs[i·t .. (i+1)·t]` (taken mod 2^n).

@@ -9,6 +9,10 @@ use suf_core::BitWidth;
 use crate::error::{Result, RtError};
 use crate::ir::{Node, Op};
 
+fn z2() -> BitWidth {
+    BitWidth::new(1).expect("Z_2 is a valid ring")
+}
+
 /// Evaluate a local step. `party` is 0 or 1 for a share, 0 for Plain.
 pub(crate) fn eval_local(
     be: &dyn Backend,
@@ -23,8 +27,9 @@ pub(crate) fn eval_local(
         Op::Add(..) => be.add(w, args[0], args[1])?,
         Op::Sub(..) => be.sub(w, args[0], args[1])?,
         Op::Neg(_) => be.neg(w, args[0]),
-        Op::Xor(..) => args[0].iter().zip(args[1]).map(|(a, b)| a ^ b).collect(),
-        Op::Not(_) => args[0].iter().map(|a| a ^ lead as u64).collect(),
+        // Bits are elements of Z_2: XOR is addition; NOT adds 1 at party 0.
+        Op::Xor(..) => be.add(z2(), args[0], args[1])?,
+        Op::Not(_) => be.add_const(z2(), args[0], lead as u64),
         Op::AddPub(_, c) => {
             if lead {
                 be.add_bcast(w, args[0], c)?
@@ -49,16 +54,7 @@ pub(crate) fn eval_local(
             let c = *arg_shapes[0].last().unwrap_or(&1);
             be.row_sum(w, args[0], c)?
         }
-        Op::Transpose(_) => {
-            let (r, c) = (arg_shapes[0][0], arg_shapes[0][1]);
-            let mut out = vec![0u64; r * c];
-            for i in 0..r {
-                for j in 0..c {
-                    out[j * r + i] = args[0][i * c + j];
-                }
-            }
-            out
-        }
+        Op::Transpose(_) => be.transpose(args[0], arg_shapes[0][0], arg_shapes[0][1])?,
         Op::Reshape(_) | Op::Output(_) => args[0].to_vec(),
         Op::Take(_, i) => {
             let c = node.numel();

@@ -29,6 +29,11 @@ use crate::local::eval_local;
 use crate::report::{Counter, RunReport, Tracer};
 use crate::sched::{Group, Schedule};
 
+/// XOR-shared bits are elements of Z_2: XOR is addition, AND multiplication.
+fn z2() -> BitWidth {
+    BitWidth::new(1).expect("Z_2 is a valid ring")
+}
+
 /// Masked weights Ŵ = W + R_W by name (public to both parties).
 pub type PartyWeights = BTreeMap<String, Vec<u64>>;
 
@@ -245,7 +250,7 @@ impl<'a> Party<'a> {
                         }
                         Dtype::Bool => {
                             let r = keys.take_bool(dn.numel())?;
-                            let m = x.iter().zip(&r).map(|(a, b)| a ^ b).collect();
+                            let m = self.be.add(z2(), &x, &r)?;
                             (r, m)
                         }
                     };
@@ -365,7 +370,7 @@ impl<'a> Party<'a> {
                 pos += len;
                 o.push(match prog.node(*d).dtype {
                     Dtype::Arith => self.be.add(w, m, &peer)?,
-                    Dtype::Bool => m.iter().zip(&peer).map(|(a, c)| a ^ c).collect(),
+                    Dtype::Bool => self.be.add(z2(), m, &peer)?,
                 });
             }
             opened.push(o);
@@ -485,25 +490,25 @@ impl<'a> Party<'a> {
                     be.add(w, &s, &c)?
                 }
                 Op::And(..) => {
+                    // Bits as Z_2: AND is a product, XOR a sum.
                     let c = keys.take_bool(node.numel())?;
-                    (0..node.numel())
-                        .map(|i| {
-                            (j & o[0][i] & o[1][i])
-                                ^ (o[0][i] & ms[1][i])
-                                ^ (o[1][i] & ms[0][i])
-                                ^ c[i]
-                        })
-                        .collect()
+                    let ab = be.mul(z2(), &o[0], &o[1])?;
+                    let ab = be.scale(z2(), &ab, j);
+                    let t1 = be.mul(z2(), &o[0], &ms[1])?;
+                    let t2 = be.mul(z2(), &o[1], &ms[0])?;
+                    let s = be.add(z2(), &ab, &t1)?;
+                    let s = be.add(z2(), &s, &t2)?;
+                    be.add(z2(), &s, &c)?
                 }
                 Op::B2A(_) => {
+                    // [b] = j·b̂ + [ρ] − 2·b̂·[ρ].
                     let rho = keys.take_arith(node.numel())?;
-                    (0..node.numel())
-                        .map(|i| {
-                            let bh = o[0][i];
-                            let f = w.sub(1, w.mul(2, bh));
-                            w.add(w.mul(j, bh), w.mul(f, rho[i]))
-                        })
-                        .collect()
+                    let bh = be.reduce(w, &o[0]);
+                    let prod = be.mul(w, &bh, &rho)?;
+                    let s = be.scale(w, &bh, j);
+                    let s = be.add(w, &s, &rho)?;
+                    let p2 = be.scale(w, &prod, 2);
+                    be.sub(w, &s, &p2)?
                 }
                 _ => unreachable!("only interactive steps are scheduled"),
             };
