@@ -6,6 +6,23 @@ fn suf() -> Command {
     Command::new(env!("CARGO_BIN_EXE_suf"))
 }
 
+/// Spawn `suf serve` for `party` on session `dir`: party 0 listens on `addr`, party 1
+/// connects to it; `extra` arguments are appended; stdout and stderr are captured.
+fn spawn_serve(party: &str, dir: &str, addr: &str, extra: &[&str]) -> std::process::Child {
+    let flag = if party == "0" {
+        "--listen"
+    } else {
+        "--connect"
+    };
+    suf()
+        .args(["serve", "--party", party, "--dir", dir, flag, addr])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -33,28 +50,11 @@ fn four_roles_as_processes() {
     let st = suf().args(["share", "--dir", d]).status().unwrap();
     assert!(st.success());
     let addr = format!("127.0.0.1:{}", free_port());
-    let serve = |party: &str, flag: &str| {
-        suf()
-            .args([
-                "serve",
-                "--party",
-                party,
-                "--dir",
-                d,
-                flag,
-                &addr,
-                "--json",
-                "--timeout",
-                "20",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let p0 = serve("0", "--listen");
+    let serve =
+        |party: &str, _flag: &str| spawn_serve(party, d, &addr, &["--json", "--timeout", "20"]);
+    let p0 = serve("0");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let p1 = serve("1", "--connect");
+    let p1 = serve("1");
     let o0 = p0.wait_with_output().unwrap();
     let o1 = p1.wait_with_output().unwrap();
     assert!(
@@ -125,28 +125,11 @@ fn parties_over_tls() {
         .unwrap()
         .success());
     let addr = format!("127.0.0.1:{}", free_port());
-    let serve = |party: &str, flag: &str| {
-        suf()
-            .args([
-                "serve",
-                "--party",
-                party,
-                "--dir",
-                d,
-                flag,
-                &addr,
-                "--tls",
-                c,
-                "--timeout",
-                "20",
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let p0 = serve("0", "--listen");
+    let serve =
+        |party: &str, _flag: &str| spawn_serve(party, d, &addr, &["--tls", c, "--timeout", "20"]);
+    let p0 = serve("0");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let p1 = serve("1", "--connect");
+    let p1 = serve("1");
     let (o0, o1) = (
         p0.wait_with_output().unwrap(),
         p1.wait_with_output().unwrap(),
@@ -217,23 +200,7 @@ fn four_processes_with_a_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     let addr = format!("127.0.0.1:{}", free_port());
-    let serve = |party: &str, flag: &str| {
-        suf()
-            .args([
-                "serve",
-                "--party",
-                party,
-                "--dir",
-                d,
-                flag,
-                &addr,
-                "--timeout",
-                "60",
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let serve = |party: &str| spawn_serve(party, d, &addr, &["--timeout", "60"]);
     let client = suf()
         .args([
             "infer",
@@ -249,9 +216,9 @@ fn four_processes_with_a_model() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let p0 = serve("0", "--listen");
+    let p0 = serve("0");
     // The servers wait for the client's input shares before they start.
-    let p1 = serve("1", "--connect");
+    let p1 = serve("1");
     let c = client.wait_with_output().unwrap();
     let (o0, o1) = (
         p0.wait_with_output().unwrap(),
