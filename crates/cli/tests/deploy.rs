@@ -50,8 +50,7 @@ fn four_roles_as_processes() {
     let st = suf().args(["share", "--dir", d]).status().unwrap();
     assert!(st.success());
     let addr = format!("127.0.0.1:{}", free_port());
-    let serve =
-        |party: &str, _flag: &str| spawn_serve(party, d, &addr, &["--json", "--timeout", "20"]);
+    let serve = |party: &str| spawn_serve(party, d, &addr, &["--json", "--timeout", "20"]);
     let p0 = serve("0");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let p1 = serve("1");
@@ -125,8 +124,7 @@ fn parties_over_tls() {
         .unwrap()
         .success());
     let addr = format!("127.0.0.1:{}", free_port());
-    let serve =
-        |party: &str, _flag: &str| spawn_serve(party, d, &addr, &["--tls", c, "--timeout", "20"]);
+    let serve = |party: &str| spawn_serve(party, d, &addr, &["--tls", c, "--timeout", "20"]);
     let p0 = serve("0");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let p1 = serve("1");
