@@ -36,6 +36,9 @@ pub use suf_fss::dpf::DpfKeys;
 /// A compute backend. All methods take whole batches; lengths are checked and mismatches
 /// are errors. Results are always reduced mod 2^n (for the ring width `w` given).
 ///
+/// Every method that can touch a device returns a `Result`: a device failure is
+/// [`BackendError::Device`], never a silent fallback to another backend.
+///
 /// Object safe: hold it as `Arc<dyn Backend>`.
 pub trait Backend: Send + Sync {
     /// Short name for logs and reports (`"cpu"`, `"cuda"`).
@@ -114,13 +117,25 @@ pub trait Backend: Send + Sync {
     /// `LengthMismatch` if the lengths differ.
     fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>>;
     /// `−a` mod 2^n, elementwise.
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails (the CPU backend never fails).
+    fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>>;
     /// `c · a` mod 2^n for a public constant `c`.
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails.
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>>;
     /// `a + c` mod 2^n for a public constant `c`.
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails.
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>>;
     /// `a` mod 2^n.
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails.
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>>;
     /// `a ← a + b` mod 2^n.
     ///
     /// # Errors

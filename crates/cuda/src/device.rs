@@ -1,7 +1,7 @@
 //! [`CudaBackend`]: the device, its kernels, the device-resident API and the
 //! [`suf_backend::Backend`] implementation.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{
@@ -125,16 +125,16 @@ struct Kernels {
 ///   ([`Backend::dpf_lt_eval`]) and point evaluation ([`Backend::dpf_eq_eval`]), DCF
 ///   ([`Backend::dcf_eval`]) with one payload element of any width, or vector payloads of
 ///   p ≤ 16 elements and at most 8 value blocks per level ([`CudaBackend::dcf_supported`]).
-/// * **Delegated to the internal [`CpuBackend`]:** bit packing (`pack`, `unpack`: bytes on
-///   the wire are produced on the host anyway), larger DCF vector payloads, GEMMs whose
-///   m exceeds 65,535 × 64 rows or whose dimensions exceed u32, every call whose lengths are
-///   wrong (so the errors are exactly the CPU backend's), degenerate shapes (an empty
-///   operand, k = 0), and calls below [`CudaOptions::cpu_below`] elements.
-/// * **Device failures inside trait methods:** the `Backend` trait's error type has no device
-///   variant, so a failing driver call (out of device memory, a lost device) is recorded
-///   ([`CudaBackend::device_errors`], [`CudaBackend::last_device_error`], one line on stderr)
-///   and the call is answered by the CPU backend. The inherent `try_*` / `*_device` methods
-///   return [`CudaError`] instead.
+/// * **On the host by design** (the internal [`CpuBackend`], chosen from the arguments alone,
+///   never after a device failure): bit packing (`pack`, `unpack`: the bytes on the wire are
+///   produced on the host anyway), DCF vector payloads beyond [`CudaBackend::dcf_supported`],
+///   GEMMs whose m exceeds 65,535 × 64 rows or whose dimensions exceed u32, calls whose
+///   lengths are wrong (so the errors are exactly the CPU backend's), degenerate shapes (an
+///   empty operand, k = 0), and calls below the documented size threshold
+///   [`CudaOptions::cpu_below`] (0 by default: only empty calls).
+/// * **Device failures** (out of device memory, a failed launch, a lost device) are returned
+///   as [`suf_backend::BackendError::Device`] by the trait methods and as [`CudaError`] by the
+///   inherent `try_*` / `*_device` methods. There is no silent fallback to the CPU.
 ///
 /// Results equal [`CpuBackend`]'s bit for bit (the tests assert it on every kernel).
 ///
@@ -150,8 +150,6 @@ pub struct CudaBackend {
     gemm_b2: std::sync::atomic::AtomicBool,
     cpu_below: usize,
     lock: Mutex<()>,
-    errors: AtomicU64,
-    last_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -283,8 +281,6 @@ impl CudaBackend {
             gemm_b2: std::sync::atomic::AtomicBool::new(true),
             cpu_below: opts.cpu_below,
             lock: Mutex::new(()),
-            errors: AtomicU64::new(0),
-            last_error: Mutex::new(None),
         })
     }
 
@@ -329,46 +325,8 @@ impl CudaBackend {
         self.gemm_b2.store(on, Ordering::Relaxed);
     }
 
-    /// Device failures answered by the CPU inside trait methods so far.
-    pub fn device_errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    /// The last such failure, if any.
-    pub fn last_device_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     fn guard(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Run `gpu`; on a device failure record it and return `cpu()` instead.
-    fn or_cpu<T>(
-        &self,
-        what: &str,
-        gpu: impl FnOnce() -> Result<T>,
-        cpu: impl FnOnce() -> suf_backend::Result<T>,
-    ) -> suf_backend::Result<T> {
-        match gpu() {
-            Ok(v) => Ok(v),
-            Err(CudaError::Backend(e)) => Err(e),
-            Err(e) => {
-                self.record(what, &e);
-                cpu()
-            }
-        }
-    }
-
-    /// Count and report a device failure answered by the CPU.
-    fn record(&self, what: &str, e: &CudaError) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        let msg = format!("suf-cuda: {what} failed on the GPU, answered by the CPU: {e}");
-        eprintln!("{msg}");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
     }
 
     // ---- memory helpers -------------------------------------------------------------------
@@ -1118,7 +1076,7 @@ const EW_MUL_ROWS: u32 = 9;
 impl CudaBackend {
     fn zip(
         &self,
-        what: &str,
+        what: &'static str,
         op: u32,
         w: BitWidth,
         a: &[u64],
@@ -1128,32 +1086,29 @@ impl CudaBackend {
         if a.len() != b.len() || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(what, || self.try_ew(op, a, b, 0, 0, w.mask()), cpu)
+        self.try_ew(op, a, b, 0, 0, w.mask())
+            .map_err(|e| e.into_backend(what))
     }
 
     fn unary(
         &self,
-        what: &str,
+        what: &'static str,
         op: u32,
         w: BitWidth,
         a: &[u64],
         c: u64,
-        cpu: impl FnOnce() -> Vec<u64>,
-    ) -> Vec<u64> {
+        cpu: impl FnOnce() -> suf_backend::Result<Vec<u64>>,
+    ) -> suf_backend::Result<Vec<u64>> {
         if self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            what,
-            || self.try_ew(op, a, &[], 0, c, w.mask()),
-            || Ok(cpu()),
-        )
-        .unwrap_or_else(|_| unreachable!("the CPU fallback of a unary op cannot fail"))
+        self.try_ew(op, a, &[], 0, c, w.mask())
+            .map_err(|e| e.into_backend(what))
     }
 
     fn assign(
         &self,
-        what: &str,
+        what: &'static str,
         op: u32,
         w: BitWidth,
         a: &mut [u64],
@@ -1163,17 +1118,11 @@ impl CudaBackend {
         if a.len() != b.len() || self.small(a.len()) {
             return cpu(a);
         }
-        match self.try_ew(op, a, b, 0, 0, w.mask()) {
-            Ok(v) => {
-                a.copy_from_slice(&v);
-                Ok(())
-            }
-            Err(CudaError::Backend(e)) => Err(e),
-            Err(e) => {
-                self.record(what, &e);
-                cpu(a)
-            }
-        }
+        let v = self
+            .try_ew(op, a, b, 0, 0, w.mask())
+            .map_err(|e| e.into_backend(what))?;
+        a.copy_from_slice(&v);
+        Ok(())
     }
 }
 
@@ -1213,11 +1162,8 @@ impl Backend for CudaBackend {
         {
             return cpu();
         }
-        self.or_cpu(
-            "gemm",
-            || self.try_gemm_batch(w, a, b, batch, m, k, n, layout),
-            cpu,
-        )
+        self.try_gemm_batch(w, a, b, batch, m, k, n, layout)
+            .map_err(|e| e.into_backend("gemm"))
     }
 
     fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
@@ -1232,21 +1178,21 @@ impl Backend for CudaBackend {
         self.zip("mul", EW_MUL, w, a, b, || self.cpu.mul(w, a, b))
     }
 
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+    fn neg(&self, w: BitWidth, a: &[u64]) -> suf_backend::Result<Vec<u64>> {
         self.unary("neg", EW_NEG, w, a, 0, || self.cpu.neg(w, a))
     }
 
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> suf_backend::Result<Vec<u64>> {
         self.unary("scale", EW_SCALE, w, a, c, || self.cpu.scale(w, a, c))
     }
 
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> suf_backend::Result<Vec<u64>> {
         self.unary("add_const", EW_ADD_CONST, w, a, c, || {
             self.cpu.add_const(w, a, c)
         })
     }
 
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> suf_backend::Result<Vec<u64>> {
         self.unary("reduce", EW_REDUCE, w, a, 0, || self.cpu.reduce(w, a))
     }
 
@@ -1273,11 +1219,8 @@ impl Backend for CudaBackend {
         if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            "add_bcast",
-            || self.try_ew(EW_ADD_BCAST, a, b, b.len(), 0, w.mask()),
-            cpu,
-        )
+        self.try_ew(EW_ADD_BCAST, a, b, b.len(), 0, w.mask())
+            .map_err(|e| e.into_backend("add_bcast"))
     }
 
     fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
@@ -1285,11 +1228,8 @@ impl Backend for CudaBackend {
         if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            "mul_bcast",
-            || self.try_ew(EW_MUL_BCAST, a, b, b.len(), 0, w.mask()),
-            cpu,
-        )
+        self.try_ew(EW_MUL_BCAST, a, b, b.len(), 0, w.mask())
+            .map_err(|e| e.into_backend("mul_bcast"))
     }
 
     fn mul_rows(
@@ -1303,11 +1243,8 @@ impl Backend for CudaBackend {
         if cols == 0 || b.len().checked_mul(cols) != Some(a.len()) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            "mul_rows",
-            || self.try_ew(EW_MUL_ROWS, a, b, cols, 0, w.mask()),
-            cpu,
-        )
+        self.try_ew(EW_MUL_ROWS, a, b, cols, 0, w.mask())
+            .map_err(|e| e.into_backend("mul_rows"))
     }
 
     fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> suf_backend::Result<Vec<u64>> {
@@ -1315,7 +1252,8 @@ impl Backend for CudaBackend {
         if cols == 0 || !a.len().is_multiple_of(cols) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu("row_sum", || self.try_row_sum(a, cols, w.mask()), cpu)
+        self.try_row_sum(a, cols, w.mask())
+            .map_err(|e| e.into_backend("row_sum"))
     }
 
     fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u64>> {
@@ -1326,14 +1264,11 @@ impl Backend for CudaBackend {
         {
             return cpu();
         }
-        self.or_cpu(
-            "dcf_eval",
-            || {
-                let dk = self.upload_dcf(keys)?;
-                self.dcf_eval_resident(&dk, xs, t)
-            },
-            cpu,
-        )
+        (|| -> Result<_> {
+            let dk = self.upload_dcf(keys)?;
+            self.dcf_eval_resident(&dk, xs, t)
+        })()
+        .map_err(|e| e.into_backend("dcf_eval"))
     }
 
     fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u8>> {
@@ -1341,14 +1276,11 @@ impl Backend for CudaBackend {
         if keys.count().checked_mul(t) != Some(xs.len()) || xs.is_empty() {
             return cpu();
         }
-        self.or_cpu(
-            "dpf_lt_eval",
-            || {
-                let dk = self.upload_dpf(keys)?;
-                self.dpf_eval_resident(&dk, xs, t, false)
-            },
-            cpu,
-        )
+        (|| -> Result<_> {
+            let dk = self.upload_dpf(keys)?;
+            self.dpf_eval_resident(&dk, xs, t, false)
+        })()
+        .map_err(|e| e.into_backend("dpf_lt_eval"))
     }
 
     fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> suf_backend::Result<Vec<u8>> {
@@ -1356,14 +1288,11 @@ impl Backend for CudaBackend {
         if keys.count() != xs.len() || xs.is_empty() {
             return cpu();
         }
-        self.or_cpu(
-            "dpf_eq_eval",
-            || {
-                let dk = self.upload_dpf(keys)?;
-                self.dpf_eval_resident(&dk, xs, 1, true)
-            },
-            cpu,
-        )
+        (|| -> Result<_> {
+            let dk = self.upload_dpf(keys)?;
+            self.dpf_eval_resident(&dk, xs, 1, true)
+        })()
+        .map_err(|e| e.into_backend("dpf_eq_eval"))
     }
 
     fn pack(&self, vals: &[u64], bits: u32) -> suf_backend::Result<Vec<u8>> {

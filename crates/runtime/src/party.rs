@@ -442,7 +442,7 @@ impl<'a> Party<'a> {
                     let ab = be.mul(w, &o[0], &o[1])?;
                     let t1 = be.mul(w, &o[0], &ms[1])?;
                     let t2 = be.mul(w, &o[1], &ms[0])?;
-                    let s = be.scale(w, &ab, j);
+                    let s = be.scale(w, &ab, j)?;
                     let s = be.sub(w, &s, &t1)?;
                     let s = be.sub(w, &s, &t2)?;
                     be.add(w, &s, &c)?
@@ -451,8 +451,8 @@ impl<'a> Party<'a> {
                     let c = keys.take_arith(node.numel())?;
                     let aa = be.mul(w, &o[0], &o[0])?;
                     let t1 = be.mul(w, &o[0], &ms[0])?;
-                    let s = be.scale(w, &aa, j);
-                    let t1 = be.scale(w, &t1, 2);
+                    let s = be.scale(w, &aa, j)?;
+                    let t1 = be.scale(w, &t1, 2)?;
                     let s = be.sub(w, &s, &t1)?;
                     be.add(w, &s, &c)?
                 }
@@ -460,7 +460,7 @@ impl<'a> Party<'a> {
                     let (sa, sb) = (&prog.node(*a).shape, &prog.node(*b).shape);
                     let (m, kk, n) = (sa[0], sa[1], sb[1]);
                     let c = keys.take_arith(m * n)?;
-                    let jy = be.scale(w, &o[1], j);
+                    let jy = be.scale(w, &o[1], j)?;
                     let left = be.sub(w, &jy, &ms[1])?;
                     let p1 = be.gemm(w, &o[0], &left, m, kk, n)?;
                     let p2 = be.gemm(w, &ms[0], &o[1], m, kk, n)?;
@@ -471,7 +471,7 @@ impl<'a> Party<'a> {
                     let m = o[0].len() / kk;
                     let c = keys.take_arith(m * n)?;
                     let what = &self.weights[wid];
-                    let jw = be.scale(w, what, j);
+                    let jw = be.scale(w, what, j)?;
                     let left = be.sub(w, &jw, &ex.rw[wid])?;
                     let p1 = be.gemm(w, &o[0], &left, m, *kk, *n)?;
                     let p2 = be.gemm(w, &ms[0], what, m, *kk, *n)?;
@@ -484,7 +484,7 @@ impl<'a> Party<'a> {
                     let ab = be.mul_rows(w, &o[0], &o[1], cols)?;
                     let t1 = be.mul_rows(w, &o[0], &ms[1], cols)?;
                     let t2 = be.mul_rows(w, &ms[0], &o[1], cols)?;
-                    let s = be.scale(w, &ab, j);
+                    let s = be.scale(w, &ab, j)?;
                     let s = be.sub(w, &s, &t1)?;
                     let s = be.sub(w, &s, &t2)?;
                     be.add(w, &s, &c)?
@@ -493,7 +493,7 @@ impl<'a> Party<'a> {
                     // Bits as Z_2: AND is a product, XOR a sum.
                     let c = keys.take_bool(node.numel())?;
                     let ab = be.mul(z2(), &o[0], &o[1])?;
-                    let ab = be.scale(z2(), &ab, j);
+                    let ab = be.scale(z2(), &ab, j)?;
                     let t1 = be.mul(z2(), &o[0], &ms[1])?;
                     let t2 = be.mul(z2(), &o[1], &ms[0])?;
                     let s = be.add(z2(), &ab, &t1)?;
@@ -503,11 +503,11 @@ impl<'a> Party<'a> {
                 Op::B2A(_) => {
                     // [b] = j·b̂ + [ρ] − 2·b̂·[ρ].
                     let rho = keys.take_arith(node.numel())?;
-                    let bh = be.reduce(w, &o[0]);
+                    let bh = be.reduce(w, &o[0])?;
                     let prod = be.mul(w, &bh, &rho)?;
-                    let s = be.scale(w, &bh, j);
+                    let s = be.scale(w, &bh, j)?;
                     let s = be.add(w, &s, &rho)?;
-                    let p2 = be.scale(w, &prod, 2);
+                    let p2 = be.scale(w, &prod, 2)?;
                     be.sub(w, &s, &p2)?
                 }
                 _ => unreachable!("only interactive steps are scheduled"),
