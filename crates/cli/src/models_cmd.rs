@@ -13,7 +13,7 @@ use suf_core::prg::Csprng;
 use suf_models::{fetch, float, LoadedModel};
 use suf_nn::layers::Mode;
 use suf_nn::model::{build, client_input, Built};
-use suf_runtime::harness::{run_two_party, Link, LocalRun};
+use suf_runtime::harness::{run_two_party, run_two_party_on, Link, LocalRun};
 use suf_runtime::plain::run_plain;
 
 /// The cache directory: `--cache`, else `$SUF_CACHE`, else the default.
@@ -48,15 +48,43 @@ pub fn mode(s: &str) -> Result<Mode> {
     })
 }
 
-/// Pick a backend by name.
-pub fn backend(name: &str) -> Result<Box<dyn Backend>> {
+/// The backends of a two-party run in one process: one for the dealer and the Plain
+/// reference, and one instance per party (on a GPU: one stream each, so the parties never
+/// wait on each other's host calls).
+pub struct Backends {
+    /// Dealer and Plain reference.
+    pub main: Box<dyn Backend>,
+    /// Party 0's and party 1's.
+    pub parties: [Box<dyn Backend>; 2],
+}
+
+impl Backends {
+    /// The party backends as the harness takes them.
+    pub fn party_refs(&self) -> [&dyn Backend; 2] {
+        [self.parties[0].as_ref(), self.parties[1].as_ref()]
+    }
+}
+
+/// Backends for a two-party run in one process, by name.
+pub fn backends(name: &str) -> Result<Backends> {
     match name {
-        "cpu" => Ok(Box::new(CpuBackend::new())),
-        "cuda" => Ok(Box::new(suf_cuda::CudaBackend::new().map_err(|e| {
-            anyhow::anyhow!(
-                "--backend cuda: {e} (use --backend cpu on machines without an NVIDIA GPU)"
-            )
-        })?)),
+        "cpu" => Ok(Backends {
+            main: Box::new(CpuBackend::new()),
+            parties: [Box::new(CpuBackend::new()), Box::new(CpuBackend::new())],
+        }),
+        "cuda" => {
+            let main = suf_cuda::CudaBackend::new().map_err(|e| {
+                anyhow::anyhow!(
+                    "--backend cuda: {e} (use --backend cpu on machines without an NVIDIA GPU)"
+                )
+            })?;
+            let parties: [Box<dyn Backend>; 2] =
+                [Box::new(main.sibling()?), Box::new(main.sibling()?)];
+            Ok(Backends {
+                main: Box::new(main),
+                parties,
+            })
+        }
         _ => bail!("unknown backend `{name}` (cpu or cuda)"),
     }
 }
@@ -160,16 +188,17 @@ pub fn run(
     layers: Option<usize>,
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
-    let be = backend(backend_name)?;
+    let be = backends(backend_name)?;
     let m = load(model, cache, 1)?;
     let fp = format(&m, None, None)?;
     let ids = token_ids(&m, text, seq)?;
     let built = program(&m, fp, mode(mode_s)?, ids.len(), layers)?;
     let x = inputs(&m, fp, &ids)?;
     let mut rng = Csprng::from_os()?;
-    let r = run_two_party(
+    let r = run_two_party_on(
         &built.prog,
-        be.as_ref(),
+        be.main.as_ref(),
+        be.party_refs(),
         &x,
         &built.private,
         Link::Tcp,
@@ -256,7 +285,7 @@ pub fn bench_model(
     runs: usize,
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
-    let be = backend(backend_name)?;
+    let be = backends(backend_name)?;
     let m = load(model, cache, 1)?;
     let fp = format(&m, None, None)?;
     let ids = token_ids(&m, "the quick brown fox jumps over the lazy dog", Some(seq))?;
@@ -284,9 +313,10 @@ pub fn bench_model(
     let pb = crate::logging::progress(runs.max(1) as u64 + 1, "secure inferences");
     for i in 0..runs.max(1) + 1 {
         pb.inc(1);
-        let r = run_two_party(
+        let r = run_two_party_on(
             &built.prog,
-            be.as_ref(),
+            be.main.as_ref(),
+            be.party_refs(),
             &x,
             &built.private,
             Link::Tcp,

@@ -1,8 +1,9 @@
 //! [`CudaBackend`]: the device, its kernels, the device-resident API and the
 //! [`suf_backend::Backend`] implementation.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
     sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
@@ -138,25 +139,35 @@ struct Kernels {
 ///
 /// Results equal [`CpuBackend`]'s bit for bit (the tests assert it on every kernel).
 ///
-/// Calls are serialized by an internal lock (one stream), so the backend is `Send + Sync`.
+/// **Streams.** Each instance owns its own CUDA stream; the context, the compiled module and
+/// the kernels are shared by every instance on the same device (a process-wide cache, so
+/// NVRTC and module loading happen once). Two parties in one process therefore each take an
+/// instance and their work runs concurrently on the GPU; nothing serializes them on the host.
+/// Calls on one instance from several threads are also safe (they queue on its stream).
+/// Device buffers belong to the instance that allocated them: the `*_device` methods reject
+/// buffers of another instance ([`CudaError::ForeignBuffer`]).
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
+    dev: Arc<Device>,
     stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    k: Kernels,
     cpu: CpuBackend,
-    info: DeviceInfo,
     table: AtomicU8,
     gemm_b2: std::sync::atomic::AtomicBool,
     cpu_below: usize,
-    lock: Mutex<()>,
+}
+
+/// What every instance on one device shares: the context, the module and its kernels.
+struct Device {
+    ctx: Arc<CudaContext>,
+    _module: Arc<CudaModule>,
+    k: Kernels,
+    info: DeviceInfo,
 }
 
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaBackend")
-            .field("device", &self.info.name)
-            .field("arch", &self.info.arch)
+            .field("device", &self.dev.info.name)
+            .field("arch", &self.dev.info.arch)
             .field("aes_table", &self.aes_table())
             .finish_non_exhaustive()
     }
@@ -183,43 +194,32 @@ fn grid_for(total: usize, cap: u32) -> u32 {
     (total.div_ceil(BLOCK as usize)).clamp(1, cap as usize) as u32
 }
 
-impl CudaBackend {
-    /// The backend on device 0 with default options.
-    ///
-    /// # Errors
-    /// [`CudaError::NoDriver`] / [`CudaError::NoNvrtc`] when the libraries are missing (never a
-    /// panic), [`CudaError::NoDevice`], [`CudaError::Compile`] with NVRTC's log, or a driver
-    /// error.
-    pub fn new() -> Result<Self> {
-        Self::with_options(CudaOptions::default())
+impl Device {
+    /// The shared state of device `ordinal`, created on first use (the libraries and the
+    /// ordinal are checked by the caller).
+    fn get(ordinal: usize) -> Result<Arc<Device>> {
+        static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<Device>>>> = OnceLock::new();
+        let mut map = DEVICES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = map.get(&ordinal) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(Device::open(ordinal)?);
+        map.insert(ordinal, d.clone());
+        Ok(d)
     }
 
-    /// The backend with explicit options.
-    ///
-    /// # Errors
-    /// As [`CudaBackend::new`].
-    pub fn with_options(opts: CudaOptions) -> Result<Self> {
-        // cudarc panics when a library is missing; check both first.
-        if !driver_available() {
-            return Err(CudaError::NoDriver);
-        }
-        if !nvrtc_available() {
-            return Err(CudaError::NoNvrtc);
-        }
-        let count = device_count()?;
-        if opts.ordinal >= count {
-            return Err(CudaError::NoDevice {
-                ordinal: opts.ordinal,
-                count,
-            });
-        }
-        let ctx = CudaContext::new(opts.ordinal).during("creating the context")?;
-        // One stream, calls serialized by `lock`: the per-buffer event tracking that cudarc
-        // does for multi-stream use is not needed.
-        // SAFETY: every buffer of this backend is allocated, used and freed on `stream` only,
-        // so no cross-stream synchronization is needed.
+    fn open(ordinal: usize) -> Result<Device> {
+        let ctx = CudaContext::new(ordinal).during("creating the context")?;
+        // No per-buffer event tracking: it is called before any buffer exists on this
+        // context, so it covers every buffer.
+        // SAFETY: every buffer is allocated, used and freed on the stream of the one backend
+        // instance that allocated it (the `*_device` methods check a buffer's stream, the
+        // trait methods only use buffers they allocate), so no cross-stream synchronization
+        // is ever needed.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream().during("creating a stream")?;
         let cc = ctx.compute_capability().during("compute capability")?;
         let name = ctx.name().during("device name")?;
         let total_mem = ctx.total_mem().during("device memory size")?;
@@ -270,33 +270,96 @@ impl CudaBackend {
             cubin_bytes: compiled.cubin.len(),
             compile_log: compiled.log.clone(),
         };
-        Ok(CudaBackend {
+        Ok(Device {
             ctx,
-            stream,
             _module: module,
             k,
-            cpu: CpuBackend::new(),
             info,
+        })
+    }
+}
+
+impl CudaBackend {
+    /// The backend on device 0 with default options.
+    ///
+    /// # Errors
+    /// [`CudaError::NoDriver`] / [`CudaError::NoNvrtc`] when the libraries are missing (never a
+    /// panic), [`CudaError::NoDevice`], [`CudaError::Compile`] with NVRTC's log, or a driver
+    /// error.
+    pub fn new() -> Result<Self> {
+        Self::with_options(CudaOptions::default())
+    }
+
+    /// The backend with explicit options: a new stream on the (shared) device.
+    ///
+    /// # Errors
+    /// As [`CudaBackend::new`].
+    pub fn with_options(opts: CudaOptions) -> Result<Self> {
+        // cudarc panics when a library is missing; check both first.
+        if !driver_available() {
+            return Err(CudaError::NoDriver);
+        }
+        if !nvrtc_available() {
+            return Err(CudaError::NoNvrtc);
+        }
+        let count = device_count()?;
+        if opts.ordinal >= count {
+            return Err(CudaError::NoDevice {
+                ordinal: opts.ordinal,
+                count,
+            });
+        }
+        let dev = Device::get(opts.ordinal)?;
+        let stream = dev.ctx.new_stream().during("creating a stream")?;
+        Ok(CudaBackend {
+            dev,
+            stream,
+            cpu: CpuBackend::new(),
             table: AtomicU8::new(opts.aes_table.idx() as u8),
             gemm_b2: std::sync::atomic::AtomicBool::new(true),
             cpu_below: opts.cpu_below,
-            lock: Mutex::new(()),
         })
+    }
+
+    /// Another backend on the same device with the same options and a stream of its own (one
+    /// per party when both parties run in one process).
+    ///
+    /// # Errors
+    /// A driver error creating the stream.
+    pub fn sibling(&self) -> Result<Self> {
+        let stream = self.dev.ctx.new_stream().during("creating a stream")?;
+        Ok(CudaBackend {
+            dev: self.dev.clone(),
+            stream,
+            cpu: self.cpu.clone(),
+            table: AtomicU8::new(self.table.load(Ordering::Relaxed)),
+            gemm_b2: std::sync::atomic::AtomicBool::new(self.gemm_b2.load(Ordering::Relaxed)),
+            cpu_below: self.cpu_below,
+        })
+    }
+
+    /// `Err(ForeignBuffer)` unless `buf` was allocated on this instance's stream.
+    fn own<T>(&self, what: &'static str, buf: &CudaSlice<T>) -> Result<()> {
+        if Arc::ptr_eq(buf.stream(), &self.stream) {
+            Ok(())
+        } else {
+            Err(CudaError::ForeignBuffer { what })
+        }
     }
 
     /// What the device reports.
     pub fn info(&self) -> &DeviceInfo {
-        &self.info
+        &self.dev.info
     }
 
     /// The device name.
     pub fn device_name(&self) -> &str {
-        &self.info.name
+        &self.dev.info.name
     }
 
     /// The context (for events and timing).
     pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+        &self.dev.ctx
     }
 
     /// The stream every kernel of this backend runs on.
@@ -323,10 +386,6 @@ impl CudaBackend {
     /// or let it use up to 255 (`false`). Results are identical.
     pub fn set_gemm_two_blocks_per_sm(&self, on: bool) {
         self.gemm_b2.store(on, Ordering::Relaxed);
-    }
-
-    fn guard(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // ---- memory helpers -------------------------------------------------------------------
@@ -378,7 +437,6 @@ impl CudaBackend {
     /// # Errors
     /// A driver error.
     pub fn aes_permute(&self, table: AesTable, blocks: &[u128]) -> Result<Vec<u128>> {
-        let _g = self.guard();
         if blocks.is_empty() {
             return Ok(Vec::new());
         }
@@ -390,11 +448,11 @@ impl CudaBackend {
         let mut dout = self.alloc_zeros::<u64>(words.len())?;
         let len = blocks.len() as u64;
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(blocks.len(), self.info.sm_count * 16), 1, 1),
+            grid_dim: (grid_for(blocks.len(), self.dev.info.sm_count * 16), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
-        let f = &self.k.aes_ecb[table.idx()];
+        let f = &self.dev.k.aes_ecb[table.idx()];
         // SAFETY: `aes_ecb_*(const uint4* in, uint4* out, u64 len)`: `din` and `dout` hold
         // 2·len u64 words = len 16-byte blocks (device allocations are 256-byte aligned); the
         // kernel touches indices < len only.
@@ -420,7 +478,6 @@ impl CudaBackend {
     /// # Errors
     /// A driver error.
     pub fn aes_bench(&self, table: AesTable, grid: u32, iters: u32) -> Result<(f64, u64)> {
-        let _g = self.guard();
         let threads = grid as usize * BLOCK as usize;
         let mut out = self.alloc_zeros::<u64>(2 * threads)?;
         let cfg = LaunchConfig {
@@ -428,7 +485,7 @@ impl CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
-        let f = &self.k.aes_bench[table.idx()];
+        let f = &self.dev.k.aes_bench[table.idx()];
         let seed = 0x5eed_u64;
         let start = self.event()?;
         let end = self.event()?;
@@ -455,7 +512,8 @@ impl CudaBackend {
     /// # Errors
     /// A driver error.
     pub fn event(&self) -> Result<cudarc::driver::CudaEvent> {
-        self.ctx
+        self.dev
+            .ctx
             .new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT))
             .during("creating an event")
     }
@@ -518,7 +576,6 @@ impl CudaBackend {
     /// # Errors
     /// [`CudaError::BadKey`] for malformed or mismatched batches; a driver error.
     pub fn upload_dpf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDpfKeys> {
-        let _g = self.guard();
         let (h, body) = self.upload_parts(KeyKind::Dpf, parts)?;
         Ok(DeviceDpfKeys {
             body,
@@ -542,7 +599,6 @@ impl CudaBackend {
     /// # Errors
     /// As [`CudaBackend::upload_dpf_bytes`].
     pub fn upload_dcf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDcfKeys> {
-        let _g = self.guard();
         let (h, body) = self.upload_parts(KeyKind::Dcf, parts)?;
         Ok(DeviceDcfKeys {
             body,
@@ -597,6 +653,9 @@ impl CudaBackend {
         eq: bool,
         out: &mut CudaSlice<u8>,
     ) -> Result<()> {
+        self.own("DPF keys", &keys.body)?;
+        self.own("DPF points", xs)?;
+        self.own("DPF output", out)?;
         let total = Self::check_points(keys.count, t, xs_len, "DPF points (count·t)")?;
         if total == 0 {
             return Ok(());
@@ -610,7 +669,7 @@ impl CudaBackend {
         }
         let table = self.aes_table();
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(total, self.info.sm_count * 32), 1, 1),
+            grid_dim: (grid_for(total, self.dev.info.sm_count * 32), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
@@ -623,7 +682,7 @@ impl CudaBackend {
         // kernel reads key e / per_key < count for e < total only.
         unsafe {
             self.stream
-                .launch_builder(&self.k.dpf[table.idx()])
+                .launch_builder(&self.dev.k.dpf[table.idx()])
                 .arg(&keys.body)
                 .arg(&count)
                 .arg(&n)
@@ -650,7 +709,6 @@ impl CudaBackend {
         t: usize,
         eq: bool,
     ) -> Result<Vec<u8>> {
-        let _g = self.guard();
         let total = Self::check_points(keys.count, t, xs.len(), "DPF points (count·t)")?;
         let dx = self.htod(xs)?;
         let mut dout = self.alloc_zeros::<u8>(total)?;
@@ -686,6 +744,9 @@ impl CudaBackend {
                 keys.p, keys.m
             )));
         }
+        self.own("DCF keys", &keys.body)?;
+        self.own("DCF points", xs)?;
+        self.own("DCF output", out)?;
         let total = Self::check_points(keys.count, t, xs_len, "DCF points (count·t)")?;
         if total == 0 {
             return Ok(());
@@ -701,7 +762,7 @@ impl CudaBackend {
         }
         let table = self.aes_table();
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(total, self.info.sm_count * 32), 1, 1),
+            grid_dim: (grid_for(total, self.dev.info.sm_count * 32), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
@@ -715,7 +776,7 @@ impl CudaBackend {
             // e / per_key < count only.
             unsafe {
                 self.stream
-                    .launch_builder(&self.k.dcf_p1[table.idx()])
+                    .launch_builder(&self.dev.k.dcf_p1[table.idx()])
                     .arg(&keys.body)
                     .arg(&count)
                     .arg(&n)
@@ -736,7 +797,7 @@ impl CudaBackend {
             // value blocks per level are within the kernel's local arrays (dcf_supported).
             unsafe {
                 self.stream
-                    .launch_builder(&self.k.dcf_vec[table.idx()])
+                    .launch_builder(&self.dev.k.dcf_vec[table.idx()])
                     .arg(&keys.body)
                     .arg(&count)
                     .arg(&n)
@@ -765,7 +826,6 @@ impl CudaBackend {
         xs: &[u64],
         t: usize,
     ) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let total = Self::check_points(keys.count, t, xs.len(), "DCF points (count·t)")?;
         if !Self::dcf_supported(keys.m, keys.p) {
             return Err(CudaError::Unsupported(format!(
@@ -803,6 +863,9 @@ impl CudaBackend {
                 suf_backend::BackendError::ShapeOverflow { what: "gemm" },
             ))
         };
+        self.own("GEMM A", a)?;
+        self.own("GEMM B", b)?;
+        self.own("GEMM C", c)?;
         let (mk, kn, mn) = (shape(m, k)?, shape(k, n)?, shape(m, n)?);
         let (la, lb, lc) = (shape(batch, mk)?, shape(batch, kn)?, shape(batch, mn)?);
         if a.len() < la || b.len() < lb || c.len() < lc {
@@ -823,8 +886,8 @@ impl CudaBackend {
                 "GEMM shape {m}×{k}×{n} beyond the kernel's grid limits"
             )));
         }
-        let f =
-            &self.k.gemm[(w.bits() <= 32) as usize][self.gemm_b2.load(Ordering::Relaxed) as usize];
+        let f = &self.dev.k.gemm[(w.bits() <= 32) as usize]
+            [self.gemm_b2.load(Ordering::Relaxed) as usize];
         let (m32, n32, k32) = (m as u32, n as u32, k as u32);
         let bt = (layout == BLayout::Transposed) as u32;
         let mask = w.mask();
@@ -832,7 +895,7 @@ impl CudaBackend {
         // SMs): each of `ksplit` blocks per tile takes a k range of at least 128 (a multiple of
         // the 16-wide k step) and adds its partial product atomically.
         let tiles = n.div_ceil(64) * m.div_ceil(64) * batch;
-        let want = 2 * self.info.sm_count as usize;
+        let want = 2 * self.dev.info.sm_count as usize;
         let ksplit = if tiles < want && k >= 256 {
             want.div_ceil(tiles).min(k / 128).clamp(1, 16)
         } else {
@@ -885,7 +948,7 @@ impl CudaBackend {
         }
         if ksplit > 1 && mask != u64::MAX {
             let cfg = LaunchConfig {
-                grid_dim: (grid_for(lc, self.info.sm_count * 16), 1, 1),
+                grid_dim: (grid_for(lc, self.dev.info.sm_count * 16), 1, 1),
                 block_dim: (BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -893,7 +956,7 @@ impl CudaBackend {
             // SAFETY: `mask_u64(u64* c, u64 len, u64 mask)`: c holds at least lc elements.
             unsafe {
                 self.stream
-                    .launch_builder(&self.k.mask)
+                    .launch_builder(&self.dev.k.mask)
                     .arg(&mut *c)
                     .arg(&lc64)
                     .arg(&mask)
@@ -920,7 +983,6 @@ impl CudaBackend {
         n: usize,
         layout: BLayout,
     ) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let overflow =
             || CudaError::Backend(suf_backend::BackendError::ShapeOverflow { what: "gemm" });
         let la = batch
@@ -973,7 +1035,7 @@ impl CudaBackend {
             return Ok(());
         }
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(len, self.info.sm_count * 16), 1, 1),
+            grid_dim: (grid_for(len, self.dev.info.sm_count * 16), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -985,7 +1047,7 @@ impl CudaBackend {
         // it.
         unsafe {
             self.stream
-                .launch_builder(&self.k.ew)
+                .launch_builder(&self.dev.k.ew)
                 .arg(&op)
                 .arg(a)
                 .arg(b)
@@ -1010,7 +1072,6 @@ impl CudaBackend {
         c: u64,
         mask: u64,
     ) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let da = self.htod(a)?;
         let db = if b.is_empty() {
             self.htod::<u64>(&[])?
@@ -1024,7 +1085,6 @@ impl CudaBackend {
 
     /// Row sums on the GPU: `a` is `[rows, cols]`.
     fn try_row_sum(&self, a: &[u64], cols: usize, mask: u64) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let rows = a.len() / cols;
         let da = self.htod(a)?;
         let mut dout = self.alloc_zeros::<u64>(rows)?;
@@ -1032,7 +1092,7 @@ impl CudaBackend {
         let cfg = LaunchConfig {
             grid_dim: (
                 rows.div_ceil(warps_per_block)
-                    .clamp(1, self.info.sm_count as usize * 16) as u32,
+                    .clamp(1, self.dev.info.sm_count as usize * 16) as u32,
                 1,
                 1,
             ),
@@ -1044,7 +1104,7 @@ impl CudaBackend {
         // rows·cols elements, out holds rows elements.
         unsafe {
             self.stream
-                .launch_builder(&self.k.row_sum)
+                .launch_builder(&self.dev.k.row_sum)
                 .arg(&da)
                 .arg(&mut dout)
                 .arg(&rows64)

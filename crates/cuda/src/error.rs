@@ -60,6 +60,13 @@ pub enum CudaError {
     /// reports them).
     #[error("not supported on the GPU: {0}")]
     Unsupported(String),
+    /// Caller error: a device buffer (or resident key batch, or matrix) of another backend
+    /// instance; each instance has its own stream and only uses its own buffers.
+    #[error("{what} belongs to another CudaBackend instance (another stream)")]
+    ForeignBuffer {
+        /// Which argument.
+        what: &'static str,
+    },
     /// Caller error: a length or shape error, as the CPU backend reports it.
     #[error(transparent)]
     Backend(#[from] suf_backend::BackendError),
