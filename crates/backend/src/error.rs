@@ -34,6 +34,13 @@ pub enum BackendError {
         /// The device's account of the failure (driver error and the step it came from).
         message: String,
     },
+    /// Caller error: a resident buffer (matrix, keys) given to another backend than the
+    /// instance that holds it (each device backend instance has its own stream and storage).
+    #[error("{what} belongs to another backend instance")]
+    Foreign {
+        /// Which argument.
+        what: &'static str,
+    },
     /// Error from the FSS evaluators (malformed key, wrong parameters, ...).
     #[error(transparent)]
     Fss(#[from] suf_fss::FssError),

@@ -20,15 +20,19 @@
 //! disagree with the shape are reported as [`BackendError::LengthMismatch`], never a panic.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
+
 pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod gemm;
+pub mod resident;
 
 pub use bench::bench_gemm;
 pub use cpu::CpuBackend;
 pub use error::{BackendError, Result};
 pub use gemm::BLayout;
+pub use resident::Resident;
 pub use suf_core::BitWidth;
 pub use suf_fss::dcf::DcfKeys;
 pub use suf_fss::dpf::DpfKeys;
@@ -97,6 +101,38 @@ pub trait Backend: Send + Sync {
         n: usize,
     ) -> Result<Vec<u64>> {
         self.gemm_batch(w, a, bt, 1, m, k, n, BLayout::Transposed)
+    }
+
+    /// Make a public matrix resident for repeated GEMMs ([`Backend::gemm_resident`]): a
+    /// device backend uploads it once; the default (the CPU backend) keeps the host data as
+    /// given, borrowed or owned, without copying. `name` is for errors and logs.
+    ///
+    /// # Errors
+    /// `Device` if the device cannot hold it.
+    fn resident<'a>(&self, name: &str, data: Cow<'a, [u64]>) -> Result<Resident<'a>> {
+        Ok(Resident::host(name, data))
+    }
+
+    /// C = A·B mod 2^n with B a resident matrix (k×n row-major for [`BLayout::RowMajor`],
+    /// n×k for [`BLayout::Transposed`]); A is m×k row-major; C is m×n. Equal bit for bit to
+    /// [`Backend::gemm_batch`] with `batch = 1` on B's data.
+    ///
+    /// # Errors
+    /// As [`Backend::gemm_batch`]; `Foreign` if `b` is held in another backend's storage.
+    fn gemm_resident(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &Resident<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>> {
+        let host = b.as_host().ok_or(BackendError::Foreign {
+            what: "resident matrix (held by a device backend)",
+        })?;
+        self.gemm_batch(w, a, host, 1, m, k, n, layout)
     }
 
     // ---- elementwise ring work ------------------------------------------------------------

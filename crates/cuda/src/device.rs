@@ -10,7 +10,9 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
-use suf_backend::{BLayout, Backend, BitWidth, CpuBackend, DcfKeys, DpfKeys};
+use std::borrow::Cow;
+
+use suf_backend::{BLayout, Backend, BitWidth, CpuBackend, DcfKeys, DpfKeys, Resident};
 use suf_fss::keyfmt::KeyKind;
 
 use crate::compile::{self, nvrtc_available};
@@ -154,6 +156,9 @@ pub struct CudaBackend {
     gemm_b2: std::sync::atomic::AtomicBool,
     cpu_below: usize,
 }
+
+/// A resident matrix's device buffer (on the stream of the instance that uploaded it).
+struct DeviceMatrix(CudaSlice<u64>);
 
 /// What every instance on one device shares: the context, the module and its kernels.
 struct Device {
@@ -1018,6 +1023,71 @@ impl CudaBackend {
         self.dtoh(&dc, lc)
     }
 
+    /// GEMM with a resident B (see [`Backend::gemm_resident`]), device errors as
+    /// [`CudaError`]. A resident held on the host runs as [`CudaBackend::try_gemm_batch`].
+    ///
+    /// # Errors
+    /// Length / shape errors as the CPU backend; [`CudaError::ForeignBuffer`] for a matrix of
+    /// another instance; driver errors.
+    pub fn try_gemm_resident(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &Resident<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>> {
+        if let Some(h) = b.as_host() {
+            return self.try_gemm_batch(w, a, h, 1, m, k, n, layout);
+        }
+        let db = b
+            .as_device::<DeviceMatrix>()
+            .ok_or(CudaError::ForeignBuffer {
+                what: "resident matrix (held by another kind of backend)",
+            })?;
+        self.own("resident matrix", &db.0)?;
+        let shape = |x: usize, y: usize, what: &'static str| {
+            x.checked_mul(y).ok_or(CudaError::Backend(
+                suf_backend::BackendError::ShapeOverflow { what },
+            ))
+        };
+        let (la, lb, lc) = (
+            shape(m, k, "gemm A")?,
+            shape(k, n, "gemm B")?,
+            shape(m, n, "gemm C")?,
+        );
+        for (what, want, got) in [
+            ("gemm A (batch·m·k)", la, a.len()),
+            ("gemm B (batch·k·n)", lb, b.len()),
+        ] {
+            if want != got {
+                return Err(CudaError::Backend(
+                    suf_backend::BackendError::LengthMismatch {
+                        what,
+                        expected: want,
+                        got,
+                    },
+                ));
+            }
+        }
+        if lc == 0 || k == 0 {
+            // An empty product, or an empty inner dimension: the zero matrix.
+            return Ok(vec![0; lc]);
+        }
+        if m > MAX_GRID_YZ * 64 || n > u32::MAX as usize || k > u32::MAX as usize {
+            // Beyond the kernel's grid: the CPU reference on B's data (by design, as the
+            // trait's gemm_batch does for these shapes).
+            let host = self.dtoh(&db.0, lb)?;
+            return Ok(self.cpu.gemm_batch(w, a, &host, 1, m, k, n, layout)?);
+        }
+        let da = self.htod(a)?;
+        let mut dc = self.alloc_zeros::<u64>(lc)?;
+        self.gemm_device(w, &da, &db.0, &mut dc, 1, m, k, n, layout)?;
+        self.dtoh(&dc, lc)
+    }
+
     // ---- elementwise ------------------------------------------------------------------------------
 
     fn ew_launch(
@@ -1224,6 +1294,31 @@ impl Backend for CudaBackend {
         }
         self.try_gemm_batch(w, a, b, batch, m, k, n, layout)
             .map_err(|e| e.into_backend("gemm"))
+    }
+
+    fn resident<'a>(&self, name: &str, data: Cow<'a, [u64]>) -> suf_backend::Result<Resident<'a>> {
+        let buf = self.htod(&data).map_err(|e| e.into_backend("resident"))?;
+        // The upload is complete before the host data may go (htod copies from pageable
+        // memory synchronously); `data` is dropped here.
+        Ok(Resident::device(
+            name,
+            data.len(),
+            Box::new(DeviceMatrix(buf)),
+        ))
+    }
+
+    fn gemm_resident(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &Resident<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> suf_backend::Result<Vec<u64>> {
+        self.try_gemm_resident(w, a, b, m, k, n, layout)
+            .map_err(|e| e.into_backend("gemm_resident"))
     }
 
     fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {

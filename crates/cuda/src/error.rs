@@ -79,6 +79,7 @@ impl CudaError {
     pub fn into_backend(self, operation: &'static str) -> suf_backend::BackendError {
         match self {
             CudaError::Backend(e) => e,
+            CudaError::ForeignBuffer { what } => suf_backend::BackendError::Foreign { what },
             e => suf_backend::BackendError::Device {
                 operation,
                 message: e.to_string(),
