@@ -13,7 +13,7 @@ use suf_core::prg::Csprng;
 use suf_models::{fetch, float, LoadedModel};
 use suf_nn::layers::Mode;
 use suf_nn::model::{build, client_input, Built};
-use suf_runtime::harness::{run_two_party, run_two_party_on, Link, LocalRun};
+use suf_runtime::harness::{run_two_party_on, Link, LocalRun};
 use suf_runtime::plain::run_plain;
 
 /// The cache directory: `--cache`, else `$SUF_CACHE`, else the default.
@@ -48,6 +48,94 @@ pub fn mode(s: &str) -> Result<Mode> {
     })
 }
 
+/// `--backend`: which backend runs the parties' work.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// CUDA when a GPU is usable (`suf_cuda::cuda_available()` and the device opens), else
+    /// the CPU; the choice is logged and reported.
+    Auto,
+    /// The CPU backend (the reference).
+    Cpu,
+    /// The CUDA backend; an error when no GPU is usable.
+    Cuda,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "cpu" => Ok(BackendChoice::Cpu),
+            "cuda" => Ok(BackendChoice::Cuda),
+            _ => Err(format!("unknown backend `{s}` (auto, cpu or cuda)")),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Cuda => "cuda",
+        })
+    }
+}
+
+/// The CUDA backend for `choice`, or `None` for the CPU.
+fn open_cuda(choice: BackendChoice) -> Result<Option<suf_cuda::CudaBackend>> {
+    match choice {
+        BackendChoice::Cpu => Ok(None),
+        BackendChoice::Cuda => suf_cuda::CudaBackend::new().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "--backend cuda: {e} (no usable NVIDIA GPU here: use --backend cpu, or --backend auto to pick the GPU only when one is present)"
+            )
+        }),
+        BackendChoice::Auto => {
+            if !suf_cuda::cuda_available() {
+                tracing::info!("--backend auto: no usable CUDA driver/NVRTC/device; using the CPU backend");
+                return Ok(None);
+            }
+            match suf_cuda::CudaBackend::new() {
+                Ok(b) => {
+                    tracing::info!("--backend auto: using CUDA on {}", b.device_name());
+                    Ok(Some(b))
+                }
+                Err(e) => {
+                    tracing::warn!("--backend auto: a GPU is present but did not open ({e}); using the CPU backend");
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// One backend instance (a party process, or a command that needs one).
+pub struct OneBackend {
+    /// The backend.
+    pub be: Box<dyn Backend>,
+    /// What it is: `"cpu"` or `"cuda"`.
+    pub name: &'static str,
+    /// The GPU's name, for CUDA.
+    pub device: Option<String>,
+}
+
+/// One backend for `choice`.
+pub fn backend(choice: BackendChoice) -> Result<OneBackend> {
+    Ok(match open_cuda(choice)? {
+        Some(c) => OneBackend {
+            name: "cuda",
+            device: Some(c.device_name().to_string()),
+            be: Box::new(c),
+        },
+        None => OneBackend {
+            be: Box::new(CpuBackend::new()),
+            name: "cpu",
+            device: None,
+        },
+    })
+}
+
 /// The backends of a two-party run in one process: one for the dealer and the Plain
 /// reference, and one instance per party (on a GPU: one stream each, so the parties never
 /// wait on each other's host calls).
@@ -56,6 +144,10 @@ pub struct Backends {
     pub main: Box<dyn Backend>,
     /// Party 0's and party 1's.
     pub parties: [Box<dyn Backend>; 2],
+    /// What they are: `"cpu"` or `"cuda"`.
+    pub name: &'static str,
+    /// The GPU's name, for CUDA.
+    pub device: Option<String>,
 }
 
 impl Backends {
@@ -65,28 +157,26 @@ impl Backends {
     }
 }
 
-/// Backends for a two-party run in one process, by name.
-pub fn backends(name: &str) -> Result<Backends> {
-    match name {
-        "cpu" => Ok(Backends {
-            main: Box::new(CpuBackend::new()),
-            parties: [Box::new(CpuBackend::new()), Box::new(CpuBackend::new())],
-        }),
-        "cuda" => {
-            let main = suf_cuda::CudaBackend::new().map_err(|e| {
-                anyhow::anyhow!(
-                    "--backend cuda: {e} (use --backend cpu on machines without an NVIDIA GPU)"
-                )
-            })?;
+/// Backends for a two-party run in one process.
+pub fn backends(choice: BackendChoice) -> Result<Backends> {
+    Ok(match open_cuda(choice)? {
+        Some(main) => {
             let parties: [Box<dyn Backend>; 2] =
                 [Box::new(main.sibling()?), Box::new(main.sibling()?)];
-            Ok(Backends {
+            Backends {
+                name: "cuda",
+                device: Some(main.device_name().to_string()),
                 main: Box::new(main),
                 parties,
-            })
+            }
         }
-        _ => bail!("unknown backend `{name}` (cpu or cuda)"),
-    }
+        None => Backends {
+            main: Box::new(CpuBackend::new()),
+            parties: [Box::new(CpuBackend::new()), Box::new(CpuBackend::new())],
+            name: "cpu",
+            device: None,
+        },
+    })
 }
 
 /// Load a model by name with friendly errors.
@@ -183,12 +273,12 @@ pub fn run(
     model: &str,
     text: &str,
     seq: Option<usize>,
-    backend_name: &str,
+    choice: BackendChoice,
     mode_s: &str,
     layers: Option<usize>,
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
-    let be = backends(backend_name)?;
+    let be = backends(choice)?;
     let m = load(model, cache, 1)?;
     let fp = format(&m, None, None)?;
     let ids = token_ids(&m, text, seq)?;
@@ -212,7 +302,8 @@ pub fn run(
         "model": model,
         "seq": ids.len(),
         "tokens": ids,
-        "backend": backend_name,
+        "backend": be.name,
+        "device": be.device,
         "mode": mode_s,
         "ring_bits": fp.width.bits(),
         "frac_bits": fp.frac,
@@ -279,13 +370,13 @@ pub fn bench_model(
     model: &str,
     seq: usize,
     batch: usize,
-    backend_name: &str,
+    choice: BackendChoice,
     mode_s: &str,
     layers: Option<usize>,
     runs: usize,
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
-    let be = backends(backend_name)?;
+    let be = backends(choice)?;
     let m = load(model, cache, 1)?;
     let fp = format(&m, None, None)?;
     let ids = token_ids(&m, "the quick brown fox jumps over the lazy dog", Some(seq))?;
@@ -339,7 +430,7 @@ pub fn bench_model(
         })
         .collect();
     Ok(json!({
-        "model": model, "seq": seq, "batch": batch, "backend": backend_name, "mode": mode_s,
+        "model": model, "seq": seq, "batch": batch, "backend": be.name, "device": be.device, "mode": mode_s,
         "layers_run": layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
         "ring_bits": fp.width.bits(), "frac_bits": fp.frac,
         "online_ms": median(samples.clone()), "online_ms_runs": samples,
@@ -365,11 +456,13 @@ pub fn eval_sentiment(
     data: &str,
     limit: Option<usize>,
     verify: usize,
+    choice: BackendChoice,
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
     if model != "minilm-l6" {
         bail!("the committed sentiment head is for minilm-l6 (got `{model}`)");
     }
+    let be = backends(choice)?;
     let dir = cache_dir(cache);
     let ddir = fetch::require("sentiment", &dir).map_err(|e| {
         anyhow::anyhow!("{e}\n(fetch the data first: `suf models fetch sentiment`)")
@@ -380,7 +473,6 @@ pub fn eval_sentiment(
     let fp = format(&m, None, None)?;
     let head = suf_models::data::SentimentHead::minilm_l6()?;
     let fmodel = float::FloatModel::load(&m.cfg, &m.weights)?;
-    let be = CpuBackend::new();
     let mut progs: BTreeMap<usize, Built> = BTreeMap::new();
     let (mut ok_s, mut ok_f, mut agree, mut verified) = (0usize, 0usize, 0usize, 0usize);
     let mut min_cos = f64::INFINITY;
@@ -396,9 +488,17 @@ pub fn eval_sentiment(
             }
         };
         let x = inputs(&m, fp, &ids)?;
-        let out = run_plain(&built.prog, &be, &x, &built.private)?;
+        let out = run_plain(&built.prog, be.main.as_ref(), &x, &built.private)?;
         if i < verify {
-            let r = run_two_party(&built.prog, &be, &x, &built.private, Link::Mem, &mut rng)?;
+            let r = run_two_party_on(
+                &built.prog,
+                be.main.as_ref(),
+                be.party_refs(),
+                &x,
+                &built.private,
+                Link::Mem,
+                &mut rng,
+            )?;
             if r.outputs != out {
                 bail!("sentence {i}: the two-party protocol differs from the plain interpreter");
             }
@@ -426,6 +526,7 @@ pub fn eval_sentiment(
         "agreement": agree as f64 / d,
         "min_cosine_secure_float": min_cos,
         "verified_two_party": verified,
+        "backend": be.name,
         "secure_means": "fixed-point interpreter, equal bit for bit to the two-party protocol (checked on verified_two_party sentences)",
     }))
 }
@@ -463,7 +564,13 @@ pub fn describe(model: &str, out: &[f64]) -> Result<Value> {
 }
 
 /// `suf demo`.
-pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
+pub fn demo(
+    text: &str,
+    choice: BackendChoice,
+    cache: &Option<PathBuf>,
+    json_out: bool,
+) -> Result<()> {
+    let be = backends(choice)?;
     let dir = cache_dir(cache);
     let real = fetch::cached("minilm-l6", &dir).is_some();
     let name = if real { "minilm-l6" } else { "bert-tiny" };
@@ -472,10 +579,17 @@ pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
     let ids = token_ids(&m, text, if real { None } else { Some(12) })?;
     let built = program(&m, fp, Mode::Public, ids.len(), None)?;
     let x = inputs(&m, fp, &ids)?;
-    let be = CpuBackend::new();
     let mut rng = Csprng::from_os()?;
     let t = Instant::now();
-    let r = run_two_party(&built.prog, &be, &x, &built.private, Link::Tcp, &mut rng)?;
+    let r = run_two_party_on(
+        &built.prog,
+        be.main.as_ref(),
+        be.party_refs(),
+        &x,
+        &built.private,
+        Link::Tcp,
+        &mut rng,
+    )?;
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
     let secure = decode(fp, &r.outputs[0]);
     let fl = float::FloatModel::load(&m.cfg, &m.weights)?.forward(std::slice::from_ref(&ids))?;
@@ -485,6 +599,7 @@ pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
         .unwrap_or_default();
     let mut v = json!({
         "model": name,
+        "backend": be.name,
         "input": text,
         "tokens": ids.len(),
         "matches_plain": r.matches_plain(),
@@ -505,7 +620,10 @@ pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    println!("SUF demo: two servers and a dealer on loopback TCP, {name}");
+    println!(
+        "SUF demo: two servers and a dealer on loopback TCP, {name}, {} backend",
+        be.name
+    );
     println!("  input      : {text:?} ({} tokens)", ids.len());
     if real {
         println!("  secure     : {}", v["secure"]);
