@@ -6,6 +6,7 @@ mod bench;
 mod files;
 mod logging;
 mod models_cmd;
+mod procs;
 mod report;
 mod toy;
 
@@ -353,7 +354,17 @@ enum BenchCmd {
         cache: Option<PathBuf>,
         #[command(flatten)]
         out: JsonOut,
+        /// 1: both parties as threads of this process; 2: the dealer here, each party a
+        /// process of its own over loopback TCP (as SIGMA is measured).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Seconds any wait of a party process may take (--processes 2).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
+    /// (internal) One party of `suf bench model --processes 2`.
+    #[command(hide = true)]
+    Party(procs::PartyArgs),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -468,10 +479,25 @@ fn run(cli: Cli) -> Result<()> {
                 runs,
                 cache,
                 out,
-            } => emit(
-                &models_cmd::bench_model(&model, seq, batch, backend, &mode, layers, runs, &cache)?,
-                &out,
-            ),
+                processes,
+                timeout,
+            } => {
+                let spec = models_cmd::BenchSpec {
+                    model,
+                    seq,
+                    batch,
+                    mode,
+                    layers,
+                    cache,
+                };
+                let v = match processes {
+                    1 => models_cmd::bench_model(&spec, backend, runs)?,
+                    2 => procs::bench_processes(&spec, backend, runs, timeout)?,
+                    _ => bail!("--processes must be 1 (both parties in this process) or 2"),
+                };
+                emit(&v, &out)
+            }
+            BenchCmd::Party(args) => procs::party_main(args),
         },
         Cmd::Models { what } => match what {
             ModelsCmd::Fetch { name, cache } => models_cmd::models_fetch(&name, &cache),

@@ -358,34 +358,62 @@ pub fn run(
     Ok(v)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// What `suf bench model` runs: the model, the sequence and the program options.
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    /// Model name.
+    pub model: String,
+    /// Sequence length asked for (a real tokenizer may give fewer tokens).
+    pub seq: usize,
+    /// Sequences per inference.
+    pub batch: usize,
+    /// `public` or `private`.
+    pub mode: String,
+    /// Only the first N blocks.
+    pub layers: Option<usize>,
+    /// Model cache directory.
+    pub cache: Option<PathBuf>,
 }
 
-/// `suf bench model`: median online time of `runs` inferences after a warm-up (fresh keys each
-/// time; the dealer is excluded from the online time).
-#[allow(clippy::too_many_arguments)]
-pub fn bench_model(
-    model: &str,
-    seq: usize,
-    batch: usize,
-    choice: BackendChoice,
-    mode_s: &str,
-    layers: Option<usize>,
-    runs: usize,
-    cache: &Option<PathBuf>,
-) -> Result<Value> {
-    let be = backends(choice)?;
-    let m = load(model, cache, 1)?;
+/// A benchmark's program and client input, built the same way by every process of it.
+pub struct BenchProgram {
+    /// The model.
+    pub m: LoadedModel,
+    /// Its ring format.
+    pub fp: FixedPoint,
+    /// The program and the private weights.
+    pub built: Built,
+    /// The client's input.
+    pub x: BTreeMap<String, Vec<u64>>,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Milliseconds the build took.
+    pub build_ms: f64,
+}
+
+/// Build a benchmark's program (deterministic: the party processes of `--processes 2` call
+/// it with the same spec and get the same program, which their key streams check).
+pub fn bench_program(spec: &BenchSpec) -> Result<BenchProgram> {
+    let m = load(&spec.model, &spec.cache, 1)?;
     let fp = format(&m, None, None)?;
-    let ids = token_ids(&m, "the quick brown fox jumps over the lazy dog", Some(seq))?;
+    let ids = token_ids(
+        &m,
+        "the quick brown fox jumps over the lazy dog",
+        Some(spec.seq),
+    )?;
     let seq = ids.len();
     let t = Instant::now();
-    let built =
-        suf_nn::model::build_batch(&m.cfg, &m.weights, fp, mode(mode_s)?, seq, batch, layers)?;
+    let built = suf_nn::model::build_batch(
+        &m.cfg,
+        &m.weights,
+        fp,
+        mode(&spec.mode)?,
+        seq,
+        spec.batch,
+        spec.layers,
+    )?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
-    let seqs: Vec<Vec<u32>> = (0..batch)
+    let seqs: Vec<Vec<u32>> = (0..spec.batch)
         .map(|b| {
             ids.iter()
                 .map(|&i| (i + b as u32) % m.cfg.vocab as u32)
@@ -397,6 +425,39 @@ pub fn bench_model(
         "x".to_string(),
         suf_nn::model::client_input_batch(&m.cfg, &m.weights, fp, &seqs)?,
     );
+    Ok(BenchProgram {
+        m,
+        fp,
+        built,
+        x,
+        seq,
+        build_ms,
+    })
+}
+
+/// The median of `v` (the upper one for an even count); 0 for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `suf bench model`: median online time of `runs` inferences after a warm-up (fresh keys each
+/// time; the dealer is excluded from the online time). Both parties in this process, each
+/// with its own backend instance.
+pub fn bench_model(spec: &BenchSpec, choice: BackendChoice, runs: usize) -> Result<Value> {
+    let be = backends(choice)?;
+    let BenchProgram {
+        m,
+        fp,
+        built,
+        x,
+        seq,
+        build_ms,
+    } = bench_program(spec)?;
+    let (model, batch, mode_s, layers) = (&spec.model, spec.batch, &spec.mode, spec.layers);
     let mut rng = Csprng::from_os()?;
     let mut samples = Vec::new();
     let mut last: Option<LocalRun> = None;
