@@ -1,6 +1,7 @@
 //! [`CudaBackend`]: the device, its kernels, the device-resident API and the
 //! [`suf_backend::Backend`] implementation.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,8 +11,6 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
-use std::borrow::Cow;
-
 use suf_backend::{BLayout, Backend, BitWidth, CpuBackend, DcfKeys, DpfKeys, Resident};
 use suf_fss::keyfmt::KeyKind;
 

@@ -64,12 +64,15 @@ enum Var {
 
 /// Fresh backend instances of `dev` (each CUDA instance has its own stream, so trials running
 /// in parallel never change each other's settings).
-fn instances(dev: Dev, var: Var) -> Result<Vec<(String, Box<dyn Backend>)>, Failed> {
+/// Named backend instances.
+type Instances = Vec<(String, Box<dyn Backend>)>;
+
+fn instances(dev: Dev, var: Var) -> Result<Instances, Failed> {
     if dev == Dev::Cpu {
         return Ok(vec![("cpu".into(), Box::new(CpuBackend::new()))]);
     }
     let g = gpu().ok_or("no GPU for a CUDA trial")?;
-    let mut v: Vec<(String, Box<dyn Backend>)> = Vec::new();
+    let mut v: Instances = Vec::new();
     match var {
         Var::One => v.push(("cuda".into(), Box::new(g.sibling()?))),
         Var::Aes => {
@@ -903,7 +906,8 @@ fn main() {
             body(Dev::Cuda).map(|()| Completion::Completed)
         }));
     }
-    let cuda_only: [(&str, fn(&CudaBackend) -> R); 2] = [
+    type CudaBody = fn(&CudaBackend) -> R;
+    let cuda_only: [(&str, CudaBody); 2] = [
         ("aes_permutation", aes_permutation),
         ("device_api", device_api),
     ];
