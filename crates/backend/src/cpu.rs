@@ -226,20 +226,20 @@ impl Backend for CpuBackend {
         self.zip_map("mul", a, b, |x, y| w.mul(x, y))
     }
 
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
-        self.map(a, |x| w.neg(x))
+    fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
+        Ok(self.map(a, |x| w.neg(x)))
     }
 
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
-        self.map(a, |x| w.mul(x, c))
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
+        Ok(self.map(a, |x| w.mul(x, c)))
     }
 
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
-        self.map(a, |x| w.add(x, c))
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
+        Ok(self.map(a, |x| w.add(x, c)))
     }
 
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
-        self.map(a, |x| w.reduce(x))
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
+        Ok(self.map(a, |x| w.reduce(x)))
     }
 
     fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {

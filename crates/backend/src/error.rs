@@ -23,6 +23,24 @@ pub enum BackendError {
     /// Environment error: a worker thread pool could not be built.
     #[error("cannot build the thread pool: {0}")]
     ThreadPool(String),
+    /// Device error: the accelerator failed to do what it was asked (a driver call, an
+    /// allocation of device memory, a kernel launch, a lost device). The caller's arguments
+    /// were valid; retrying on the same device is unlikely to help. Backends never answer a
+    /// device failure with a silent fallback: it surfaces as this error.
+    #[error("device error during {operation}: {message}")]
+    Device {
+        /// The backend operation that failed (`"gemm"`, `"add"`, `"dcf_eval"`, ...).
+        operation: &'static str,
+        /// The device's account of the failure (driver error and the step it came from).
+        message: String,
+    },
+    /// Caller error: a resident buffer (matrix, keys) given to another backend than the
+    /// instance that holds it (each device backend instance has its own stream and storage).
+    #[error("{what} belongs to another backend instance")]
+    Foreign {
+        /// Which argument.
+        what: &'static str,
+    },
     /// Error from the FSS evaluators (malformed key, wrong parameters, ...).
     #[error(transparent)]
     Fss(#[from] suf_fss::FssError),

@@ -20,21 +20,28 @@
 //! disagree with the shape are reported as [`BackendError::LengthMismatch`], never a panic.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
+
 pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod gemm;
+pub mod resident;
 
 pub use bench::bench_gemm;
 pub use cpu::CpuBackend;
 pub use error::{BackendError, Result};
 pub use gemm::BLayout;
+pub use resident::Resident;
 pub use suf_core::BitWidth;
 pub use suf_fss::dcf::DcfKeys;
 pub use suf_fss::dpf::DpfKeys;
 
 /// A compute backend. All methods take whole batches; lengths are checked and mismatches
 /// are errors. Results are always reduced mod 2^n (for the ring width `w` given).
+///
+/// Every method that can touch a device returns a `Result`: a device failure is
+/// [`BackendError::Device`], never a silent fallback to another backend.
 ///
 /// Object safe: hold it as `Arc<dyn Backend>`.
 pub trait Backend: Send + Sync {
@@ -96,6 +103,38 @@ pub trait Backend: Send + Sync {
         self.gemm_batch(w, a, bt, 1, m, k, n, BLayout::Transposed)
     }
 
+    /// Make a public matrix resident for repeated GEMMs ([`Backend::gemm_resident`]): a
+    /// device backend uploads it once; the default (the CPU backend) keeps the host data as
+    /// given, borrowed or owned, without copying. `name` is for errors and logs.
+    ///
+    /// # Errors
+    /// `Device` if the device cannot hold it.
+    fn resident<'a>(&self, name: &str, data: Cow<'a, [u64]>) -> Result<Resident<'a>> {
+        Ok(Resident::host(name, data))
+    }
+
+    /// C = A·B mod 2^n with B a resident matrix (k×n row-major for [`BLayout::RowMajor`],
+    /// n×k for [`BLayout::Transposed`]); A is m×k row-major; C is m×n. Equal bit for bit to
+    /// [`Backend::gemm_batch`] with `batch = 1` on B's data.
+    ///
+    /// # Errors
+    /// As [`Backend::gemm_batch`]; `Foreign` if `b` is held in another backend's storage.
+    fn gemm_resident(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &Resident<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>> {
+        let host = b.as_host().ok_or(BackendError::Foreign {
+            what: "resident matrix (held by a device backend)",
+        })?;
+        self.gemm_batch(w, a, host, 1, m, k, n, layout)
+    }
+
     // ---- elementwise ring work ------------------------------------------------------------
 
     /// `a + b` mod 2^n, elementwise.
@@ -114,13 +153,25 @@ pub trait Backend: Send + Sync {
     /// `LengthMismatch` if the lengths differ.
     fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>>;
     /// `−a` mod 2^n, elementwise.
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails (the CPU backend never fails).
+    fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>>;
     /// `c · a` mod 2^n for a public constant `c`.
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails.
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>>;
     /// `a + c` mod 2^n for a public constant `c`.
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails.
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>>;
     /// `a` mod 2^n.
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64>;
+    ///
+    /// # Errors
+    /// `Device` if the device fails.
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>>;
     /// `a ← a + b` mod 2^n.
     ///
     /// # Errors

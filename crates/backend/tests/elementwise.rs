@@ -47,10 +47,10 @@ fn binary_ops() {
             assert_eq!(x, mul);
             let c = 0xDEAD_BEEF_1234_5678;
             let map = |f: &dyn Fn(u64) -> u64| a.iter().map(|&x| f(x)).collect::<Vec<_>>();
-            assert_eq!(be.neg(w, &a), map(&|x| w.neg(x)));
-            assert_eq!(be.scale(w, &a, c), map(&|x| w.mul(x, c)));
-            assert_eq!(be.add_const(w, &a, c), map(&|x| w.add(x, c)));
-            assert_eq!(be.reduce(w, &a), map(&|x| w.reduce(x)));
+            assert_eq!(be.neg(w, &a).unwrap(), map(&|x| w.neg(x)));
+            assert_eq!(be.scale(w, &a, c).unwrap(), map(&|x| w.mul(x, c)));
+            assert_eq!(be.add_const(w, &a, c).unwrap(), map(&|x| w.add(x, c)));
+            assert_eq!(be.reduce(w, &a).unwrap(), map(&|x| w.reduce(x)));
         }
     }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod files;
 mod logging;
 mod models_cmd;
+mod procs;
 mod report;
 mod toy;
 
@@ -21,11 +22,13 @@ use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_net::{LinkConfig, TcpTransport};
 use suf_runtime::dealer::run_dealer;
-use suf_runtime::harness::{run_two_party, Link};
+use suf_runtime::harness::{run_two_party_on, Link};
 use suf_runtime::keystream::{DealerStreams, PartyStream};
 use suf_runtime::party::Party;
 use suf_runtime::plain::run_plain;
 use suf_runtime::report::Tracer;
+
+use models_cmd::BackendChoice;
 
 #[derive(Parser)]
 #[command(
@@ -103,6 +106,9 @@ enum Cmd {
         /// Cache directory.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -134,6 +140,9 @@ enum Cmd {
         /// certificates (required whenever the peer is not on loopback).
         #[arg(long)]
         tls: Option<PathBuf>,
+        /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
     },
     /// Make a TLS identity per party (self-signed, DER) for pinned mutual authentication.
     Certs {
@@ -173,9 +182,9 @@ enum Cmd {
         /// Maximum sequence length (the text must fit); zoo models use exactly this many tokens.
         #[arg(long)]
         seq: Option<usize>,
-        /// cpu or cuda.
-        #[arg(long, default_value = "cpu")]
-        backend: String,
+        /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
         /// public or private weights.
         #[arg(long, default_value = "public")]
         mode: String,
@@ -218,6 +227,10 @@ enum Cmd {
     RunToy {
         #[command(flatten)]
         fmt: Format,
+        /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -288,6 +301,9 @@ enum EvalCmd {
         /// Also run the first K sentences through the two-party protocol (must equal plain).
         #[arg(long, default_value_t = 2)]
         verify: usize,
+        /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
         /// Cache directory.
         #[arg(long)]
         cache: Option<PathBuf>,
@@ -321,9 +337,9 @@ enum BenchCmd {
         /// Sequences per inference.
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// cpu or cuda.
-        #[arg(long, default_value = "cpu")]
-        backend: String,
+        /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
         /// public or private weights.
         #[arg(long, default_value = "public")]
         mode: String,
@@ -338,7 +354,17 @@ enum BenchCmd {
         cache: Option<PathBuf>,
         #[command(flatten)]
         out: JsonOut,
+        /// 1: both parties as threads of this process; 2: the dealer here, each party a
+        /// process of its own over loopback TCP (as SIGMA is measured).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Seconds any wait of a party process may take (--processes 2).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
+    /// (internal) One party of `suf bench model --processes 2`.
+    #[command(hide = true)]
+    Party(procs::PartyArgs),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -453,12 +479,25 @@ fn run(cli: Cli) -> Result<()> {
                 runs,
                 cache,
                 out,
-            } => emit(
-                &models_cmd::bench_model(
-                    &model, seq, batch, &backend, &mode, layers, runs, &cache,
-                )?,
-                &out,
-            ),
+                processes,
+                timeout,
+            } => {
+                let spec = models_cmd::BenchSpec {
+                    model,
+                    seq,
+                    batch,
+                    mode,
+                    layers,
+                    cache,
+                };
+                let v = match processes {
+                    1 => models_cmd::bench_model(&spec, backend, runs)?,
+                    2 => procs::bench_processes(&spec, backend, runs, timeout)?,
+                    _ => bail!("--processes must be 1 (both parties in this process) or 2"),
+                };
+                emit(&v, &out)
+            }
+            BenchCmd::Party(args) => procs::party_main(args),
         },
         Cmd::Models { what } => match what {
             ModelsCmd::Fetch { name, cache } => models_cmd::models_fetch(&name, &cache),
@@ -473,7 +512,7 @@ fn run(cli: Cli) -> Result<()> {
             cache,
             out,
         } => emit(
-            &models_cmd::run(&model, &text, seq, &backend, &mode, layers, &cache)?,
+            &models_cmd::run(&model, &text, seq, backend, &mode, layers, &cache)?,
             &out,
         ),
         Cmd::Eval { what } => match what {
@@ -482,10 +521,11 @@ fn run(cli: Cli) -> Result<()> {
                 data,
                 limit,
                 verify,
+                backend,
                 cache,
                 out,
             } => emit(
-                &models_cmd::eval_sentiment(&model, &data, limit, verify, &cache)?,
+                &models_cmd::eval_sentiment(&model, &data, limit, verify, backend, &cache)?,
                 &out,
             ),
         },
@@ -575,10 +615,13 @@ fn run(cli: Cli) -> Result<()> {
             timeout,
             json,
             tls,
+            backend,
         } => {
             if party > 1 {
                 bail!("--party must be 0 or 1");
             }
+            // The backend first: a missing GPU costs no waiting and no keys.
+            let be = models_cmd::backend(backend)?;
             let (s, fmt) = load_session(&dir)?;
             let (prog, _) = session_program(&s, fmt)?;
             let what = files::read(&dir.join("weights.masked"))?;
@@ -635,7 +678,6 @@ fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("cannot reach party 0 at {a}"))?,
                 _ => bail!("party 1 needs --connect ADDR"),
             };
-            let be = CpuBackend::new();
             let mut tf = match &trace {
                 Some(p) => Some(
                     std::fs::File::create(p)
@@ -648,7 +690,7 @@ fn run(cli: Cli) -> Result<()> {
             let p = Party {
                 prog: &prog,
                 party,
-                be: &be,
+                be: be.be.as_ref(),
                 weights: &what,
             };
             let out = p.run(&mut keys, &mut net, &inputs, &mut tracer)?;
@@ -659,6 +701,8 @@ fn run(cli: Cli) -> Result<()> {
             files::write(&dir.join(format!("output.share{party}")), &m)?;
             let mut rep = serde_json::to_value(&out.report)?;
             rep["key_bytes"] = serde_json::json!(s.key_bytes[party as usize]);
+            rep["backend"] = serde_json::json!(be.name);
+            rep["device"] = serde_json::json!(be.device);
             if json {
                 println!("{rep}");
             } else {
@@ -725,7 +769,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Report { inputs, out } => report::render(&inputs, &out),
-        Cmd::Demo { text, cache, json } => models_cmd::demo(&text, &cache, json),
+        Cmd::Demo {
+            text,
+            cache,
+            backend,
+            json,
+        } => models_cmd::demo(&text, backend, &cache, json),
         Cmd::Infer {
             dir,
             text,
@@ -772,13 +821,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::RunToy { fmt, json } => {
+        Cmd::RunToy { fmt, backend, json } => {
             let (prog, weights) = program("toy", fmt)?;
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
             let x = toy::toy_input(fp, 1)?;
             let mut rng = Csprng::from_os()?;
-            let r = run_two_party(&prog, &CpuBackend::new(), &x, &weights, Link::Tcp, &mut rng)?;
+            let be = models_cmd::backends(backend)?;
+            let r = run_two_party_on(
+                &prog,
+                be.main.as_ref(),
+                be.party_refs(),
+                &x,
+                &weights,
+                Link::Tcp,
+                &mut rng,
+            )?;
             let v = serde_json::json!({
+                "backend": be.name,
                 "matches_plain": r.matches_plain(),
                 "rounds": r.reports[0].rounds,
                 "bytes_sent": r.reports[0].bytes_sent,

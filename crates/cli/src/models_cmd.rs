@@ -13,7 +13,7 @@ use suf_core::prg::Csprng;
 use suf_models::{fetch, float, LoadedModel};
 use suf_nn::layers::Mode;
 use suf_nn::model::{build, client_input, Built};
-use suf_runtime::harness::{run_two_party, Link, LocalRun};
+use suf_runtime::harness::{run_two_party_on, Link, LocalRun};
 use suf_runtime::plain::run_plain;
 
 /// The cache directory: `--cache`, else `$SUF_CACHE`, else the default.
@@ -48,17 +48,135 @@ pub fn mode(s: &str) -> Result<Mode> {
     })
 }
 
-/// Pick a backend by name.
-pub fn backend(name: &str) -> Result<Box<dyn Backend>> {
-    match name {
-        "cpu" => Ok(Box::new(CpuBackend::new())),
-        "cuda" => Ok(Box::new(suf_cuda::CudaBackend::new().map_err(|e| {
-            anyhow::anyhow!(
-                "--backend cuda: {e} (use --backend cpu on machines without an NVIDIA GPU)"
-            )
-        })?)),
-        _ => bail!("unknown backend `{name}` (cpu or cuda)"),
+/// `--backend`: which backend runs the parties' work.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// CUDA when a GPU is usable (`suf_cuda::cuda_available()` and the device opens), else
+    /// the CPU; the choice is logged and reported.
+    Auto,
+    /// The CPU backend (the reference).
+    Cpu,
+    /// The CUDA backend; an error when no GPU is usable.
+    Cuda,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "cpu" => Ok(BackendChoice::Cpu),
+            "cuda" => Ok(BackendChoice::Cuda),
+            _ => Err(format!("unknown backend `{s}` (auto, cpu or cuda)")),
+        }
     }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Cuda => "cuda",
+        })
+    }
+}
+
+/// The CUDA backend for `choice`, or `None` for the CPU.
+fn open_cuda(choice: BackendChoice) -> Result<Option<suf_cuda::CudaBackend>> {
+    match choice {
+        BackendChoice::Cpu => Ok(None),
+        BackendChoice::Cuda => suf_cuda::CudaBackend::new().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "--backend cuda: {e} (no usable NVIDIA GPU here: use --backend cpu, or --backend auto to pick the GPU only when one is present)"
+            )
+        }),
+        BackendChoice::Auto => {
+            if !suf_cuda::cuda_available() {
+                tracing::info!("--backend auto: no usable CUDA driver/NVRTC/device; using the CPU backend");
+                return Ok(None);
+            }
+            match suf_cuda::CudaBackend::new() {
+                Ok(b) => {
+                    tracing::info!("--backend auto: using CUDA on {}", b.device_name());
+                    Ok(Some(b))
+                }
+                Err(e) => {
+                    tracing::warn!("--backend auto: a GPU is present but did not open ({e}); using the CPU backend");
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// One backend instance (a party process, or a command that needs one).
+pub struct OneBackend {
+    /// The backend.
+    pub be: Box<dyn Backend>,
+    /// What it is: `"cpu"` or `"cuda"`.
+    pub name: &'static str,
+    /// The GPU's name, for CUDA.
+    pub device: Option<String>,
+}
+
+/// One backend for `choice`.
+pub fn backend(choice: BackendChoice) -> Result<OneBackend> {
+    Ok(match open_cuda(choice)? {
+        Some(c) => OneBackend {
+            name: "cuda",
+            device: Some(c.device_name().to_string()),
+            be: Box::new(c),
+        },
+        None => OneBackend {
+            be: Box::new(CpuBackend::new()),
+            name: "cpu",
+            device: None,
+        },
+    })
+}
+
+/// The backends of a two-party run in one process: one for the dealer and the Plain
+/// reference, and one instance per party (on a GPU: one stream each, so the parties never
+/// wait on each other's host calls).
+pub struct Backends {
+    /// Dealer and Plain reference.
+    pub main: Box<dyn Backend>,
+    /// Party 0's and party 1's.
+    pub parties: [Box<dyn Backend>; 2],
+    /// What they are: `"cpu"` or `"cuda"`.
+    pub name: &'static str,
+    /// The GPU's name, for CUDA.
+    pub device: Option<String>,
+}
+
+impl Backends {
+    /// The party backends as the harness takes them.
+    pub fn party_refs(&self) -> [&dyn Backend; 2] {
+        [self.parties[0].as_ref(), self.parties[1].as_ref()]
+    }
+}
+
+/// Backends for a two-party run in one process.
+pub fn backends(choice: BackendChoice) -> Result<Backends> {
+    Ok(match open_cuda(choice)? {
+        Some(main) => {
+            let parties: [Box<dyn Backend>; 2] =
+                [Box::new(main.sibling()?), Box::new(main.sibling()?)];
+            Backends {
+                name: "cuda",
+                device: Some(main.device_name().to_string()),
+                main: Box::new(main),
+                parties,
+            }
+        }
+        None => Backends {
+            main: Box::new(CpuBackend::new()),
+            parties: [Box::new(CpuBackend::new()), Box::new(CpuBackend::new())],
+            name: "cpu",
+            device: None,
+        },
+    })
 }
 
 /// Load a model by name with friendly errors.
@@ -155,21 +273,22 @@ pub fn run(
     model: &str,
     text: &str,
     seq: Option<usize>,
-    backend_name: &str,
+    choice: BackendChoice,
     mode_s: &str,
     layers: Option<usize>,
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
-    let be = backend(backend_name)?;
+    let be = backends(choice)?;
     let m = load(model, cache, 1)?;
     let fp = format(&m, None, None)?;
     let ids = token_ids(&m, text, seq)?;
     let built = program(&m, fp, mode(mode_s)?, ids.len(), layers)?;
     let x = inputs(&m, fp, &ids)?;
     let mut rng = Csprng::from_os()?;
-    let r = run_two_party(
+    let r = run_two_party_on(
         &built.prog,
-        be.as_ref(),
+        be.main.as_ref(),
+        be.party_refs(),
         &x,
         &built.private,
         Link::Tcp,
@@ -183,7 +302,8 @@ pub fn run(
         "model": model,
         "seq": ids.len(),
         "tokens": ids,
-        "backend": backend_name,
+        "backend": be.name,
+        "device": be.device,
         "mode": mode_s,
         "ring_bits": fp.width.bits(),
         "frac_bits": fp.frac,
@@ -238,34 +358,62 @@ pub fn run(
     Ok(v)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// What `suf bench model` runs: the model, the sequence and the program options.
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    /// Model name.
+    pub model: String,
+    /// Sequence length asked for (a real tokenizer may give fewer tokens).
+    pub seq: usize,
+    /// Sequences per inference.
+    pub batch: usize,
+    /// `public` or `private`.
+    pub mode: String,
+    /// Only the first N blocks.
+    pub layers: Option<usize>,
+    /// Model cache directory.
+    pub cache: Option<PathBuf>,
 }
 
-/// `suf bench model`: median online time of `runs` inferences after a warm-up (fresh keys each
-/// time; the dealer is excluded from the online time).
-#[allow(clippy::too_many_arguments)]
-pub fn bench_model(
-    model: &str,
-    seq: usize,
-    batch: usize,
-    backend_name: &str,
-    mode_s: &str,
-    layers: Option<usize>,
-    runs: usize,
-    cache: &Option<PathBuf>,
-) -> Result<Value> {
-    let be = backend(backend_name)?;
-    let m = load(model, cache, 1)?;
+/// A benchmark's program and client input, built the same way by every process of it.
+pub struct BenchProgram {
+    /// The model.
+    pub m: LoadedModel,
+    /// Its ring format.
+    pub fp: FixedPoint,
+    /// The program and the private weights.
+    pub built: Built,
+    /// The client's input.
+    pub x: BTreeMap<String, Vec<u64>>,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Milliseconds the build took.
+    pub build_ms: f64,
+}
+
+/// Build a benchmark's program (deterministic: the party processes of `--processes 2` call
+/// it with the same spec and get the same program, which their key streams check).
+pub fn bench_program(spec: &BenchSpec) -> Result<BenchProgram> {
+    let m = load(&spec.model, &spec.cache, 1)?;
     let fp = format(&m, None, None)?;
-    let ids = token_ids(&m, "the quick brown fox jumps over the lazy dog", Some(seq))?;
+    let ids = token_ids(
+        &m,
+        "the quick brown fox jumps over the lazy dog",
+        Some(spec.seq),
+    )?;
     let seq = ids.len();
     let t = Instant::now();
-    let built =
-        suf_nn::model::build_batch(&m.cfg, &m.weights, fp, mode(mode_s)?, seq, batch, layers)?;
+    let built = suf_nn::model::build_batch(
+        &m.cfg,
+        &m.weights,
+        fp,
+        mode(&spec.mode)?,
+        seq,
+        spec.batch,
+        spec.layers,
+    )?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
-    let seqs: Vec<Vec<u32>> = (0..batch)
+    let seqs: Vec<Vec<u32>> = (0..spec.batch)
         .map(|b| {
             ids.iter()
                 .map(|&i| (i + b as u32) % m.cfg.vocab as u32)
@@ -277,6 +425,39 @@ pub fn bench_model(
         "x".to_string(),
         suf_nn::model::client_input_batch(&m.cfg, &m.weights, fp, &seqs)?,
     );
+    Ok(BenchProgram {
+        m,
+        fp,
+        built,
+        x,
+        seq,
+        build_ms,
+    })
+}
+
+/// The median of `v` (the upper one for an even count); 0 for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `suf bench model`: median online time of `runs` inferences after a warm-up (fresh keys each
+/// time; the dealer is excluded from the online time). Both parties in this process, each
+/// with its own backend instance.
+pub fn bench_model(spec: &BenchSpec, choice: BackendChoice, runs: usize) -> Result<Value> {
+    let be = backends(choice)?;
+    let BenchProgram {
+        m,
+        fp,
+        built,
+        x,
+        seq,
+        build_ms,
+    } = bench_program(spec)?;
+    let (model, batch, mode_s, layers) = (&spec.model, spec.batch, &spec.mode, spec.layers);
     let mut rng = Csprng::from_os()?;
     let mut samples = Vec::new();
     let mut last: Option<LocalRun> = None;
@@ -284,9 +465,10 @@ pub fn bench_model(
     let pb = crate::logging::progress(runs.max(1) as u64 + 1, "secure inferences");
     for i in 0..runs.max(1) + 1 {
         pb.inc(1);
-        let r = run_two_party(
+        let r = run_two_party_on(
             &built.prog,
-            be.as_ref(),
+            be.main.as_ref(),
+            be.party_refs(),
             &x,
             &built.private,
             Link::Tcp,
@@ -309,7 +491,7 @@ pub fn bench_model(
         })
         .collect();
     Ok(json!({
-        "model": model, "seq": seq, "batch": batch, "backend": backend_name, "mode": mode_s,
+        "model": model, "seq": seq, "batch": batch, "backend": be.name, "device": be.device, "mode": mode_s,
         "layers_run": layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
         "ring_bits": fp.width.bits(), "frac_bits": fp.frac,
         "online_ms": median(samples.clone()), "online_ms_runs": samples,
@@ -335,11 +517,13 @@ pub fn eval_sentiment(
     data: &str,
     limit: Option<usize>,
     verify: usize,
+    choice: BackendChoice,
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
     if model != "minilm-l6" {
         bail!("the committed sentiment head is for minilm-l6 (got `{model}`)");
     }
+    let be = backends(choice)?;
     let dir = cache_dir(cache);
     let ddir = fetch::require("sentiment", &dir).map_err(|e| {
         anyhow::anyhow!("{e}\n(fetch the data first: `suf models fetch sentiment`)")
@@ -350,7 +534,6 @@ pub fn eval_sentiment(
     let fp = format(&m, None, None)?;
     let head = suf_models::data::SentimentHead::minilm_l6()?;
     let fmodel = float::FloatModel::load(&m.cfg, &m.weights)?;
-    let be = CpuBackend::new();
     let mut progs: BTreeMap<usize, Built> = BTreeMap::new();
     let (mut ok_s, mut ok_f, mut agree, mut verified) = (0usize, 0usize, 0usize, 0usize);
     let mut min_cos = f64::INFINITY;
@@ -366,9 +549,17 @@ pub fn eval_sentiment(
             }
         };
         let x = inputs(&m, fp, &ids)?;
-        let out = run_plain(&built.prog, &be, &x, &built.private)?;
+        let out = run_plain(&built.prog, be.main.as_ref(), &x, &built.private)?;
         if i < verify {
-            let r = run_two_party(&built.prog, &be, &x, &built.private, Link::Mem, &mut rng)?;
+            let r = run_two_party_on(
+                &built.prog,
+                be.main.as_ref(),
+                be.party_refs(),
+                &x,
+                &built.private,
+                Link::Mem,
+                &mut rng,
+            )?;
             if r.outputs != out {
                 bail!("sentence {i}: the two-party protocol differs from the plain interpreter");
             }
@@ -396,6 +587,7 @@ pub fn eval_sentiment(
         "agreement": agree as f64 / d,
         "min_cosine_secure_float": min_cos,
         "verified_two_party": verified,
+        "backend": be.name,
         "secure_means": "fixed-point interpreter, equal bit for bit to the two-party protocol (checked on verified_two_party sentences)",
     }))
 }
@@ -433,7 +625,13 @@ pub fn describe(model: &str, out: &[f64]) -> Result<Value> {
 }
 
 /// `suf demo`.
-pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
+pub fn demo(
+    text: &str,
+    choice: BackendChoice,
+    cache: &Option<PathBuf>,
+    json_out: bool,
+) -> Result<()> {
+    let be = backends(choice)?;
     let dir = cache_dir(cache);
     let real = fetch::cached("minilm-l6", &dir).is_some();
     let name = if real { "minilm-l6" } else { "bert-tiny" };
@@ -442,10 +640,17 @@ pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
     let ids = token_ids(&m, text, if real { None } else { Some(12) })?;
     let built = program(&m, fp, Mode::Public, ids.len(), None)?;
     let x = inputs(&m, fp, &ids)?;
-    let be = CpuBackend::new();
     let mut rng = Csprng::from_os()?;
     let t = Instant::now();
-    let r = run_two_party(&built.prog, &be, &x, &built.private, Link::Tcp, &mut rng)?;
+    let r = run_two_party_on(
+        &built.prog,
+        be.main.as_ref(),
+        be.party_refs(),
+        &x,
+        &built.private,
+        Link::Tcp,
+        &mut rng,
+    )?;
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
     let secure = decode(fp, &r.outputs[0]);
     let fl = float::FloatModel::load(&m.cfg, &m.weights)?.forward(std::slice::from_ref(&ids))?;
@@ -455,6 +660,7 @@ pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
         .unwrap_or_default();
     let mut v = json!({
         "model": name,
+        "backend": be.name,
         "input": text,
         "tokens": ids.len(),
         "matches_plain": r.matches_plain(),
@@ -475,7 +681,10 @@ pub fn demo(text: &str, cache: &Option<PathBuf>, json_out: bool) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    println!("SUF demo: two servers and a dealer on loopback TCP, {name}");
+    println!(
+        "SUF demo: two servers and a dealer on loopback TCP, {name}, {} backend",
+        be.name
+    );
     println!("  input      : {text:?} ({} tokens)", ids.len());
     if real {
         println!("  secure     : {}", v["secure"]);

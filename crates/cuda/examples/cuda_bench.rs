@@ -565,7 +565,6 @@ fn run() -> Res<Value> {
             "dpf_n50_evals_per_s": base as f64 / cpu_dpf_s,
             "dcf_n64_evals_per_s": base as f64 / cpu_dcf_s,
         },
-        "device_errors_answered_by_cpu": be.device_errors(),
     }))
 }
 

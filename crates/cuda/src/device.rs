@@ -1,15 +1,17 @@
 //! [`CudaBackend`]: the device, its kernels, the device-resident API and the
 //! [`suf_backend::Backend`] implementation.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
     sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
     LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
-use suf_backend::{BLayout, Backend, BitWidth, CpuBackend, DcfKeys, DpfKeys};
+use suf_backend::{BLayout, Backend, BitWidth, CpuBackend, DcfKeys, DpfKeys, Resident};
 use suf_fss::keyfmt::KeyKind;
 
 use crate::compile::{self, nvrtc_available};
@@ -125,40 +127,51 @@ struct Kernels {
 ///   ([`Backend::dpf_lt_eval`]) and point evaluation ([`Backend::dpf_eq_eval`]), DCF
 ///   ([`Backend::dcf_eval`]) with one payload element of any width, or vector payloads of
 ///   p ≤ 16 elements and at most 8 value blocks per level ([`CudaBackend::dcf_supported`]).
-/// * **Delegated to the internal [`CpuBackend`]:** bit packing (`pack`, `unpack`: bytes on
-///   the wire are produced on the host anyway), larger DCF vector payloads, GEMMs whose
-///   m exceeds 65,535 × 64 rows or whose dimensions exceed u32, every call whose lengths are
-///   wrong (so the errors are exactly the CPU backend's), degenerate shapes (an empty
-///   operand, k = 0), and calls below [`CudaOptions::cpu_below`] elements.
-/// * **Device failures inside trait methods:** the `Backend` trait's error type has no device
-///   variant, so a failing driver call (out of device memory, a lost device) is recorded
-///   ([`CudaBackend::device_errors`], [`CudaBackend::last_device_error`], one line on stderr)
-///   and the call is answered by the CPU backend. The inherent `try_*` / `*_device` methods
-///   return [`CudaError`] instead.
+/// * **On the host by design** (the internal [`CpuBackend`], chosen from the arguments alone,
+///   never after a device failure): bit packing (`pack`, `unpack`: the bytes on the wire are
+///   produced on the host anyway), DCF vector payloads beyond [`CudaBackend::dcf_supported`],
+///   GEMMs whose m exceeds 65,535 × 64 rows or whose dimensions exceed u32, calls whose
+///   lengths are wrong (so the errors are exactly the CPU backend's), degenerate shapes (an
+///   empty operand, k = 0), and calls below the documented size threshold
+///   [`CudaOptions::cpu_below`] (0 by default: only empty calls).
+/// * **Device failures** (out of device memory, a failed launch, a lost device) are returned
+///   as [`suf_backend::BackendError::Device`] by the trait methods and as [`CudaError`] by the
+///   inherent `try_*` / `*_device` methods. There is no silent fallback to the CPU.
 ///
 /// Results equal [`CpuBackend`]'s bit for bit (the tests assert it on every kernel).
 ///
-/// Calls are serialized by an internal lock (one stream), so the backend is `Send + Sync`.
+/// **Streams.** Each instance owns its own CUDA stream; the context, the compiled module and
+/// the kernels are shared by every instance on the same device (a process-wide cache, so
+/// NVRTC and module loading happen once). Two parties in one process therefore each take an
+/// instance and their work runs concurrently on the GPU; nothing serializes them on the host.
+/// Calls on one instance from several threads are also safe (they queue on its stream).
+/// Device buffers belong to the instance that allocated them: the `*_device` methods reject
+/// buffers of another instance ([`CudaError::ForeignBuffer`]).
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
+    dev: Arc<Device>,
     stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    k: Kernels,
     cpu: CpuBackend,
-    info: DeviceInfo,
     table: AtomicU8,
     gemm_b2: std::sync::atomic::AtomicBool,
     cpu_below: usize,
-    lock: Mutex<()>,
-    errors: AtomicU64,
-    last_error: Mutex<Option<String>>,
+}
+
+/// A resident matrix's device buffer (on the stream of the instance that uploaded it).
+struct DeviceMatrix(CudaSlice<u64>);
+
+/// What every instance on one device shares: the context, the module and its kernels.
+struct Device {
+    ctx: Arc<CudaContext>,
+    _module: Arc<CudaModule>,
+    k: Kernels,
+    info: DeviceInfo,
 }
 
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaBackend")
-            .field("device", &self.info.name)
-            .field("arch", &self.info.arch)
+            .field("device", &self.dev.info.name)
+            .field("arch", &self.dev.info.arch)
             .field("aes_table", &self.aes_table())
             .finish_non_exhaustive()
     }
@@ -185,43 +198,32 @@ fn grid_for(total: usize, cap: u32) -> u32 {
     (total.div_ceil(BLOCK as usize)).clamp(1, cap as usize) as u32
 }
 
-impl CudaBackend {
-    /// The backend on device 0 with default options.
-    ///
-    /// # Errors
-    /// [`CudaError::NoDriver`] / [`CudaError::NoNvrtc`] when the libraries are missing (never a
-    /// panic), [`CudaError::NoDevice`], [`CudaError::Compile`] with NVRTC's log, or a driver
-    /// error.
-    pub fn new() -> Result<Self> {
-        Self::with_options(CudaOptions::default())
+impl Device {
+    /// The shared state of device `ordinal`, created on first use (the libraries and the
+    /// ordinal are checked by the caller).
+    fn get(ordinal: usize) -> Result<Arc<Device>> {
+        static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<Device>>>> = OnceLock::new();
+        let mut map = DEVICES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = map.get(&ordinal) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(Device::open(ordinal)?);
+        map.insert(ordinal, d.clone());
+        Ok(d)
     }
 
-    /// The backend with explicit options.
-    ///
-    /// # Errors
-    /// As [`CudaBackend::new`].
-    pub fn with_options(opts: CudaOptions) -> Result<Self> {
-        // cudarc panics when a library is missing; check both first.
-        if !driver_available() {
-            return Err(CudaError::NoDriver);
-        }
-        if !nvrtc_available() {
-            return Err(CudaError::NoNvrtc);
-        }
-        let count = device_count()?;
-        if opts.ordinal >= count {
-            return Err(CudaError::NoDevice {
-                ordinal: opts.ordinal,
-                count,
-            });
-        }
-        let ctx = CudaContext::new(opts.ordinal).during("creating the context")?;
-        // One stream, calls serialized by `lock`: the per-buffer event tracking that cudarc
-        // does for multi-stream use is not needed.
-        // SAFETY: every buffer of this backend is allocated, used and freed on `stream` only,
-        // so no cross-stream synchronization is needed.
+    fn open(ordinal: usize) -> Result<Device> {
+        let ctx = CudaContext::new(ordinal).during("creating the context")?;
+        // No per-buffer event tracking: it is called before any buffer exists on this
+        // context, so it covers every buffer.
+        // SAFETY: every buffer is allocated, used and freed on the stream of the one backend
+        // instance that allocated it (the `*_device` methods check a buffer's stream, the
+        // trait methods only use buffers they allocate), so no cross-stream synchronization
+        // is ever needed.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream().during("creating a stream")?;
         let cc = ctx.compute_capability().during("compute capability")?;
         let name = ctx.name().during("device name")?;
         let total_mem = ctx.total_mem().during("device memory size")?;
@@ -272,35 +274,96 @@ impl CudaBackend {
             cubin_bytes: compiled.cubin.len(),
             compile_log: compiled.log.clone(),
         };
-        Ok(CudaBackend {
+        Ok(Device {
             ctx,
-            stream,
             _module: module,
             k,
-            cpu: CpuBackend::new(),
             info,
+        })
+    }
+}
+
+impl CudaBackend {
+    /// The backend on device 0 with default options.
+    ///
+    /// # Errors
+    /// [`CudaError::NoDriver`] / [`CudaError::NoNvrtc`] when the libraries are missing (never a
+    /// panic), [`CudaError::NoDevice`], [`CudaError::Compile`] with NVRTC's log, or a driver
+    /// error.
+    pub fn new() -> Result<Self> {
+        Self::with_options(CudaOptions::default())
+    }
+
+    /// The backend with explicit options: a new stream on the (shared) device.
+    ///
+    /// # Errors
+    /// As [`CudaBackend::new`].
+    pub fn with_options(opts: CudaOptions) -> Result<Self> {
+        // cudarc panics when a library is missing; check both first.
+        if !driver_available() {
+            return Err(CudaError::NoDriver);
+        }
+        if !nvrtc_available() {
+            return Err(CudaError::NoNvrtc);
+        }
+        let count = device_count()?;
+        if opts.ordinal >= count {
+            return Err(CudaError::NoDevice {
+                ordinal: opts.ordinal,
+                count,
+            });
+        }
+        let dev = Device::get(opts.ordinal)?;
+        let stream = dev.ctx.new_stream().during("creating a stream")?;
+        Ok(CudaBackend {
+            dev,
+            stream,
+            cpu: CpuBackend::new(),
             table: AtomicU8::new(opts.aes_table.idx() as u8),
             gemm_b2: std::sync::atomic::AtomicBool::new(true),
             cpu_below: opts.cpu_below,
-            lock: Mutex::new(()),
-            errors: AtomicU64::new(0),
-            last_error: Mutex::new(None),
         })
+    }
+
+    /// Another backend on the same device with the same options and a stream of its own (one
+    /// per party when both parties run in one process).
+    ///
+    /// # Errors
+    /// A driver error creating the stream.
+    pub fn sibling(&self) -> Result<Self> {
+        let stream = self.dev.ctx.new_stream().during("creating a stream")?;
+        Ok(CudaBackend {
+            dev: self.dev.clone(),
+            stream,
+            cpu: self.cpu.clone(),
+            table: AtomicU8::new(self.table.load(Ordering::Relaxed)),
+            gemm_b2: std::sync::atomic::AtomicBool::new(self.gemm_b2.load(Ordering::Relaxed)),
+            cpu_below: self.cpu_below,
+        })
+    }
+
+    /// `Err(ForeignBuffer)` unless `buf` was allocated on this instance's stream.
+    fn own<T>(&self, what: &'static str, buf: &CudaSlice<T>) -> Result<()> {
+        if Arc::ptr_eq(buf.stream(), &self.stream) {
+            Ok(())
+        } else {
+            Err(CudaError::ForeignBuffer { what })
+        }
     }
 
     /// What the device reports.
     pub fn info(&self) -> &DeviceInfo {
-        &self.info
+        &self.dev.info
     }
 
     /// The device name.
     pub fn device_name(&self) -> &str {
-        &self.info.name
+        &self.dev.info.name
     }
 
     /// The context (for events and timing).
     pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+        &self.dev.ctx
     }
 
     /// The stream every kernel of this backend runs on.
@@ -327,48 +390,6 @@ impl CudaBackend {
     /// or let it use up to 255 (`false`). Results are identical.
     pub fn set_gemm_two_blocks_per_sm(&self, on: bool) {
         self.gemm_b2.store(on, Ordering::Relaxed);
-    }
-
-    /// Device failures answered by the CPU inside trait methods so far.
-    pub fn device_errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    /// The last such failure, if any.
-    pub fn last_device_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn guard(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Run `gpu`; on a device failure record it and return `cpu()` instead.
-    fn or_cpu<T>(
-        &self,
-        what: &str,
-        gpu: impl FnOnce() -> Result<T>,
-        cpu: impl FnOnce() -> suf_backend::Result<T>,
-    ) -> suf_backend::Result<T> {
-        match gpu() {
-            Ok(v) => Ok(v),
-            Err(CudaError::Backend(e)) => Err(e),
-            Err(e) => {
-                self.record(what, &e);
-                cpu()
-            }
-        }
-    }
-
-    /// Count and report a device failure answered by the CPU.
-    fn record(&self, what: &str, e: &CudaError) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        let msg = format!("suf-cuda: {what} failed on the GPU, answered by the CPU: {e}");
-        eprintln!("{msg}");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
     }
 
     // ---- memory helpers -------------------------------------------------------------------
@@ -420,7 +441,6 @@ impl CudaBackend {
     /// # Errors
     /// A driver error.
     pub fn aes_permute(&self, table: AesTable, blocks: &[u128]) -> Result<Vec<u128>> {
-        let _g = self.guard();
         if blocks.is_empty() {
             return Ok(Vec::new());
         }
@@ -432,11 +452,11 @@ impl CudaBackend {
         let mut dout = self.alloc_zeros::<u64>(words.len())?;
         let len = blocks.len() as u64;
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(blocks.len(), self.info.sm_count * 16), 1, 1),
+            grid_dim: (grid_for(blocks.len(), self.dev.info.sm_count * 16), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
-        let f = &self.k.aes_ecb[table.idx()];
+        let f = &self.dev.k.aes_ecb[table.idx()];
         // SAFETY: `aes_ecb_*(const uint4* in, uint4* out, u64 len)`: `din` and `dout` hold
         // 2·len u64 words = len 16-byte blocks (device allocations are 256-byte aligned); the
         // kernel touches indices < len only.
@@ -462,7 +482,6 @@ impl CudaBackend {
     /// # Errors
     /// A driver error.
     pub fn aes_bench(&self, table: AesTable, grid: u32, iters: u32) -> Result<(f64, u64)> {
-        let _g = self.guard();
         let threads = grid as usize * BLOCK as usize;
         let mut out = self.alloc_zeros::<u64>(2 * threads)?;
         let cfg = LaunchConfig {
@@ -470,7 +489,7 @@ impl CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
-        let f = &self.k.aes_bench[table.idx()];
+        let f = &self.dev.k.aes_bench[table.idx()];
         let seed = 0x5eed_u64;
         let start = self.event()?;
         let end = self.event()?;
@@ -497,7 +516,8 @@ impl CudaBackend {
     /// # Errors
     /// A driver error.
     pub fn event(&self) -> Result<cudarc::driver::CudaEvent> {
-        self.ctx
+        self.dev
+            .ctx
             .new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT))
             .during("creating an event")
     }
@@ -560,7 +580,6 @@ impl CudaBackend {
     /// # Errors
     /// [`CudaError::BadKey`] for malformed or mismatched batches; a driver error.
     pub fn upload_dpf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDpfKeys> {
-        let _g = self.guard();
         let (h, body) = self.upload_parts(KeyKind::Dpf, parts)?;
         Ok(DeviceDpfKeys {
             body,
@@ -584,7 +603,6 @@ impl CudaBackend {
     /// # Errors
     /// As [`CudaBackend::upload_dpf_bytes`].
     pub fn upload_dcf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDcfKeys> {
-        let _g = self.guard();
         let (h, body) = self.upload_parts(KeyKind::Dcf, parts)?;
         Ok(DeviceDcfKeys {
             body,
@@ -639,6 +657,9 @@ impl CudaBackend {
         eq: bool,
         out: &mut CudaSlice<u8>,
     ) -> Result<()> {
+        self.own("DPF keys", &keys.body)?;
+        self.own("DPF points", xs)?;
+        self.own("DPF output", out)?;
         let total = Self::check_points(keys.count, t, xs_len, "DPF points (count·t)")?;
         if total == 0 {
             return Ok(());
@@ -652,7 +673,7 @@ impl CudaBackend {
         }
         let table = self.aes_table();
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(total, self.info.sm_count * 32), 1, 1),
+            grid_dim: (grid_for(total, self.dev.info.sm_count * 32), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
@@ -665,7 +686,7 @@ impl CudaBackend {
         // kernel reads key e / per_key < count for e < total only.
         unsafe {
             self.stream
-                .launch_builder(&self.k.dpf[table.idx()])
+                .launch_builder(&self.dev.k.dpf[table.idx()])
                 .arg(&keys.body)
                 .arg(&count)
                 .arg(&n)
@@ -692,7 +713,6 @@ impl CudaBackend {
         t: usize,
         eq: bool,
     ) -> Result<Vec<u8>> {
-        let _g = self.guard();
         let total = Self::check_points(keys.count, t, xs.len(), "DPF points (count·t)")?;
         let dx = self.htod(xs)?;
         let mut dout = self.alloc_zeros::<u8>(total)?;
@@ -728,6 +748,9 @@ impl CudaBackend {
                 keys.p, keys.m
             )));
         }
+        self.own("DCF keys", &keys.body)?;
+        self.own("DCF points", xs)?;
+        self.own("DCF output", out)?;
         let total = Self::check_points(keys.count, t, xs_len, "DCF points (count·t)")?;
         if total == 0 {
             return Ok(());
@@ -743,7 +766,7 @@ impl CudaBackend {
         }
         let table = self.aes_table();
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(total, self.info.sm_count * 32), 1, 1),
+            grid_dim: (grid_for(total, self.dev.info.sm_count * 32), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
@@ -757,7 +780,7 @@ impl CudaBackend {
             // e / per_key < count only.
             unsafe {
                 self.stream
-                    .launch_builder(&self.k.dcf_p1[table.idx()])
+                    .launch_builder(&self.dev.k.dcf_p1[table.idx()])
                     .arg(&keys.body)
                     .arg(&count)
                     .arg(&n)
@@ -778,7 +801,7 @@ impl CudaBackend {
             // value blocks per level are within the kernel's local arrays (dcf_supported).
             unsafe {
                 self.stream
-                    .launch_builder(&self.k.dcf_vec[table.idx()])
+                    .launch_builder(&self.dev.k.dcf_vec[table.idx()])
                     .arg(&keys.body)
                     .arg(&count)
                     .arg(&n)
@@ -807,7 +830,6 @@ impl CudaBackend {
         xs: &[u64],
         t: usize,
     ) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let total = Self::check_points(keys.count, t, xs.len(), "DCF points (count·t)")?;
         if !Self::dcf_supported(keys.m, keys.p) {
             return Err(CudaError::Unsupported(format!(
@@ -845,6 +867,9 @@ impl CudaBackend {
                 suf_backend::BackendError::ShapeOverflow { what: "gemm" },
             ))
         };
+        self.own("GEMM A", a)?;
+        self.own("GEMM B", b)?;
+        self.own("GEMM C", c)?;
         let (mk, kn, mn) = (shape(m, k)?, shape(k, n)?, shape(m, n)?);
         let (la, lb, lc) = (shape(batch, mk)?, shape(batch, kn)?, shape(batch, mn)?);
         if a.len() < la || b.len() < lb || c.len() < lc {
@@ -865,8 +890,8 @@ impl CudaBackend {
                 "GEMM shape {m}×{k}×{n} beyond the kernel's grid limits"
             )));
         }
-        let f =
-            &self.k.gemm[(w.bits() <= 32) as usize][self.gemm_b2.load(Ordering::Relaxed) as usize];
+        let f = &self.dev.k.gemm[(w.bits() <= 32) as usize]
+            [self.gemm_b2.load(Ordering::Relaxed) as usize];
         let (m32, n32, k32) = (m as u32, n as u32, k as u32);
         let bt = (layout == BLayout::Transposed) as u32;
         let mask = w.mask();
@@ -874,7 +899,7 @@ impl CudaBackend {
         // SMs): each of `ksplit` blocks per tile takes a k range of at least 128 (a multiple of
         // the 16-wide k step) and adds its partial product atomically.
         let tiles = n.div_ceil(64) * m.div_ceil(64) * batch;
-        let want = 2 * self.info.sm_count as usize;
+        let want = 2 * self.dev.info.sm_count as usize;
         let ksplit = if tiles < want && k >= 256 {
             want.div_ceil(tiles).min(k / 128).clamp(1, 16)
         } else {
@@ -927,7 +952,7 @@ impl CudaBackend {
         }
         if ksplit > 1 && mask != u64::MAX {
             let cfg = LaunchConfig {
-                grid_dim: (grid_for(lc, self.info.sm_count * 16), 1, 1),
+                grid_dim: (grid_for(lc, self.dev.info.sm_count * 16), 1, 1),
                 block_dim: (BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -935,7 +960,7 @@ impl CudaBackend {
             // SAFETY: `mask_u64(u64* c, u64 len, u64 mask)`: c holds at least lc elements.
             unsafe {
                 self.stream
-                    .launch_builder(&self.k.mask)
+                    .launch_builder(&self.dev.k.mask)
                     .arg(&mut *c)
                     .arg(&lc64)
                     .arg(&mask)
@@ -962,7 +987,6 @@ impl CudaBackend {
         n: usize,
         layout: BLayout,
     ) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let overflow =
             || CudaError::Backend(suf_backend::BackendError::ShapeOverflow { what: "gemm" });
         let la = batch
@@ -998,6 +1022,71 @@ impl CudaBackend {
         self.dtoh(&dc, lc)
     }
 
+    /// GEMM with a resident B (see [`Backend::gemm_resident`]), device errors as
+    /// [`CudaError`]. A resident held on the host runs as [`CudaBackend::try_gemm_batch`].
+    ///
+    /// # Errors
+    /// Length / shape errors as the CPU backend; [`CudaError::ForeignBuffer`] for a matrix of
+    /// another instance; driver errors.
+    pub fn try_gemm_resident(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &Resident<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>> {
+        if let Some(h) = b.as_host() {
+            return self.try_gemm_batch(w, a, h, 1, m, k, n, layout);
+        }
+        let db = b
+            .as_device::<DeviceMatrix>()
+            .ok_or(CudaError::ForeignBuffer {
+                what: "resident matrix (held by another kind of backend)",
+            })?;
+        self.own("resident matrix", &db.0)?;
+        let shape = |x: usize, y: usize, what: &'static str| {
+            x.checked_mul(y).ok_or(CudaError::Backend(
+                suf_backend::BackendError::ShapeOverflow { what },
+            ))
+        };
+        let (la, lb, lc) = (
+            shape(m, k, "gemm A")?,
+            shape(k, n, "gemm B")?,
+            shape(m, n, "gemm C")?,
+        );
+        for (what, want, got) in [
+            ("gemm A (batch·m·k)", la, a.len()),
+            ("gemm B (batch·k·n)", lb, b.len()),
+        ] {
+            if want != got {
+                return Err(CudaError::Backend(
+                    suf_backend::BackendError::LengthMismatch {
+                        what,
+                        expected: want,
+                        got,
+                    },
+                ));
+            }
+        }
+        if lc == 0 || k == 0 {
+            // An empty product, or an empty inner dimension: the zero matrix.
+            return Ok(vec![0; lc]);
+        }
+        if m > MAX_GRID_YZ * 64 || n > u32::MAX as usize || k > u32::MAX as usize {
+            // Beyond the kernel's grid: the CPU reference on B's data (by design, as the
+            // trait's gemm_batch does for these shapes).
+            let host = self.dtoh(&db.0, lb)?;
+            return Ok(self.cpu.gemm_batch(w, a, &host, 1, m, k, n, layout)?);
+        }
+        let da = self.htod(a)?;
+        let mut dc = self.alloc_zeros::<u64>(lc)?;
+        self.gemm_device(w, &da, &db.0, &mut dc, 1, m, k, n, layout)?;
+        self.dtoh(&dc, lc)
+    }
+
     // ---- elementwise ------------------------------------------------------------------------------
 
     fn ew_launch(
@@ -1015,7 +1104,7 @@ impl CudaBackend {
             return Ok(());
         }
         let cfg = LaunchConfig {
-            grid_dim: (grid_for(len, self.info.sm_count * 16), 1, 1),
+            grid_dim: (grid_for(len, self.dev.info.sm_count * 16), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -1027,7 +1116,7 @@ impl CudaBackend {
         // it.
         unsafe {
             self.stream
-                .launch_builder(&self.k.ew)
+                .launch_builder(&self.dev.k.ew)
                 .arg(&op)
                 .arg(a)
                 .arg(b)
@@ -1052,7 +1141,6 @@ impl CudaBackend {
         c: u64,
         mask: u64,
     ) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let da = self.htod(a)?;
         let db = if b.is_empty() {
             self.htod::<u64>(&[])?
@@ -1066,7 +1154,6 @@ impl CudaBackend {
 
     /// Row sums on the GPU: `a` is `[rows, cols]`.
     fn try_row_sum(&self, a: &[u64], cols: usize, mask: u64) -> Result<Vec<u64>> {
-        let _g = self.guard();
         let rows = a.len() / cols;
         let da = self.htod(a)?;
         let mut dout = self.alloc_zeros::<u64>(rows)?;
@@ -1074,7 +1161,7 @@ impl CudaBackend {
         let cfg = LaunchConfig {
             grid_dim: (
                 rows.div_ceil(warps_per_block)
-                    .clamp(1, self.info.sm_count as usize * 16) as u32,
+                    .clamp(1, self.dev.info.sm_count as usize * 16) as u32,
                 1,
                 1,
             ),
@@ -1086,7 +1173,7 @@ impl CudaBackend {
         // rows·cols elements, out holds rows elements.
         unsafe {
             self.stream
-                .launch_builder(&self.k.row_sum)
+                .launch_builder(&self.dev.k.row_sum)
                 .arg(&da)
                 .arg(&mut dout)
                 .arg(&rows64)
@@ -1118,7 +1205,7 @@ const EW_MUL_ROWS: u32 = 9;
 impl CudaBackend {
     fn zip(
         &self,
-        what: &str,
+        what: &'static str,
         op: u32,
         w: BitWidth,
         a: &[u64],
@@ -1128,32 +1215,29 @@ impl CudaBackend {
         if a.len() != b.len() || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(what, || self.try_ew(op, a, b, 0, 0, w.mask()), cpu)
+        self.try_ew(op, a, b, 0, 0, w.mask())
+            .map_err(|e| e.into_backend(what))
     }
 
     fn unary(
         &self,
-        what: &str,
+        what: &'static str,
         op: u32,
         w: BitWidth,
         a: &[u64],
         c: u64,
-        cpu: impl FnOnce() -> Vec<u64>,
-    ) -> Vec<u64> {
+        cpu: impl FnOnce() -> suf_backend::Result<Vec<u64>>,
+    ) -> suf_backend::Result<Vec<u64>> {
         if self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            what,
-            || self.try_ew(op, a, &[], 0, c, w.mask()),
-            || Ok(cpu()),
-        )
-        .unwrap_or_else(|_| unreachable!("the CPU fallback of a unary op cannot fail"))
+        self.try_ew(op, a, &[], 0, c, w.mask())
+            .map_err(|e| e.into_backend(what))
     }
 
     fn assign(
         &self,
-        what: &str,
+        what: &'static str,
         op: u32,
         w: BitWidth,
         a: &mut [u64],
@@ -1163,17 +1247,11 @@ impl CudaBackend {
         if a.len() != b.len() || self.small(a.len()) {
             return cpu(a);
         }
-        match self.try_ew(op, a, b, 0, 0, w.mask()) {
-            Ok(v) => {
-                a.copy_from_slice(&v);
-                Ok(())
-            }
-            Err(CudaError::Backend(e)) => Err(e),
-            Err(e) => {
-                self.record(what, &e);
-                cpu(a)
-            }
-        }
+        let v = self
+            .try_ew(op, a, b, 0, 0, w.mask())
+            .map_err(|e| e.into_backend(what))?;
+        a.copy_from_slice(&v);
+        Ok(())
     }
 }
 
@@ -1213,11 +1291,33 @@ impl Backend for CudaBackend {
         {
             return cpu();
         }
-        self.or_cpu(
-            "gemm",
-            || self.try_gemm_batch(w, a, b, batch, m, k, n, layout),
-            cpu,
-        )
+        self.try_gemm_batch(w, a, b, batch, m, k, n, layout)
+            .map_err(|e| e.into_backend("gemm"))
+    }
+
+    fn resident<'a>(&self, name: &str, data: Cow<'a, [u64]>) -> suf_backend::Result<Resident<'a>> {
+        let buf = self.htod(&data).map_err(|e| e.into_backend("resident"))?;
+        // The upload is complete before the host data may go (htod copies from pageable
+        // memory synchronously); `data` is dropped here.
+        Ok(Resident::device(
+            name,
+            data.len(),
+            Box::new(DeviceMatrix(buf)),
+        ))
+    }
+
+    fn gemm_resident(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &Resident<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> suf_backend::Result<Vec<u64>> {
+        self.try_gemm_resident(w, a, b, m, k, n, layout)
+            .map_err(|e| e.into_backend("gemm_resident"))
     }
 
     fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
@@ -1232,21 +1332,21 @@ impl Backend for CudaBackend {
         self.zip("mul", EW_MUL, w, a, b, || self.cpu.mul(w, a, b))
     }
 
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+    fn neg(&self, w: BitWidth, a: &[u64]) -> suf_backend::Result<Vec<u64>> {
         self.unary("neg", EW_NEG, w, a, 0, || self.cpu.neg(w, a))
     }
 
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> suf_backend::Result<Vec<u64>> {
         self.unary("scale", EW_SCALE, w, a, c, || self.cpu.scale(w, a, c))
     }
 
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> suf_backend::Result<Vec<u64>> {
         self.unary("add_const", EW_ADD_CONST, w, a, c, || {
             self.cpu.add_const(w, a, c)
         })
     }
 
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> suf_backend::Result<Vec<u64>> {
         self.unary("reduce", EW_REDUCE, w, a, 0, || self.cpu.reduce(w, a))
     }
 
@@ -1273,11 +1373,8 @@ impl Backend for CudaBackend {
         if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            "add_bcast",
-            || self.try_ew(EW_ADD_BCAST, a, b, b.len(), 0, w.mask()),
-            cpu,
-        )
+        self.try_ew(EW_ADD_BCAST, a, b, b.len(), 0, w.mask())
+            .map_err(|e| e.into_backend("add_bcast"))
     }
 
     fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
@@ -1285,11 +1382,8 @@ impl Backend for CudaBackend {
         if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            "mul_bcast",
-            || self.try_ew(EW_MUL_BCAST, a, b, b.len(), 0, w.mask()),
-            cpu,
-        )
+        self.try_ew(EW_MUL_BCAST, a, b, b.len(), 0, w.mask())
+            .map_err(|e| e.into_backend("mul_bcast"))
     }
 
     fn mul_rows(
@@ -1303,11 +1397,8 @@ impl Backend for CudaBackend {
         if cols == 0 || b.len().checked_mul(cols) != Some(a.len()) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu(
-            "mul_rows",
-            || self.try_ew(EW_MUL_ROWS, a, b, cols, 0, w.mask()),
-            cpu,
-        )
+        self.try_ew(EW_MUL_ROWS, a, b, cols, 0, w.mask())
+            .map_err(|e| e.into_backend("mul_rows"))
     }
 
     fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> suf_backend::Result<Vec<u64>> {
@@ -1315,7 +1406,8 @@ impl Backend for CudaBackend {
         if cols == 0 || !a.len().is_multiple_of(cols) || self.small(a.len()) {
             return cpu();
         }
-        self.or_cpu("row_sum", || self.try_row_sum(a, cols, w.mask()), cpu)
+        self.try_row_sum(a, cols, w.mask())
+            .map_err(|e| e.into_backend("row_sum"))
     }
 
     fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u64>> {
@@ -1326,14 +1418,11 @@ impl Backend for CudaBackend {
         {
             return cpu();
         }
-        self.or_cpu(
-            "dcf_eval",
-            || {
-                let dk = self.upload_dcf(keys)?;
-                self.dcf_eval_resident(&dk, xs, t)
-            },
-            cpu,
-        )
+        (|| -> Result<_> {
+            let dk = self.upload_dcf(keys)?;
+            self.dcf_eval_resident(&dk, xs, t)
+        })()
+        .map_err(|e| e.into_backend("dcf_eval"))
     }
 
     fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u8>> {
@@ -1341,14 +1430,11 @@ impl Backend for CudaBackend {
         if keys.count().checked_mul(t) != Some(xs.len()) || xs.is_empty() {
             return cpu();
         }
-        self.or_cpu(
-            "dpf_lt_eval",
-            || {
-                let dk = self.upload_dpf(keys)?;
-                self.dpf_eval_resident(&dk, xs, t, false)
-            },
-            cpu,
-        )
+        (|| -> Result<_> {
+            let dk = self.upload_dpf(keys)?;
+            self.dpf_eval_resident(&dk, xs, t, false)
+        })()
+        .map_err(|e| e.into_backend("dpf_lt_eval"))
     }
 
     fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> suf_backend::Result<Vec<u8>> {
@@ -1356,14 +1442,11 @@ impl Backend for CudaBackend {
         if keys.count() != xs.len() || xs.is_empty() {
             return cpu();
         }
-        self.or_cpu(
-            "dpf_eq_eval",
-            || {
-                let dk = self.upload_dpf(keys)?;
-                self.dpf_eval_resident(&dk, xs, 1, true)
-            },
-            cpu,
-        )
+        (|| -> Result<_> {
+            let dk = self.upload_dpf(keys)?;
+            self.dpf_eval_resident(&dk, xs, 1, true)
+        })()
+        .map_err(|e| e.into_backend("dpf_eq_eval"))
     }
 
     fn pack(&self, vals: &[u64], bits: u32) -> suf_backend::Result<Vec<u8>> {

@@ -23,7 +23,9 @@ pub enum CudaError {
         count: usize,
     },
     /// Environment or bug: a CUDA driver call failed.
-    #[error("CUDA driver error during {what}: {err}")]
+    // The driver's code by name (`CUDA_ERROR_OUT_OF_MEMORY`): formatting `DriverError` itself
+    // calls `cuGetErrorString`, which panics where the driver library is missing.
+    #[error("CUDA driver error during {what}: {:?}", err.0)]
     Driver {
         /// The operation.
         what: &'static str,
@@ -53,13 +55,37 @@ pub enum CudaError {
     /// Caller error: a serialized key batch is malformed, or batches do not fit together.
     #[error("bad key for the GPU: {0}")]
     BadKey(String),
-    /// Caller error: a request the GPU kernels do not cover (the trait methods fall back to
-    /// the CPU for these; the device-resident API reports them).
+    /// Caller error: a request the GPU kernels do not cover (the trait methods run these
+    /// shapes on the host by design, see [`crate::CudaBackend`]; the device-resident API
+    /// reports them).
     #[error("not supported on the GPU: {0}")]
     Unsupported(String),
+    /// Caller error: a device buffer (or resident key batch, or matrix) of another backend
+    /// instance; each instance has its own stream and only uses its own buffers.
+    #[error("{what} belongs to another CudaBackend instance (another stream)")]
+    ForeignBuffer {
+        /// Which argument.
+        what: &'static str,
+    },
     /// Caller error: a length or shape error, as the CPU backend reports it.
     #[error(transparent)]
     Backend(#[from] suf_backend::BackendError),
+}
+
+impl CudaError {
+    /// This error as the `Backend` trait reports it: caller errors (lengths, shapes) stay
+    /// what the CPU backend returns; everything the device or its toolchain did becomes
+    /// [`suf_backend::BackendError::Device`] with the trait operation's name.
+    pub fn into_backend(self, operation: &'static str) -> suf_backend::BackendError {
+        match self {
+            CudaError::Backend(e) => e,
+            CudaError::ForeignBuffer { what } => suf_backend::BackendError::Foreign { what },
+            e => suf_backend::BackendError::Device {
+                operation,
+                message: e.to_string(),
+            },
+        }
+    }
 }
 
 /// Result alias for this crate.
@@ -74,5 +100,49 @@ impl<T> DriverContext<T> for std::result::Result<T, DriverError> {
     #[inline]
     fn during(self, what: &'static str) -> Result<T> {
         self.map_err(|err| CudaError::Driver { what, err })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use suf_backend::BackendError;
+
+    /// Device failures become the trait's `Device` variant with the operation named; caller
+    /// errors stay the CPU backend's errors.
+    #[test]
+    fn into_backend_sorts_by_fault() {
+        let e = CudaError::Driver {
+            what: "host-to-device copy",
+            err: DriverError(cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+        };
+        match e.into_backend("gemm") {
+            BackendError::Device { operation, message } => {
+                assert_eq!(operation, "gemm");
+                assert!(message.contains("host-to-device copy"), "{message}");
+                assert!(message.contains("OUT_OF_MEMORY"), "{message}");
+            }
+            other => panic!("expected a device error, got {other:?}"),
+        }
+        let caller = BackendError::LengthMismatch {
+            what: "add",
+            expected: 3,
+            got: 4,
+        };
+        assert_eq!(
+            CudaError::Backend(caller.clone()).into_backend("add"),
+            caller
+        );
+        let unsup = CudaError::Unsupported("x".into()).into_backend("dcf_eval");
+        assert!(matches!(
+            unsup,
+            BackendError::Device {
+                operation: "dcf_eval",
+                ..
+            }
+        ));
+        assert!(unsup
+            .to_string()
+            .starts_with("device error during dcf_eval"));
     }
 }

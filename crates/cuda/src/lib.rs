@@ -21,8 +21,12 @@
 //! * **Ring GEMM** mod 2^n on CUDA cores: 64×64 tiles in shared memory, operands split into
 //!   32-bit halves so each 64-bit multiply-add is three 32-bit IMADs (one for n ≤ 32).
 //!
-//! What runs where, and how device failures inside trait methods are handled, is listed on
-//! [`CudaBackend`].
+//! * **Streams.** One stream per [`CudaBackend`] instance; context, module and kernels are
+//!   shared by all instances on a device ([`CudaBackend::sibling`]: one per party).
+//! * **Errors.** A device failure is an error (`BackendError::Device` from the trait,
+//!   [`CudaError`] from the inherent API), never a silent CPU fallback.
+//!
+//! What runs where (and what runs on the host by design) is listed on [`CudaBackend`].
 //!
 //! **Timing side channel.** T-table AES indexes shared memory with secret-dependent bytes
 //! (the DPF/DCF seeds). That is acceptable only where the GPU is not shared with untrusted

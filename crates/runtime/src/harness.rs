@@ -49,10 +49,26 @@ impl LocalRun {
 }
 
 /// Dealer + two parties + client for one inference, `rng` for every random choice
-/// (use [`Csprng::from_os`] outside tests).
+/// (use [`Csprng::from_os`] outside tests). One backend serves the dealer, the Plain
+/// reference and both parties; with a device backend prefer [`run_two_party_on`] and one
+/// instance per party, so the parties do not share a stream.
 pub fn run_two_party(
     prog: &Program,
     be: &dyn Backend,
+    inputs: &BTreeMap<String, Vec<u64>>,
+    weights: &PlainWeights,
+    link: Link,
+    rng: &mut Csprng,
+) -> Result<LocalRun> {
+    run_two_party_on(prog, be, [be, be], inputs, weights, link, rng)
+}
+
+/// As [`run_two_party`], with the dealer and the Plain reference on `be` and party j on
+/// `parties[j]` (each party its own backend instance: its own stream on a GPU).
+pub fn run_two_party_on(
+    prog: &Program,
+    be: &dyn Backend,
+    parties: [&dyn Backend; 2],
     inputs: &BTreeMap<String, Vec<u64>>,
     weights: &PlainWeights,
     link: Link,
@@ -75,7 +91,7 @@ pub fn run_two_party(
             let (t0, t1) = mem_pair(timeout);
             run_pair(
                 prog,
-                be,
+                parties,
                 &what,
                 [k0, k1],
                 [Box::new(t0), Box::new(t1)],
@@ -111,7 +127,7 @@ pub fn run_two_party(
             let (t0, t1) = (t0?, t1??);
             run_pair(
                 prog,
-                be,
+                parties,
                 &what,
                 [k0, k1],
                 [Box::new(t0), Box::new(t1)],
@@ -137,7 +153,7 @@ type Out = crate::party::PartyOutput;
 
 fn run_pair(
     prog: &Program,
-    be: &dyn Backend,
+    bes: [&dyn Backend; 2],
     what: &PartyWeights,
     keys: [PartyStream; 2],
     nets: [Box<dyn Transport>; 2],
@@ -151,7 +167,7 @@ fn run_pair(
             let p = Party {
                 prog,
                 party: 1,
-                be,
+                be: bes[1],
                 weights: what,
             };
             let r = p.run(&mut k1, n1.as_mut(), sh1, &mut Tracer::new(None));
@@ -161,7 +177,7 @@ fn run_pair(
         let p = Party {
             prog,
             party: 0,
-            be,
+            be: bes[0],
             weights: what,
         };
         let r0 = p.run(&mut k0, n0.as_mut(), &shares[0], &mut Tracer::new(None));

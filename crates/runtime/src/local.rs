@@ -26,10 +26,10 @@ pub(crate) fn eval_local(
     Ok(match &node.op {
         Op::Add(..) => be.add(w, args[0], args[1])?,
         Op::Sub(..) => be.sub(w, args[0], args[1])?,
-        Op::Neg(_) => be.neg(w, args[0]),
+        Op::Neg(_) => be.neg(w, args[0])?,
         // Bits are elements of Z_2: XOR is addition; NOT adds 1 at party 0.
         Op::Xor(..) => be.add(z2(), args[0], args[1])?,
-        Op::Not(_) => be.add_const(z2(), args[0], lead as u64),
+        Op::Not(_) => be.add_const(z2(), args[0], lead as u64)?,
         Op::AddPub(_, c) => {
             if lead {
                 be.add_bcast(w, args[0], c)?
@@ -38,10 +38,10 @@ pub(crate) fn eval_local(
             }
         }
         Op::MulPub(_, c) => be.mul_bcast(w, args[0], c)?,
-        Op::MulConst(_, c) => be.scale(w, args[0], *c),
+        Op::MulConst(_, c) => be.scale(w, args[0], *c)?,
         Op::AddConst(_, c) => {
             if lead {
-                be.add_const(w, args[0], *c)
+                be.add_const(w, args[0], *c)?
             } else {
                 args[0].to_vec()
             }

@@ -13,11 +13,12 @@
 //! * Private weight: [XW] = X̂(jŴ − [R_W]) − [R_X]Ŵ + [R_X R_W] (SIGMA, PETS 2024).
 //! * And: ⟨ab⟩ = j·âb̂ ⊕ â⟨ρ_b⟩ ⊕ b̂⟨ρ_a⟩ ⊕ ⟨ρ_aρ_b⟩; B2A: [b] = j·b̂ + (1 − 2b̂)[ρ].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use suf_backend::Backend;
+use suf_backend::{BLayout, Backend, Resident};
 use suf_core::pack::{pack_into, packed_len, unpack};
 use suf_core::BitWidth;
 use suf_net::Transport;
@@ -64,17 +65,65 @@ pub struct PartyOutput {
     pub report: RunReport,
 }
 
-struct Exec<'a, 'b> {
+/// The model side of a party's GEMMs, resident on its backend for a whole session (every
+/// run of the program with these weights): the public weights of `MatMulPub` steps and the
+/// masked weights Ŵ of `MatMulPrivW` steps. A device backend uploads each matrix once here
+/// instead of once per GEMM; the CPU backend borrows the data (no copy).
+pub struct ResidentWeights<'a> {
+    /// Public weights by the address of their shared buffer (shared weights upload once).
+    public: HashMap<usize, Resident<'a>>,
+    /// Ŵ by weight id.
+    masked: HashMap<String, Resident<'a>>,
+    /// Milliseconds the registration took.
+    pub ms: f64,
+}
+
+impl std::fmt::Debug for ResidentWeights<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidentWeights")
+            .field("public", &self.public.len())
+            .field("masked", &self.masked.len())
+            .field("ms", &self.ms)
+            .finish()
+    }
+}
+
+impl<'a> ResidentWeights<'a> {
+    fn public_of(&self, wt: &crate::ir::Public) -> Option<&Resident<'a>> {
+        self.public.get(&(Arc::as_ptr(wt) as usize))
+    }
+}
+
+/// One run's key-dependent preparation, done before the online phase: the shares [R_W] of
+/// the private weights' masks taken from the key stream and jŴ − [R_W] made resident.
+pub struct Prepared<'r, 'a> {
+    weights: &'r ResidentWeights<'a>,
+    /// jŴ − [R_W] by weight id.
+    left: HashMap<String, Resident<'static>>,
+    /// Milliseconds taken (reading [R_W], computing jŴ − [R_W], registering it).
+    pub ms: f64,
+}
+
+impl std::fmt::Debug for Prepared<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("private_weights", &self.left.len())
+            .field("ms", &self.ms)
+            .finish()
+    }
+}
+
+struct Exec<'a, 'b, 'r> {
     p: &'b Party<'a>,
     w: BitWidth,
     sched: Schedule,
     vals: Vec<Option<Arc<Vec<u64>>>>,
     uses: Vec<u32>,
-    rw: HashMap<String, Vec<u64>>,
+    prep: Prepared<'r, 'a>,
     counter: Counter,
 }
 
-impl Exec<'_, '_> {
+impl Exec<'_, '_, '_> {
     fn val(&self, id: NodeId) -> Result<Arc<Vec<u64>>> {
         self.vals[id.0 as usize]
             .clone()
@@ -125,6 +174,21 @@ impl Exec<'_, '_> {
                 }
                 self.vals[id.0 as usize] = Some(v);
                 return Ok(());
+            }
+            Op::MatMulPub { x, w: wt, k, n } if self.prep.weights.public_of(wt).is_some() => {
+                let a = self.val(*x)?;
+                let rows = a.len() / (*k).max(1);
+                let r = self
+                    .prep
+                    .weights
+                    .public_of(wt)
+                    .ok_or_else(|| RtError::Shape {
+                        op: "matmul_pub",
+                        detail: "public weight not resident (internal)".into(),
+                    })?;
+                self.p
+                    .be
+                    .gemm_resident(self.w, &a, r, rows, *k, *n, BLayout::RowMajor)?
             }
             _ => {
                 let deps = node.op.deps();
@@ -187,7 +251,9 @@ fn bits_of(dt: Dtype, w: BitWidth) -> u32 {
 }
 
 impl<'a> Party<'a> {
-    /// Run online: `inputs` are this party's shares of the client's inputs.
+    /// Run online: `inputs` are this party's shares of the client's inputs. Registers the
+    /// weights ([`Party::resident_weights`]) and prepares the run ([`Party::prepare`]) first;
+    /// the report's online time includes both.
     pub fn run(
         &self,
         keys: &mut PartyStream,
@@ -195,9 +261,102 @@ impl<'a> Party<'a> {
         inputs: &BTreeMap<String, Vec<u64>>,
         tracer: &mut Tracer<'_>,
     ) -> Result<PartyOutput> {
+        let t = Instant::now();
+        let res = self.resident_weights()?;
+        let prep = self.prepare(&res, keys)?;
+        let mut out = self.run_prepared(prep, keys, net, inputs, tracer)?;
+        out.report.online_ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(out)
+    }
+
+    /// Make this party's weights resident on its backend: the public weights of the
+    /// program's `MatMulPub` steps and Ŵ of its private weights. Once per session: the
+    /// result serves every run of the program with these weights.
+    ///
+    /// # Errors
+    /// [`RtError::Weight`] if Ŵ is missing or mis-shaped; a backend (device) error.
+    pub fn resident_weights(&self) -> Result<ResidentWeights<'a>> {
+        let t = Instant::now();
+        let be = self.be;
+        let mut public = HashMap::new();
+        for node in &self.prog.nodes {
+            if let Op::MatMulPub { w: wt, .. } = &node.op {
+                let key = Arc::as_ptr(wt) as usize;
+                if let std::collections::hash_map::Entry::Vacant(e) = public.entry(key) {
+                    let data: &'a [u64] = wt.as_slice();
+                    e.insert(be.resident(&node.layer, Cow::Borrowed(data))?);
+                }
+            }
+        }
+        let mut masked = HashMap::new();
+        for (wid, &(k, n)) in &self.prog.private_weights {
+            let wh = self
+                .weights
+                .get(wid)
+                .filter(|v| v.len() == k * n)
+                .ok_or_else(|| RtError::Weight(wid.clone()))?;
+            masked.insert(wid.clone(), be.resident(wid, Cow::Borrowed(wh))?);
+        }
+        Ok(ResidentWeights {
+            public,
+            masked,
+            ms: t.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Prepare one run from its key stream: check the stream against the program, take the
+    /// shares [R_W] of the private weights' masks and make jŴ − [R_W] resident. This is key
+    /// loading, done before the online phase.
+    ///
+    /// # Errors
+    /// Key-stream errors (wrong party, program or ring; truncated stream);
+    /// [`RtError::Weight`]; a backend (device) error.
+    pub fn prepare<'r>(
+        &self,
+        weights: &'r ResidentWeights<'a>,
+        keys: &mut PartyStream,
+    ) -> Result<Prepared<'r, 'a>> {
+        let t = Instant::now();
         let prog = self.prog;
         let w = prog.width();
         keys.check(self.party, &prog.fingerprint(), w.bits())?;
+        let j = self.party as u64;
+        let mut left = HashMap::new();
+        for (wid, &(k, n)) in &prog.private_weights {
+            let wh = self
+                .weights
+                .get(wid)
+                .filter(|v| v.len() == k * n)
+                .ok_or_else(|| RtError::Weight(wid.clone()))?;
+            if !weights.masked.contains_key(wid) {
+                return Err(RtError::Weight(wid.clone()));
+            }
+            let r = keys.take_arith(k * n)?;
+            let jw = self.be.scale(w, wh, j)?;
+            let l = self.be.sub(w, &jw, &r)?;
+            left.insert(wid.clone(), self.be.resident(wid, Cow::Owned(l))?);
+        }
+        Ok(Prepared {
+            weights,
+            left,
+            ms: t.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The online phase of a prepared run; the report's online time counts from here.
+    ///
+    /// # Errors
+    /// Key-stream, network, peer and backend errors.
+    pub fn run_prepared(
+        &self,
+        prep: Prepared<'_, 'a>,
+        keys: &mut PartyStream,
+        net: &mut dyn Transport,
+        inputs: &BTreeMap<String, Vec<u64>>,
+        tracer: &mut Tracer<'_>,
+    ) -> Result<PartyOutput> {
+        let prog = self.prog;
+        let w = prog.width();
         let t_start = Instant::now();
         let net0 = (net.stats().bytes_sent, net.stats().bytes_received);
         let sched = Schedule::of(prog);
@@ -206,18 +365,10 @@ impl<'a> Party<'a> {
             w,
             uses: sched.uses.clone(),
             vals: vec![None; prog.nodes.len()],
-            rw: HashMap::new(),
+            prep,
             counter: Counter::default(),
             sched,
         };
-        for (wid, &(k, n)) in &prog.private_weights {
-            let wh = self.weights.get(wid).filter(|v| v.len() == k * n);
-            if wh.is_none() {
-                return Err(RtError::Weight(wid.clone()));
-            }
-            let r = keys.take_arith(k * n)?;
-            ex.rw.insert(wid.clone(), r);
-        }
         let mut rep = RunReport {
             party: self.party,
             ..Default::default()
@@ -341,7 +492,7 @@ impl<'a> Party<'a> {
     #[allow(clippy::too_many_arguments)]
     fn finish_wave(
         &self,
-        ex: &mut Exec<'_, '_>,
+        ex: &mut Exec<'_, '_, '_>,
         keys: &mut PartyStream,
         k: usize,
         wave: &[NodeId],
@@ -442,7 +593,7 @@ impl<'a> Party<'a> {
                     let ab = be.mul(w, &o[0], &o[1])?;
                     let t1 = be.mul(w, &o[0], &ms[1])?;
                     let t2 = be.mul(w, &o[1], &ms[0])?;
-                    let s = be.scale(w, &ab, j);
+                    let s = be.scale(w, &ab, j)?;
                     let s = be.sub(w, &s, &t1)?;
                     let s = be.sub(w, &s, &t2)?;
                     be.add(w, &s, &c)?
@@ -451,8 +602,8 @@ impl<'a> Party<'a> {
                     let c = keys.take_arith(node.numel())?;
                     let aa = be.mul(w, &o[0], &o[0])?;
                     let t1 = be.mul(w, &o[0], &ms[0])?;
-                    let s = be.scale(w, &aa, j);
-                    let t1 = be.scale(w, &t1, 2);
+                    let s = be.scale(w, &aa, j)?;
+                    let t1 = be.scale(w, &t1, 2)?;
                     let s = be.sub(w, &s, &t1)?;
                     be.add(w, &s, &c)?
                 }
@@ -460,7 +611,7 @@ impl<'a> Party<'a> {
                     let (sa, sb) = (&prog.node(*a).shape, &prog.node(*b).shape);
                     let (m, kk, n) = (sa[0], sa[1], sb[1]);
                     let c = keys.take_arith(m * n)?;
-                    let jy = be.scale(w, &o[1], j);
+                    let jy = be.scale(w, &o[1], j)?;
                     let left = be.sub(w, &jy, &ms[1])?;
                     let p1 = be.gemm(w, &o[0], &left, m, kk, n)?;
                     let p2 = be.gemm(w, &ms[0], &o[1], m, kk, n)?;
@@ -470,11 +621,12 @@ impl<'a> Party<'a> {
                 Op::MatMulPrivW { wid, k: kk, n, .. } => {
                     let m = o[0].len() / kk;
                     let c = keys.take_arith(m * n)?;
-                    let what = &self.weights[wid];
-                    let jw = be.scale(w, what, j);
-                    let left = be.sub(w, &jw, &ex.rw[wid])?;
-                    let p1 = be.gemm(w, &o[0], &left, m, *kk, *n)?;
-                    let p2 = be.gemm(w, &ms[0], what, m, *kk, *n)?;
+                    // jŴ − [R_W] and Ŵ are resident (Party::prepare, Party::resident_weights).
+                    let missing = || RtError::Weight(wid.clone());
+                    let left = ex.prep.left.get(wid).ok_or_else(missing)?;
+                    let what = ex.prep.weights.masked.get(wid).ok_or_else(missing)?;
+                    let p1 = be.gemm_resident(w, &o[0], left, m, *kk, *n, BLayout::RowMajor)?;
+                    let p2 = be.gemm_resident(w, &ms[0], what, m, *kk, *n, BLayout::RowMajor)?;
                     let s = be.sub(w, &p1, &p2)?;
                     be.add(w, &s, &c)?
                 }
@@ -484,7 +636,7 @@ impl<'a> Party<'a> {
                     let ab = be.mul_rows(w, &o[0], &o[1], cols)?;
                     let t1 = be.mul_rows(w, &o[0], &ms[1], cols)?;
                     let t2 = be.mul_rows(w, &ms[0], &o[1], cols)?;
-                    let s = be.scale(w, &ab, j);
+                    let s = be.scale(w, &ab, j)?;
                     let s = be.sub(w, &s, &t1)?;
                     let s = be.sub(w, &s, &t2)?;
                     be.add(w, &s, &c)?
@@ -493,7 +645,7 @@ impl<'a> Party<'a> {
                     // Bits as Z_2: AND is a product, XOR a sum.
                     let c = keys.take_bool(node.numel())?;
                     let ab = be.mul(z2(), &o[0], &o[1])?;
-                    let ab = be.scale(z2(), &ab, j);
+                    let ab = be.scale(z2(), &ab, j)?;
                     let t1 = be.mul(z2(), &o[0], &ms[1])?;
                     let t2 = be.mul(z2(), &o[1], &ms[0])?;
                     let s = be.add(z2(), &ab, &t1)?;
@@ -503,11 +655,11 @@ impl<'a> Party<'a> {
                 Op::B2A(_) => {
                     // [b] = j·b̂ + [ρ] − 2·b̂·[ρ].
                     let rho = keys.take_arith(node.numel())?;
-                    let bh = be.reduce(w, &o[0]);
+                    let bh = be.reduce(w, &o[0])?;
                     let prod = be.mul(w, &bh, &rho)?;
-                    let s = be.scale(w, &bh, j);
+                    let s = be.scale(w, &bh, j)?;
                     let s = be.add(w, &s, &rho)?;
-                    let p2 = be.scale(w, &prod, 2);
+                    let p2 = be.scale(w, &prod, 2)?;
                     be.sub(w, &s, &p2)?
                 }
                 _ => unreachable!("only interactive steps are scheduled"),

@@ -1,0 +1,547 @@
+//! `suf bench model --processes 2`: the parties as two processes on one machine over loopback
+//! TCP, each with its own backend (on a GPU host: one process per party on the one GPU, the
+//! way reference/sigma-on-h200.md measured SIGMA).
+//!
+//! The parent is the dealer and the client. It starts this binary twice with the hidden
+//! subcommand `bench party`; each party builds the same program (the key streams check its
+//! fingerprint), makes its weights resident once, and then answers one line per run on its
+//! standard input:
+//!
+//! ```text
+//! parent                                   party j (j = 0, 1)
+//!   spawn ──────────────────────────────▶  build program, backend, resident weights
+//!         ◀──────────────────────────────  {"ready": true, "addr": ..}      (stdout, JSON)
+//!   per run i (one warm-up, then --runs):
+//!   deal keys → DIR/run<i>.p<j>.keys (0600)
+//!   share input → DIR/run<i>.input<j>
+//!   "run i" ────────────────────────────▶  key load: read the key file, prepare the run
+//!                                          connect (party 0 accepts, party 1 connects)
+//!                                          online phase (the clock runs here only)
+//!         ◀──────────────────────────────  {"run": i, "online_ms": .., ..} + DIR/run<i>.output<j>
+//!   reconstruct, compare with plain, delete the run's files
+//! ```
+//!
+//! Keys are one-time: every run has fresh keys (the one-time marker is created as usual).
+//! DIR is a private temporary directory (0700) removed at the end.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use suf_backend::CpuBackend;
+use suf_core::prg::Csprng;
+use suf_net::{LinkConfig, TcpTransport};
+use suf_runtime::dealer::run_dealer;
+use suf_runtime::keystream::{DealerStreams, PartyStream};
+use suf_runtime::party::Party;
+use suf_runtime::plain::run_plain;
+use suf_runtime::report::Tracer;
+
+use crate::files;
+use crate::models_cmd::{self, median, BackendChoice, BenchProgram, BenchSpec};
+
+/// Arguments of the hidden `suf bench party` (one party of `--processes 2`).
+#[derive(clap::Args, Debug)]
+pub struct PartyArgs {
+    /// 0 or 1.
+    #[arg(long)]
+    party: u8,
+    /// The run directory (keys, shares, outputs).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Model.
+    #[arg(long)]
+    model: String,
+    /// Tokens per sequence.
+    #[arg(long)]
+    seq: usize,
+    /// Sequences per inference.
+    #[arg(long)]
+    batch: usize,
+    /// public or private.
+    #[arg(long)]
+    mode: String,
+    /// Only the first N blocks.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Model cache directory.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Backend.
+    #[arg(long)]
+    backend: BackendChoice,
+    /// Party 0 listens here.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Party 1 connects here.
+    #[arg(long)]
+    connect: Option<SocketAddr>,
+    /// Seconds any network wait may take.
+    #[arg(long)]
+    timeout: u64,
+}
+
+fn key_path(dir: &Path, run: usize, party: u8) -> PathBuf {
+    dir.join(format!("run{run}.p{party}.keys"))
+}
+
+fn input_path(dir: &Path, run: usize, party: u8) -> PathBuf {
+    dir.join(format!("run{run}.input{party}"))
+}
+
+fn output_path(dir: &Path, run: usize, party: u8) -> PathBuf {
+    dir.join(format!("run{run}.output{party}"))
+}
+
+/// Owner-only permissions (`mode` 0o600 for files, 0o700 for directories).
+fn restrict(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// One spawned party: its process, the pipe it reads commands from and the one it answers on.
+struct PartyProc {
+    party: u8,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl PartyProc {
+    fn spawn(party: u8, spec: &BenchSpec, seq: usize, a: &SpawnArgs<'_>) -> Result<Self> {
+        let exe = std::env::current_exe().context("locating the suf binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["bench", "party", "--party", &party.to_string()])
+            .arg("--dir")
+            .arg(a.dir)
+            .args(["--model", &spec.model, "--seq", &seq.to_string()])
+            .args(["--batch", &spec.batch.to_string(), "--mode", &spec.mode])
+            .args(["--backend", &a.backend.to_string()])
+            .args(["--timeout", &a.timeout.to_string()]);
+        if let Some(l) = spec.layers {
+            cmd.args(["--layers", &l.to_string()]);
+        }
+        if let Some(c) = &spec.cache {
+            cmd.arg("--cache").arg(c);
+        }
+        match a.peer {
+            None => cmd.args(["--listen", "127.0.0.1:0"]),
+            Some(addr) => cmd.args(["--connect", addr]),
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting party {party}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("party {party}: no pipes to the process");
+        };
+        Ok(PartyProc {
+            party,
+            child,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+        })
+    }
+
+    fn send(&mut self, line: &str) -> Result<()> {
+        let p = self.party;
+        let w = self
+            .stdin
+            .as_mut()
+            .with_context(|| format!("party {p}: input closed"))?;
+        writeln!(w, "{line}")
+            .and_then(|_| w.flush())
+            .with_context(|| format!("party {p} is gone"))
+    }
+
+    /// The next JSON line; a party that reports an error or exits is an error here.
+    fn recv(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .with_context(|| format!("reading from party {}", self.party))?;
+        if n == 0 {
+            let st = self.child.wait().ok();
+            bail!(
+                "party {} exited ({}) — its error is printed above",
+                self.party,
+                st.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+            );
+        }
+        let v: Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("party {} answered {line:?}", self.party))?;
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            bail!("party {}: {e}", self.party);
+        }
+        Ok(v)
+    }
+
+    /// Close its input (it exits after the current run) and wait for it.
+    fn finish(&mut self) -> Result<()> {
+        self.stdin = None;
+        let st = self
+            .child
+            .wait()
+            .with_context(|| format!("waiting for party {}", self.party))?;
+        if !st.success() {
+            bail!("party {} exited with {st}", self.party);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartyProc {
+    fn drop(&mut self) {
+        // On an error path: do not leave the process behind (it is ours, by its handle).
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+struct SpawnArgs<'a> {
+    dir: &'a Path,
+    backend: BackendChoice,
+    timeout: u64,
+    peer: Option<&'a str>,
+}
+
+fn f64_of(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
+/// `suf bench model --processes 2`.
+pub fn bench_processes(
+    spec: &BenchSpec,
+    choice: BackendChoice,
+    runs: usize,
+    timeout: u64,
+) -> Result<Value> {
+    let BenchProgram {
+        m,
+        fp,
+        built,
+        x,
+        seq,
+        build_ms,
+    } = models_cmd::bench_program(spec)?;
+    let prog = &built.prog;
+    let w = prog.width();
+    let tmp = tempfile::Builder::new()
+        .prefix("suf-bench-")
+        .tempdir()
+        .context("creating a private temporary directory")?;
+    let dir = tmp.path();
+    restrict(dir, 0o700)?;
+    let mut rng = Csprng::from_os()?;
+    // The model owner masks the private weights once; the dealer keeps R_W.
+    let (what, rw) = suf_runtime::mask_weights(w, &built.private, &mut rng);
+    let wpath = dir.join("weights.masked");
+    files::write(&wpath, &what)?;
+    restrict(&wpath, 0o600)?;
+    let cpu = CpuBackend::new();
+    let plain = run_plain(prog, &cpu, &x, &built.private)?;
+
+    let sa = |peer| SpawnArgs {
+        dir,
+        backend: choice,
+        timeout,
+        peer,
+    };
+    let mut p0 = PartyProc::spawn(0, spec, seq, &sa(None))?;
+    let ready0 = p0.recv()?;
+    let addr = ready0["addr"]
+        .as_str()
+        .context("party 0 did not say where it listens")?
+        .to_string();
+    let mut p1 = PartyProc::spawn(1, spec, seq, &sa(Some(&addr)))?;
+    let ready1 = p1.recv()?;
+
+    let total = runs.max(1) + 1;
+    let pb = crate::logging::progress(total as u64, "secure inferences (2 processes)");
+    let mut per_run: Vec<[Value; 2]> = Vec::new();
+    let mut keygen = Vec::new();
+    let mut key_bytes = [0u64; 2];
+    let mut all_match = true;
+    for i in 0..total {
+        pb.inc(1);
+        let kp = [key_path(dir, i, 0), key_path(dir, i, 1)];
+        let mut session = [0u8; 16];
+        session.copy_from_slice(&rng.seed());
+        let ds = DealerStreams::to_files(
+            w,
+            Csprng::from_os()?,
+            session,
+            prog.fingerprint(),
+            [&kp[0], &kp[1]],
+        )?;
+        let deal = run_dealer(prog, &cpu, ds, &rw)?;
+        keygen.push(deal.keygen_ms);
+        key_bytes = deal.key_bytes;
+        let shares = suf_runtime::share_inputs(w, &x, &mut rng);
+        for j in 0..2u8 {
+            restrict(&kp[j as usize], 0o600)?;
+            let ip = input_path(dir, i, j);
+            files::write(&ip, &shares[j as usize])?;
+            restrict(&ip, 0o600)?;
+        }
+        p0.send(&format!("run {i}"))?;
+        p1.send(&format!("run {i}"))?;
+        let r0 = p0.recv()?;
+        let r1 = p1.recv()?;
+        let (o0, o1) = (
+            files::read(&output_path(dir, i, 0))?,
+            files::read(&output_path(dir, i, 1))?,
+        );
+        let mut outs = Vec::new();
+        for k in 0..prog.outputs.len() {
+            let name = format!("out{k}");
+            let (Some(a), Some(b)) = (o0.get(&name), o1.get(&name)) else {
+                bail!("run {i}: output share {name} missing");
+            };
+            if a.len() != b.len() {
+                bail!("run {i}: output shares of {name} differ in length");
+            }
+            outs.push(suf_runtime::reconstruct_output(prog, k, a, b));
+        }
+        all_match &= outs == plain;
+        // Done with this run's files (the key files' one-time markers go with them).
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            let is_run = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("run{i}.")));
+            if is_run {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+        if i > 0 {
+            per_run.push([r0, r1]);
+        }
+    }
+    pb.finish_and_clear();
+    p0.finish()?;
+    p1.finish()?;
+
+    let slower = |k: &str| -> Vec<f64> {
+        per_run
+            .iter()
+            .map(|r| f64_of(&r[0], k).max(f64_of(&r[1], k)))
+            .collect()
+    };
+    let online = slower("online_ms");
+    let load = slower("key_load_ms");
+    let incl = slower("online_incl_key_load_ms");
+    let per_party: Vec<Value> = (0..2)
+        .map(|j| {
+            let col = |k: &str| -> Vec<f64> { per_run.iter().map(|r| f64_of(&r[j], k)).collect() };
+            let ready = if j == 0 { &ready0 } else { &ready1 };
+            let last = per_run.last().map(|r| &r[j]["report"]);
+            json!({
+                "party": j,
+                "online_ms": median(col("online_ms")), "online_ms_runs": col("online_ms"),
+                "key_load_ms": median(col("key_load_ms")), "key_load_ms_runs": col("key_load_ms"),
+                "key_read_ms": median(col("key_read_ms")),
+                "prepare_ms": median(col("prepare_ms")),
+                "connect_ms": median(col("connect_ms")),
+                "online_incl_key_load_ms": median(col("online_incl_key_load_ms")),
+                "weights_resident_ms": ready["weights_ms"],
+                "backend": ready["backend"], "device": ready["device"],
+                "threads": ready["threads"],
+                "rounds": last.map(|r| r["rounds"].clone()),
+                "bytes_sent": last.map(|r| r["bytes_sent"].clone()),
+                "bytes_recv": last.map(|r| r["bytes_recv"].clone()),
+            })
+        })
+        .collect();
+    let last0 = per_run
+        .last()
+        .map(|r| r[0]["report"].clone())
+        .unwrap_or(Value::Null);
+    let sent = last0["bytes_sent"].as_u64().unwrap_or(0);
+    let recv = last0["bytes_recv"].as_u64().unwrap_or(0);
+    let layers_json: Vec<Value> = last0["layers"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| {
+                    let (s, r) = (
+                        l["bytes_sent"].as_u64().unwrap_or(0),
+                        l["bytes_recv"].as_u64().unwrap_or(0),
+                    );
+                    json!({"layer": l["layer"], "ms": l["ms"], "online_ms": l["ms"],
+                           "bytes_sent": s, "bytes_recv": r, "comm_bytes": s + r,
+                           "rounds": l["rounds"]})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json!({
+        "model": spec.model, "seq": seq, "batch": spec.batch,
+        "backend": ready0["backend"], "device": ready0["device"], "mode": spec.mode,
+        "processes": 2,
+        "layers_run": spec.layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
+        "ring_bits": fp.width.bits(), "frac_bits": fp.frac,
+        "online_ms": median(online.clone()), "online_ms_runs": online,
+        "key_load_ms": median(load.clone()), "key_load_ms_runs": load,
+        "online_incl_key_load_ms": median(incl.clone()), "online_incl_key_load_ms_runs": incl,
+        "comm_bytes": sent + recv,
+        "bytes_sent": sent,
+        "rounds": last0["rounds"],
+        "key_bytes": key_bytes[0].max(key_bytes[1]),
+        "key_bytes_per_party": key_bytes,
+        "keygen_ms": median(keygen),
+        "build_ms": build_ms,
+        "matches_plain": all_match,
+        "per_party": per_party,
+        "timing": "online_ms: the slower party's online phase (after the TCP handshake), median of --runs after one warm-up, fresh keys each run; key_load_ms: reading the party's key file into memory and preparing the run ([R_W], jŴ−[R_W] to the backend), before the online clock; online_incl_key_load_ms: the slower party's sum of both",
+        "layers": layers_json,
+    }))
+}
+
+/// The hidden `suf bench party`: one party of `--processes 2` (see the module docs).
+pub fn party_main(a: PartyArgs) -> Result<()> {
+    let out = std::io::stdout();
+    let say = |v: Value| -> Result<()> {
+        let mut o = out.lock();
+        writeln!(o, "{v}")?;
+        o.flush()?;
+        Ok(())
+    };
+    match party_loop(&a, &say) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // The parent reads this line; the exit status says the same.
+            let _ = say(json!({"error": format!("{e:#}")}));
+            Err(e)
+        }
+    }
+}
+
+fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
+    if a.party > 1 {
+        bail!("--party must be 0 or 1");
+    }
+    let party = a.party;
+    let be = models_cmd::backend(a.backend)?;
+    let spec = BenchSpec {
+        model: a.model.clone(),
+        seq: a.seq,
+        batch: a.batch,
+        mode: a.mode.clone(),
+        layers: a.layers,
+        cache: a.cache.clone(),
+    };
+    let bp = models_cmd::bench_program(&spec)?;
+    let prog = &bp.built.prog;
+    if bp.seq != a.seq {
+        bail!("the program has {} tokens, the dealer's {}", bp.seq, a.seq);
+    }
+    let what = files::read(&a.dir.join("weights.masked"))?;
+    let p = Party {
+        prog,
+        party,
+        be: be.be.as_ref(),
+        weights: &what,
+    };
+    let t = Instant::now();
+    let res = p.resident_weights()?;
+    let weights_ms = ms(t);
+    let listener = match (party, a.listen, a.connect) {
+        (0, Some(addr), None) => {
+            Some(TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?)
+        }
+        (1, None, Some(_)) => None,
+        _ => bail!("party 0 needs --listen and party 1 --connect"),
+    };
+    let addr = match &listener {
+        Some(l) => Some(l.local_addr()?.to_string()),
+        None => None,
+    };
+    say(json!({
+        "ready": true, "party": party, "addr": addr, "backend": be.name, "device": be.device,
+        "weights_ms": weights_ms, "threads": rayon::current_num_threads(),
+    }))?;
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading the parent's command")?;
+        let Some(run) = line
+            .strip_prefix("run ")
+            .and_then(|r| r.trim().parse::<usize>().ok())
+        else {
+            bail!("unknown command {line:?} from the parent");
+        };
+        // Key load: the one-time marker and the header checks, the whole file into memory,
+        // then the run's preparation. None of it is online time.
+        let t_load = Instant::now();
+        let kp = key_path(&a.dir, run, party);
+        drop(PartyStream::open_file_for(
+            &kp,
+            party,
+            &prog.fingerprint(),
+            prog.width().bits(),
+        )?);
+        let bytes = std::fs::read(&kp).with_context(|| format!("reading {}", kp.display()))?;
+        let key_file_bytes = bytes.len();
+        let mut keys = PartyStream::from_bytes(bytes)?;
+        let key_read_ms = ms(t_load);
+        let t_prep = Instant::now();
+        let prep = p.prepare(&res, &mut keys)?;
+        let prepare_ms = ms(t_prep);
+        let key_load_ms = ms(t_load);
+        let inputs = files::read(&input_path(&a.dir, run, party))?;
+        let t_conn = Instant::now();
+        let mut cfg = LinkConfig::new(party);
+        cfg.session_id = keys.id().session;
+        cfg.model_fp = keys.id().program_fp;
+        cfg.keys_fp = keys.id().keys_fp;
+        cfg.timeout = timeout;
+        cfg.connect_timeout = timeout;
+        let mut net = match (&listener, a.connect) {
+            (Some(l), _) => TcpTransport::accept(l, &cfg)?,
+            (None, Some(addr)) => TcpTransport::connect(addr, &cfg)
+                .with_context(|| format!("cannot reach party 0 at {addr}"))?,
+            _ => bail!("party 1 needs --connect"),
+        };
+        let connect_ms = ms(t_conn);
+        let out = p.run_prepared(prep, &mut keys, &mut net, &inputs, &mut Tracer::new(None))?;
+        drop(net);
+        let mut o = files::Named::new();
+        for (i, v) in out.outputs.iter().enumerate() {
+            o.insert(format!("out{i}"), v.clone());
+        }
+        let op = output_path(&a.dir, run, party);
+        files::write(&op, &o)?;
+        restrict(&op, 0o600)?;
+        say(json!({
+            "run": run, "party": party,
+            "key_file_bytes": key_file_bytes,
+            "key_read_ms": key_read_ms, "prepare_ms": prepare_ms, "key_load_ms": key_load_ms,
+            "connect_ms": connect_ms,
+            "online_ms": out.report.online_ms,
+            "online_incl_key_load_ms": key_load_ms + out.report.online_ms,
+            "report": serde_json::to_value(&out.report)?,
+        }))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,932 @@
+//! One test body per backend (candle's `test_device!`, tfhe's `assert_gpu_determinism`):
+//! every body below runs once on the CPU backend and once on the CUDA backend. Without a
+//! usable GPU the CUDA instances are reported as **ignored** ("no CUDA GPU"), never passed.
+//!
+//! Each body checks a backend three ways: against an independent oracle (scalar ring
+//! arithmetic, a naive GEMM, the reconstructed FSS function), bit for bit against the CPU
+//! reference, and twice in a row (determinism). A mismatch reports how many elements differ
+//! and the first one.
+//!
+//! `harness = false` (libtest-mimic): `cargo test -p suf-cuda --test backends [-- FILTER]`.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use suf_backend::{BLayout, Backend, BackendError, BitWidth, CpuBackend};
+use suf_core::prg::{Csprng, FixedKeyAes};
+use suf_cuda::{compile, cuda_available, AesTable, CudaBackend, CudaError};
+use suf_fss::{dcf, dpf};
+
+type R = Result<(), Failed>;
+
+/// The ring widths every kernel is checked at.
+const WIDTHS: [u32; 6] = [1, 13, 37, 50, 63, 64];
+/// Batch sizes around a warp (and the empty batch).
+const BATCHES: [usize; 5] = [0, 1, 31, 32, 33];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dev {
+    Cpu,
+    Cuda,
+}
+
+/// The process's GPU backend; `None` without a usable GPU. A GPU that is present but does
+/// not open fails every CUDA trial.
+fn gpu() -> Option<&'static CudaBackend> {
+    static G: OnceLock<Option<CudaBackend>> = OnceLock::new();
+    G.get_or_init(|| {
+        cuda_available().then(|| {
+            let b = CudaBackend::new().unwrap_or_else(|e| panic!("CUDA present but unusable: {e}"));
+            eprintln!(
+                "suf-cuda tests on {} ({}, NVRTC {:?}, driver {})",
+                b.device_name(),
+                b.info().arch,
+                b.info().nvrtc_version,
+                b.info().driver_version
+            );
+            b
+        })
+    })
+    .as_ref()
+}
+
+/// Which configurations of a backend a body runs on.
+#[derive(Clone, Copy)]
+enum Var {
+    /// The default one.
+    One,
+    /// Both AES table layouts (FSS kernels).
+    Aes,
+    /// Both GEMM register budgets.
+    Gemm,
+}
+
+/// Fresh backend instances of `dev` (each CUDA instance has its own stream, so trials running
+/// in parallel never change each other's settings).
+/// Named backend instances.
+type Instances = Vec<(String, Box<dyn Backend>)>;
+
+fn instances(dev: Dev, var: Var) -> Result<Instances, Failed> {
+    if dev == Dev::Cpu {
+        return Ok(vec![("cpu".into(), Box::new(CpuBackend::new()))]);
+    }
+    let g = gpu().ok_or("no GPU for a CUDA trial")?;
+    let mut v: Instances = Vec::new();
+    match var {
+        Var::One => v.push(("cuda".into(), Box::new(g.sibling()?))),
+        Var::Aes => {
+            for t in [AesTable::Shared4, AesTable::Replicated32] {
+                let b = g.sibling()?;
+                b.set_aes_table(t);
+                v.push((format!("cuda/{}", t.name()), Box::new(b)));
+            }
+        }
+        Var::Gemm => {
+            for two in [true, false] {
+                let b = g.sibling()?;
+                b.set_gemm_two_blocks_per_sm(two);
+                v.push((format!("cuda/b2={two}"), Box::new(b)));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// `Ok` if `got == want`; else how many elements differ and the first one.
+fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: &[T], want: &[T]) -> R {
+    if got.len() != want.len() {
+        return Err(format!("{what}: {} elements, expected {}", got.len(), want.len()).into());
+    }
+    let mut diff = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (g, w))| g != w);
+    if let Some((i, (g, w))) = diff.next() {
+        let n = 1 + diff.count();
+        return Err(format!(
+            "{what}: {n} of {} elements differ; first at index {i}: got {g:?}, want {w:?}",
+            want.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Run `f` twice on `be`; both results must equal `want` (bit-exact and deterministic).
+fn twice<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    want: &[T],
+    f: impl Fn() -> Result<Vec<T>, BackendError>,
+) -> R {
+    same(&format!("{what} (first run)"), &f()?, want)?;
+    same(&format!("{what} (second run)"), &f()?, want)
+}
+
+fn eq<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> R {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: got {got:?}, want {want:?}").into())
+    }
+}
+
+/// Deterministic pseudo-random words (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn vec(&mut self, len: usize) -> Vec<u64> {
+        (0..len).map(|_| self.next()).collect()
+    }
+}
+
+fn mask(n: u32) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+fn width(bits: u32) -> Result<BitWidth, Failed> {
+    Ok(BitWidth::new(bits)?)
+}
+
+// ---- bodies: one per concept, each run on every backend ------------------------------------
+
+/// Every elementwise op, transposes and bit packing, at every width and batch size.
+fn elementwise(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng(11);
+    for (name, be) in instances(dev, Var::One)? {
+        for bits in WIDTHS {
+            let w = width(bits)?;
+            for len in BATCHES.into_iter().chain([1000, 100_003]) {
+                let at = |op: &str| format!("{name} {op} n={bits} len={len}");
+                // Unreduced operands: results are still mod 2^n.
+                let (a, b, c) = (rng.vec(len), rng.vec(len), rng.next());
+                let map2 = |f: &dyn Fn(u64, u64) -> u64| -> Vec<u64> {
+                    a.iter().zip(&b).map(|(&x, &y)| f(x, y)).collect()
+                };
+                let map1 =
+                    |f: &dyn Fn(u64) -> u64| -> Vec<u64> { a.iter().map(|&x| f(x)).collect() };
+                let cases: [(&str, Vec<u64>); 7] = [
+                    ("add", map2(&|x, y| w.add(x, y))),
+                    ("sub", map2(&|x, y| w.sub(x, y))),
+                    ("mul", map2(&|x, y| w.mul(x, y))),
+                    ("neg", map1(&|x| w.neg(x))),
+                    ("scale", map1(&|x| w.mul(x, c))),
+                    ("add_const", map1(&|x| w.add(x, c))),
+                    ("reduce", map1(&|x| w.reduce(x))),
+                ];
+                for (op, oracle) in &cases {
+                    let run = |e: &dyn Backend| -> Result<Vec<u64>, BackendError> {
+                        match *op {
+                            "add" => e.add(w, &a, &b),
+                            "sub" => e.sub(w, &a, &b),
+                            "mul" => e.mul(w, &a, &b),
+                            "neg" => e.neg(w, &a),
+                            "scale" => e.scale(w, &a, c),
+                            "add_const" => e.add_const(w, &a, c),
+                            _ => e.reduce(w, &a),
+                        }
+                    };
+                    same(&format!("{} vs oracle", at(op)), &run(&cpu)?, oracle)?;
+                    twice(&at(op), oracle, || run(be.as_ref()))?;
+                }
+                for (op, oracle) in cases.iter().take(3) {
+                    let run = |x: &mut [u64]| match *op {
+                        "add" => be.add_assign(w, x, &b),
+                        "sub" => be.sub_assign(w, x, &b),
+                        _ => be.mul_assign(w, x, &b),
+                    };
+                    twice(&at(&format!("{op}_assign")), oracle, || {
+                        let mut x = a.clone();
+                        run(&mut x)?;
+                        Ok(x)
+                    })?;
+                }
+                // Broadcast, per-row and per-row-sum forms over a [rows, cols] view.
+                for cols in [1usize, 7, 32, 33, 1000] {
+                    if len % cols != 0 {
+                        continue;
+                    }
+                    let rows = len / cols;
+                    let (row, per_row) = (rng.vec(cols), rng.vec(rows));
+                    let bc = |f: &dyn Fn(u64, u64) -> u64| -> Vec<u64> {
+                        (0..len).map(|i| f(a[i], row[i % cols])).collect()
+                    };
+                    let oracle = bc(&|x, y| w.add(x, y));
+                    same(
+                        &at("add_bcast oracle"),
+                        &cpu.add_bcast(w, &a, &row)?,
+                        &oracle,
+                    )?;
+                    twice(&at(&format!("add_bcast cols={cols}")), &oracle, || {
+                        be.add_bcast(w, &a, &row)
+                    })?;
+                    let oracle = bc(&|x, y| w.mul(x, y));
+                    same(
+                        &at("mul_bcast oracle"),
+                        &cpu.mul_bcast(w, &a, &row)?,
+                        &oracle,
+                    )?;
+                    twice(&at(&format!("mul_bcast cols={cols}")), &oracle, || {
+                        be.mul_bcast(w, &a, &row)
+                    })?;
+                    let oracle: Vec<u64> =
+                        (0..len).map(|i| w.mul(a[i], per_row[i / cols])).collect();
+                    same(
+                        &at("mul_rows oracle"),
+                        &cpu.mul_rows(w, &a, &per_row, cols)?,
+                        &oracle,
+                    )?;
+                    twice(&at(&format!("mul_rows cols={cols}")), &oracle, || {
+                        be.mul_rows(w, &a, &per_row, cols)
+                    })?;
+                    let oracle: Vec<u64> = a
+                        .chunks(cols)
+                        .map(|r| w.reduce(r.iter().fold(0u64, |s, &x| s.wrapping_add(x))))
+                        .collect();
+                    same(&at("row_sum oracle"), &cpu.row_sum(w, &a, cols)?, &oracle)?;
+                    twice(&at(&format!("row_sum cols={cols}")), &oracle, || {
+                        be.row_sum(w, &a, cols)
+                    })?;
+                    let oracle: Vec<u64> =
+                        (0..len).map(|i| a[(i % rows) * cols + i / rows]).collect();
+                    twice(&at(&format!("transpose cols={cols}")), &oracle, || {
+                        be.transpose(&a, rows, cols)
+                    })?;
+                }
+                // Bit packing round-trips and is the wire format of suf_core::pack.
+                let red: Vec<u64> = a.iter().map(|&x| x & mask(bits)).collect();
+                let packed = suf_core::pack::pack(&red, bits);
+                twice(&at("pack"), &packed, || be.pack(&a, bits))?;
+                twice(&at("unpack"), &red, || be.unpack(&packed, bits, len))?;
+            }
+        }
+        // Caller errors are the CPU backend's, whatever the backend.
+        let w = width(37)?;
+        let (a, b) = (rng.vec(10), rng.vec(9));
+        eq(
+            &format!("{name} add error"),
+            be.add(w, &a, &b).err(),
+            cpu.add(w, &a, &b).err(),
+        )?;
+        let mut x = a.clone();
+        eq(
+            &format!("{name} add_assign error"),
+            be.add_assign(w, &mut x, &b).err(),
+            cpu.add_assign(w, &mut a.clone(), &b).err(),
+        )?;
+        eq(&format!("{name} failed assign leaves a"), &x, &a)?;
+        eq(
+            &format!("{name} add_bcast error"),
+            be.add_bcast(w, &a, &b[..3]).err(),
+            cpu.add_bcast(w, &a, &b[..3]).err(),
+        )?;
+        eq(
+            &format!("{name} row_sum error"),
+            be.row_sum(w, &a, 3).err(),
+            cpu.row_sum(w, &a, 3).err(),
+        )?;
+        eq(
+            &format!("{name} mul_rows error"),
+            be.mul_rows(w, &a, &b, 3).err(),
+            cpu.mul_rows(w, &a, &b, 3).err(),
+        )?;
+        eq(
+            &format!("{name} unpack error"),
+            be.unpack(&[0u8; 3], 13, 5).err(),
+            cpu.unpack(&[0u8; 3], 13, 5).err(),
+        )?;
+    }
+    Ok(())
+}
+
+/// C = A·B mod 2^64 by the definition.
+fn naive_gemm(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, layout: BLayout) -> Vec<u64> {
+    let mut c = vec![0u64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0u64;
+            for l in 0..k {
+                let bv = match layout {
+                    BLayout::RowMajor => b[l * n + j],
+                    BLayout::Transposed => b[j * k + l],
+                };
+                s = s.wrapping_add(a[i * k + l].wrapping_mul(bv));
+            }
+            c[i * n + j] = s;
+        }
+    }
+    c
+}
+
+const GEMM_SHAPES: [(usize, usize, usize, usize); 16] = [
+    (1, 1, 1, 1),
+    (1, 0, 5, 3),
+    (1, 3, 0, 2),
+    (1, 4, 5, 0),
+    (0, 4, 5, 6),
+    (1, 3, 5, 7),
+    (3, 17, 33, 9),
+    (1, 64, 64, 64),
+    (2, 65, 17, 129),
+    (1, 130, 3, 1),
+    (1, 1, 1000, 1),
+    (1, 31, 32, 33),
+    (1, 200, 257, 131),
+    (5, 31, 16, 63),
+    (3, 40, 600, 70),
+    (1, 100, 4096, 3),
+];
+
+/// Ring GEMM (batched, both layouts) and GEMM against a resident B.
+fn gemm(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng(10);
+    for (name, be) in instances(dev, Var::Gemm)? {
+        for bits in WIDTHS {
+            let w = width(bits)?;
+            for &(batch, m, k, n) in &GEMM_SHAPES {
+                let a = rng.vec(batch * m * k);
+                let b = rng.vec(batch * k * n);
+                for layout in [BLayout::RowMajor, BLayout::Transposed] {
+                    let at = format!("{name} gemm n={bits} {batch}×{m}×{k}×{n} {layout:?}");
+                    let mut oracle = Vec::with_capacity(batch * m * n);
+                    for t in 0..batch {
+                        let c = naive_gemm(
+                            &a[t * m * k..(t + 1) * m * k],
+                            &b[t * k * n..(t + 1) * k * n],
+                            m,
+                            k,
+                            n,
+                            layout,
+                        );
+                        oracle.extend(c.into_iter().map(|x| w.reduce(x)));
+                    }
+                    let run = |e: &dyn Backend| e.gemm_batch(w, &a, &b, batch, m, k, n, layout);
+                    same(&format!("{at} CPU vs oracle"), &run(&cpu)?, &oracle)?;
+                    twice(&at, &oracle, || run(be.as_ref()))?;
+                    if batch == 1 {
+                        // The same product with B resident (uploaded once, used twice).
+                        let rb = be.resident("B", Cow::Borrowed(&b))?;
+                        eq(&format!("{at} resident len"), rb.len(), b.len())?;
+                        twice(&format!("{at} resident"), &oracle, || {
+                            be.gemm_resident(w, &a, &rb, m, k, n, layout)
+                        })?;
+                    }
+                }
+            }
+        }
+        // Caller errors are the CPU backend's.
+        let w = width(50)?;
+        let (a, b) = (rng.vec(12), rng.vec(11));
+        eq(
+            &format!("{name} gemm error"),
+            be.gemm(w, &a, &b, 3, 4, 3).err(),
+            cpu.gemm(w, &a, &b, 3, 4, 3).err(),
+        )?;
+        let rb = be.resident("B", Cow::Borrowed(&b))?;
+        eq(
+            &format!("{name} gemm_resident error"),
+            be.gemm_resident(w, &a, &rb, 3, 4, 3, BLayout::RowMajor)
+                .err(),
+            cpu.gemm(w, &a, &b, 3, 4, 3).err(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Resident matrices are the instance's own: a device-held one is refused elsewhere.
+fn resident_handles(dev: Dev) -> R {
+    let mut rng = Rng(12);
+    let w = width(50)?;
+    let (a, b) = (rng.vec(6 * 4), rng.vec(4 * 5));
+    let want = CpuBackend::new().gemm(w, &a, &b, 6, 4, 5)?;
+    let mut inst = instances(dev, Var::One)?;
+    inst.extend(instances(dev, Var::One)?);
+    let (one, other) = (&inst[0].1, &inst[1].1);
+    let rb = one.resident("W", Cow::Borrowed(&b))?;
+    eq("resident name", rb.name(), "W")?;
+    same(
+        "own resident",
+        &one.gemm_resident(w, &a, &rb, 6, 4, 5, BLayout::RowMajor)?,
+        &want,
+    )?;
+    let cpu_view = CpuBackend::new().gemm_resident(w, &a, &rb, 6, 4, 5, BLayout::RowMajor);
+    let sibling = other.gemm_resident(w, &a, &rb, 6, 4, 5, BLayout::RowMajor);
+    match dev {
+        // The CPU keeps host data: any instance may read it.
+        Dev::Cpu => {
+            same("CPU resident on another CPU instance", &cpu_view?, &want)?;
+            same("CPU resident on a sibling", &sibling?, &want)?;
+        }
+        Dev::Cuda => {
+            eq("host resident", rb.as_host().is_none(), true)?;
+            let foreign =
+                |r: Result<Vec<u64>, BackendError>| matches!(r, Err(BackendError::Foreign { .. }));
+            eq(
+                "device resident on the CPU is Foreign",
+                foreign(cpu_view),
+                true,
+            )?;
+            eq(
+                "device resident on a sibling is Foreign",
+                foreign(sibling),
+                true,
+            )?;
+            // A host resident (the CPU's) is accepted by the GPU.
+            let host = CpuBackend::new().resident("W", Cow::Borrowed(&b))?;
+            same(
+                "host resident on the GPU",
+                &one.gemm_resident(w, &a, &host, 6, 4, 5, BLayout::RowMajor)?,
+                &want,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Points around each α (equal, ±1, random, unreduced) for key i at `t` points.
+fn points(n: u32, alphas: &[u64], t: usize, rng: &mut Rng) -> Vec<u64> {
+    let dm = mask(n);
+    let mut xs = Vec::with_capacity(alphas.len() * t);
+    for &a in alphas {
+        for j in 0..t {
+            xs.push(match (j + a as usize) % 5 {
+                0 => a,
+                1 => a.wrapping_sub(1) & dm,
+                2 => a.wrapping_add(1) & dm,
+                3 => rng.next(), // unreduced: must be taken mod 2^n like the CPU does
+                _ => rng.next() & dm,
+            });
+        }
+    }
+    xs
+}
+
+fn alphas_for(n: u32, count: usize, rng: &mut Rng) -> Vec<u64> {
+    let dm = mask(n);
+    let mut a: Vec<u64> = (0..count).map(|_| rng.next() & dm).collect();
+    if count > 2 {
+        a[0] = 0;
+        a[1] = dm;
+        a[2] = dm >> 1;
+    }
+    a
+}
+
+/// DCF with payload p at (n, m): both parties on `be`, twice, equal to the CPU, and the
+/// shares reconstruct β·1[x < α].
+#[allow(clippy::too_many_arguments)]
+fn dcf_case(
+    name: &str,
+    be: &dyn Backend,
+    cpu: &CpuBackend,
+    (n, m, p): (u32, u32, usize),
+    count: usize,
+    t: usize,
+    rng: &mut Rng,
+    crng: &mut Csprng,
+) -> R {
+    let alphas = alphas_for(n, count, rng);
+    let betas = rng.vec(count * p);
+    let (k0, k1) = dcf::gen_batch(n, m, p, &alphas, &betas, crng)?;
+    let xs = points(n, &alphas, t, rng);
+    let at = format!("{name} dcf n={n} m={m} p={p} count={count} t={t}");
+    let mut shares = Vec::new();
+    for (j, k) in [&k0, &k1].into_iter().enumerate() {
+        let want = cpu.dcf_eval(k, &xs, t)?;
+        twice(&format!("{at} party {j}"), &want, || be.dcf_eval(k, &xs, t))?;
+        shares.push(want);
+    }
+    let oracle: Vec<u64> = (0..xs.len() * p)
+        .map(|e| {
+            let (pt, q) = (e / p, e % p);
+            if xs[pt] & mask(n) < alphas[pt / t] {
+                betas[(pt / t) * p + q] & mask(m)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let rec: Vec<u64> = shares[0]
+        .iter()
+        .zip(&shares[1])
+        .map(|(&a, &b)| a.wrapping_add(b) & mask(m))
+        .collect();
+    same(&format!("{at} reconstructs β·1[x < α]"), &rec, &oracle)
+}
+
+/// DCF at every width pair and batch size, one payload element.
+fn dcf_scalar(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(4), Csprng::for_tests(4));
+    for (name, be) in instances(dev, Var::Aes)? {
+        for n in WIDTHS {
+            for m in WIDTHS {
+                for count in BATCHES {
+                    dcf_case(
+                        &name,
+                        be.as_ref(),
+                        &cpu,
+                        (n, m, 1),
+                        count,
+                        1,
+                        &mut rng,
+                        &mut crng,
+                    )?;
+                }
+                dcf_case(
+                    &name,
+                    be.as_ref(),
+                    &cpu,
+                    (n, m, 1),
+                    33,
+                    3,
+                    &mut rng,
+                    &mut crng,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// DCF with vector payloads (technique (c)), including payloads beyond the GPU kernels
+/// (which run on the host by design and must agree too).
+fn dcf_vector(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(5), Csprng::for_tests(5));
+    for (name, be) in instances(dev, Var::Aes)? {
+        for n in WIDTHS {
+            for (m, p) in [
+                (1u32, 2usize),
+                (13, 3),
+                (37, 3),
+                (50, 5),
+                (64, 2),
+                (64, 16),
+                (37, 17),
+            ] {
+                for count in BATCHES {
+                    dcf_case(
+                        &name,
+                        be.as_ref(),
+                        &cpu,
+                        (n, m, p),
+                        count,
+                        1,
+                        &mut rng,
+                        &mut crng,
+                    )?;
+                }
+                dcf_case(
+                    &name,
+                    be.as_ref(),
+                    &cpu,
+                    (n, m, p),
+                    3,
+                    2,
+                    &mut rng,
+                    &mut crng,
+                )?;
+            }
+        }
+        // Points of the wrong length: the CPU backend's error.
+        let (k0, _) = dcf::gen_batch(37, 37, 1, &[0, 1, 2, 3], &rng.vec(4), &mut crng)?;
+        let xs = rng.vec(3);
+        eq(
+            &format!("{name} dcf length error"),
+            be.dcf_eval(&k0, &xs, 1).err(),
+            cpu.dcf_eval(&k0, &xs, 1).err(),
+        )?;
+    }
+    Ok(())
+}
+
+/// A million DCF evaluations at the project's ring width, twice.
+fn dcf_million(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(6), Csprng::for_tests(6));
+    for (name, be) in instances(dev, Var::One)? {
+        dcf_case(
+            &name,
+            be.as_ref(),
+            &cpu,
+            (50, 50, 1),
+            1_000_000,
+            1,
+            &mut rng,
+            &mut crng,
+        )?;
+    }
+    Ok(())
+}
+
+/// DPF comparison and point function at every width and batch size.
+fn dpf(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(2), Csprng::for_tests(2));
+    for (name, be) in instances(dev, Var::Aes)? {
+        for n in [1u32, 2, 7, 8, 9, 13, 37, 50, 63, 64] {
+            for (count, t) in BATCHES
+                .iter()
+                .map(|&c| (c, 1))
+                .chain([(1, 3), (33, 2), (4099, 1)])
+            {
+                let alphas = alphas_for(n, count, &mut rng);
+                let (k0, k1) = dpf::gen_cmp_batch(n, &alphas, &mut crng)?;
+                let xs = points(n, &alphas, t, &mut rng);
+                let at = format!("{name} dpf n={n} count={count} t={t}");
+                let mut lt = Vec::new();
+                for (j, k) in [&k0, &k1].into_iter().enumerate() {
+                    let want = cpu.dpf_lt_eval(k, &xs, t)?;
+                    twice(&format!("{at} lt party {j}"), &want, || {
+                        be.dpf_lt_eval(k, &xs, t)
+                    })?;
+                    lt.push(want);
+                    if t == 1 {
+                        let want = cpu.dpf_eq_eval(k, &xs)?;
+                        twice(&format!("{at} eq party {j}"), &want, || {
+                            be.dpf_eq_eval(k, &xs)
+                        })?;
+                    }
+                }
+                let oracle: Vec<u8> = (0..xs.len())
+                    .map(|e| ((xs[e] & mask(n)) < alphas[e / t]) as u8)
+                    .collect();
+                let rec: Vec<u8> = lt[0].iter().zip(&lt[1]).map(|(a, b)| a ^ b).collect();
+                same(&format!("{at} reconstructs 1[x < α]"), &rec, &oracle)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two instances (two parties' backends) used at once from two threads: each gets exactly
+/// what it would get alone.
+fn two_instances_at_once(dev: Dev) -> R {
+    let mut rng = Rng(7);
+    let mut crng = Csprng::for_tests(7);
+    let w = width(50)?;
+    let (a, b) = (rng.vec(128 * 256), rng.vec(256 * 128));
+    let want_gemm = CpuBackend::new().gemm(w, &a, &b, 128, 256, 128)?;
+    let alphas = alphas_for(50, 5000, &mut rng);
+    let betas = rng.vec(5000);
+    let (k0, k1) = dcf::gen_batch(50, 50, 1, &alphas, &betas, &mut crng)?;
+    let xs = points(50, &alphas, 1, &mut rng);
+    let keys = [k0, k1];
+    let want_dcf: Vec<Vec<u64>> = keys
+        .iter()
+        .map(|k| CpuBackend::new().dcf_eval(k, &xs, 1))
+        .collect::<Result<_, _>>()?;
+    let mut inst = instances(dev, Var::One)?;
+    inst.extend(instances(dev, Var::One)?);
+    std::thread::scope(|s| -> R {
+        let hs: Vec<_> = inst
+            .iter()
+            .zip(&keys)
+            .zip(&want_dcf)
+            .enumerate()
+            .map(|(j, (((_, be), k), wd))| {
+                let (a, b, xs, wg) = (&a, &b, &xs, &want_gemm);
+                s.spawn(move || -> Result<(), String> {
+                    for r in 0..5 {
+                        let g = be.gemm(w, a, b, 128, 256, 128).map_err(|e| e.to_string())?;
+                        let d = be.dcf_eval(k, xs, 1).map_err(|e| e.to_string())?;
+                        same(&format!("party {j} gemm round {r}"), &g, wg)
+                            .map_err(|e| format!("{e:?}"))?;
+                        same(&format!("party {j} dcf round {r}"), &d, wd)
+                            .map_err(|e| format!("{e:?}"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().map_err(|_| "a party thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+// ---- CUDA-only bodies (the device API beneath the trait) -----------------------------------
+
+fn aes_permutation(g: &CudaBackend) -> R {
+    let aes = FixedKeyAes::global();
+    let mut rng = Rng(1);
+    for len in [0usize, 1, 33, 100_003] {
+        let mut blocks: Vec<u128> = (0..len)
+            .map(|_| rng.next() as u128 | (rng.next() as u128) << 64)
+            .collect();
+        if len > 2 {
+            blocks[0] = 0;
+            blocks[1] = u128::MAX;
+        }
+        let want: Vec<u128> = blocks.iter().map(|&b| aes.permute(b)).collect();
+        for t in [AesTable::Shared4, AesTable::Replicated32] {
+            same(
+                &format!("AES {t:?} len {len}"),
+                &g.aes_permute(t, &blocks)?,
+                &want,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn device_api(g: &CudaBackend) -> R {
+    let mut rng = Rng(3);
+    let mut crng = Csprng::for_tests(3);
+    let n = 50;
+    let alphas = alphas_for(n, 1000, &mut rng);
+    let (a, _) = dpf::gen_cmp_batch(n, &alphas[..313], &mut crng)?;
+    let (b, _) = dpf::gen_cmp_batch(n, &alphas[313..], &mut crng)?;
+    let xs = points(n, &alphas, 1, &mut rng);
+    let mut want = a.eval_lt_batch(&xs[..313])?;
+    want.extend(b.eval_lt_batch(&xs[313..])?);
+    let (ab, bb) = (a.to_bytes(), b.to_bytes());
+    let dk = g.upload_dpf_bytes(&[&ab, &bb])?;
+    eq("concatenated count", dk.count(), 1000)?;
+    same(
+        "concatenated batches",
+        &g.dpf_eval_resident(&dk, &xs, 1, false)?,
+        &want,
+    )?;
+    // Mismatched batches and malformed bytes are typed errors.
+    let (c, _) = dpf::gen_cmp_batch(37, &[1, 2], &mut crng)?;
+    let cb = c.to_bytes();
+    eq(
+        "mismatched batches",
+        matches!(g.upload_dpf_bytes(&[&ab, &cb]), Err(CudaError::BadKey(_))),
+        true,
+    )?;
+    eq(
+        "truncated batch",
+        matches!(
+            g.upload_dpf_bytes(&[&ab[..ab.len() - 1]]),
+            Err(CudaError::BadKey(_))
+        ),
+        true,
+    )?;
+    eq(
+        "points of the wrong length",
+        matches!(
+            g.dpf_eval_resident(&dk, &xs[1..], 1, false),
+            Err(CudaError::Backend(_))
+        ),
+        true,
+    )?;
+    // Keys of another instance (another stream) are refused, never raced on.
+    let other = g.sibling()?;
+    let dx = other.htod(&xs)?;
+    let mut dout = other.alloc_zeros::<u8>(xs.len())?;
+    eq(
+        "keys of another instance",
+        matches!(
+            other.dpf_eval_device(&dk, &dx, xs.len(), 1, false, &mut dout),
+            Err(CudaError::ForeignBuffer { .. })
+        ),
+        true,
+    )?;
+    // DCF payloads beyond the kernels: the device API says so (the trait runs them on the
+    // host by design).
+    let al = alphas_for(37, 50, &mut rng);
+    let (k0, _) = dcf::gen_batch(37, 37, 17, &al, &rng.vec(50 * 17), &mut crng)?;
+    let dk = g.upload_dcf(&k0)?;
+    let xs = points(37, &al, 2, &mut rng);
+    eq(
+        "unsupported payload",
+        CudaBackend::dcf_supported(37, 17),
+        false,
+    )?;
+    eq(
+        "resident unsupported payload",
+        matches!(
+            g.dcf_eval_resident(&dk, &xs, 2),
+            Err(CudaError::Unsupported(_))
+        ),
+        true,
+    )?;
+    // try_gemm_batch reports what the trait method computes.
+    let w = width(50)?;
+    let (a, b) = (rng.vec(40 * 600), rng.vec(600 * 70));
+    same(
+        "try_gemm_batch",
+        &g.try_gemm_batch(w, &a, &b, 1, 40, 600, 70, BLayout::RowMajor)?,
+        &CpuBackend::new().gemm(w, &a, &b, 40, 600, 70)?,
+    )?;
+    Ok(())
+}
+
+fn kernels_compile_with_nvrtc() -> Result<Completion, Failed> {
+    if !compile::nvrtc_available() {
+        return Ok(Completion::ignored_with("NVRTC not installed"));
+    }
+    let c = compile::compile("sm_90")?;
+    eq("CUBIN magic", &c.cubin[..4], b"\x7fELF".as_slice())?;
+    Ok(Completion::Completed)
+}
+
+fn new_is_an_error_without_gpu() -> Result<Completion, Failed> {
+    if cuda_available() {
+        return Ok(Completion::ignored_with("a GPU is present"));
+    }
+    match CudaBackend::new() {
+        Ok(_) => Err("CudaBackend::new() succeeded without a usable GPU".into()),
+        Err(e @ (CudaError::NoDriver | CudaError::NoNvrtc | CudaError::NoDevice { .. })) => {
+            eq(
+                "message names the library or device",
+                e.to_string().is_empty(),
+                false,
+            )?;
+            Ok(Completion::Completed)
+        }
+        Err(e) => Err(format!("unexpected error without a GPU: {e}").into()),
+    }
+}
+
+/// The mismatch report says how many elements differ and which is first.
+fn mismatch_report() -> R {
+    let e = same("x", &[1u64, 2, 3, 4, 5], &[1, 9, 3, 8, 5]).err();
+    let msg = e.and_then(|f| f.message().map(str::to_string));
+    eq(
+        "report",
+        msg.as_deref(),
+        Some("x: 2 of 5 elements differ; first at index 1: got 2, want 9"),
+    )?;
+    let e = same("y", &[1u8], &[1, 2]).err();
+    eq(
+        "length report",
+        e.and_then(|f| f.message().map(str::to_string)).as_deref(),
+        Some("y: 1 elements, expected 2"),
+    )?;
+    same("z", &[7u8, 8], &[7, 8])
+}
+
+/// candle's `test_device!`: each body once per backend.
+macro_rules! test_backends {
+    ($($body:ident),* $(,)?) => {
+        vec![$((stringify!($body), $body as fn(Dev) -> R)),*]
+    };
+}
+
+const NO_GPU: &str = "no CUDA GPU (driver, NVRTC or device missing)";
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    let generic = test_backends!(
+        elementwise,
+        gemm,
+        resident_handles,
+        dcf_scalar,
+        dcf_vector,
+        dcf_million,
+        dpf,
+        two_instances_at_once,
+    );
+    for (name, body) in generic {
+        trials.push(Trial::test(format!("{name}::cpu"), move || body(Dev::Cpu)));
+        trials.push(Trial::ignorable_test(format!("{name}::cuda"), move || {
+            if !cuda_available() {
+                return Ok(Completion::ignored_with(NO_GPU));
+            }
+            body(Dev::Cuda).map(|()| Completion::Completed)
+        }));
+    }
+    type CudaBody = fn(&CudaBackend) -> R;
+    let cuda_only: [(&str, CudaBody); 2] = [
+        ("aes_permutation", aes_permutation),
+        ("device_api", device_api),
+    ];
+    for (name, body) in cuda_only {
+        trials.push(Trial::ignorable_test(format!("{name}::cuda"), move || {
+            let Some(g) = (if cuda_available() { gpu() } else { None }) else {
+                return Ok(Completion::ignored_with(NO_GPU));
+            };
+            body(g).map(|()| Completion::Completed)
+        }));
+    }
+    trials.push(Trial::test("mismatch_report", mismatch_report));
+    trials.push(Trial::ignorable_test(
+        "kernels_compile_with_nvrtc",
+        kernels_compile_with_nvrtc,
+    ));
+    trials.push(Trial::ignorable_test(
+        "new_is_an_error_without_gpu",
+        new_is_an_error_without_gpu,
+    ));
+    libtest_mimic::run(&args, trials).exit();
+}
