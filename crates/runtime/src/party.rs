@@ -198,6 +198,9 @@ impl<'a> Party<'a> {
         let prog = self.prog;
         let w = prog.width();
         keys.check(self.party, &prog.fingerprint(), w.bits())?;
+        // The whole stream, once: a device backend uploads it and evaluates DCF views from
+        // offsets into its copy; the CPU backend reads the host bytes in place.
+        self.be.attach_keys(keys.token(), keys.bytes())?;
         let t_start = Instant::now();
         let net0 = (net.stats().bytes_sent, net.stats().bytes_received);
         let sched = Schedule::of(prog);
@@ -391,7 +394,7 @@ impl<'a> Party<'a> {
                     _ => unreachable!("gate group holds gates"),
                 };
                 let blob = keys.take_blob()?;
-                let out = gate.eval(w, self.party, &blob, &xhat, self.be)?;
+                let out = gate.eval(w, self.party, blob.key(), &xhat, self.be)?;
                 let q = gate.outputs();
                 let total = xhat.len();
                 if out.len() != q * total {
