@@ -323,7 +323,7 @@ fn rd_bits_tail(b: &[u8], bit: usize, mask: u64) -> u64 {
 /// for m ≤ 57, and for m a multiple of 8 (then sh = 0).
 #[inline]
 fn wide_reads(m: u32) -> bool {
-    m > 57 && m % 8 != 0
+    m > 57 && !m.is_multiple_of(8)
 }
 
 /// The walk state of one evaluation (one lane of the batched evaluators).
@@ -1526,7 +1526,7 @@ mod tests {
             let used = cnt * p * m as usize;
             for i in 0..n as usize {
                 let lv = h + l.vcw + i * l.vcw_level_stride;
-                if used % 8 != 0 {
+                if !used.is_multiple_of(8) {
                     b[lv + lb - 1] |= 0xFF << (used % 8);
                 }
                 for x in &mut b[lv + lb..lv + l.vcw_level_stride] {

@@ -13,6 +13,9 @@ use suf_nn::layers::Mode;
 use suf_nn::model::{build, client_input};
 use suf_runtime::harness::{run_two_party, Link};
 
+/// A DCF batch as the backend saw it: (origin (stream, offset), body length).
+type Seen = (Option<(u64, u64)>, usize);
+
 /// The CPU backend, recording what the key-format interface hands it.
 #[derive(Default)]
 struct Recorder {
@@ -20,7 +23,7 @@ struct Recorder {
     /// (stream token, stream bytes) per `attach_keys` call.
     attached: Mutex<Vec<(u64, usize)>>,
     /// (origin, body length) of every DCF batch evaluated.
-    dcf: Mutex<Vec<(Option<(u64, u64)>, usize)>>,
+    dcf: Mutex<Vec<Seen>>,
 }
 
 impl Backend for Recorder {

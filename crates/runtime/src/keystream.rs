@@ -537,7 +537,7 @@ fn index(buf: &[u8], bits: u32, path: &Path) -> Result<Vec<Section>> {
     let toc_len = sections.checked_mul(TOC_ENTRY as u64);
     if toc_len.and_then(|l| toc_off.checked_add(l)) != Some(toc_end)
         || toc_off < HEADER_LEN as u64
-        || toc_off % ALIGN as u64 != 0
+        || !toc_off.is_multiple_of(ALIGN as u64)
     {
         return Err(bad(path, "table of contents out of place"));
     }
@@ -995,7 +995,7 @@ mod tests {
             }
             // A padding byte.
             let end = (off + len) as usize;
-            if end % ALIGN != 0 {
+            if !end.is_multiple_of(ALIGN) {
                 let mut x = good.clone();
                 x[end] = 1;
                 cases.push(x);
