@@ -319,7 +319,7 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], t: usize) -> Result<Vec<u64>> {
+    fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> Result<Vec<u64>> {
         Ok(self.install(|| keys.eval_multi(xs, t))?)
     }
 

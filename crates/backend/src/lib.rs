@@ -238,13 +238,28 @@ pub trait Backend: Send + Sync {
 
     // ---- FSS evaluation -------------------------------------------------------------------
 
+    /// Make a party's whole loaded key stream available to the backend, once per run, before
+    /// the first round: `stream` is the stream's token (`PartyStream::token`), `bytes` the
+    /// whole stream buffer. Key batches whose [`DcfKeys::origin`] names this stream sit at
+    /// `origin.offset` in `bytes`, so a device backend can upload the buffer once and evaluate
+    /// from offsets into its copy. The default does nothing (the CPU evaluates from the host
+    /// bytes the keys borrow).
+    ///
+    /// # Errors
+    /// A device backend's upload failure.
+    fn attach_keys(&self, stream: u64, bytes: &[u8]) -> Result<()> {
+        let _ = (stream, bytes);
+        Ok(())
+    }
+
     /// DCF evaluation: key i at the `t` points `xs[i·t .. (i+1)·t]` (taken mod 2^n).
     /// Returns `count·t·p` additive shares in Z_{2^m}, laid out `[key][point][payload]`
-    /// (`suf_fss::dcf::DcfKeys::eval_multi`; t = 1 is one point per key).
+    /// (`suf_fss::dcf::DcfKeys::eval_multi`; t = 1 is one point per key). `keys` may be a
+    /// zero-copy view into a loaded key stream (see [`Backend::attach_keys`]).
     ///
     /// # Errors
     /// `Fss(LengthMismatch)` if `xs.len() != count·t`.
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], t: usize) -> Result<Vec<u64>>;
+    fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> Result<Vec<u64>>;
 
     /// DPF comparison: XOR shares (0/1 bytes) of `1[x < α_i]` for key i at the `t` points
     /// `xs[i·t .. (i+1)·t]` (taken mod 2^n); output `count·t` bytes in the same order

@@ -38,7 +38,25 @@ fn dcf_shares_reconstruct() {
             }
         }
     }
+    // A zero-copy view of the serialized batch evaluates identically; attaching a stream is a
+    // no-op on the CPU.
     let be = CpuBackend::new();
+    let bytes = k1.to_bytes();
+    let origin = Some(suf_fss::KeyOrigin {
+        stream: 3,
+        offset: 128,
+    });
+    let view = dcf::DcfKeys::view(suf_fss::KeyRef {
+        bytes: &bytes,
+        origin,
+    })
+    .unwrap();
+    be.attach_keys(3, &bytes).unwrap();
+    assert_eq!(
+        be.dcf_eval(&view, &xs, t).unwrap(),
+        be.dcf_eval(&k1, &xs, t).unwrap()
+    );
+    assert_eq!(view.origin().unwrap().offset, 128 + 64);
     assert!(matches!(
         be.dcf_eval(&k0, &xs[1..], t).unwrap_err(),
         BackendError::Fss(suf_fss::FssError::LengthMismatch { .. })

@@ -60,6 +60,7 @@ use suf_core::pack::{pack, unpack};
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_fss::dcf::{self, DcfKeys};
+use suf_fss::KeyRef;
 use suf_runtime::gate::{join_parts, split_parts, GateImpl};
 use suf_runtime::ir::Dtype;
 
@@ -95,8 +96,17 @@ fn read_shares(blob: &[u8], party: u8, bits: u32, count: usize) -> Result<Vec<u6
     }
 }
 
-fn read_dcf(b: &[u8], party: u8, n: u32, m: u32, p: usize, count: usize) -> Result<DcfKeys> {
-    let k = DcfKeys::from_bytes(b)?;
+/// A zero-copy view of a DCF part (header and length checked, no scan; see
+/// `suf_fss::dcf::DcfKeys::view`), checked against the shape the component expects.
+fn read_dcf<'a>(
+    b: KeyRef<'a>,
+    party: u8,
+    n: u32,
+    m: u32,
+    p: usize,
+    count: usize,
+) -> Result<DcfKeys<'a>> {
+    let k = DcfKeys::view(b)?;
     if k.party() != party || k.n() != n || k.m() != m || k.p() != p || k.count() != count {
         return key_err(format!(
             "DCF batch (party {}, {} bits, ring {}, p {}, {} keys) does not match (party {party}, {n}, {m}, {p}, {count})",
@@ -161,7 +171,7 @@ fn deal_poly(s: &PolySpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
 fn eval_poly(
     s: &PolySpec,
     party: u8,
-    parts: &[&[u8]],
+    parts: &[KeyRef<'_>],
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
@@ -170,7 +180,7 @@ fn eval_poly(
     let cnt = xhat.len();
     let keys = read_dcf(parts[0], party, k, mm, p, cnt)?;
     let rpow = if d > 0 {
-        read_shares(parts[1], party, mm, cnt * d)?
+        read_shares(parts[1].bytes, party, mm, cnt * d)?
     } else {
         Vec::new()
     };
@@ -323,7 +333,7 @@ fn eval_halves(
     s: &HalvesSpec,
     n: u32,
     party: u8,
-    parts: &[&[u8]],
+    parts: &[KeyRef<'_>],
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
@@ -333,7 +343,7 @@ fn eval_halves(
     let p = 1 + slope as usize;
     let ns = if slope { 3 } else { 1 };
     let keys = read_dcf(parts[0], party, h, s.ring, p, cnt)?;
-    let sh = read_shares(parts[1], party, s.ring, cnt * ns)?;
+    let sh = read_shares(parts[1].bytes, party, s.ring, cnt * ns)?;
     let nm = mask(n);
     let yh: Vec<u64> = xhat
         .iter()
@@ -443,7 +453,7 @@ fn eval_floor(
     s: &FloorSpec,
     n: u32,
     party: u8,
-    parts: &[&[u8]],
+    parts: &[KeyRef<'_>],
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
@@ -461,7 +471,7 @@ fn eval_floor(
             be.dcf_eval(&wkeys, &yh, 1)?
         }
         Wrap::Free => {
-            let fr = read_shares(parts[1], party, n, cnt * p)?;
+            let fr = read_shares(parts[1].bytes, party, n, cnt * p)?;
             (0..cnt * p)
                 .map(|i| {
                     let yt = (yh[i / p] >> (n - 1)) & 1;
@@ -477,7 +487,7 @@ fn eval_floor(
         }
     };
     let ns = if sel { 3 } else { 1 };
-    let sh = read_shares(parts[2], party, n, cnt * ns)?;
+    let sh = read_shares(parts[2].bytes, party, n, cnt * ns)?;
     let nm = mask(n);
     let fk = pow2(k - t);
     let j = party as u64;
@@ -545,7 +555,7 @@ fn eval_comp(
     c: &Component,
     n: u32,
     party: u8,
-    parts: &[&[u8]],
+    parts: &[KeyRef<'_>],
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
@@ -576,7 +586,8 @@ impl GateSpec {
         Ok([join(&all[0]), join(&all[1])])
     }
 
-    /// Party: shares of the q outputs (output-major: all elements of output 0 first).
+    /// Party: shares of the q outputs (output-major: all elements of output 0 first). `key`
+    /// is the gate's blob, borrowed from the key stream (`KeyRef::detached` outside one).
     ///
     /// # Errors
     /// An invalid spec, a malformed key blob, or a backend failure.
@@ -584,7 +595,7 @@ impl GateSpec {
         &self,
         n: u32,
         party: u8,
-        key: &[u8],
+        key: KeyRef<'_>,
         xhat: &[u64],
         be: &dyn Backend,
     ) -> Result<Vec<u64>> {
@@ -721,7 +732,7 @@ impl GateImpl for SpecGate {
         &self,
         w: BitWidth,
         party: u8,
-        key: &[u8],
+        key: KeyRef<'_>,
         xhat: &[u64],
         be: &dyn Backend,
     ) -> suf_runtime::Result<Vec<u64>> {
@@ -773,8 +784,8 @@ pub fn run_with_masks(
     }
     let keys = spec.deal(n, r, rng)?;
     let xhat: Vec<u64> = xs.iter().zip(r).map(|(&x, &m)| w.add(x, m)).collect();
-    let a = spec.eval_shares(n, 0, &keys[0], &xhat, be)?;
-    let b = spec.eval_shares(n, 1, &keys[1], &xhat, be)?;
+    let a = spec.eval_shares(n, 0, KeyRef::detached(&keys[0]), &xhat, be)?;
+    let b = spec.eval_shares(n, 1, KeyRef::detached(&keys[1]), &xhat, be)?;
     let out = a.iter().zip(&b).map(|(&u, &v)| w.add(u, v)).collect();
     Ok((out, keys))
 }

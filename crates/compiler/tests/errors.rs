@@ -9,6 +9,7 @@ use suf_compiler::{CompilerError, Component, FloorSpec, GateSpec, Part, PolySpec
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
+use suf_fss::KeyRef;
 use suf_runtime::gate::GateImpl;
 use suf_runtime::ir::Builder;
 
@@ -82,22 +83,28 @@ fn malformed_and_mismatched_keys_are_errors() {
     let r: Vec<u64> = (0..8).map(|_| rng.ring(w)).collect();
     let [k0, k1] = gate.deal(w, &r, &mut rng).unwrap();
     let xh = vec![3u64; 8];
-    assert!(gate.eval(w, 0, &k0, &xh, &be).is_ok());
+    assert!(gate.eval(w, 0, KeyRef::detached(&k0), &xh, &be).is_ok());
     // wrong party, wrong count, truncated, garbage, empty
-    assert!(gate.eval(w, 1, &k0, &xh, &be).is_err());
-    assert!(gate.eval(w, 0, &k0, &xh[..7], &be).is_err());
-    assert!(gate.eval(w, 1, &k1[..k1.len() - 3], &xh, &be).is_err());
-    assert!(gate.eval(w, 0, &[7u8; 100], &xh, &be).is_err());
-    assert!(gate.eval(w, 0, &[], &xh, &be).is_err());
+    assert!(gate.eval(w, 1, KeyRef::detached(&k0), &xh, &be).is_err());
+    assert!(gate
+        .eval(w, 0, KeyRef::detached(&k0), &xh[..7], &be)
+        .is_err());
+    assert!(gate
+        .eval(w, 1, KeyRef::detached(&k1[..k1.len() - 3]), &xh, &be)
+        .is_err());
+    assert!(gate
+        .eval(w, 0, KeyRef::detached(&[7u8; 100]), &xh, &be)
+        .is_err());
+    assert!(gate.eval(w, 0, KeyRef::detached(&[]), &xh, &be).is_err());
     // a key of another gate
     let other = SpecGate::new(floor_gate(n), n).unwrap();
     let [o0, _] = other.deal(w, &r, &mut rng).unwrap();
-    assert!(gate.eval(w, 0, &o0, &xh, &be).is_err());
+    assert!(gate.eval(w, 0, KeyRef::detached(&o0), &xh, &be).is_err());
     // a floor key of another ring width (its DCFs carry ring-n payloads)
     let w2 = BitWidth::new(20).unwrap();
     let f20 = SpecGate::new(floor_gate(20), 20).unwrap();
     let [g0, _] = f20.deal(w2, &r, &mut rng).unwrap();
-    assert!(other.eval(w, 0, &g0, &xh, &be).is_err());
+    assert!(other.eval(w, 0, KeyRef::detached(&g0), &xh, &be).is_err());
 }
 
 fn floor_gate(n: u32) -> GateSpec {

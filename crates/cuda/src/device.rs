@@ -598,11 +598,28 @@ impl CudaBackend {
         self.upload_dpf_bytes(&[&b])
     }
 
-    /// Upload serialized DCF key batches, as [`CudaBackend::upload_dpf_bytes`].
+    /// Upload serialized DCF key batches (`DcfKeys::to_bytes`, key format version 2), as
+    /// [`CudaBackend::upload_dpf_bytes`].
     ///
     /// # Errors
     /// As [`CudaBackend::upload_dpf_bytes`].
     pub fn upload_dcf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDcfKeys> {
+        // TODO(keys-v2): converted to the kernels' format-1 body on the host
+        // (`keys::dcf_kernel_bytes`) until the kernels read version-2 bodies in place.
+        let conv: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|b| {
+                DcfKeys::view(suf_fss::KeyRef::detached(b))
+                    .map(|k| keys::dcf_kernel_bytes(&k))
+                    .map_err(|e| CudaError::BadKey(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&[u8]> = conv.iter().map(|v| v.as_slice()).collect();
+        self.upload_kernel_dcf(&refs)
+    }
+
+    /// Upload DCF batches already in the kernels' body layout.
+    fn upload_kernel_dcf(&self, parts: &[&[u8]]) -> Result<DeviceDcfKeys> {
         let (h, body) = self.upload_parts(KeyKind::Dcf, parts)?;
         Ok(DeviceDcfKeys {
             body,
@@ -614,13 +631,14 @@ impl CudaBackend {
         })
     }
 
-    /// Upload a CPU DCF key batch (serializes it first).
+    /// Upload a CPU DCF key batch (owned, or a view into a key stream).
     ///
     /// # Errors
     /// As [`CudaBackend::upload_dpf_bytes`].
-    pub fn upload_dcf(&self, keys: &DcfKeys) -> Result<DeviceDcfKeys> {
-        let b = keys.to_bytes();
-        self.upload_dcf_bytes(&[&b])
+    pub fn upload_dcf(&self, keys: &DcfKeys<'_>) -> Result<DeviceDcfKeys> {
+        // TODO(keys-v2): host conversion, see `upload_dcf_bytes`.
+        let b = keys::dcf_kernel_bytes(keys);
+        self.upload_kernel_dcf(&[&b])
     }
 
     // ---- FSS evaluation on device buffers -------------------------------------------------------
@@ -1410,7 +1428,7 @@ impl Backend for CudaBackend {
             .map_err(|e| e.into_backend("row_sum"))
     }
 
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u64>> {
+    fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u64>> {
         let cpu = || self.cpu.dcf_eval(keys, xs, t);
         if !Self::dcf_supported(keys.m(), keys.p())
             || keys.count().checked_mul(t) != Some(xs.len())

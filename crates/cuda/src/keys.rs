@@ -9,8 +9,9 @@
 //! interleaved so that the result is exactly the body of the concatenated batch.
 
 use cudarc::driver::CudaSlice;
+use suf_fss::dcf::DcfKeys;
 use suf_fss::keyfmt::KeyKind;
-use suf_fss::keyfmt::{HEADER_LEN, MAGIC, VERSION};
+use suf_fss::keyfmt::{write_key, HEADER_LEN, MAGIC, VERSION};
 
 use crate::error::{CudaError, Result};
 
@@ -167,7 +168,51 @@ pub(crate) fn dpf_key_bytes(n: u32) -> usize {
     16 * d + 32 + d.div_ceil(8)
 }
 
-/// DCF body bytes per key: 16 + 16n + 16 + 8p(n + 1).
+/// TODO(keys-v2): the DCF kernels still read the format-1 body (u64 correction words, no
+/// padding: seed, scw, tcw_l, tcw_r, vcw n × count × p u64, fcw count × p u64). Until they take
+/// the `suf_fss::dcf::DcfLayout` offsets and read the bit-packed words of a version-2 body in
+/// place, a batch is converted to that body on the host here (header: `keyfmt` with the
+/// kernels' body, so [`parse`] checks it against [`dcf_key_bytes`]).
+pub(crate) fn dcf_kernel_bytes(k: &DcfKeys<'_>) -> Vec<u8> {
+    let (n, p, cnt) = (k.n() as usize, k.p(), k.count());
+    let mut body = Vec::with_capacity(cnt * dcf_key_bytes(k.n(), p).unwrap_or(0));
+    for i in 0..cnt {
+        body.extend_from_slice(&k.seed(i).to_le_bytes());
+    }
+    for lvl in 0..n {
+        for i in 0..cnt {
+            body.extend_from_slice(&k.scw(lvl, i).to_le_bytes());
+        }
+    }
+    for side in 0..2 {
+        for i in 0..cnt {
+            let (l, r) = k.tcw(i);
+            body.extend_from_slice(&[l, r][side].to_le_bytes());
+        }
+    }
+    for lvl in 0..n {
+        for i in 0..cnt {
+            for q in 0..p {
+                body.extend_from_slice(&k.vcw(lvl, i, q).to_le_bytes());
+            }
+        }
+    }
+    for i in 0..cnt {
+        for q in 0..p {
+            body.extend_from_slice(&k.fcw(i, q).to_le_bytes());
+        }
+    }
+    write_key(
+        KeyKind::Dcf,
+        k.party(),
+        k.n(),
+        [k.m(), p as u32, 0, 0],
+        cnt as u64,
+        &body,
+    )
+}
+
+/// DCF body bytes per key in the kernels' (format-1) layout: 16 + 16n + 16 + 8p(n + 1).
 pub(crate) fn dcf_key_bytes(n: u32, p: usize) -> Option<usize> {
     let n = n as usize;
     8usize
@@ -276,17 +321,35 @@ mod tests {
         let b = dcf::gen_batch(12, 40, 2, &alphas[4..], &betas[8..], &mut r2)
             .unwrap()
             .0;
-        let (ab, bb) = (a.to_bytes(), b.to_bytes());
+        let (ab, bb) = (dcf_kernel_bytes(&a), dcf_kernel_bytes(&b));
         let ha = parse(&ab, KeyKind::Dcf).unwrap();
         let hb = parse(&bb, KeyKind::Dcf).unwrap();
         let plan = concat_plan(&sections(&ha.0), &[4, 5]);
-        let want = all.to_bytes();
+        let want = dcf_kernel_bytes(&all);
         let mut got = vec![0u8; want.len() - HEADER_LEN];
         for (i, src, dst, len) in plan {
             let body = if i == 0 { ha.1 } else { hb.1 };
             got[dst..dst + len].copy_from_slice(&body[src..src + len]);
         }
         assert_eq!(got, &want[HEADER_LEN..]);
+    }
+
+    /// The kernels' body holds the same correction words as the version-2 batch, and a
+    /// version-2 batch itself is refused by the kernels' parser.
+    #[test]
+    fn kernel_body_of_a_v2_batch() {
+        let mut rng = Csprng::for_tests(5);
+        let (k, _) =
+            dcf::gen_batch(10, 13, 2, &[5, 700, 3], &[1, 2, 3, 4, 5, 6], &mut rng).unwrap();
+        let b = dcf_kernel_bytes(&k);
+        let (h, body) = parse(&b, KeyKind::Dcf).unwrap();
+        assert_eq!((h.n, h.count, h.params), (10, 3, [13, 2, 0, 0]));
+        let u64at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().unwrap());
+        // vcw of level 4, key 1, element 1 and fcw of key 2, element 0.
+        let vcw = 16 * 3 + 16 * 10 * 3 + 16 * 3;
+        assert_eq!(u64at(vcw + 8 * ((4 * 3 + 1) * 2 + 1)), k.vcw(4, 1, 1));
+        assert_eq!(u64at(vcw + 8 * 10 * 3 * 2 + 8 * 4), k.fcw(2, 0));
+        assert!(parse(&k.to_bytes(), KeyKind::Dcf).is_err());
     }
 
     #[test]

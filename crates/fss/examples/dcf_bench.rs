@@ -18,7 +18,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// (evaluations/s, key pairs/s) for one parameter set.
-fn measure(n: u32, m: u32, p: usize, count: usize) -> (f64, f64, DcfKeys) {
+fn measure(n: u32, m: u32, p: usize, count: usize) -> (f64, f64, DcfKeys<'static>) {
     let mut rng = Csprng::for_tests(7);
     let dom = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
     let alphas: Vec<u64> = (0..count).map(|_| rng.next_u64() & dom).collect();

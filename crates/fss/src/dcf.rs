@@ -63,21 +63,46 @@
 //! fcw ← (−1)^{t_1}·(−Vα)
 //! ```
 //!
-//! # Serialized layout ([`KeyKind::Dcf`])
+//! # Serialized layout ([`KeyKind::Dcf`], key format version 2)
 //!
-//! Header params `[m, p, 0, 0]`. Body sections in this order:
-//! `seed: count × u128`, `scw: n × count × u128`, `tcw_l: count × u64`, `tcw_r: count × u64`,
-//! `vcw: n × count × p × u64`, `fcw: count × p × u64`. Per-level fields are **level-major**
-//! (all keys' level 0, then all keys' level 1, …; the key index varies fastest, as in the DPF
-//! layout), so GPU threads that each own one key load consecutive words. Body bytes per key:
-//! [`DcfKeys::key_bytes_per_key`] = 16 + 16n + 16 + 8p(n + 1). Parsing refuses non-canonical
-//! keys (scw bit 0 set, tcw bits at or above n, payload words ≥ 2^m).
+//! Header params `[m, p, 0, 0]` (64-byte header, [`crate::keyfmt`]). The body is laid out by
+//! [`DcfLayout`] — the **one** description of it; the CUDA backend passes these offsets to its
+//! kernels instead of re-deriving them. Every region starts 16-byte aligned (zero padding
+//! between regions), and since the header is 64 bytes and key-stream sections and gate-key
+//! parts are 16-aligned, every body sits 16-aligned in a loaded stream:
+//! ```text
+//! seed   count × 16 B (u128 LE)                                  key k at seed + 16k
+//! scw    n levels × count × 16 B, level-major                    (i, k) at scw + 16(i·count + k)
+//! tcw_l  count × u64 LE (bit i: control correction of level i)   key k at tcw_l + 8k
+//! tcw_r  count × u64 LE                                          key k at tcw_r + 8k
+//! vcw    per level i at vcw + i·vcw_level_stride: count·p values bit-packed at m bits
+//!        (LSB first, `suf_core::pack`), value (k, j) at bit (k·p + j)·m;
+//!        vcw_level_stride = round_up_16(⌈count·p·m/8⌉)
+//! fcw    count·p values bit-packed at m bits, value (k, j) at bit (k·p + j)·m
+//! ```
+//! Per-level fields are **level-major** (all keys' level 0, then all keys' level 1, …; the key
+//! index varies fastest), so GPU threads that each own one key load consecutive words. The
+//! exact size of a serialized batch is [`DcfKeys::bytes_for`]; per key it is about
+//! [`DcfKeys::key_bytes_per_key`] = 32 + 16n + ⌈(n + 1)·p·m/8⌉.
+//!
+//! **No canonical-form checks.** Reading a batch ([`DcfKeys::view`]) checks the header and the
+//! exact length and nothing else — no scan over the body. Evaluation masks what it reads: bit 0
+//! of a seed correction word is cleared, only bits 0..n of the control corrections are
+//! consulted, and value correction words are read at m bits; padding is never read. So any body
+//! of the right length evaluates to *some* output without a panic, and the honest key's output
+//! is unchanged; a corrupted key is caught by the key stream's checksum, not here.
+
+use std::borrow::Cow;
 
 use rayon::prelude::*;
+use suf_core::pack::pack_into;
 use suf_core::prg::{c_value, Csprng, FixedKeyAes, C_LEFT, C_RIGHT};
 
 use crate::error::{FssError, Result};
-use crate::keyfmt::{expect_body_len, parse_header, KeyKind, KeyReader, KeyWriter};
+use crate::keyfmt::{
+    expect_body_len, parse_header, parse_header_view, write_key, Header, KeyKind, KeyOrigin,
+    KeyRef, HEADER_LEN,
+};
 
 /// Most value blocks per level (the `c_value` index 2j + 1 must stay below 2^16).
 pub const MAX_VALUE_BLOCKS: usize = 1 << 15;
@@ -150,46 +175,270 @@ fn bits_at(blocks: &[u128], off: usize, m: u32) -> u64 {
     }
 }
 
-/// A batch of `count` DCF keys of one party (structure of arrays).
-#[derive(Clone, PartialEq, Eq)]
-pub struct DcfKeys {
-    n: u32,
-    m: u32,
-    p: usize,
-    party: u8,
-    count: usize,
-    seed: Vec<u128>,
-    scw: Vec<u128>,
-    tcw_l: Vec<u64>,
-    tcw_r: Vec<u64>,
-    vcw: Vec<u64>,
-    fcw: Vec<u64>,
+/// Byte offsets of the regions of a DCF batch body (key format version 2; see the module
+/// docs). Every region offset is a multiple of 16.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DcfLayout {
+    /// Input domain bits.
+    pub n: u32,
+    /// Payload ring bits.
+    pub m: u32,
+    /// Payload elements per key.
+    pub p: usize,
+    /// Keys in the batch.
+    pub count: usize,
+    /// Root seeds: `count` × 16 bytes.
+    pub seed: usize,
+    /// Seed correction words: n levels × `count` × 16 bytes, level-major.
+    pub scw: usize,
+    /// Left control corrections: `count` u64.
+    pub tcw_l: usize,
+    /// Right control corrections: `count` u64.
+    pub tcw_r: usize,
+    /// Value correction words of level 0; level i at `vcw + i·vcw_level_stride`.
+    pub vcw: usize,
+    /// Bytes from one level's value correction words to the next (a multiple of 16).
+    pub vcw_level_stride: usize,
+    /// Final correction words: `count·p` values of m bits.
+    pub fcw: usize,
+    /// Body length in bytes (the fcw region is not padded at the end).
+    pub total: usize,
 }
 
-impl std::fmt::Debug for DcfKeys {
+impl DcfLayout {
+    /// The layout of a batch of `count` keys with parameters (n, m, p); `None` if the
+    /// parameters are out of range or a size overflows (all arithmetic is checked).
+    pub fn new(n: u32, m: u32, p: usize, count: usize) -> Option<DcfLayout> {
+        check_params(n, m, p).ok()?;
+        let al = |x: usize| x.checked_next_multiple_of(16);
+        let nn = n as usize;
+        let seed = 0usize;
+        let scw = count.checked_mul(16)?;
+        let tcw_l = scw.checked_add(scw.checked_mul(nn)?)?;
+        let words = count.checked_mul(8)?;
+        let tcw_r = al(tcw_l.checked_add(words)?)?;
+        let vcw = al(tcw_r.checked_add(words)?)?;
+        let level = count.checked_mul(p)?.checked_mul(m as usize)?.div_ceil(8);
+        let vcw_level_stride = al(level)?;
+        let fcw = vcw.checked_add(vcw_level_stride.checked_mul(nn)?)?;
+        let total = fcw.checked_add(level)?;
+        Some(DcfLayout {
+            n,
+            m,
+            p,
+            count,
+            seed,
+            scw,
+            tcw_l,
+            tcw_r,
+            vcw,
+            vcw_level_stride,
+            fcw,
+            total,
+        })
+    }
+
+    /// Bytes of one level's packed value correction words (also of the fcw region):
+    /// ⌈count·p·m/8⌉.
+    pub fn level_bytes(&self) -> usize {
+        (self.count * self.p * self.m as usize).div_ceil(8)
+    }
+
+    /// Byte offset of key k's root seed.
+    #[inline(always)]
+    pub fn seed_at(&self, k: usize) -> usize {
+        self.seed + 16 * k
+    }
+
+    /// Byte offset of the seed correction word of level i, key k.
+    #[inline(always)]
+    pub fn scw_at(&self, i: usize, k: usize) -> usize {
+        self.scw + 16 * (i * self.count + k)
+    }
+
+    /// Bit offset (from the body start) of value correction word (level i, key k, element j).
+    #[inline(always)]
+    pub fn vcw_bit(&self, i: usize, k: usize, j: usize) -> usize {
+        8 * (self.vcw + i * self.vcw_level_stride) + (k * self.p + j) * self.m as usize
+    }
+
+    /// Bit offset (from the body start) of final correction word (key k, element j).
+    #[inline(always)]
+    pub fn fcw_bit(&self, k: usize, j: usize) -> usize {
+        8 * self.fcw + (k * self.p + j) * self.m as usize
+    }
+}
+
+/// 16 bytes at `off` as a little-endian u128 (the caller guarantees the range).
+#[inline(always)]
+fn rd_u128(b: &[u8], off: usize) -> u128 {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[off..off + 16]);
+    u128::from_le_bytes(a)
+}
+
+/// 8 bytes at `off` as a little-endian u64 (the caller guarantees the range).
+#[inline(always)]
+fn rd_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The value of up to 64 bits at bit `bit` of `b` (LSB-first bit stream), masked with `mask`;
+/// bits past the end of `b` read as zero. One unaligned 8-byte load when the value cannot
+/// straddle 8 bytes (`WIDE = false`: m ≤ 57, or m a multiple of 8 with byte-aligned offsets,
+/// see [`wide_reads`]), one 16-byte load otherwise; a byte-wise copy only at the very end of `b`.
+#[inline(always)]
+fn rd_bits<const WIDE: bool>(b: &[u8], bit: usize, mask: u64) -> u64 {
+    let byte = bit >> 3;
+    let sh = bit & 7;
+    if WIDE {
+        if let Some(s) = b.get(byte..byte + 16) {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(s);
+            return ((u128::from_le_bytes(a) >> sh) as u64) & mask;
+        }
+    } else if let Some(s) = b.get(byte..byte + 8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        return (u64::from_le_bytes(a) >> sh) & mask;
+    }
+    rd_bits_tail(b, bit, mask)
+}
+
+/// [`rd_bits`] near the end of the buffer.
+#[cold]
+fn rd_bits_tail(b: &[u8], bit: usize, mask: u64) -> u64 {
+    let byte = bit >> 3;
+    let mut a = [0u8; 16];
+    let s = b.get(byte..).unwrap_or(&[]);
+    let l = s.len().min(16);
+    a[..l].copy_from_slice(&s[..l]);
+    ((u128::from_le_bytes(a) >> (bit & 7)) as u64) & mask
+}
+
+/// Whether m-bit values at offsets (multiple of 128) + j·m need 16-byte reads: a value
+/// starting at bit offset sh ∈ 0..8 of a byte fits one u64 load iff sh + m ≤ 64, which holds
+/// for m ≤ 57, and for m a multiple of 8 (then sh = 0).
+#[inline]
+fn wide_reads(m: u32) -> bool {
+    m > 57 && !m.is_multiple_of(8)
+}
+
+/// The walk state of one evaluation (one lane of the batched evaluators).
+#[derive(Copy, Clone, Default)]
+struct Lane {
+    /// The point, reduced to n bits.
+    x: u64,
+    /// Control corrections selected by x's bits (bit i for level i).
+    tsel: u64,
+    /// Key index.
+    key: usize,
+    /// Current seed.
+    s: u128,
+    /// Current control bit.
+    t: u64,
+    /// Value accumulator (the p = 1 path; the general path keeps p per lane elsewhere).
+    acc: u64,
+}
+
+/// A batch of `count` DCF keys of one party: the version-2 body bytes (see [`DcfLayout`]),
+/// owned (from [`gen_batch`] or [`DcfKeys::from_bytes`]) or borrowed from a loaded key stream
+/// ([`DcfKeys::view`], zero-copy). Evaluation reads the body bytes directly.
+#[derive(Clone)]
+pub struct DcfKeys<'a> {
+    layout: DcfLayout,
+    party: u8,
+    body: Cow<'a, [u8]>,
+    origin: Option<KeyOrigin>,
+}
+
+impl PartialEq for DcfKeys<'_> {
+    /// Equal parameters, party and body bytes (the origin is not compared).
+    fn eq(&self, o: &Self) -> bool {
+        self.layout == o.layout && self.party == o.party && self.body == o.body
+    }
+}
+
+impl Eq for DcfKeys<'_> {}
+
+impl std::fmt::Debug for DcfKeys<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DcfKeys")
-            .field("n", &self.n)
-            .field("m", &self.m)
-            .field("p", &self.p)
+            .field("n", &self.layout.n)
+            .field("m", &self.layout.m)
+            .field("p", &self.layout.p)
             .field("party", &self.party)
-            .field("count", &self.count)
+            .field("count", &self.layout.count)
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
 
-impl DcfKeys {
+/// (m, p) from a DCF header's params, checked.
+fn dcf_params(h: &Header) -> Result<(u32, usize, usize, DcfLayout)> {
+    let [m, p32, z0, z1] = h.params;
+    if z0 != 0 || z1 != 0 {
+        return Err(FssError::BadHeader("unused DCF params are not zero".into()));
+    }
+    let p = p32 as usize;
+    check_params(h.n, m, p).map_err(FssError::BadHeader)?;
+    let count = usize::try_from(h.count)
+        .map_err(|_| FssError::BadHeader("count does not fit in memory".into()))?;
+    let layout = DcfLayout::new(h.n, m, p, count);
+    expect_body_len(h, layout.map(|l| l.total as u64))?;
+    let layout = layout.ok_or_else(|| FssError::BadHeader("impossible size".into()))?;
+    Ok((m, p, count, layout))
+}
+
+impl<'a> DcfKeys<'a> {
+    /// A zero-copy view of a serialized batch (header + body). O(1): checks the header and
+    /// that the length is exactly what (n, m, p, count) imply; no checksum, no scan, no copy
+    /// (inside a key stream the section checksum was verified when the stream was opened; any
+    /// bytes of the right length evaluate without a panic, see the module docs). The view's
+    /// origin is the body's position: `k.origin` moved past the 64-byte header.
+    ///
+    /// # Errors
+    /// Header and size failures as [`FssError`] input errors.
+    pub fn view(k: KeyRef<'a>) -> Result<DcfKeys<'a>> {
+        let (h, _, _) = parse_header_view(k.bytes, KeyKind::Dcf)?;
+        let (_, _, _, layout) = dcf_params(&h)?;
+        let body = k
+            .sub(HEADER_LEN..k.bytes.len())
+            .ok_or(FssError::Truncated {
+                needed: HEADER_LEN,
+                available: k.bytes.len(),
+            })?;
+        Ok(DcfKeys {
+            layout,
+            party: h.party,
+            body: Cow::Borrowed(body.bytes),
+            origin: body.origin,
+        })
+    }
+
+    /// An owned copy (no borrow of a stream); keeps the origin.
+    pub fn into_owned(self) -> DcfKeys<'static> {
+        DcfKeys {
+            layout: self.layout,
+            party: self.party,
+            body: Cow::Owned(self.body.into_owned()),
+            origin: self.origin,
+        }
+    }
+
     /// Input domain bits n.
     pub fn n(&self) -> u32 {
-        self.n
+        self.layout.n
     }
     /// Payload ring bits m.
     pub fn m(&self) -> u32 {
-        self.m
+        self.layout.m
     }
     /// Payload elements per key.
     pub fn p(&self) -> usize {
-        self.p
+        self.layout.p
     }
     /// The party (0 or 1) this batch belongs to.
     pub fn party(&self) -> u8 {
@@ -197,27 +446,93 @@ impl DcfKeys {
     }
     /// Keys in the batch.
     pub fn count(&self) -> usize {
-        self.count
+        self.layout.count
     }
     /// AES calls per evaluation of one key at one point.
     pub fn aes_per_eval(&self) -> usize {
-        aes_per_eval(self.n, self.m, self.p)
+        aes_per_eval(self.layout.n, self.layout.m, self.layout.p)
+    }
+    /// The body layout (byte offsets of every region).
+    pub fn layout(&self) -> DcfLayout {
+        self.layout
+    }
+    /// The body bytes (without the 64-byte header).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+    /// Where the body sits in a loaded key stream (`None` for keys made or copied here).
+    pub fn origin(&self) -> Option<KeyOrigin> {
+        self.origin
     }
 
-    /// Serialized body bytes per key (closed form; the header adds 64 bytes per batch):
-    /// 16 + 16n + 16 + 8p(n + 1).
+    /// Root seed of key k. (Field readers: for conversions and tests, not the hot path.)
+    ///
+    /// # Panics
+    /// If `k >= count` (a caller bug).
+    pub fn seed(&self, k: usize) -> u128 {
+        assert!(k < self.count(), "key index out of range");
+        rd_u128(&self.body, self.layout.seed_at(k))
+    }
+    /// Seed correction word of level i, key k, as evaluation reads it (bit 0 cleared).
+    ///
+    /// # Panics
+    /// If an index is out of range (a caller bug).
+    pub fn scw(&self, i: usize, k: usize) -> u128 {
+        assert!(
+            i < self.n() as usize && k < self.count(),
+            "index out of range"
+        );
+        rd_u128(&self.body, self.layout.scw_at(i, k)) & !1
+    }
+    /// Left and right control corrections of key k, reduced to n bits.
+    ///
+    /// # Panics
+    /// If `k >= count` (a caller bug).
+    pub fn tcw(&self, k: usize) -> (u64, u64) {
+        assert!(k < self.count(), "key index out of range");
+        let xm = mask_bits(self.n());
+        (
+            rd_u64(&self.body, self.layout.tcw_l + 8 * k) & xm,
+            rd_u64(&self.body, self.layout.tcw_r + 8 * k) & xm,
+        )
+    }
+    /// Value correction word of level i, key k, element j (in Z_{2^m}).
+    ///
+    /// # Panics
+    /// If an index is out of range (a caller bug).
+    pub fn vcw(&self, i: usize, k: usize, j: usize) -> u64 {
+        assert!(
+            i < self.n() as usize && k < self.count() && j < self.p(),
+            "index out of range"
+        );
+        rd_bits::<true>(
+            &self.body,
+            self.layout.vcw_bit(i, k, j),
+            mask_bits(self.m()),
+        )
+    }
+    /// Final correction word of key k, element j (in Z_{2^m}).
+    ///
+    /// # Panics
+    /// If an index is out of range (a caller bug).
+    pub fn fcw(&self, k: usize, j: usize) -> u64 {
+        assert!(k < self.count() && j < self.p(), "index out of range");
+        rd_bits::<true>(&self.body, self.layout.fcw_bit(k, j), mask_bits(self.m()))
+    }
+
+    /// Serialized bytes of a whole batch of `count` keys (64-byte header + body): the exact
+    /// closed form that capacity planning uses. `None` for invalid parameters or overflow.
+    pub fn bytes_for(n: u32, m: u32, p: usize, count: usize) -> Option<usize> {
+        DcfLayout::new(n, m, p, count)?
+            .total
+            .checked_add(HEADER_LEN)
+    }
+
+    /// Body bytes per key, amortized over a large batch (the exact size of a batch, with its
+    /// alignment padding and header, is [`DcfKeys::bytes_for`]): 32 + 16n + ⌈(n + 1)·p·m/8⌉.
     pub fn key_bytes_per_key(n: u32, m: u32, p: usize) -> usize {
-        let _ = m;
         let n = n as usize;
-        16 + 16 * n + 16 + 8 * p * (n + 1)
-    }
-
-    fn body_len(n: u32, p: usize, count: u64) -> Option<u64> {
-        let n = n as u64;
-        let per = 32u64
-            .checked_add(16u64.checked_mul(n)?)?
-            .checked_add(8u64.checked_mul(p as u64)?.checked_mul(n + 1)?)?;
-        per.checked_mul(count)
+        32 + 16 * n + ((n + 1) * p * m as usize).div_ceil(8)
     }
 
     /// Evaluate key i at `xs[i]` (taken mod 2^n). Returns `count·p` shares, key-major.
@@ -234,11 +549,14 @@ impl DcfKeys {
     /// # Errors
     /// [`FssError::LengthMismatch`] if `xs.len() != count·t`.
     pub fn eval_multi(&self, xs: &[u64], t: usize) -> Result<Vec<u64>> {
-        let jobs = self.count.checked_mul(t).ok_or(FssError::LengthMismatch {
-            what: "xs",
-            expected: usize::MAX,
-            got: xs.len(),
-        })?;
+        let jobs = self
+            .count()
+            .checked_mul(t)
+            .ok_or(FssError::LengthMismatch {
+                what: "xs",
+                expected: usize::MAX,
+                got: xs.len(),
+            })?;
         if xs.len() != jobs {
             return Err(FssError::LengthMismatch {
                 what: "xs",
@@ -246,7 +564,7 @@ impl DcfKeys {
                 got: xs.len(),
             });
         }
-        let mut out = vec![0u64; jobs * self.p];
+        let mut out = vec![0u64; jobs * self.p()];
         self.eval_multi_into(xs, t, &mut out)?;
         Ok(out)
     }
@@ -256,7 +574,7 @@ impl DcfKeys {
     /// # Errors
     /// [`FssError::LengthMismatch`] if a length disagrees.
     pub fn eval_multi_into(&self, xs: &[u64], t: usize, out: &mut [u64]) -> Result<()> {
-        let jobs = self.count.checked_mul(t);
+        let jobs = self.count().checked_mul(t);
         if jobs != Some(xs.len()) {
             return Err(FssError::LengthMismatch {
                 what: "xs",
@@ -264,26 +582,25 @@ impl DcfKeys {
                 got: xs.len(),
             });
         }
-        if out.len() != xs.len() * self.p {
+        let p = self.p();
+        if Some(out.len()) != xs.len().checked_mul(p) {
             return Err(FssError::LengthMismatch {
                 what: "out",
-                expected: xs.len() * self.p,
+                expected: xs.len().saturating_mul(p),
                 got: out.len(),
             });
         }
         if xs.is_empty() {
             return Ok(());
         }
-        let p = self.p;
         out.par_chunks_mut(CHUNK * p)
             .zip(xs.par_chunks(CHUNK))
             .enumerate()
-            .for_each(|(ci, (o, x))| {
-                if p == 1 {
-                    self.eval_range_p1(x, t, ci * CHUNK, o);
-                } else {
-                    self.eval_range(x, t, ci * CHUNK, o);
-                }
+            .for_each(|(ci, (o, x))| match (p == 1, wide_reads(self.m())) {
+                (true, false) => self.eval_range_p1::<false>(x, t, ci * CHUNK, o),
+                (true, true) => self.eval_range_p1::<true>(x, t, ci * CHUNK, o),
+                (false, false) => self.eval_range::<false>(x, t, ci * CHUNK, o),
+                (false, true) => self.eval_range::<true>(x, t, ci * CHUNK, o),
             });
         Ok(())
     }
@@ -291,139 +608,163 @@ impl DcfKeys {
     /// Fast path p = 1 (one value block per level). Up to [`LANES_P1`] evaluations walk their
     /// paths together, level by level: one pipelined AES call per level covers them all, and
     /// the level's correction words of consecutive keys are read as one contiguous run.
-    fn eval_range_p1(&self, xs: &[u64], t: usize, job0: usize, out: &mut [u64]) {
+    fn eval_range_p1<const WIDE: bool>(&self, xs: &[u64], t: usize, job0: usize, out: &mut [u64]) {
         let aes = FixedKeyAes::global();
-        let n = self.n as usize;
-        let cnt = self.count;
-        let xmask = mask_bits(self.n);
-        let mm = mask_bits(self.m);
+        let l = &self.layout;
+        let b: &[u8] = &self.body;
+        let n = l.n as usize;
+        let m = l.m as usize;
+        let xmask = mask_bits(l.n);
+        let mm = mask_bits(l.m);
         let neg = (self.party as u64).wrapping_neg();
         let width = xs.len().min(LANES_P1);
-        let mut blk = vec![0u128; 2 * width];
-        let mut key = vec![0usize; width];
-        let mut x = vec![0u64; width];
-        let mut tsel = vec![0u64; width];
-        let mut s = vec![0u128; width];
-        let mut tb = vec![0u64; width];
-        let mut acc = vec![0u64; width];
+        let mut blk = vec![[0u128; 2]; width];
+        let mut st = vec![Lane::default(); width];
         for (g, (xg, og)) in xs.chunks(width).zip(out.chunks_mut(width)).enumerate() {
             let lanes = xg.len();
-            for e in 0..lanes {
+            let st = &mut st[..lanes];
+            let blk = &mut blk[..lanes];
+            for (e, (ln, &xe)) in st.iter_mut().zip(xg).enumerate() {
                 let k = (job0 + g * width + e) / t;
-                x[e] = xg[e] & xmask;
+                let x = xe & xmask;
                 // Bit i of xr is x's bit at level i (MSB first).
-                let xr = x[e].reverse_bits() >> (64 - n);
-                tsel[e] = (self.tcw_l[k] & !xr) | (self.tcw_r[k] & xr);
-                key[e] = k;
-                s[e] = self.seed[k];
-                tb[e] = self.party as u64;
-                acc[e] = 0;
+                let xr = x.reverse_bits() >> (64 - n);
+                let tl = rd_u64(b, l.tcw_l + 8 * k);
+                let tr = rd_u64(b, l.tcw_r + 8 * k);
+                *ln = Lane {
+                    x,
+                    tsel: ((tl & !xr) | (tr & xr)) & xmask,
+                    key: k,
+                    s: rd_u128(b, l.seed_at(k)),
+                    t: self.party as u64,
+                    acc: 0,
+                };
             }
             for i in 0..n {
                 let sh = n - 1 - i;
                 // MMO by hand: blk = π(s ⊕ c), then G_c(s) = blk ⊕ s ⊕ c below.
-                for e in 0..lanes {
-                    let d = (x[e] >> sh) & 1;
-                    blk[2 * e] = s[e] ^ child_const(d);
-                    blk[2 * e + 1] = s[e] ^ c_value(d as u32);
+                for (ln, bl) in st.iter().zip(blk.iter_mut()) {
+                    let d = (ln.x >> sh) & 1;
+                    bl[0] = ln.s ^ child_const(d);
+                    bl[1] = ln.s ^ c_value(d as u32);
                 }
-                aes.permute_many(&mut blk[..2 * lanes]);
-                let scw = &self.scw[i * cnt..(i + 1) * cnt];
-                let vcw = &self.vcw[i * cnt..(i + 1) * cnt];
-                for e in 0..lanes {
-                    let k = key[e];
-                    let d = (x[e] >> sh) & 1;
-                    let tm = tb[e].wrapping_neg();
-                    let v = (blk[2 * e + 1] ^ s[e] ^ c_value(d as u32)) as u64;
-                    acc[e] = acc[e].wrapping_add(v).wrapping_add(tm & vcw[k]);
-                    let corr = scw[k] | ((tsel[e] >> i) & 1) as u128;
-                    let g = blk[2 * e] ^ s[e] ^ child_const(d);
+                aes.permute_many(blk.as_flattened_mut());
+                let scw0 = l.scw_at(i, 0);
+                let vbit0 = l.vcw_bit(i, 0, 0);
+                for (ln, bl) in st.iter_mut().zip(blk.iter()) {
+                    let k = ln.key;
+                    let d = (ln.x >> sh) & 1;
+                    let tm = ln.t.wrapping_neg();
+                    let v = (bl[1] ^ ln.s ^ c_value(d as u32)) as u64;
+                    let vc = rd_bits::<WIDE>(b, vbit0 + k * m, mm);
+                    ln.acc = ln.acc.wrapping_add(v).wrapping_add(tm & vc);
+                    let scw = rd_u128(b, scw0 + 16 * k) & !1;
+                    let corr = scw | ((ln.tsel >> i) & 1) as u128;
+                    let g = bl[0] ^ ln.s ^ child_const(d);
                     let y = g ^ (corr & (tm as i64 as i128 as u128));
-                    tb[e] = (y & 1) as u64;
-                    s[e] = y & !1;
+                    ln.t = (y & 1) as u64;
+                    ln.s = y & !1;
                 }
             }
-            for e in 0..lanes {
-                let v = acc[e].wrapping_add(tb[e].wrapping_neg() & self.fcw[key[e]]);
+            let fbit0 = l.fcw_bit(0, 0);
+            for (ln, o) in st.iter().zip(og.iter_mut()) {
+                let fc = rd_bits::<WIDE>(b, fbit0 + ln.key * m, mm);
+                let v = ln.acc.wrapping_add(ln.t.wrapping_neg() & fc);
                 // (−1)^party · v without a branch: (v ⊕ neg) − neg.
-                og[e] = (v ^ neg).wrapping_sub(neg) & mm;
+                *o = (v ^ neg).wrapping_sub(neg) & mm;
             }
         }
     }
 
     /// General path (any p, B value blocks per level), same walk as the fast path.
-    fn eval_range(&self, xs: &[u64], t: usize, job0: usize, out: &mut [u64]) {
+    fn eval_range<const WIDE: bool>(&self, xs: &[u64], t: usize, job0: usize, out: &mut [u64]) {
         let aes = FixedKeyAes::global();
-        let n = self.n as usize;
-        let cnt = self.count;
-        let m = self.m;
-        let p = self.p;
+        let l = &self.layout;
+        let b: &[u8] = &self.body;
+        let n = l.n as usize;
+        let m = l.m;
+        let mu = m as usize;
+        let p = l.p;
         let nb = value_blocks(m, p);
         let w = 1 + nb;
-        let xmask = mask_bits(self.n);
+        let xmask = mask_bits(l.n);
         let mm = mask_bits(m);
         let neg = (self.party as u64).wrapping_neg();
         let width = xs.len().min((LANES_P1 / w).max(LANES));
         let mut blk = vec![0u128; w * width];
-        let mut key = vec![0usize; width];
-        let mut x = vec![0u64; width];
-        let mut tsel = vec![0u64; width];
-        let mut s = vec![0u128; width];
-        let mut tb = vec![0u64; width];
+        let mut st = vec![Lane::default(); width];
         let mut acc = vec![0u64; width * p];
         for (g, (xg, og)) in xs.chunks(width).zip(out.chunks_mut(width * p)).enumerate() {
             let lanes = xg.len();
-            for e in 0..lanes {
+            let st = &mut st[..lanes];
+            let blk = &mut blk[..w * lanes];
+            for (e, (ln, &xe)) in st.iter_mut().zip(xg).enumerate() {
                 let k = (job0 + g * width + e) / t;
-                x[e] = xg[e] & xmask;
-                let xr = x[e].reverse_bits() >> (64 - n);
-                tsel[e] = (self.tcw_l[k] & !xr) | (self.tcw_r[k] & xr);
-                key[e] = k;
-                s[e] = self.seed[k];
-                tb[e] = self.party as u64;
+                let x = xe & xmask;
+                let xr = x.reverse_bits() >> (64 - n);
+                let tl = rd_u64(b, l.tcw_l + 8 * k);
+                let tr = rd_u64(b, l.tcw_r + 8 * k);
+                *ln = Lane {
+                    x,
+                    tsel: ((tl & !xr) | (tr & xr)) & xmask,
+                    key: k,
+                    s: rd_u128(b, l.seed_at(k)),
+                    t: self.party as u64,
+                    acc: 0,
+                };
             }
             acc.fill(0);
             for i in 0..n {
                 let sh = n - 1 - i;
                 // MMO by hand: blk = π(s ⊕ c), then G_c(s) = blk ⊕ s ⊕ c below.
-                for e in 0..lanes {
-                    let d = (x[e] >> sh) & 1;
-                    blk[w * e] = s[e] ^ child_const(d);
-                    for j in 0..nb {
-                        blk[w * e + 1 + j] = s[e] ^ c_value((2 * j) as u32 + d as u32);
+                for (ln, bl) in st.iter().zip(blk.chunks_exact_mut(w)) {
+                    let d = (ln.x >> sh) & 1;
+                    bl[0] = ln.s ^ child_const(d);
+                    for (j, x) in bl[1..].iter_mut().enumerate() {
+                        *x = ln.s ^ c_value((2 * j) as u32 + d as u32);
                     }
                 }
-                aes.permute_many(&mut blk[..w * lanes]);
-                let scw = &self.scw[i * cnt..(i + 1) * cnt];
-                let vcw = &self.vcw[i * cnt * p..(i + 1) * cnt * p];
-                for e in 0..lanes {
-                    let k = key[e];
-                    let d = (x[e] >> sh) & 1;
-                    let tm = tb[e].wrapping_neg();
-                    blk[w * e] ^= s[e] ^ child_const(d);
-                    for j in 0..nb {
-                        blk[w * e + 1 + j] ^= s[e] ^ c_value((2 * j) as u32 + d as u32);
+                aes.permute_many(blk);
+                let scw0 = l.scw_at(i, 0);
+                let vbit0 = l.vcw_bit(i, 0, 0);
+                for ((ln, bl), ac) in st
+                    .iter_mut()
+                    .zip(blk.chunks_exact_mut(w))
+                    .zip(acc.chunks_exact_mut(p))
+                {
+                    let k = ln.key;
+                    let d = (ln.x >> sh) & 1;
+                    let tm = ln.t.wrapping_neg();
+                    bl[0] ^= ln.s ^ child_const(d);
+                    for (j, x) in bl[1..].iter_mut().enumerate() {
+                        *x ^= ln.s ^ c_value((2 * j) as u32 + d as u32);
                     }
-                    let vals = &blk[w * e + 1..w * (e + 1)];
-                    let vc = &vcw[k * p..(k + 1) * p];
-                    for (q, (a, &c)) in acc[e * p..(e + 1) * p].iter_mut().zip(vc).enumerate() {
+                    let vals = &bl[1..];
+                    let kb = vbit0 + k * p * mu;
+                    for (q, a) in ac.iter_mut().enumerate() {
+                        let c = rd_bits::<WIDE>(b, kb + q * mu, mm);
                         *a = a
-                            .wrapping_add(bits_at(vals, q * m as usize, m))
+                            .wrapping_add(bits_at(vals, q * mu, m))
                             .wrapping_add(tm & c);
                     }
-                    let corr = scw[k] | ((tsel[e] >> i) & 1) as u128;
-                    let y = blk[w * e] ^ (corr & (tm as i64 as i128 as u128));
-                    tb[e] = (y & 1) as u64;
-                    s[e] = y & !1;
+                    let scw = rd_u128(b, scw0 + 16 * k) & !1;
+                    let corr = scw | ((ln.tsel >> i) & 1) as u128;
+                    let y = bl[0] ^ (corr & (tm as i64 as i128 as u128));
+                    ln.t = (y & 1) as u64;
+                    ln.s = y & !1;
                 }
             }
-            for e in 0..lanes {
-                let tm = tb[e].wrapping_neg();
-                let k = key[e];
-                let fc = &self.fcw[k * p..(k + 1) * p];
-                for q in 0..p {
-                    let v = acc[e * p + q].wrapping_add(tm & fc[q]);
-                    og[e * p + q] = (v ^ neg).wrapping_sub(neg) & mm;
+            for ((ln, ac), o) in st
+                .iter()
+                .zip(acc.chunks_exact(p))
+                .zip(og.chunks_exact_mut(p))
+            {
+                let tm = ln.t.wrapping_neg();
+                let fb = l.fcw_bit(ln.key, 0);
+                for (q, (a, oq)) in ac.iter().zip(o.iter_mut()).enumerate() {
+                    let fc = rd_bits::<WIDE>(b, fb + q * mu, mm);
+                    let v = a.wrapping_add(tm & fc);
+                    *oq = (v ^ neg).wrapping_sub(neg) & mm;
                 }
             }
         }
@@ -431,76 +772,32 @@ impl DcfKeys {
 
     /// The serialized batch ([`KeyKind::Dcf`], layout in the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = KeyWriter::new(
+        write_key(
             KeyKind::Dcf,
             self.party,
-            self.n,
-            [self.m, self.p as u32, 0, 0],
-            self.count as u64,
-        );
-        w.reserve(self.count * Self::key_bytes_per_key(self.n, self.m, self.p));
-        w.u128s(&self.seed);
-        w.u128s(&self.scw);
-        w.u64s(&self.tcw_l);
-        w.u64s(&self.tcw_r);
-        w.u64s(&self.vcw);
-        w.u64s(&self.fcw);
-        w.finish()
+            self.n(),
+            [self.m(), self.p() as u32, 0, 0],
+            self.count() as u64,
+            &self.body,
+        )
     }
+}
 
-    /// Parse a serialized batch. Never panics: every malformed input is a typed error.
+impl DcfKeys<'static> {
+    /// Parse a serialized batch into an owned copy, verifying its checksum (for keys outside
+    /// a key stream; inside one use [`DcfKeys::view`]). Never panics: every malformed input is
+    /// a typed error. No canonical-form scan (see the module docs).
     ///
     /// # Errors
-    /// Header, size, checksum and canonical-form failures as [`FssError`] input errors.
-    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+    /// Header, size and checksum failures as [`FssError`] input errors.
+    pub fn from_bytes(b: &[u8]) -> Result<DcfKeys<'static>> {
         let (h, body) = parse_header(b, KeyKind::Dcf)?;
-        let [m, p32, z0, z1] = h.params;
-        if z0 != 0 || z1 != 0 {
-            return Err(FssError::BadHeader("unused DCF params are not zero".into()));
-        }
-        let p = p32 as usize;
-        check_params(h.n, m, p).map_err(FssError::BadHeader)?;
-        expect_body_len(&h, Self::body_len(h.n, p, h.count))?;
-        let count = usize::try_from(h.count)
-            .map_err(|_| FssError::BadHeader("count does not fit in memory".into()))?;
-        let n = h.n as usize;
-        let mut r = KeyReader::new(body);
-        let seed = r.u128s(count)?;
-        let scw = r.u128s(count * n)?;
-        let tcw_l = r.u64s(count)?;
-        let tcw_r = r.u64s(count)?;
-        let vcw = r.u64s(count * n * p)?;
-        let fcw = r.u64s(count * p)?;
-        r.finish()?;
-        if scw.iter().any(|&s| s & 1 != 0) {
-            return Err(FssError::BadHeader(
-                "seed correction word with bit 0 set".into(),
-            ));
-        }
-        let tmask = mask_bits(h.n);
-        if tcw_l.iter().chain(&tcw_r).any(|&w| w & !tmask != 0) {
-            return Err(FssError::BadHeader(
-                "control-bit correction beyond the domain bits".into(),
-            ));
-        }
-        let vm = mask_bits(m);
-        if vcw.iter().chain(&fcw).any(|&v| v & !vm != 0) {
-            return Err(FssError::BadHeader(
-                "payload correction word not reduced mod 2^m".into(),
-            ));
-        }
+        let (_, _, _, layout) = dcf_params(&h)?;
         Ok(DcfKeys {
-            n: h.n,
-            m,
-            p,
+            layout,
             party: h.party,
-            count,
-            seed,
-            scw,
-            tcw_l,
-            tcw_r,
-            vcw,
-            fcw,
+            body: Cow::Owned(body.to_vec()),
+            origin: None,
         })
     }
 }
@@ -519,7 +816,7 @@ pub fn gen_batch(
     alphas: &[u64],
     betas: &[u64],
     rng: &mut Csprng,
-) -> Result<(DcfKeys, DcfKeys)> {
+) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
     check_params(n, m, p).map_err(FssError::BadParams)?;
     let count = alphas.len();
     let want = count.checked_mul(p).ok_or(FssError::LengthMismatch {
@@ -560,44 +857,79 @@ pub fn gen_batch(
             )
         })
         .collect();
-    let nn = n as usize;
-    let mut scw = vec![0u128; nn * count];
-    let mut vcw = vec![0u64; nn * count * p];
-    let mut tcw_l = Vec::with_capacity(count);
-    let mut tcw_r = Vec::with_capacity(count);
-    let mut fcw = Vec::with_capacity(count * p);
-    for (ci, part) in parts.into_iter().enumerate() {
+    let layout = DcfLayout::new(n, m, p, count)
+        .ok_or_else(|| FssError::BadParams(format!("a batch of {count} keys is too large")))?;
+    let body0 = assemble(&layout, &roots, &parts);
+    let mut body1 = body0.clone();
+    let mut body0 = body0;
+    for (k, r) in roots.iter().enumerate() {
+        let o = layout.seed_at(k);
+        body0[o..o + 16].copy_from_slice(&r.0.to_le_bytes());
+        body1[o..o + 16].copy_from_slice(&r.1.to_le_bytes());
+    }
+    let mk = |party: u8, body: Vec<u8>| DcfKeys {
+        layout,
+        party,
+        body: Cow::Owned(body),
+        origin: None,
+    };
+    Ok((mk(0, body0), mk(1, body1)))
+}
+
+/// The body shared by both parties (seeds zero): correction words of the generated chunks
+/// placed in the [`DcfLayout`] regions; value correction words packed at m bits, one level per
+/// parallel task.
+fn assemble(l: &DcfLayout, roots: &[(u128, u128)], parts: &[GenPart]) -> Vec<u8> {
+    let (nn, p, count) = (l.n as usize, l.p, l.count);
+    let mut body = vec![0u8; l.total];
+    for (ci, part) in parts.iter().enumerate() {
         let base = ci * GEN_CHUNK;
         let len = part.tcw_l.len();
         for i in 0..nn {
-            scw[i * count + base..i * count + base + len]
-                .copy_from_slice(&part.scw[i * len..(i + 1) * len]);
-            vcw[(i * count + base) * p..(i * count + base + len) * p]
-                .copy_from_slice(&part.vcw[i * len * p..(i + 1) * len * p]);
+            for (kk, w) in part.scw[i * len..(i + 1) * len].iter().enumerate() {
+                let o = l.scw_at(i, base + kk);
+                body[o..o + 16].copy_from_slice(&w.to_le_bytes());
+            }
         }
-        tcw_l.extend(part.tcw_l);
-        tcw_r.extend(part.tcw_r);
-        fcw.extend(part.fcw);
+        for kk in 0..len {
+            let o = l.tcw_l + 8 * (base + kk);
+            body[o..o + 8].copy_from_slice(&part.tcw_l[kk].to_le_bytes());
+            let o = l.tcw_r + 8 * (base + kk);
+            body[o..o + 8].copy_from_slice(&part.tcw_r[kk].to_le_bytes());
+        }
     }
-    let k0 = DcfKeys {
-        n,
-        m,
-        p,
-        party: 0,
-        count,
-        seed: roots.iter().map(|r| r.0).collect(),
-        scw,
-        tcw_l,
-        tcw_r,
-        vcw,
-        fcw,
+    debug_assert_eq!(roots.len(), count);
+    let lb = l.level_bytes();
+    let pack_level = |vals: &mut Vec<u64>, buf: &mut Vec<u8>, dst: &mut [u8]| {
+        buf.clear();
+        pack_into(vals, l.m, buf);
+        dst[..lb].copy_from_slice(buf);
+        vals.clear();
     };
-    let k1 = DcfKeys {
-        party: 1,
-        seed: roots.iter().map(|r| r.1).collect(),
-        ..k0.clone()
-    };
-    Ok((k0, k1))
+    if nn > 0 && lb > 0 {
+        body[l.vcw..l.vcw + nn * l.vcw_level_stride]
+            .par_chunks_mut(l.vcw_level_stride)
+            .enumerate()
+            .for_each_init(
+                || (Vec::with_capacity(count * p), Vec::with_capacity(lb)),
+                |(vals, buf), (i, dst)| {
+                    for part in parts {
+                        let len = part.tcw_l.len();
+                        vals.extend_from_slice(&part.vcw[i * len * p..(i + 1) * len * p]);
+                    }
+                    pack_level(vals, buf, dst);
+                },
+            );
+    }
+    if lb > 0 {
+        let mut vals = Vec::with_capacity(count * p);
+        for part in parts {
+            vals.extend_from_slice(&part.fcw);
+        }
+        let mut buf = Vec::with_capacity(lb);
+        pack_level(&mut vals, &mut buf, &mut body[l.fcw..l.fcw + lb]);
+    }
+    body
 }
 
 /// Keys per parallel generation task.
@@ -745,7 +1077,7 @@ fn gen_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyfmt::{checksum, HEADER_LEN};
+    use crate::keyfmt::{checksum, KeyOrigin, KeyRef, HEADER_LEN};
     use proptest::prelude::*;
 
     fn recon(a: &[u64], b: &[u64], m: u32) -> Vec<u64> {
@@ -883,6 +1215,168 @@ mod tests {
         }
     }
 
+    /// Scalar transcription of the evaluation equations in the module docs, reading the
+    /// correction words through the field readers (independent of the batched fast paths).
+    fn ref_eval(k: &DcfKeys<'_>, key: usize, x: u64) -> Vec<u64> {
+        let aes = FixedKeyAes::global();
+        let (n, m, p) = (k.n() as usize, k.m(), k.p());
+        let nb = value_blocks(m, p);
+        let x = x & mask_bits(k.n());
+        let (tl, tr) = k.tcw(key);
+        let mut s = k.seed(key);
+        let mut t = k.party() as u64;
+        let mut v = vec![0u64; p];
+        for i in 0..n {
+            let d = (x >> (n - 1 - i)) & 1;
+            let y = aes.mmo(if d == 0 { C_LEFT } else { C_RIGHT }, s);
+            let blocks: Vec<u128> = (0..nb)
+                .map(|j| aes.mmo(c_value((2 * j) as u32 + d as u32), s))
+                .collect();
+            for (q, vq) in v.iter_mut().enumerate() {
+                let c = if t == 1 { k.vcw(i, key, q) } else { 0 };
+                *vq = vq
+                    .wrapping_add(bits_at(&blocks, q * m as usize, m))
+                    .wrapping_add(c);
+            }
+            let tbit = if d == 0 { tl >> i & 1 } else { tr >> i & 1 };
+            let y = if t == 1 {
+                y ^ k.scw(i, key) ^ tbit as u128
+            } else {
+                y
+            };
+            t = (y & 1) as u64;
+            s = y & !1;
+        }
+        v.iter()
+            .enumerate()
+            .map(|(q, &vq)| {
+                let vq = if t == 1 {
+                    vq.wrapping_add(k.fcw(key, q))
+                } else {
+                    vq
+                };
+                let o = if k.party() == 1 {
+                    vq.wrapping_neg()
+                } else {
+                    vq
+                };
+                o & mask_bits(m)
+            })
+            .collect()
+    }
+
+    /// Parameters of the golden and reference tests: odd counts cross every padding case.
+    const CASES: &[(u32, u32, usize, usize)] = &[
+        (1, 1, 1, 37),
+        (5, 3, 1, 37),
+        (12, 40, 2, 37),
+        (37, 37, 1, 300),
+        (50, 50, 3, 37),
+        (64, 64, 1, 37),
+        (20, 13, 7, 37),
+        (63, 1, 1, 37),
+        (31, 64, 2, 37),
+        (16, 37, 4, 1100),
+    ];
+
+    /// Key format v2 changed only where the bytes live: for the same fixed-seed keys every
+    /// output equals what the format-1 evaluator (u64 correction words) produced. The constants
+    /// were printed by that evaluator before the change (commit a77896e).
+    #[test]
+    fn same_outputs_as_format_1() {
+        let golden: [u64; 10] = [
+            0x0f7c_ce99_57e1_e120,
+            0x2155_8c6a_f620_6685,
+            0xb433_2301_8c88_ae39,
+            0xe415_8211_ab16_131c,
+            0xbe8d_f6ed_fb8d_0d4f,
+            0x6194_63ff_e0f6_3750,
+            0xe37a_e259_00f4_c7ce,
+            0x5fda_c929_977f_5fe4,
+            0xa0c9_a320_d0a6_06f3,
+            0x2278_11b6_a0e0_9c1c,
+        ];
+        let mut rng = Csprng::for_tests(0x601d);
+        for (ci, &(n, m, p, cnt)) in CASES.iter().enumerate() {
+            let dm = mask_bits(n);
+            let alphas: Vec<u64> = (0..cnt).map(|_| rng.next_u64() & dm).collect();
+            let betas: Vec<u64> = (0..cnt * p).map(|_| rng.next_u64()).collect();
+            let (k0, k1) = gen_batch(n, m, p, &alphas, &betas, &mut rng).unwrap();
+            let t = 3;
+            let xs: Vec<u64> = (0..cnt * t).map(|_| rng.next_u64()).collect();
+            let mut bytes = Vec::new();
+            for k in [&k0, &k1] {
+                let y = k.eval_multi(&xs, t).unwrap();
+                // The scalar reference agrees on every output.
+                for (e, &x) in xs.iter().enumerate() {
+                    assert_eq!(&y[e * p..(e + 1) * p], &ref_eval(k, e / t, x)[..]);
+                }
+                for v in y {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            assert_eq!(checksum(&bytes), golden[ci], "case {ci}: n={n} m={m} p={p}");
+        }
+    }
+
+    #[test]
+    fn layout_is_aligned_and_exact() {
+        for &(n, m, p) in &[
+            (1u32, 1u32, 1usize),
+            (8, 8, 3),
+            (37, 37, 1),
+            (64, 64, 1),
+            (50, 9, 17),
+        ] {
+            for count in [0usize, 1, 2, 3, 15, 16, 17, 127, 128, 129, 1000] {
+                let l = DcfLayout::new(n, m, p, count).unwrap();
+                let (nn, lb) = (n as usize, (count * p * m as usize).div_ceil(8));
+                for off in [
+                    l.seed,
+                    l.scw,
+                    l.tcw_l,
+                    l.tcw_r,
+                    l.vcw,
+                    l.vcw_level_stride,
+                    l.fcw,
+                ] {
+                    assert_eq!(off % 16, 0, "{l:?}");
+                }
+                assert_eq!(l.level_bytes(), lb);
+                assert_eq!(l.scw, 16 * count);
+                assert_eq!(l.tcw_l, 16 * count * (nn + 1));
+                assert_eq!(l.tcw_r, (l.tcw_l + 8 * count).next_multiple_of(16));
+                assert_eq!(l.vcw, (l.tcw_r + 8 * count).next_multiple_of(16));
+                assert_eq!(l.vcw_level_stride, lb.next_multiple_of(16));
+                assert_eq!(l.fcw, l.vcw + nn * l.vcw_level_stride);
+                assert_eq!(l.total, l.fcw + lb);
+                assert_eq!(
+                    DcfKeys::bytes_for(n, m, p, count),
+                    Some(HEADER_LEN + l.total)
+                );
+                // The amortized per-key size is within the padding (and the per-key rounding
+                // up to whole bytes) of the exact one.
+                let per = DcfKeys::key_bytes_per_key(n, m, p) * count;
+                assert!(l.total + count >= per && per + 16 * (nn + 3) >= l.total);
+            }
+        }
+        // Worked example: n = 37, m = 37, p = 1, 128 keys: 2048 + 75776 + 1024 + 1024 +
+        // 37·592 + 592 = 102368 body bytes (the format-1 body was 128·(32 + 592 + 304) = 118784).
+        assert_eq!(DcfLayout::new(37, 37, 1, 128).unwrap().total, 102_368);
+        assert_eq!(
+            DcfKeys::key_bytes_per_key(37, 37, 1),
+            32 + 16 * 37 + (38 * 37usize).div_ceil(8)
+        );
+        // Invalid parameters and overflow are None, never a panic.
+        assert!(DcfLayout::new(0, 8, 1, 1).is_none());
+        assert!(DcfLayout::new(65, 8, 1, 1).is_none());
+        assert!(DcfLayout::new(8, 0, 1, 1).is_none());
+        assert!(DcfLayout::new(8, 8, 0, 1).is_none());
+        assert!(DcfLayout::new(64, 64, 1, usize::MAX / 16).is_none());
+        assert!(DcfLayout::new(64, 64, MAX_PAYLOAD_LEN, usize::MAX / 64).is_none());
+        assert!(DcfKeys::bytes_for(64, 64, 1, usize::MAX).is_none());
+    }
+
     #[test]
     fn key_shape_and_serialization() {
         let mut rng = Csprng::for_tests(4);
@@ -893,31 +1387,154 @@ mod tests {
             (64, 64, 1),
             (50, 9, 17),
         ] {
-            let mut len = None;
-            for trial in 0..20 {
-                let cnt = 3;
+            for cnt in [1usize, 3, 16] {
                 let alphas: Vec<u64> = (0..cnt).map(|_| rng.next_u64() & mask_bits(n)).collect();
                 let betas: Vec<u64> = (0..cnt * p).map(|_| rng.next_u64()).collect();
                 let (k0, k1) = gen_batch(n, m, p, &alphas, &betas, &mut rng).unwrap();
                 for k in [&k0, &k1] {
                     let b = k.to_bytes();
-                    assert_eq!(
-                        b.len(),
-                        HEADER_LEN + cnt * DcfKeys::key_bytes_per_key(n, m, p)
-                    );
-                    if let Some(l) = len {
-                        assert_eq!(l, b.len());
+                    assert_eq!(Some(b.len()), DcfKeys::bytes_for(n, m, p, cnt));
+                    assert_eq!(k.body().len(), k.layout().total);
+                    // Padding is zero.
+                    let l = k.layout();
+                    let body = k.body();
+                    assert!(body[l.tcw_l + 8 * cnt..l.tcw_r].iter().all(|&x| x == 0));
+                    assert!(body[l.tcw_r + 8 * cnt..l.vcw].iter().all(|&x| x == 0));
+                    for i in 0..n as usize {
+                        let lv = l.vcw + i * l.vcw_level_stride;
+                        assert!(body[lv + l.level_bytes()..lv + l.vcw_level_stride]
+                            .iter()
+                            .all(|&x| x == 0));
                     }
-                    len = Some(b.len());
                     let back = DcfKeys::from_bytes(&b).unwrap();
                     assert_eq!(&back, k);
-                    if trial == 0 {
-                        let xs: Vec<u64> =
-                            (0..cnt).map(|_| rng.next_u64() & mask_bits(n)).collect();
-                        assert_eq!(back.eval_batch(&xs).unwrap(), k.eval_batch(&xs).unwrap());
+                    assert_eq!(back.origin(), None);
+                    // A view reads the same bytes in place, with its origin moved to the body.
+                    let origin = Some(KeyOrigin {
+                        stream: 9,
+                        offset: 4096,
+                    });
+                    let v = DcfKeys::view(KeyRef { bytes: &b, origin }).unwrap();
+                    assert_eq!(&v, k);
+                    assert_eq!(
+                        v.origin(),
+                        Some(KeyOrigin {
+                            stream: 9,
+                            offset: 4096 + 64
+                        })
+                    );
+                    assert_eq!(v.body().as_ptr(), b[HEADER_LEN..].as_ptr());
+                    assert_eq!(v.clone().into_owned(), v);
+                    let xs: Vec<u64> = (0..cnt).map(|_| rng.next_u64() & mask_bits(n)).collect();
+                    assert_eq!(v.eval_batch(&xs).unwrap(), k.eval_batch(&xs).unwrap());
+                    // Field readers see the generated correction words reduced as documented.
+                    for kk in 0..cnt {
+                        let (tl, tr) = v.tcw(kk);
+                        assert_eq!((tl | tr) & !mask_bits(n), 0);
+                        for q in 0..p {
+                            assert!(v.fcw(kk, q) <= mask_bits(m));
+                        }
                     }
                 }
+                // Both parties share everything but the seeds.
+                let (b0, b1) = (k0.body(), k1.body());
+                let l = k0.layout();
+                assert_eq!(&b0[l.scw..], &b1[l.scw..]);
             }
+        }
+    }
+
+    /// A view checks header and exact length only (no checksum); from_bytes checks the
+    /// checksum too. Every failure is typed.
+    #[test]
+    fn view_and_parse_errors() {
+        let mut rng = Csprng::for_tests(11);
+        let (k0, _) = gen_batch(20, 13, 2, &[5, 6, 7], &[1, 2, 3, 4, 5, 6], &mut rng).unwrap();
+        let b = k0.to_bytes();
+        fn view(x: &[u8]) -> Result<DcfKeys<'_>> {
+            DcfKeys::view(KeyRef::detached(x))
+        }
+        let mut c = b.clone();
+        *c.last_mut().unwrap() ^= 1;
+        assert!(view(&c).is_ok());
+        assert_eq!(DcfKeys::from_bytes(&c), Err(FssError::Checksum));
+        for cut in [0, 3, 63, 64, 65, b.len() - 1] {
+            assert!(matches!(
+                view(&b[..cut]),
+                Err(FssError::Truncated { .. } | FssError::BadMagic)
+            ));
+            assert!(DcfKeys::from_bytes(&b[..cut]).is_err());
+        }
+        let mut long = b.clone();
+        long.extend_from_slice(&[0; 16]);
+        assert_eq!(view(&long).unwrap_err(), FssError::TrailingBytes(16));
+        // count, n, m, p changed: the declared body length no longer matches.
+        for (off, val) in [(40usize, 4u8), (16, 21), (20, 14), (24, 3)] {
+            let mut c = b.clone();
+            c[off] = val;
+            assert!(
+                matches!(view(&c), Err(FssError::SizeMismatch { .. })),
+                "offset {off}"
+            );
+        }
+        // body_len consistent with a huge count: impossible size, typed.
+        let mut c = b.clone();
+        c[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(view(&c).is_err());
+        let mut c = b.clone();
+        c[28] = 1; // unused param
+        assert!(matches!(view(&c), Err(FssError::BadHeader(_))));
+        let mut c = b.clone();
+        c[4] = 1; // format version 1
+        assert_eq!(
+            view(&c).unwrap_err(),
+            FssError::VersionMismatch {
+                got: 1,
+                supported: 2
+            }
+        );
+    }
+
+    /// Non-canonical bits (scw bit 0, tcw bits ≥ n, padding, unused high bits of the last
+    /// packed byte) are masked by evaluation: the output is unchanged.
+    #[test]
+    fn evaluation_masks_non_canonical_bits() {
+        let mut rng = Csprng::for_tests(12);
+        for &(n, m, p) in &[(10u32, 7u32, 1usize), (10, 13, 3)] {
+            let cnt = 5;
+            let alphas: Vec<u64> = (0..cnt).map(|_| rng.next_u64() & mask_bits(n)).collect();
+            let betas: Vec<u64> = (0..cnt * p).map(|_| rng.next_u64()).collect();
+            let (k0, _) = gen_batch(n, m, p, &alphas, &betas, &mut rng).unwrap();
+            let xs: Vec<u64> = (0..cnt * 64).map(|_| rng.next_u64()).collect();
+            let want = k0.eval_multi(&xs, 64).unwrap();
+            let mut b = k0.to_bytes();
+            let l = k0.layout();
+            let h = HEADER_LEN;
+            for i in 0..n as usize {
+                for k in 0..cnt {
+                    b[h + l.scw_at(i, k)] |= 1;
+                }
+            }
+            for k in 0..cnt {
+                b[h + l.tcw_l + 8 * k + 7] |= 0xF0;
+                b[h + l.tcw_r + 8 * k + 7] |= 0x0F;
+            }
+            for x in &mut b[h + l.tcw_r + 8 * cnt..h + l.vcw] {
+                *x = 0xA5;
+            }
+            let lb = l.level_bytes();
+            let used = cnt * p * m as usize;
+            for i in 0..n as usize {
+                let lv = h + l.vcw + i * l.vcw_level_stride;
+                if !used.is_multiple_of(8) {
+                    b[lv + lb - 1] |= 0xFF << (used % 8);
+                }
+                for x in &mut b[lv + lb..lv + l.vcw_level_stride] {
+                    *x = 0x5A;
+                }
+            }
+            let v = DcfKeys::view(KeyRef::detached(&b)).unwrap();
+            assert_eq!(v.eval_multi(&xs, 64).unwrap(), want);
         }
     }
 
@@ -938,9 +1555,12 @@ mod tests {
         assert!(k0.eval_batch(&[1]).is_err());
         assert!(k0.eval_multi(&[1, 2, 3], 2).is_err());
         assert!(k0.eval_multi(&[], usize::MAX).is_err());
+        let mut out = vec![0u64; 3];
+        assert!(k0.eval_multi_into(&[1, 2], 1, &mut out).is_err());
         let (e0, e1) = gen_batch(8, 8, 2, &[], &[], &mut rng).unwrap();
         assert_eq!(e0.eval_batch(&[]).unwrap(), Vec::<u64>::new());
         assert_eq!(DcfKeys::from_bytes(&e1.to_bytes()).unwrap(), e1);
+        assert_eq!(e1.to_bytes().len(), HEADER_LEN);
         assert_eq!(aes_per_eval(64, 64, 1), 128);
         assert_eq!(aes_per_eval(50, 50, 3), 150);
         assert_eq!(aes_per_eval(37, 37, 3), 74);
@@ -956,15 +1576,22 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Random mutations of a small real batch: parsing and viewing never panic, and
+        /// whatever parses evaluates without a panic.
         #[test]
         fn fuzz_parse_never_panics(
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
             cut in any::<usize>(),
             fix in any::<bool>(),
             trunc in any::<bool>(),
+            wide in any::<bool>(),
         ) {
             let mut rng = Csprng::for_tests(6);
-            let (k0, _) = gen_batch(9, 7, 2, &[3, 300], &[1, 2, 3, 4], &mut rng).unwrap();
+            let (k0, _) = if wide {
+                gen_batch(9, 7, 2, &[3, 300], &[1, 2, 3, 4], &mut rng).unwrap()
+            } else {
+                gen_batch(9, 7, 1, &[3, 300, 511], &[1, 2, 3], &mut rng).unwrap()
+            };
             let mut b = k0.to_bytes();
             for (pos, x) in flips {
                 let i = pos % b.len();
@@ -979,6 +1606,11 @@ mod tests {
             if let Ok(k) = DcfKeys::from_bytes(&b) {
                 let xs: Vec<u64> = (0..k.count() as u64).collect();
                 let _ = k.eval_batch(&xs);
+            }
+            if let Ok(k) = DcfKeys::view(KeyRef::detached(&b)) {
+                prop_assert_eq!(k.body().len(), k.layout().total);
+                let xs: Vec<u64> = (0..2 * k.count() as u64).collect();
+                let _ = k.eval_multi(&xs, 2);
             }
         }
     }

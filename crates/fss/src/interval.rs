@@ -46,7 +46,7 @@ use suf_core::prg::Csprng;
 
 use crate::dcf::{self, mask_bits, DcfKeys};
 use crate::error::{FssError, Result};
-use crate::keyfmt::{expect_body_len, parse_header, KeyKind, KeyReader, KeyWriter, HEADER_LEN};
+use crate::keyfmt::{expect_body_len, parse_header, KeyKind, KeyReader, KeyWriter};
 use crate::packed::{add_nested, read_nested, write_nested};
 
 /// Largest polynomial degree d (the DCF payload has d + 1 elements).
@@ -61,7 +61,7 @@ pub struct IntervalKeys {
     count: usize,
     /// Shares of r^1..r^d, element-major.
     rpow: Vec<u64>,
-    dcf: DcfKeys,
+    dcf: DcfKeys<'static>,
 }
 
 impl std::fmt::Debug for IntervalKeys {
@@ -184,9 +184,7 @@ impl IntervalKeys {
     }
 
     fn body_len(n: u32, d: usize, count: u64) -> Option<u64> {
-        let dcf_len = count
-            .checked_mul(DcfKeys::key_bytes_per_key(n, n, d + 1) as u64)?
-            .checked_add(HEADER_LEN as u64)?;
+        let dcf_len = DcfKeys::bytes_for(n, n, d + 1, usize::try_from(count).ok()?)? as u64;
         add_nested(count.checked_mul(8 * d as u64), Some(dcf_len))
     }
 
@@ -449,7 +447,7 @@ pub fn eval_piecewise_poly(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyfmt::checksum;
+    use crate::keyfmt::{checksum, HEADER_LEN};
     use proptest::prelude::*;
 
     fn interval_of(cuts: &[u64], x: u64) -> usize {
@@ -618,8 +616,8 @@ mod tests {
                 let (k0, k1) = poly_gen(n, d, &masks, &mut rng).unwrap();
                 for k in [&k0, &k1] {
                     let b = k.to_bytes();
-                    let want =
-                        HEADER_LEN + 8 + 4 * IntervalKeys::key_bytes_per_key(n, d) + HEADER_LEN;
+                    let dcf = DcfKeys::bytes_for(n, n, d + 1, 4).unwrap();
+                    let want = HEADER_LEN + 8 * 4 * d + 8 + dcf.next_multiple_of(8);
                     assert_eq!(b.len(), want);
                     if let Some(l) = len {
                         assert_eq!(l, b.len());

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic  "SUFK"
-//!      4    2 format version (little endian), currently 1
+//!      4    2 format version (little endian), currently 2
 //!      6    2 kind   (KeyKind as u16)
 //!      8    1 party  (0 or 1)
 //!      9    7 reserved, zero
@@ -13,25 +13,88 @@
 //!     40    8 count  number of keys in the batch
 //!     48    8 body_len in bytes
 //!     56    8 checksum of the body (see `checksum`)
-//!     64    . body: sections, each a little-endian array of u64 or u128, structure of arrays
-//!               (section s holds field s of every key; per-level fields are level-major:
-//!               level 0 of keys 0..count, then level 1, ...; the key index varies fastest), so a GPU
-//!               kernel reads it with coalesced loads
+//!     64    . body: sections, structure of arrays (section s holds field s of every key;
+//!               per-level fields are level-major: level 0 of keys 0..count, then level 1, ...;
+//!               the key index varies fastest), so a GPU kernel reads it with coalesced loads.
+//!               The DCF body (version 2) is the 16-byte-aligned layout of
+//!               [`crate::dcf::DcfLayout`]; the other kinds are little-endian u64/u128 arrays.
 //! ```
+//!
+//! Version 2 changed the DCF body only (aligned regions, correction words bit-packed at their
+//! ring width); the version is one number for the whole format, so every kind says 2.
 //!
 //! Parsing untrusted bytes: the header is checked first; the body length must equal the
 //! closed-form size that the kind computes from (n, params, count), and the buffer must actually
 //! hold that many bytes *before* anything is allocated; the checksum is verified; trailing bytes
 //! are refused. Every failure is a typed [`FssError`], never a panic.
+//!
+//! **Views.** A key batch inside a loaded key stream is read in place: [`KeyRef`] is a borrowed
+//! run of bytes with its [`KeyOrigin`] (which stream, at which offset), and a view
+//! ([`crate::dcf::DcfKeys::view`]) checks the header and the exact length only — O(1), no copy,
+//! no checksum (the stream verified every section's checksum once when it was opened, see
+//! [`parse_header_view`]).
 
 use crate::error::{FssError, Result};
 
 /// Format magic.
 pub const MAGIC: [u8; 4] = *b"SUFK";
 /// Current format version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 64;
+
+/// Where a key batch lives inside a loaded key stream.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyOrigin {
+    /// The stream's token (`PartyStream::token` in `suf-runtime`): unique per loaded stream.
+    pub stream: u64,
+    /// Byte offset in the stream buffer (of a DCF batch's *body* for a [`crate::dcf::DcfKeys`]
+    /// view; of the first byte of the run for a [`KeyRef`]).
+    pub offset: u64,
+}
+
+/// A borrowed run of key bytes with its origin (`None`: not inside a loaded stream).
+#[derive(Copy, Clone, Debug)]
+pub struct KeyRef<'a> {
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// Where `bytes[0]` sits in a loaded stream, if it does.
+    pub origin: Option<KeyOrigin>,
+}
+
+impl<'a> KeyRef<'a> {
+    /// Bytes that are not inside a loaded stream.
+    pub fn detached(bytes: &'a [u8]) -> Self {
+        KeyRef {
+            bytes,
+            origin: None,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The sub-run `range` (origin offset moved by `range.start`); `None` if the range is out
+    /// of bounds. An origin whose offset would overflow is dropped.
+    pub fn sub(&self, range: std::ops::Range<usize>) -> Option<KeyRef<'a>> {
+        let start = range.start;
+        let bytes = self.bytes.get(range)?;
+        let origin = self.origin.and_then(|o| {
+            Some(KeyOrigin {
+                stream: o.stream,
+                offset: o.offset.checked_add(u64::try_from(start).ok()?)?,
+            })
+        });
+        Some(KeyRef { bytes, origin })
+    }
+}
 
 /// What a key file holds.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -153,30 +216,60 @@ impl KeyWriter {
 
     /// The finished key bytes.
     pub fn finish(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.body.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.kind as u16).to_le_bytes());
-        out.push(self.party);
-        out.extend_from_slice(&[0u8; 7]);
-        out.extend_from_slice(&self.n.to_le_bytes());
-        for p in self.params {
-            out.extend_from_slice(&p.to_le_bytes());
-        }
-        out.extend_from_slice(&[0u8; 4]);
-        out.extend_from_slice(&self.count.to_le_bytes());
-        out.extend_from_slice(&(self.body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&checksum(&self.body).to_le_bytes());
-        debug_assert_eq!(out.len(), HEADER_LEN);
-        out.extend_from_slice(&self.body);
-        out
+        write_key(
+            self.kind,
+            self.party,
+            self.n,
+            self.params,
+            self.count,
+            &self.body,
+        )
     }
+}
+
+/// Header + `body` as one key file (one allocation).
+pub fn write_key(
+    kind: KeyKind,
+    party: u8,
+    n: u32,
+    params: [u32; 4],
+    count: u64,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(kind as u16).to_le_bytes());
+    out.push(party);
+    out.extend_from_slice(&[0u8; 7]);
+    out.extend_from_slice(&n.to_le_bytes());
+    for p in params {
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&checksum(body).to_le_bytes());
+    debug_assert_eq!(out.len(), HEADER_LEN);
+    out.extend_from_slice(body);
+    out
 }
 
 /// Parse and check the header of `bytes` for `kind`; returns the header and the body slice.
 /// The caller then checks `body_len` against its closed-form size with
 /// [`expect_body_len`] before reading sections.
 pub fn parse_header(bytes: &[u8], kind: KeyKind) -> Result<(Header, &[u8])> {
+    let (h, body, sum) = parse_header_view(bytes, kind)?;
+    if checksum(body) != sum {
+        return Err(FssError::Checksum);
+    }
+    Ok((h, body))
+}
+
+/// [`parse_header`] without the checksum (O(1)): for views into a key stream whose sections
+/// were checksummed once when it was opened. Returns the header, the body and the stored
+/// checksum. Every header field and the exact length are still checked.
+pub fn parse_header_view(bytes: &[u8], kind: KeyKind) -> Result<(Header, &[u8], u64)> {
     if bytes.len() < HEADER_LEN {
         if bytes.len() >= 4 && bytes[..4] != MAGIC {
             return Err(FssError::BadMagic);
@@ -233,9 +326,6 @@ pub fn parse_header(bytes: &[u8], kind: KeyKind) -> Result<(Header, &[u8])> {
     if body.len() as u64 > body_len {
         return Err(FssError::TrailingBytes(body.len() - body_len as usize));
     }
-    if checksum(body) != sum {
-        return Err(FssError::Checksum);
-    }
     Ok((
         Header {
             kind,
@@ -246,6 +336,7 @@ pub fn parse_header(bytes: &[u8], kind: KeyKind) -> Result<(Header, &[u8])> {
             body_len,
         },
         body,
+        sum,
     ))
 }
 
@@ -377,5 +468,40 @@ mod tests {
         );
         let mut r = KeyReader::new(body);
         assert!(r.u64s(usize::MAX / 4).is_err());
+    }
+
+    #[test]
+    fn key_ref_sub_moves_the_origin() {
+        let b = [1u8, 2, 3, 4, 5];
+        let k = KeyRef {
+            bytes: &b,
+            origin: Some(KeyOrigin {
+                stream: 7,
+                offset: 32,
+            }),
+        };
+        let s = k.sub(1..4).unwrap();
+        assert_eq!(s.bytes, &[2, 3, 4]);
+        assert_eq!(
+            s.origin,
+            Some(KeyOrigin {
+                stream: 7,
+                offset: 33
+            })
+        );
+        assert_eq!(s.len(), 3);
+        assert!(k.sub(2..6).is_none());
+        assert!(k.sub(5..5).unwrap().is_empty());
+        let d = KeyRef::detached(&b).sub(4..5).unwrap();
+        assert_eq!((d.bytes, d.origin), (&[5u8][..], None));
+        // An offset that would overflow drops the origin instead of wrapping.
+        let far = KeyRef {
+            bytes: &b,
+            origin: Some(KeyOrigin {
+                stream: 1,
+                offset: u64::MAX,
+            }),
+        };
+        assert_eq!(far.sub(1..2).unwrap().origin, None);
     }
 }

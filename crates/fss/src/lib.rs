@@ -11,7 +11,9 @@
 //!   (views that differ only by their shift share a key), evaluated at shifted public points.
 //! * [`interval`]: vector interval lookup (DCF at the mask point evaluated at the cut points;
 //!   and DPF EvalAll dotted with a public table for small domains).
-//! * [`keyfmt`]: the versioned binary key layout (structure of arrays) with typed parse errors.
+//! * [`keyfmt`]: the versioned binary key layout (structure of arrays) with typed parse errors,
+//!   and [`KeyRef`] / [`KeyOrigin`]: key bytes borrowed from a loaded key stream, with their
+//!   position in it (DCF batches are evaluated in place from those bytes).
 //!
 //! All keys use the fixed-key AES MMO PRG of [`suf_core::prg`]. Exact identities:
 //! `shared/reference/fss-identities.md`.
@@ -28,3 +30,4 @@ pub mod lut;
 pub mod packed;
 
 pub use error::{FssError, Result};
+pub use keyfmt::{KeyOrigin, KeyRef};

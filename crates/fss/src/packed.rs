@@ -331,7 +331,7 @@ impl PackedCmpSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct GroupKeys {
     dpf: Option<DpfKeys>,
-    dcf: Option<DcfKeys>,
+    dcf: Option<DcfKeys<'static>>,
 }
 
 /// A batch of packed-comparison keys of one party (one element per mask).
@@ -656,9 +656,10 @@ impl PackedCmpKeys {
                 expected = add_nested(expected, l);
             }
             if let Some(m) = g.dcf_bits {
-                let l = c64
-                    .checked_mul(DcfKeys::key_bytes_per_key(g.bits, m, 1) as u64)
-                    .and_then(|x| x.checked_add(HEADER_LEN as u64));
+                let l = usize::try_from(c64)
+                    .ok()
+                    .and_then(|c| DcfKeys::bytes_for(g.bits, m, 1, c))
+                    .map(|x| x as u64);
                 expected = add_nested(expected, l);
             }
         }

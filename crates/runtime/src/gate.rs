@@ -14,6 +14,7 @@ use suf_backend::Backend;
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_fss::dcf::{self, DcfKeys};
+use suf_fss::KeyRef;
 
 use crate::error::{Result, RtError};
 use crate::ir::Dtype;
@@ -39,12 +40,14 @@ pub trait GateImpl: Send + Sync {
     fn plain(&self, w: BitWidth, x: &[u64]) -> Vec<u64>;
     /// Dealer: key blobs for party 0 and 1 for a batch with input masks `r`.
     fn deal(&self, w: BitWidth, r: &[u64], rng: &mut Csprng) -> Result<[Vec<u8>; 2]>;
-    /// Party: additive shares of the outputs from the opened x̂ and this party's blob.
+    /// Party: additive shares of the outputs from the opened x̂ and this party's blob. `key`
+    /// borrows the blob from the loaded key stream (with its origin there); DCF batches in it
+    /// are read in place with `DcfKeys::view`.
     fn eval(
         &self,
         w: BitWidth,
         party: u8,
-        key: &[u8],
+        key: KeyRef<'_>,
         xhat: &[u64],
         be: &dyn Backend,
     ) -> Result<Vec<u64>>;
@@ -56,43 +59,80 @@ impl fmt::Debug for dyn GateImpl {
     }
 }
 
-/// Length-prefixed concatenation of byte parts (the layout of a gate's key blob).
+/// Alignment of every part of a gate key blob (relative to the blob's start; the key stream
+/// puts the blob itself 16-aligned, and a DCF batch's 64-byte header then leaves its body
+/// 16-aligned in the stream, as the device kernels need).
+pub const PART_ALIGN: usize = 16;
+
+/// Concatenation of byte parts (the layout of a gate's key blob):
+/// ```text
+/// 0       8    number of parts c (u64 LE)
+/// 8       8·c  part lengths (u64 LE)
+///         .    zero padding to a multiple of 16
+/// parts   part i at a 16-aligned offset, each followed by zero padding to a multiple of 16
+/// ```
 pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
-    let total: usize = parts.iter().map(|p| p.len() + 8).sum();
-    let mut out = Vec::with_capacity(total + 4);
-    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    let al = |x: usize| x.next_multiple_of(PART_ALIGN);
+    let head = al(8 + 8 * parts.len());
+    let total: usize = head + parts.iter().map(|p| al(p.len())).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(parts.len() as u64).to_le_bytes());
     for p in parts {
         out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(p);
     }
+    out.resize(head, 0);
+    for p in parts {
+        out.extend_from_slice(p);
+        out.resize(al(out.len()), 0);
+    }
+    debug_assert_eq!(out.len(), total);
     out
 }
 
-/// Split a blob made by [`join_parts`] into exactly `n` parts.
-pub fn split_parts(b: &[u8], n: usize) -> Result<Vec<&[u8]>> {
+/// Split a blob made by [`join_parts`] into exactly `n` parts (zero-copy; each part keeps its
+/// origin in the stream). O(n): lengths are checked with checked arithmetic against the blob,
+/// which must be exactly as long as they imply, with zero padding.
+pub fn split_parts(b: KeyRef<'_>, n: usize) -> Result<Vec<KeyRef<'_>>> {
     let bad = |m: &str| RtError::KeyStream(format!("gate key blob: {m}"));
-    if b.len() < 4 {
-        return Err(bad("truncated"));
-    }
-    let cnt = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
-    if cnt != n {
+    let bytes = b.bytes;
+    let word = |o: usize| -> Option<u64> {
+        let s = bytes.get(o..o.checked_add(8)?)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Some(u64::from_le_bytes(a))
+    };
+    let cnt = word(0).ok_or_else(|| bad("truncated"))?;
+    if cnt != n as u64 {
         return Err(bad(&format!("{cnt} parts, expected {n}")));
     }
-    let mut pos = 4;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        if b.len() - pos < 8 {
-            return Err(bad("truncated"));
-        }
-        let len = u64::from_le_bytes(b[pos..pos + 8].try_into().expect("8 bytes"));
-        pos += 8;
-        if (b.len() - pos) as u64 > u64::MAX || len > (b.len() - pos) as u64 {
-            return Err(bad("truncated part"));
-        }
-        out.push(&b[pos..pos + len as usize]);
-        pos += len as usize;
+    let head = n
+        .checked_mul(8)
+        .and_then(|x| x.checked_add(8))
+        .and_then(|x| x.checked_next_multiple_of(PART_ALIGN))
+        .filter(|&h| h <= bytes.len())
+        .ok_or_else(|| bad("truncated"))?;
+    let zero = |r: std::ops::Range<usize>| bytes[r].iter().all(|&x| x == 0);
+    if !zero(8 + 8 * n..head) {
+        return Err(bad("padding is not zero"));
     }
-    if pos != b.len() {
+    let mut pos = head;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let len = word(8 + 8 * i)
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or_else(|| bad("truncated"))?;
+        let end = pos.checked_add(len).ok_or_else(|| bad("truncated part"))?;
+        let next = end
+            .checked_next_multiple_of(PART_ALIGN)
+            .filter(|&x| x <= bytes.len())
+            .ok_or_else(|| bad("truncated part"))?;
+        if !zero(end..next) {
+            return Err(bad("padding is not zero"));
+        }
+        out.push(b.sub(pos..end).ok_or_else(|| bad("truncated part"))?);
+        pos = next;
+    }
+    if pos != bytes.len() {
         return Err(bad("trailing bytes"));
     }
     Ok(out)
@@ -163,18 +203,20 @@ impl GateImpl for Truncate {
         &self,
         w: BitWidth,
         party: u8,
-        key: &[u8],
+        key: KeyRef<'_>,
         xhat: &[u64],
         be: &dyn Backend,
     ) -> Result<Vec<u64>> {
         self.check(w)?;
         let (n, f) = (w.bits(), self.f);
         let parts = split_parts(key, 3)?;
-        let rh = suf_core::pack::unpack(parts[0], n, xhat.len())
+        let rh = suf_core::pack::unpack(parts[0].bytes, n, xhat.len())
             .map_err(|e| RtError::KeyStream(format!("truncation key: {e}")))?;
-        let ka = DcfKeys::from_bytes(parts[1])?;
-        let kb = DcfKeys::from_bytes(parts[2])?;
-        if ka.count() != xhat.len() || kb.count() != xhat.len() || ka.party() != party {
+        let ka = DcfKeys::view(parts[1])?;
+        let kb = DcfKeys::view(parts[2])?;
+        let shape = |k: &DcfKeys<'_>| (k.count(), k.party(), k.n(), k.m(), k.p());
+        if shape(&ka) != (xhat.len(), party, f, n, 1) || shape(&kb) != (xhat.len(), party, n, n, 1)
+        {
             return Err(RtError::KeyMismatch(format!(
                 "truncation key holds {} elements of party {}, expected {} of party {party}",
                 ka.count(),
@@ -237,11 +279,11 @@ impl GateImpl for LessThan {
         &self,
         w: BitWidth,
         party: u8,
-        key: &[u8],
+        key: KeyRef<'_>,
         xhat: &[u64],
         be: &dyn Backend,
     ) -> Result<Vec<u64>> {
-        let keys = suf_fss::dpf::DpfKeys::from_bytes(key)?;
+        let keys = suf_fss::dpf::DpfKeys::from_bytes(key.bytes)?;
         if keys.count() != xhat.len() || keys.party() != party || keys.n() != w.bits() {
             return Err(RtError::KeyMismatch(format!(
                 "comparison key holds {} elements of party {}, expected {} of party {party}",
@@ -267,5 +309,75 @@ impl GateImpl for LessThan {
                 (c[2 * i] ^ c[2 * i + 1] ^ public) as u64
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use suf_fss::KeyOrigin;
+
+    fn at(bytes: &[u8], offset: u64) -> KeyRef<'_> {
+        KeyRef {
+            bytes,
+            origin: Some(KeyOrigin { stream: 5, offset }),
+        }
+    }
+
+    #[test]
+    fn parts_are_16_aligned_and_keep_their_origin() {
+        let parts: Vec<Vec<u8>> = [0usize, 1, 15, 16, 17, 64]
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| vec![i as u8 + 1; l])
+            .collect();
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let b = join_parts(&refs);
+        assert_eq!(b.len() % PART_ALIGN, 0);
+        let got = split_parts(at(&b, 4096), refs.len()).unwrap();
+        assert_eq!(got.len(), refs.len());
+        for (g, p) in got.iter().zip(&refs) {
+            assert_eq!(g.bytes, *p);
+            let o = g.origin.unwrap();
+            assert_eq!((o.stream, o.offset % PART_ALIGN as u64), (5, 0));
+            let rel = o.offset as usize - 4096;
+            assert_eq!(&b[rel..rel + p.len()], *p);
+        }
+        assert!(split_parts(KeyRef::detached(&join_parts(&[])), 0)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn malformed_blobs_are_typed_errors() {
+        let b = join_parts(&[&[1u8; 5], &[2u8; 20]]);
+        let split = |x: &[u8], n| split_parts(KeyRef::detached(x), n).map(|v| v.len());
+        assert_eq!(split(&b, 2).unwrap(), 2);
+        assert!(split(&b, 3).is_err());
+        for cut in 0..b.len() {
+            assert!(split(&b[..cut], 2).is_err(), "cut {cut}");
+        }
+        let mut long = b.clone();
+        long.extend_from_slice(&[0; 16]);
+        assert!(split(&long, 2).is_err());
+        // Lengths and counts far out of range: no overflow, no panic.
+        for (o, v) in [
+            (0usize, u64::MAX),
+            (8, u64::MAX),
+            (8, 17),
+            (16, u64::MAX - 3),
+            (16, 33),
+        ] {
+            let mut x = b.clone();
+            x[o..o + 8].copy_from_slice(&v.to_le_bytes());
+            assert!(split(&x, 2).is_err(), "offset {o} value {v}");
+        }
+        // Non-zero padding (after the lengths; after part 0).
+        for o in [24usize, 32 + 5] {
+            let mut x = b.clone();
+            x[o] = 9;
+            assert!(split(&x, 2).is_err(), "padding at {o}");
+        }
+        assert!(split(&[], 0).is_err());
     }
 }

@@ -320,6 +320,9 @@ impl<'a> Party<'a> {
         let prog = self.prog;
         let w = prog.width();
         keys.check(self.party, &prog.fingerprint(), w.bits())?;
+        // The whole stream, once: a device backend uploads it and evaluates DCF views from
+        // offsets into its copy; the CPU backend reads the host bytes in place.
+        self.be.attach_keys(keys.token(), keys.bytes())?;
         let j = self.party as u64;
         let mut left = HashMap::new();
         for (wid, &(k, n)) in &prog.private_weights {
@@ -542,7 +545,7 @@ impl<'a> Party<'a> {
                     _ => unreachable!("gate group holds gates"),
                 };
                 let blob = keys.take_blob()?;
-                let out = gate.eval(w, self.party, &blob, &xhat, self.be)?;
+                let out = gate.eval(w, self.party, blob.key(), &xhat, self.be)?;
                 let q = gate.outputs();
                 let total = xhat.len();
                 if out.len() != q * total {
