@@ -71,6 +71,28 @@ fn key_file_is_one_time() {
 }
 
 #[test]
+fn key_files_with_trailing_bytes_or_truncated_are_refused() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let p = prog(32, false);
+    let paths = deal_files(&p, dir.path());
+    // A byte appended after the footer.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&paths[0])
+        .unwrap()
+        .write_all(&[0])
+        .unwrap();
+    let e = PartyStream::open_file(&paths[0]).unwrap_err();
+    assert!(matches!(e, RtError::KeyStream(_)), "{e}");
+    // The last 16 bytes cut off.
+    let b = std::fs::read(&paths[1]).unwrap();
+    std::fs::write(&paths[1], &b[..b.len() - 16]).unwrap();
+    let e = PartyStream::open_file(&paths[1]).unwrap_err();
+    assert!(matches!(e, RtError::KeyStream(_)), "{e}");
+}
+
+#[test]
 fn wrong_party_and_wrong_program_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = prog(32, false);
