@@ -40,7 +40,10 @@ use suf_runtime::ir::{Builder, T};
 use crate::compile::SpecGate;
 use crate::error::{param_err, CompilerError, Result};
 use crate::fit::{fit, Center, Fit, FitRequest};
-use crate::spec::{mask, Component, FloorSpec, GateSpec, HalvesSpec, Part, PolySpec, View, Wrap};
+use crate::spec::{
+    mask, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec, SignSpec, View,
+    Wrap,
+};
 
 /// Real reference functions (f64), used by the fitter and the accuracy checks.
 pub mod reference {
@@ -274,6 +277,14 @@ pub fn max2(g: &mut Builder, a: T, b: T) -> Result<T> {
 /// # Errors
 /// An empty last axis or a builder error.
 pub fn max_last(g: &mut Builder, x: T) -> Result<T> {
+    max_tree(g, x, relu)
+}
+
+fn max_tree(
+    g: &mut Builder,
+    x: T,
+    relu_of: impl Fn(&mut Builder, T) -> Result<T>,
+) -> Result<T> {
     let shape = g.shape(x).to_vec();
     let c = *shape.last().unwrap_or(&0);
     if c == 0 {
@@ -286,7 +297,10 @@ pub fn max_last(g: &mut Builder, x: T) -> Result<T> {
         let h = w / 2;
         let a = g.slice_cols(cur, 0, h)?;
         let b = g.slice_cols(cur, h, 2 * h)?;
-        let m = max2(g, a, b)?;
+        // max(a, b) = b + ReLU(a − b)
+        let d = g.sub(a, b)?;
+        let r = relu_of(g, d)?;
+        let m = g.add(b, r)?;
         cur = if w % 2 == 1 {
             let rest = g.slice_cols(cur, 2 * h, w)?;
             g.concat_cols(&[m, rest])?
@@ -298,6 +312,49 @@ pub fn max_last(g: &mut Builder, x: T) -> Result<T> {
     let mut out_shape = shape;
     *out_shape.last_mut().expect("non-empty") = 1;
     Ok(g.reshape(cur, &out_shape)?)
+}
+
+/// The spec of ReLU on a value known to lie in [−2^{bits−1}, 2^{bits−1}): the MSB halves of
+/// the `bits`-bit view (one (bits − 1)-bit DCF); with bits = n, [`relu_spec`].
+pub fn relu_spec_in(n: u32, bits: u32) -> GateSpec {
+    if bits >= n {
+        return relu_spec(n);
+    }
+    let h = 1u64 << (bits - 1);
+    single(
+        Component::Sign(SignSpec {
+            offset: h,
+            bits,
+            ring: n,
+            lo: vec![(0, 0)],
+            hi: vec![(1, h.wrapping_neg() & mask(n))],
+        }),
+        "relu_in",
+    )
+}
+
+/// ReLU(x) for x ∈ [−2^{bits−1}, 2^{bits−1}) (declared; outside it the result is that of the
+/// `bits`-bit view). 1 round.
+///
+/// # Errors
+/// A width below 2, or a builder error.
+pub fn relu_in(g: &mut Builder, x: T, bits: u32) -> Result<T> {
+    let (n, _) = fp_of(g);
+    if bits < 2 {
+        return param_err("relu_in", format!("{bits}-bit range"));
+    }
+    Ok(add_gate(g, x, relu_spec_in(n, bits))?[0])
+}
+
+/// Row maximum over the last axis for entries in [−2^{bits−1}, 2^{bits−1}) (declared): the
+/// tree of [`max_last`] with each ReLU on the (bits + 1)-bit view of the difference.
+/// ⌈log2 c⌉ rounds.
+///
+/// # Errors
+/// As [`max_last`].
+pub fn max_last_in(g: &mut Builder, x: T, bits: u32) -> Result<T> {
+    let (n, _) = fp_of(g);
+    max_tree(g, x, |g, d| relu_in(g, d, (bits + 1).min(n)))
 }
 
 /// Fused ReLU + ARS: ReLU(⌊x/2^t⌋) = ⌊ReLU(x)/2^t⌋ for a matmul's output x at scale f + t.
@@ -465,7 +522,7 @@ fn ceil_log2(v: u128) -> u32 {
     }
 }
 
-type Cache = Mutex<HashMap<(Smooth, u32, u32, bool, Prefer), Arc<SmoothSpecs>>>;
+type Cache = Mutex<HashMap<(Smooth, u32, u32, bool, Prefer, Option<u32>), Arc<SmoothSpecs>>>;
 
 fn cache() -> &'static Cache {
     static C: OnceLock<Cache> = OnceLock::new();
@@ -506,11 +563,41 @@ pub fn smooth_specs_with(
     fused: bool,
     prefer: Prefer,
 ) -> Result<Arc<SmoothSpecs>> {
-    let key = (kind, n, f, fused, prefer);
+    specs_cached(kind, n, f, fused, prefer, None)
+}
+
+/// The specs of a smooth activation (input and output at scale f) whose input is declared to
+/// lie in [−2^{bits−1}, 2^{bits−1}) (two-sided kinds) or [0, 2^bits) (nExp) — e.g. the output
+/// of a truncation, which the ring itself bounds. The coarse part then compares only the
+/// high bits of a (bits + 1)-bit view ([`HighSpec`]: K − s levels instead of n); the fine part
+/// covers the mask-dependent zones next to the window exactly. Falls back to [`smooth_specs_with`]
+/// when the range leaves no room (bits + 1 ≥ n).
+///
+/// # Errors
+/// As [`smooth_specs`].
+pub fn smooth_specs_in(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    bits: u32,
+    prefer: Prefer,
+) -> Result<Arc<SmoothSpecs>> {
+    specs_cached(kind, n, f, false, prefer, Some(bits))
+}
+
+fn specs_cached(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    fused: bool,
+    prefer: Prefer,
+    range: Option<u32>,
+) -> Result<Arc<SmoothSpecs>> {
+    let key = (kind, n, f, fused, prefer, range);
     if let Some(s) = cache().lock().map_err(|_| poisoned())?.get(&key) {
         return Ok(s.clone());
     }
-    let s = Arc::new(build_smooth(kind, n, f, fused, prefer)?);
+    let s = Arc::new(build_smooth(kind, n, f, fused, prefer, range)?);
     cache()
         .lock()
         .map_err(|_| poisoned())?
@@ -530,13 +617,67 @@ fn outer_coeffs(o: Outer, f: u32, n: u32) -> (u64, u64) {
     }
 }
 
-fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Result<SmoothSpecs> {
+/// The fit of the window [−A, A) extended by exact pieces on [−2A, −A) and [A, 2A) equal to
+/// the tails (at the fine output scale f + t, before the rounding constant).
+fn with_tail_zones(ft: Fit, kind: Smooth, f: u32, t: u32, a: i64) -> Fit {
+    let sc = 1i128 << t;
+    let zone = |lo: i64, hi: i64, o: Outer| -> crate::fit::Piece {
+        let coeffs = match o {
+            Outer::Zero => vec![0, 0, 0],
+            Outer::Identity => vec![lo as i128 * sc, sc, 0],
+            Outer::Const(c) => {
+                let v = (c * (f as f64).exp2()).round() as i128;
+                vec![v * sc, 0, 0]
+            }
+        };
+        crate::fit::Piece {
+            lo,
+            hi,
+            center: lo,
+            coeffs,
+            max_err: 0.0,
+        }
+    };
+    let mut pieces = vec![zone(-2 * a, -a, kind.outer_neg())];
+    pieces.extend(ft.pieces.iter().cloned());
+    pieces.push(zone(a, 2 * a, kind.outer_pos()));
+    let mut range = ft.range;
+    for p in [&pieces[0], &pieces[pieces.len() - 1]] {
+        for v in [p.value(p.lo), p.value(p.hi - 1)] {
+            range = (range.0.min(v), range.1.max(v));
+        }
+    }
+    Fit {
+        pieces,
+        max_abs: range.0.abs().max(range.1.abs()),
+        range,
+        ..ft
+    }
+}
+
+fn build_smooth(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    fused: bool,
+    prefer: Prefer,
+    range: Option<u32>,
+) -> Result<SmoothSpecs> {
     let free = prefer == Prefer::Keys;
     let name = kind.name();
     let w = kind.window_log2();
     let two = !kind.one_sided();
+    // Declared range: the coarse part reads the high bits of a (bits + 1)-bit view, dropping
+    // s low bits; the zones next to the window then need the fine part to equal the tails:
+    // two-sided, s = w + f and the fine view doubles to [−2A, 2A); one-sided (nExp), s =
+    // w + f − 2 and the fine part must already equal the tail on [3A/4, A).
+    let ranged = range.filter(|&b| {
+        let s = if two { w + f } else { w + f - 2 };
+        !fused && b + 1 < n && b + 1 >= s + 3
+    });
+    let zones = two && ranged.is_some();
     // Fine view on the input at scale f.
-    let kf = w + f + two as u32;
+    let kf = w + f + two as u32 + zones as u32;
     let a_ulp: u64 = 1 << (w + f); // window half-width (two-sided) in ULPs at scale f
     let pre = if fused { f } else { 0 };
     if kf + pre + 3 > n || f == 0 {
@@ -556,7 +697,7 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
         }
     };
     let fmax = match kind {
-        Smooth::Gelu | Smooth::GeluTanh | Smooth::Silu => (1u64 << w) as f64,
+        Smooth::Gelu | Smooth::GeluTanh | Smooth::Silu => (1u64 << (w + zones as u32)) as f64,
         _ => 1.0,
     };
     // t: fine output at scale f + t; keep 2Q within 42 bits (one value block for three
@@ -617,7 +758,12 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
     }
     for t in cands {
         match try_t(t) {
-            Ok(mut ft) => {
+            Ok(ft) => {
+                let mut ft = if zones {
+                    with_tail_zones(ft, kind, f, t, a_ulp as i64)
+                } else {
+                    ft
+                };
                 ft.add_constant(1i128 << (t - 1));
                 // v' = 2Q' + ℓ + 2^{K2−1} must lie in [0, 2^{K2}).
                 let need = (-2 * ft.range.0).max(2 * ft.range.1 + 2).max(1) as u128;
@@ -659,7 +805,7 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
     v.scale(2);
     let ring = if free { n } else { k2 };
     let fine_view = View {
-        offset: if two { a_ulp } else { 0 },
+        offset: if two { a_ulp << zones as u32 } else { 0 },
         bits: kf,
     };
     let fine = v.to_poly(fine_view, ring)?;
@@ -685,6 +831,117 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
     let has_o = op != Outer::Zero || on != Outer::Zero;
     let ident = op == Outer::Identity || on == Outer::Identity;
     let nm = mask(n);
+    if let Some(bits) = ranged {
+        // Coarse on the high part of the (bits + 1)-bit view (see [`HighSpec`]): outputs
+        // o (if any) and ℓ = 1 on the tails; u = x on every interval (centre = view offset).
+        let kc = bits + 1;
+        let q = 1 + has_o as usize;
+        let d = ident as usize;
+        let cp = outer_coeffs(op, f, n);
+        let cn = outer_coeffs(on, f, n);
+        let a = a_ulp as i64;
+        let (offset, shift, cuts, tails): (u64, u32, Vec<u64>, Vec<Option<(u64, u64)>>) = if two {
+            let s_ = w + f;
+            let h0 = 1u64 << (kc - 1 - s_);
+            (
+                1u64 << (kc - 1),
+                s_,
+                vec![h0 - 1, h0 + 2],
+                vec![Some(cn), None, Some(cp)],
+            )
+        } else {
+            (0, w + f - 2, vec![4], vec![None, Some(cp)])
+        };
+        let mut coeffs = Vec::new();
+        for t_ in &tails {
+            let (oc, ell) = match t_ {
+                Some(c) => (*c, 1u64),
+                None => ((0, 0), 0),
+            };
+            if has_o {
+                coeffs.push(oc.0);
+                if d == 1 {
+                    coeffs.push(oc.1);
+                }
+            }
+            coeffs.push(ell);
+            if d == 1 {
+                coeffs.push(0);
+            }
+        }
+        let coarse = HighSpec {
+            view: View { offset, bits: kc },
+            shift,
+            ring: n,
+            centers: vec![offset; cuts.len() + 1],
+            cuts,
+            degree: d,
+            outputs: q,
+            coeffs,
+        };
+        // Zones where the interval depends on the mask: the final output must not.
+        let tail_val = |o: Outer, x: i64| -> i128 {
+            match o {
+                Outer::Zero => 0,
+                Outer::Identity => x as i128,
+                Outer::Const(c) => (c * (f as f64).exp2()).round() as i128,
+            }
+        };
+        let zone_list: Vec<(i64, i64, Outer)> = if two {
+            vec![(-2 * a, -a, on), (a, 2 * a, op)]
+        } else {
+            vec![(3 * a / 4, a, op)]
+        };
+        for &(z0, z1, o) in &zone_list {
+            if let Some(x) = (z0..z1).find(|&x| ft.value(x).div_euclid(1i128 << t) != tail_val(o, x))
+            {
+                return Err(CompilerError::Fit(format!(
+                    "{name}: the fine part differs from the tail at input {x} (mask-dependent zone)"
+                )));
+            }
+        }
+        let mut boundaries: Vec<u64> = zone_list
+            .iter()
+            .flat_map(|&(z0, z1, _)| [z0 as u64 & nm, z1 as u64 & nm])
+            .collect();
+        if two {
+            boundaries.push((1u64 << bits.saturating_sub(1)).wrapping_neg() & nm);
+        }
+        for &cu in std::iter::once(&0u64).chain(&fine.cuts) {
+            let x = cu.wrapping_sub(fine.view.offset) & mask(fine.view.bits);
+            let xs = if x >> (fine.view.bits - 1) == 1 && two {
+                x | !mask(fine.view.bits)
+            } else {
+                x
+            };
+            boundaries.push(xs & nm);
+        }
+        let gate1 = GateSpec {
+            label: format!("{name}_in{bits}_g1"),
+            outputs: q,
+            parts: vec![
+                Part {
+                    comp: Component::High(coarse),
+                    targets: (0..q).collect(),
+                },
+                Part {
+                    comp: Component::Poly(fine),
+                    targets: vec![q - 1],
+                },
+            ],
+        };
+        return Ok(SmoothSpecs {
+            gate1,
+            fine: None,
+            tail: None,
+            select,
+            has_o,
+            fit: ft,
+            t,
+            k2,
+            boundaries,
+        });
+    }
     let coarse = if two {
         // View X' + A (X' = X + rnd): [0, 2A) window, then the positive tail up to
         // X = 2^{n−1} (so the top inputs, whose X' wraps, stay in it), the rest negative.
@@ -875,6 +1132,22 @@ pub fn smooth(g: &mut Builder, x: T, kind: Smooth) -> Result<T> {
 pub fn smooth_with(g: &mut Builder, x: T, kind: Smooth, prefer: Prefer) -> Result<T> {
     let (n, f) = fp_of(g);
     let sp = smooth_specs_with(kind, n, f, false, prefer)?;
+    apply_smooth(g, x, &sp)
+}
+
+/// A smooth activation of an input declared to lie in [−2^{bits−1}, 2^{bits−1}) (two-sided
+/// kinds) or [0, 2^bits) (nExp), e.g. a truncation's output: [`smooth_specs_in`]. Two rounds;
+/// the same error bound as [`smooth`] on the declared range.
+///
+/// # Errors
+/// As [`smooth`].
+pub fn smooth_in(g: &mut Builder, x: T, kind: Smooth, bits: u32, prefer: Prefer) -> Result<T> {
+    let (n, f) = fp_of(g);
+    let sp = smooth_specs_in(kind, n, f, bits, prefer)?;
+    apply_smooth(g, x, &sp)
+}
+
+fn apply_smooth(g: &mut Builder, x: T, sp: &SmoothSpecs) -> Result<T> {
     let outs = add_gate(g, x, sp.gate1.clone())?;
     let v = *outs.last().expect("gate1 has outputs");
     let y = add_gate(g, v, sp.select.clone())?[0];

@@ -29,7 +29,7 @@ use suf_runtime::plain::{run_plain, PlainWeights};
 
 use crate::compile::program_aes;
 use crate::error::Result;
-use crate::gates::{self, Smooth};
+use crate::gates::{self, Prefer, Smooth};
 use crate::spec::mask;
 
 /// The inputs a gate is defined on.
@@ -43,6 +43,10 @@ pub enum Domain {
     Gap,
     /// lo ≤ x ≤ hi (unsigned).
     Range(u64, u64),
+    /// −2^{b−1} ≤ signed x < 2^{b−1} (a declared range, e.g. a truncation's output).
+    Signed(u32),
+    /// 0 ≤ x < 2^b.
+    Unsigned(u32),
 }
 
 impl Domain {
@@ -55,6 +59,8 @@ impl Domain {
             Domain::NonNeg => s >= 0,
             Domain::Gap => s.unsigned_abs() < 1u64 << (n - 2),
             Domain::Range(lo, hi) => (lo..=hi).contains(&x),
+            Domain::Signed(b) => s >= -(1i64 << (b - 1)) && s < 1i64 << (b - 1),
+            Domain::Unsigned(b) => s >= 0 && s < 1i64 << b,
         }
     }
 }
@@ -209,6 +215,26 @@ pub fn exact_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
         Domain::Gap,
         vec![0],
     ));
+    let b = n - f - 1; // the range of a GapARS output by f
+    v.push(case(
+        "relu_in",
+        Arc::new(move |g, x| gates::relu_in(g, x, b + 1)),
+        exact(move |x| w.from_signed(w.to_signed(x).max(0))),
+        Domain::Signed(b + 1),
+        vec![0, 1u64 << b, (1u64 << b).wrapping_neg() & nm],
+    ));
+    v.push(case(
+        "max_in",
+        Arc::new(move |g, x| {
+            let len = g.shape(x)[0];
+            let m = g.reshape(x, &[len / 2, 2])?;
+            let r = gates::max_last_in(g, m, b)?;
+            Ok(g.reshape(r, &[len / 2])?)
+        }),
+        Reference::MaxPairs,
+        Domain::Signed(b),
+        vec![0, (1u64 << (b - 1)) - 1, (1u64 << (b - 1)).wrapping_neg() & nm],
+    ));
     v.push(case(
         "relu_ars",
         Arc::new(move |g, x| gates::relu_ars(g, x, f)),
@@ -247,6 +273,35 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
                 Domain::NonNeg
             } else {
                 Domain::Whole
+            },
+            boundaries: sp.boundaries.clone(),
+            window: Some(window),
+            pieces: sp.pieces(),
+        });
+    }
+    for kind in Smooth::ALL {
+        // Declared range: a GapARS output by f (two-sided), or a difference of two (nExp).
+        let bits = if kind.one_sided() { n - f } else { n - f - 1 };
+        let sp = gates::smooth_specs_in(kind, n, f, bits, Prefer::Keys)?;
+        let a = 1u64 << (kind.window_log2() + f);
+        let window = if kind.one_sided() {
+            (0, a)
+        } else {
+            ((2 * a).wrapping_neg() & nm, 4 * a)
+        };
+        v.push(GateCase {
+            name: format!("{}_in", kind.name()),
+            build: Arc::new(move |g, x| gates::smooth_in(g, x, kind, bits, Prefer::Keys)),
+            reference: Reference::Real {
+                f: kind.func(),
+                in_scale: f,
+                out_scale: f,
+                relative: false,
+            },
+            domain: if kind.one_sided() {
+                Domain::Unsigned(bits)
+            } else {
+                Domain::Signed(bits)
             },
             boundaries: sp.boundaries.clone(),
             window: Some(window),
@@ -328,6 +383,8 @@ fn random_in(d: Domain, n: u32, rng: &mut Csprng) -> u64 {
         Domain::Whole => rng.next_u64() & nm,
         Domain::NonNeg => rng.next_u64() & (nm >> 1),
         Domain::Gap => (rng.next_u64() & (nm >> 1)).wrapping_sub(1 << (n - 2)) & nm,
+        Domain::Signed(b) => (rng.next_u64() & mask(b)).wrapping_sub(1 << (b - 1)) & nm,
+        Domain::Unsigned(b) => rng.next_u64() & mask(b),
         Domain::Range(lo, hi) => {
             if rng.bit() {
                 lo + rng.below(hi - lo + 1)

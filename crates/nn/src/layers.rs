@@ -267,17 +267,18 @@ fn normalize(
 
 /// Softmax over the last axis of `[r, c]` scores at scale f. `bias` (public, scale f, `[r, c]`)
 /// is added first (causal masks put a large negative value there, so masked entries get
-/// exactly 0 after nExp).
-pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>) -> Result<T> {
+/// exactly 0 after nExp). `bits`: the scores plus bias lie in [−2^{bits−1}, 2^{bits−1})
+/// (declared; the max tree and nExp compare only those bits).
+pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>, bits: u32) -> Result<T> {
     let (_, c) = dims(g, x);
     let x = match bias {
         Some(b) => g.add_pub(x, Arc::new(b))?,
         None => x,
     };
-    let m = gates::row_max(g, x)?;
+    let m = gates::row_max(g, x, bits)?;
     let mb = broadcast_col(g, m, c)?;
-    let d = g.sub(mb, x)?; // ≥ 0
-    let e = gates::nexp(g, d)?;
+    let d = g.sub(mb, x)?; // ∈ [0, 2^bits)
+    let e = gates::nexp(g, d, bits)?;
     let s = g.sum_last(e)?;
     let (inv, s_inv) = gates::reciprocal(g, s, c)?;
     let p = g.row_mul(e, inv)?;
