@@ -65,7 +65,8 @@ use suf_runtime::ir::Dtype;
 
 use crate::error::{CompilerError, Result};
 use crate::spec::{
-    mask, pow2, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, PolySpec, SignSpec, Wrap,
+    mask, pow2, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, PolySpec, SignSpec,
+    Wrap,
 };
 
 fn key_err<T>(s: impl Into<String>) -> Result<T> {
@@ -768,6 +769,68 @@ fn eval_sign(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bit (XOR shares of a Boolean of the high part; fss-identities §4(a), XOR form)
+//
+// With C(y) = 1{y < ρ_H} from one DPF comparison key (point ρ_H on K − s bits) and h' as for
+// [`HighSpec`]: L(a) := 1{h' < a} = C(ĥ ⊖ a) ⊕ C(ĥ) ⊕ 1{ĥ < a}; the bit is
+// bits[0] ⊕ ⊕_j (bits[j−1] ⊕ bits[j])·(1 ⊕ L(a_j)). Party 0 adds the public terms.
+
+fn deal_bit(s: &BitSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    let alphas: Vec<u64> = r
+        .iter()
+        .map(|&v| (v & mask(s.view.bits)) >> s.shift)
+        .collect();
+    let (k0, k1) = suf_fss::dpf::gen_cmp_batch(s.high_bits(), &alphas, rng)?;
+    Ok([vec![k0.to_bytes()], vec![k1.to_bytes()]])
+}
+
+fn eval_bit(
+    s: &BitSpec,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    let hb = s.high_bits();
+    let cnt = xhat.len();
+    let keys = suf_fss::dpf::DpfKeys::from_bytes(parts[0])?;
+    if keys.count() != cnt || keys.party() != party || keys.n() != hb {
+        return key_err(format!(
+            "DPF batch (party {}, {} bits, {} keys) does not match (party {party}, {hb}, {cnt})",
+            keys.party(),
+            keys.n(),
+            keys.count()
+        ));
+    }
+    let hm = mask(hb);
+    let m = s.cuts.len() + 1;
+    let hh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x) >> s.shift).collect();
+    let mut pts = Vec::with_capacity(cnt * m);
+    for &h in &hh {
+        pts.push(h);
+        for &a in &s.cuts {
+            pts.push(h.wrapping_sub(a) & hm);
+        }
+    }
+    let c = be.dpf_lt_eval(&keys, &pts, m)?;
+    let p0 = (party == 0) as u8;
+    Ok((0..cnt)
+        .map(|e| {
+            let ce = &c[e * m..(e + 1) * m];
+            let mut out = p0 & s.bits[0] as u8;
+            for (j, &a) in s.cuts.iter().enumerate() {
+                if s.bits[j] != s.bits[j + 1] {
+                    // 1 ⊕ L(a) = 1 ⊕ C(ĥ ⊖ a) ⊕ C(ĥ) ⊕ 1{ĥ < a}
+                    let public = p0 & (1 ^ (hh[e] < a) as u8);
+                    out ^= ce[j + 1] ^ ce[0] ^ public;
+                }
+            }
+            out as u64
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Components and the gate
 
 fn comp_parts(c: &Component) -> usize {
@@ -777,6 +840,7 @@ fn comp_parts(c: &Component) -> usize {
         Component::Floor(f) => floor_parts(f),
         Component::High(h) => high_parts(h),
         Component::Sign(h) => sign_parts(h),
+        Component::Bit(_) => 1,
     }
 }
 
@@ -787,6 +851,7 @@ fn deal_comp(c: &Component, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt
         Component::Floor(f) => deal_floor(f, n, r, rng),
         Component::High(h) => deal_high(h, r, rng),
         Component::Sign(h) => deal_sign(h, r, rng),
+        Component::Bit(b) => deal_bit(b, r, rng),
     }
 }
 
@@ -804,6 +869,7 @@ fn eval_comp(
         Component::Floor(f) => eval_floor(f, n, party, parts, xhat, be),
         Component::High(h) => eval_high(h, party, parts, xhat, be),
         Component::Sign(h) => eval_sign(h, party, parts, xhat, be),
+        Component::Bit(b) => eval_bit(b, party, parts, xhat, be),
     }
 }
 

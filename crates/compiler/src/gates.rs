@@ -41,8 +41,8 @@ use crate::compile::SpecGate;
 use crate::error::{param_err, CompilerError, Result};
 use crate::fit::{fit, Center, Fit, FitRequest};
 use crate::spec::{
-    mask, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec, SignSpec, View,
-    Wrap,
+    mask, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec, SignSpec,
+    View, Wrap,
 };
 
 /// Real reference functions (f64), used by the fitter and the accuracy checks.
@@ -676,6 +676,12 @@ fn build_smooth(
         !fused && b + 1 < n && b + 1 >= s + 3
     });
     let zones = two && ranged.is_some();
+    // With a declared range and no tail output (nExp), the window bit ℓ comes XOR-shared from
+    // a DPF ([`BitSpec`]) and v = 4Q + ℓ: the carry 2·ℓ₀ℓ₁ of the two shares falls on bit 1,
+    // which the selector floor (by t + 2) discards. Else v = 2Q + ℓ.
+    let (op0, on0) = (kind.outer_pos(), kind.outer_neg());
+    let xor_sel = ranged.is_some() && op0 == Outer::Zero && on0 == Outer::Zero;
+    let lsel: u32 = if xor_sel { 2 } else { 1 };
     // Fine view on the input at scale f.
     let kf = w + f + two as u32 + zones as u32;
     let a_ulp: u64 = 1 << (w + f); // window half-width (two-sided) in ULPs at scale f
@@ -765,9 +771,10 @@ fn build_smooth(
                     ft
                 };
                 ft.add_constant(1i128 << (t - 1));
-                // v' = 2Q' + ℓ + 2^{K2−1} must lie in [0, 2^{K2}).
-                let need = (-2 * ft.range.0).max(2 * ft.range.1 + 2).max(1) as u128;
-                let k2 = (ceil_log2(need) + 1).max(t + 3);
+                // v' = 2^lsel·Q' + (low bits) + 2^{K2−1} must lie in [0, 2^{K2}).
+                let sc = 1i128 << lsel;
+                let need = (-sc * ft.range.0).max(sc * ft.range.1 + sc).max(1) as u128;
+                let k2 = (ceil_log2(need) + 1).max(t + 2 + lsel);
                 if k2 > n || (free && k2 >= n) {
                     continue;
                 }
@@ -782,9 +789,9 @@ fn build_smooth(
                     )
                 };
                 let aes = ft.pieces.len() * aes_per_eval(kf, ring, 3)
-                    + aes_per_eval(t + 1, n, 2)
+                    + aes_per_eval(t + lsel, n, 2)
                     + wrap_aes;
-                let bytes = DcfKeys::key_bytes_per_key(t + 1, n, 2) + wrap_bytes;
+                let bytes = DcfKeys::key_bytes_per_key(t + lsel, n, 2) + wrap_bytes;
                 let aes = (aes, bytes);
                 if best.as_ref().is_none_or(|b| aes < b.0) {
                     best = Some((aes, t, ft, k2));
@@ -802,7 +809,7 @@ fn build_smooth(
         }
     };
     let mut v = ft.clone();
-    v.scale(2);
+    v.scale(1 << lsel);
     let ring = if free { n } else { k2 };
     let fine_view = View {
         offset: if two { a_ulp << zones as u32 } else { 0 },
@@ -815,11 +822,11 @@ fn build_smooth(
                 offset: 1 << (k2 - 1),
                 bits: if free { n } else { k2 },
             },
-            shift: t + 1,
+            shift: t + lsel,
             select: true,
             wrap: if free { Wrap::Free } else { Wrap::Dcf },
             gamma: vec![1],
-            kappa: vec![(1u64 << (k2 - 2 - t)).wrapping_neg() & mask(n)],
+            kappa: vec![(1u64 << (k2 - 1 - t - lsel)).wrapping_neg() & mask(n)],
         }),
         &format!("{name}_sel"),
     );
@@ -916,12 +923,22 @@ fn build_smooth(
             };
             boundaries.push(xs & nm);
         }
+        let coarse = if xor_sel {
+            Component::Bit(BitSpec {
+                view: coarse.view,
+                shift: coarse.shift,
+                bits: tails.iter().map(|t_| t_.is_some()).collect(),
+                cuts: coarse.cuts,
+            })
+        } else {
+            Component::High(coarse)
+        };
         let gate1 = GateSpec {
             label: format!("{name}_in{bits}_g1"),
             outputs: q,
             parts: vec![
                 Part {
-                    comp: Component::High(coarse),
+                    comp: coarse,
                     targets: (0..q).collect(),
                 },
                 Part {

@@ -41,5 +41,6 @@ pub use compile::{gate_aes, program_aes, run_direct, run_with_masks, SpecGate};
 pub use error::{CompilerError, Result};
 pub use report::gates_report;
 pub use spec::{
-    Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec, SignSpec, View, Wrap,
+    BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec, SignSpec, View,
+    Wrap,
 };

@@ -398,6 +398,65 @@ impl SignSpec {
     }
 }
 
+/// A Boolean function of the high part h = ⌊x_u/2^s⌋ of a view (as [`HighSpec`], with the
+/// same mask-dependent zones below each cut), piecewise constant over the intervals of the
+/// cuts, returned as **XOR shares** (each party's share is 0 or 1, read as a ring element):
+/// the two shares add up to the bit only modulo 2. A gate uses it where only the least
+/// significant bit of the sum is read — the LSB selector of a [`FloorSpec`] whose other bits
+/// come from a value multiplied by 4, so the carry 2·(share₀·share₁) lands on a bit that the
+/// floor discards. One DPF comparison key on K − s bits (1-bit leaves: K − s − 7 levels).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitSpec {
+    /// The view x_u.
+    pub view: View,
+    /// Low bits s dropped before the comparisons (1 ≤ s ≤ K − 1).
+    pub shift: u32,
+    /// Interior cuts on h, strictly increasing in (0, 2^{K−s}).
+    pub cuts: Vec<u64>,
+    /// The bit on each interval (cuts + 1 entries).
+    pub bits: Vec<bool>,
+}
+
+impl BitSpec {
+    /// Bits of the comparisons: K − s.
+    pub fn high_bits(&self) -> u32 {
+        self.view.bits - self.shift
+    }
+
+    /// Check the invariants against ring width n.
+    pub fn validate(&self, n: u32) -> Result<()> {
+        self.view.check(n, "bit")?;
+        if self.shift == 0 || self.shift >= self.view.bits {
+            return spec_err(format!(
+                "bit: shift {} outside 1..{}",
+                self.shift, self.view.bits
+            ));
+        }
+        let hm = mask(self.high_bits());
+        let mut prev = 0u64;
+        for &a in &self.cuts {
+            if a <= prev || a > hm {
+                return spec_err("bit: cuts must increase strictly inside (0, 2^{K−s})");
+            }
+            prev = a;
+        }
+        if self.bits.len() != self.cuts.len() + 1 {
+            return spec_err(format!(
+                "bit: {} interval bits for {} cuts",
+                self.bits.len(),
+                self.cuts.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bit at x with the mask's borrow `carry` (as [`HighSpec::eval_with_carry`]).
+    pub fn eval_with_carry(&self, x: u64, carry: u64) -> u64 {
+        let h = (self.view.of(x) >> self.shift).wrapping_add(carry) & mask(self.high_bits());
+        self.bits[self.cuts.partition_point(|&a| a <= h)] as u64
+    }
+}
+
 /// How the floor's wrap bit `1{ŷ < ρ}` is obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wrap {
@@ -485,6 +544,8 @@ pub enum Component {
     High(HighSpec),
     /// Affine halves of a reduced-width view.
     Sign(SignSpec),
+    /// A Boolean of a view's high part, XOR-shared (valid mod 2 only).
+    Bit(BitSpec),
 }
 
 impl Component {
@@ -496,6 +557,7 @@ impl Component {
             Component::Floor(f) => f.outputs(),
             Component::High(h) => h.outputs,
             Component::Sign(h) => h.outputs(),
+            Component::Bit(_) => 1,
         }
     }
 
@@ -510,6 +572,7 @@ impl Component {
             },
             Component::High(h) => h.ring,
             Component::Sign(h) => h.ring,
+            Component::Bit(_) => 1,
         }
     }
 
@@ -521,6 +584,7 @@ impl Component {
             Component::Floor(f) => f.validate(n),
             Component::High(h) => h.validate(n),
             Component::Sign(h) => h.validate(n),
+            Component::Bit(b) => b.validate(n),
         }
     }
 
@@ -532,6 +596,7 @@ impl Component {
             Component::Floor(f) => f.eval_into(n, x, out),
             Component::High(h) => h.eval_into(x, out),
             Component::Sign(h) => h.eval_into(x, out),
+            Component::Bit(b) => out[0] = b.eval_with_carry(x, 0),
         }
     }
 
@@ -555,6 +620,10 @@ impl Component {
                 h.intervals() * aes_per_eval(h.high_bits(), h.ring, h.degree + 1)
             }
             Component::Sign(h) => aes_per_eval(h.bits - 1, h.ring, 1 + h.has_slope() as usize),
+            // One DPF walk (depth K − s − 7, one AES per level) plus one leaf call per point.
+            Component::Bit(b) => {
+                (b.cuts.len() + 1) * (suf_fss::dpf::depth(b.high_bits()) as usize + 1)
+            }
         }
     }
 }

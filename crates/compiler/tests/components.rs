@@ -5,8 +5,8 @@
 use suf_backend::CpuBackend;
 use suf_compiler::spec::mask;
 use suf_compiler::{
-    run_with_masks, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec,
-    SignSpec, View, Wrap,
+    run_with_masks, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part,
+    PolySpec, SignSpec, View, Wrap,
 };
 use suf_core::prg::Csprng;
 
@@ -258,6 +258,51 @@ fn high_part_exhaustive_small() {
                         }
                     }
                     assert!(ambiguous < cnt / 2);
+                }
+            }
+        }
+    }
+}
+
+/// The XOR-shared high-part Boolean: the two shares add up to the bit (with the mask's
+/// borrow) modulo 2, for every (x, r) at n ≤ 7 and for DPF depths above 0 at n = 12.
+#[test]
+fn bit_exhaustive_small_and_deep() {
+    let be = CpuBackend::new();
+    let mut rng = Csprng::for_tests(8);
+    for (n, full) in [(5u32, true), (7, true), (12, false), (14, false)] {
+        for k in [3, n - 1, n] {
+            for sh in [1, 2] {
+                if sh >= k {
+                    continue;
+                }
+                let hb = k - sh;
+                let mut cuts: Vec<u64> = (0..3).map(|_| 1 + rng.next_u64() % mask(hb)).collect();
+                cuts.sort();
+                cuts.dedup();
+                let bits: Vec<bool> = (0..=cuts.len()).map(|_| rng.bit()).collect();
+                let bs = BitSpec {
+                    view: View {
+                        offset: rng.next_u64() & mask(n),
+                        bits: k,
+                    },
+                    shift: sh,
+                    cuts,
+                    bits,
+                };
+                let spec = gate(Component::Bit(bs.clone()));
+                let nn = 1u64 << n;
+                let (xs, rs): (Vec<u64>, Vec<u64>) = if full {
+                    (0..nn * nn).map(|i| (i % nn, i / nn)).unzip()
+                } else {
+                    (0..nn).map(|x| (x, rng.next_u64() & mask(n))).unzip()
+                };
+                let (out, _) = run_with_masks(&spec, n, &xs, &rs, &be, &mut rng).unwrap();
+                for e in 0..xs.len() {
+                    let (x, r) = (xs[e], rs[e]);
+                    let lo = (x.wrapping_add(bs.view.offset) & mask(sh)) + (r & mask(sh));
+                    let c = (lo >> sh) & 1;
+                    assert_eq!(out[e] & 1, bs.eval_with_carry(x, c), "x = {x}, r = {r}, {bs:?}");
                 }
             }
         }
