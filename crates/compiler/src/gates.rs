@@ -495,6 +495,8 @@ pub struct SmoothSpecs {
     pub t: u32,
     /// Bits read by the selector floor.
     pub k2: u32,
+    /// The output is at scale f + out_extra (0 unless folded: [`smooth_specs_in_folded`]).
+    pub out_extra: u32,
     /// Interesting inputs: every cut of every view, as ring elements.
     pub boundaries: Vec<u64>,
 }
@@ -522,7 +524,8 @@ fn ceil_log2(v: u128) -> u32 {
     }
 }
 
-type Cache = Mutex<HashMap<(Smooth, u32, u32, bool, Prefer, Option<u32>), Arc<SmoothSpecs>>>;
+type Cache = Mutex<HashMap<SmoothKey, Arc<SmoothSpecs>>>;
+type SmoothKey = (Smooth, u32, u32, bool, Prefer, Option<u32>, Option<u32>);
 
 fn cache() -> &'static Cache {
     static C: OnceLock<Cache> = OnceLock::new();
@@ -563,7 +566,7 @@ pub fn smooth_specs_with(
     fused: bool,
     prefer: Prefer,
 ) -> Result<Arc<SmoothSpecs>> {
-    specs_cached(kind, n, f, fused, prefer, None)
+    specs_cached(kind, n, f, fused, prefer, None, None)
 }
 
 /// The specs of a smooth activation (input and output at scale f) whose input is declared to
@@ -582,7 +585,28 @@ pub fn smooth_specs_in(
     bits: u32,
     prefer: Prefer,
 ) -> Result<Arc<SmoothSpecs>> {
-    specs_cached(kind, n, f, false, prefer, Some(bits))
+    specs_cached(kind, n, f, false, prefer, Some(bits), None)
+}
+
+/// [`smooth_specs_in`] for a two-sided kind whose consumer truncates anyway (a matmul
+/// followed by its truncation): the output is left at scale f + t with t ≤ `max_t`
+/// ([`SmoothSpecs::out_extra`]), the consumer's truncation takes t more bits, and the
+/// selector floor shifts by one bit only — a (t + 1)-level DCF per element becomes a 1-level
+/// one. Error against F·2^{f+t} ≤ 3.4·2^t (no output rounding here). Falls back to
+/// [`smooth_specs_in`] (out_extra = 0) when `max_t` < f + 4 (too coarse for the fit) or
+/// the range leaves no room. The tail output x·2^t must fit the ring: |x| < 2^{n−1−t}.
+///
+/// # Errors
+/// As [`smooth_specs`].
+pub fn smooth_specs_in_folded(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    bits: u32,
+    max_t: u32,
+    prefer: Prefer,
+) -> Result<Arc<SmoothSpecs>> {
+    specs_cached(kind, n, f, false, prefer, Some(bits), Some(max_t))
 }
 
 fn specs_cached(
@@ -592,12 +616,13 @@ fn specs_cached(
     fused: bool,
     prefer: Prefer,
     range: Option<u32>,
+    fold: Option<u32>,
 ) -> Result<Arc<SmoothSpecs>> {
-    let key = (kind, n, f, fused, prefer, range);
+    let key = (kind, n, f, fused, prefer, range, fold);
     if let Some(s) = cache().lock().map_err(|_| poisoned())?.get(&key) {
         return Ok(s.clone());
     }
-    let s = Arc::new(build_smooth(kind, n, f, fused, prefer, range)?);
+    let s = Arc::new(build_smooth(kind, n, f, fused, prefer, range, fold)?);
     cache()
         .lock()
         .map_err(|_| poisoned())?
@@ -662,6 +687,7 @@ fn build_smooth(
     fused: bool,
     prefer: Prefer,
     range: Option<u32>,
+    fold: Option<u32>,
 ) -> Result<SmoothSpecs> {
     let free = prefer == Prefer::Keys;
     let name = kind.name();
@@ -676,6 +702,8 @@ fn build_smooth(
         !fused && b + 1 < n && b + 1 >= s + 3
     });
     let zones = two && ranged.is_some();
+    // Folded output (scale f + t, no rounding floor): needs the zones' exact tails.
+    let fold = fold.filter(|&m| zones && m >= f + 4);
     // With a declared range and no tail output (nExp), the window bit ℓ comes XOR-shared from
     // a DPF ([`BitSpec`]) and v = 4Q + ℓ: the carry 2·ℓ₀ℓ₁ of the two shares falls on bit 1,
     // which the selector floor (by t + 2) discards. Else v = 2Q + ℓ.
@@ -728,7 +756,8 @@ fn build_smooth(
         Vec::new()
     };
     let try_t = |t: u32| {
-        let budget_q = kind.budget_ulp() * (t as f64).exp2();
+        let budget_ulp = if fold.is_some() { 3.4 } else { kind.budget_ulp() };
+        let budget_q = budget_ulp * (t as f64).exp2();
         // At x = 0 the output is exact (|error| < half an ULP before the rounding floor):
         // nExp(0) = 2^f exactly (softmax denominators ≥ 1), GeLU/SiLU/tanh(0) = 0,
         // sigmoid(0) = 1/2.
@@ -762,6 +791,10 @@ fn build_smooth(
     if !cands.contains(&t_full) {
         cands.push(t_full);
     }
+    if let Some(m) = fold {
+        let hi_t = m.min(t_full);
+        cands = (hi_t.saturating_sub(4).max(2)..=hi_t).collect();
+    }
     for t in cands {
         match try_t(t) {
             Ok(ft) => {
@@ -770,7 +803,9 @@ fn build_smooth(
                 } else {
                     ft
                 };
-                ft.add_constant(1i128 << (t - 1));
+                if fold.is_none() {
+                    ft.add_constant(1i128 << (t - 1));
+                }
                 // v' = 2^lsel·Q' + (low bits) + 2^{K2−1} must lie in [0, 2^{K2}).
                 let sc = 1i128 << lsel;
                 let need = (-sc * ft.range.0).max(sc * ft.range.1 + sc).max(1) as u128;
@@ -788,10 +823,11 @@ fn build_smooth(
                         DcfKeys::key_bytes_per_key(k2, n, 2),
                     )
                 };
+                let sel_bits = if fold.is_some() { lsel } else { t + lsel };
                 let aes = ft.pieces.len() * aes_per_eval(kf, ring, 3)
-                    + aes_per_eval(t + lsel, n, 2)
+                    + aes_per_eval(sel_bits, n, 2)
                     + wrap_aes;
-                let bytes = DcfKeys::key_bytes_per_key(t + lsel, n, 2) + wrap_bytes;
+                let bytes = DcfKeys::key_bytes_per_key(sel_bits, n, 2) + wrap_bytes;
                 let aes = (aes, bytes);
                 if best.as_ref().is_none_or(|b| aes < b.0) {
                     best = Some((aes, t, ft, k2));
@@ -808,6 +844,8 @@ fn build_smooth(
             }))
         }
     };
+    // The selector floor removes t bits (and the selector bits) unless the output is folded.
+    let (t_floor, out_extra) = if fold.is_some() { (0, t) } else { (t, 0) };
     let mut v = ft.clone();
     v.scale(1 << lsel);
     let ring = if free { n } else { k2 };
@@ -822,11 +860,11 @@ fn build_smooth(
                 offset: 1 << (k2 - 1),
                 bits: if free { n } else { k2 },
             },
-            shift: t + lsel,
+            shift: t_floor + lsel,
             select: true,
             wrap: if free { Wrap::Free } else { Wrap::Dcf },
             gamma: vec![1],
-            kappa: vec![(1u64 << (k2 - 1 - t - lsel)).wrapping_neg() & mask(n)],
+            kappa: vec![(1u64 << (k2 - 1 - t_floor - lsel)).wrapping_neg() & mask(n)],
         }),
         &format!("{name}_sel"),
     );
@@ -844,8 +882,14 @@ fn build_smooth(
         let kc = bits + 1;
         let q = 1 + has_o as usize;
         let d = ident as usize;
-        let cp = outer_coeffs(op, f, n);
-        let cn = outer_coeffs(on, f, n);
+        let up = |c: (u64, u64)| {
+            (
+                c.0.wrapping_shl(out_extra) & nm,
+                c.1.wrapping_shl(out_extra) & nm,
+            )
+        };
+        let cp = up(outer_coeffs(op, f, n));
+        let cn = up(outer_coeffs(on, f, n));
         let a = a_ulp as i64;
         let (offset, shift, cuts, tails): (u64, u32, Vec<u64>, Vec<Option<(u64, u64)>>) = if two {
             let s_ = w + f;
@@ -900,8 +944,14 @@ fn build_smooth(
             vec![(3 * a / 4, a, op)]
         };
         for &(z0, z1, o) in &zone_list {
-            if let Some(x) = (z0..z1).find(|&x| ft.value(x).div_euclid(1i128 << t) != tail_val(o, x))
-            {
+            let fine_out = |x: i64| {
+                if out_extra > 0 {
+                    ft.value(x)
+                } else {
+                    ft.value(x).div_euclid(1i128 << t)
+                }
+            };
+            if let Some(x) = (z0..z1).find(|&x| fine_out(x) != tail_val(o, x) << out_extra) {
                 return Err(CompilerError::Fit(format!(
                     "{name}: the fine part differs from the tail at input {x} (mask-dependent zone)"
                 )));
@@ -956,6 +1006,7 @@ fn build_smooth(
             fit: ft,
             t,
             k2,
+            out_extra,
             boundaries,
         });
     }
@@ -1083,6 +1134,7 @@ fn build_smooth(
             fit: ft,
             t,
             k2,
+            out_extra,
             boundaries,
         });
     }
@@ -1128,6 +1180,7 @@ fn build_smooth(
         fit: ft,
         t,
         k2,
+        out_extra,
         boundaries,
     })
 }
@@ -1162,6 +1215,24 @@ pub fn smooth_in(g: &mut Builder, x: T, kind: Smooth, bits: u32, prefer: Prefer)
     let (n, f) = fp_of(g);
     let sp = smooth_specs_in(kind, n, f, bits, prefer)?;
     apply_smooth(g, x, &sp)
+}
+
+/// [`smooth_in`] with the output left at scale f + t for a consumer that truncates
+/// ([`smooth_specs_in_folded`]); returns the output and t. Two rounds.
+///
+/// # Errors
+/// As [`smooth`].
+pub fn smooth_in_folded(
+    g: &mut Builder,
+    x: T,
+    kind: Smooth,
+    bits: u32,
+    max_t: u32,
+    prefer: Prefer,
+) -> Result<(T, u32)> {
+    let (n, f) = fp_of(g);
+    let sp = smooth_specs_in_folded(kind, n, f, bits, max_t, prefer)?;
+    Ok((apply_smooth(g, x, &sp)?, sp.out_extra))
 }
 
 fn apply_smooth(g: &mut Builder, x: T, sp: &SmoothSpecs) -> Result<T> {

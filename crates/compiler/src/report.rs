@@ -78,6 +78,9 @@ pub enum Reference {
         out_scale: u32,
         /// Report the relative error too.
         relative: bool,
+        /// Output units per reported ULP: 2^ulp_bits (a gate whose output stays at a finer
+        /// scale for its consumer's truncation is still judged in ULPs of scale f).
+        ulp_bits: u32,
     },
     /// An exact integer function of the ring element (the result as a ring element).
     Exact(Arc<dyn Fn(u64) -> u64 + Send + Sync>),
@@ -268,6 +271,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
                 in_scale: f,
                 out_scale: f,
                 relative: false,
+                ulp_bits: 0,
             },
             domain: if kind.one_sided() {
                 Domain::NonNeg
@@ -297,6 +301,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
                 in_scale: f,
                 out_scale: f,
                 relative: false,
+                ulp_bits: 0,
             },
             domain: if kind.one_sided() {
                 Domain::Unsigned(bits)
@@ -305,6 +310,35 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
             },
             boundaries: sp.boundaries.clone(),
             window: Some(window),
+            pieces: sp.pieces(),
+        });
+    }
+    // Folded GeLU (output at f + t for a consumer that truncates), where the ring has
+    // room for a 2f + t matmul output of magnitude 2^8.
+    let max_t = (n - 2).saturating_sub(2 * f + 8).min(16);
+    for kind in [Smooth::Gelu] {
+        let bits = n - f - 1;
+        let sp = gates::smooth_specs_in_folded(kind, n, f, bits, max_t, Prefer::Keys)?;
+        if sp.out_extra == 0 {
+            continue;
+        }
+        let a = 1u64 << (kind.window_log2() + f);
+        v.push(GateCase {
+            name: format!("{}_in_fold", kind.name()),
+            build: Arc::new(move |g, x| {
+                Ok(gates::smooth_in_folded(g, x, kind, bits, max_t, Prefer::Keys)?.0)
+            }),
+            reference: Reference::Real {
+                f: kind.func(),
+                in_scale: f,
+                out_scale: f + sp.out_extra,
+                relative: false,
+                ulp_bits: sp.out_extra,
+            },
+            // The output x·2^t on the positive tail must fit the ring: |x| < 2^{n−1−t}.
+            domain: Domain::Signed(bits.min(n - sp.out_extra)),
+            boundaries: sp.boundaries.clone(),
+            window: Some(((2 * a).wrapping_neg() & nm, 4 * a)),
             pieces: sp.pieces(),
         });
     }
@@ -318,6 +352,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
                 in_scale: 2 * f,
                 out_scale: f,
                 relative: false,
+                ulp_bits: 0,
             },
             domain: Domain::Whole,
             boundaries: sp.boundaries.clone(),
@@ -339,6 +374,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
             in_scale: f,
             out_scale: rs.out_scale,
             relative: true,
+            ulp_bits: 0,
         },
         domain: Domain::Range(1 << f, RECIP_LEN << f),
         boundaries: rs.boundaries.clone(),
@@ -355,6 +391,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
             in_scale: f_in,
             out_scale: sq.out_scale,
             relative: true,
+            ulp_bits: 0,
         },
         domain: Domain::Range(lo, hi),
         boundaries: sq.boundaries.clone(),
@@ -499,6 +536,7 @@ pub fn errors(case: &GateCase, n: u32, f: u32, xs: &[u64]) -> Result<ErrStats> {
                 in_scale,
                 out_scale,
                 relative,
+                ulp_bits,
             } => {
                 let inv = (-(*in_scale as f64)).exp2();
                 let os = (*out_scale as f64).exp2();
@@ -506,7 +544,7 @@ pub fn errors(case: &GateCase, n: u32, f: u32, xs: &[u64]) -> Result<ErrStats> {
                     let xr = w.to_signed(x) as f64 * inv;
                     let want = rf(xr) * os;
                     let got = w.to_signed(yv) as f64;
-                    let e = (got - want).abs();
+                    let e = (got - want).abs() / (*ulp_bits as f64).exp2();
                     if e > st.max_ulp {
                         st.max_ulp = e;
                         st.worst_input = x;

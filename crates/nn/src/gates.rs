@@ -54,6 +54,21 @@ pub fn gelu(g: &mut Builder, x: T, bits: u32) -> Result<T> {
     Ok(smooth_in(g, x, Smooth::Gelu, bits, Prefer::Keys)?)
 }
 
+/// GeLU (either form) of x ∈ [−2^{bits−1}, 2^{bits−1}) for a consumer that truncates: the
+/// output is left at scale f + t (returned, t ≤ `max_t`; 0 when the ring has no room), so the
+/// selector floor drops t levels and the consumer's truncation takes t more bits.
+pub fn gelu_folded(g: &mut Builder, x: T, bits: u32, max_t: u32, tanh: bool) -> Result<(T, u32)> {
+    let kind = if tanh { Smooth::GeluTanh } else { Smooth::Gelu };
+    Ok(suf_compiler::gates::smooth_in_folded(
+        g,
+        x,
+        kind,
+        bits,
+        max_t,
+        Prefer::Keys,
+    )?)
+}
+
 /// GeLU (tanh form, GPT-2) of x ∈ [−2^{bits−1}, 2^{bits−1}).
 pub fn gelu_tanh(g: &mut Builder, x: T, bits: u32) -> Result<T> {
     Ok(smooth_in(g, x, Smooth::GeluTanh, bits, Prefer::Keys)?)

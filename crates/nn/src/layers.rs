@@ -88,6 +88,22 @@ pub fn linear(
     out: usize,
     transposed: bool,
 ) -> Result<T> {
+    linear_from(g, ctx, name, x, 0, w, b, out, transposed)
+}
+
+/// [`linear`] of an input x at scale f + `x_extra` (a producer that left its output finer
+/// for this truncation): the result is still at scale f, one truncation by f + x_extra.
+pub fn linear_from(
+    g: &mut Builder,
+    ctx: &mut Ctx,
+    name: &str,
+    x: T,
+    x_extra: u32,
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: usize,
+    transposed: bool,
+) -> Result<T> {
     let (rows, k) = dims(g, x);
     if w.len() != k * out || b.is_some_and(|b| b.len() != out) {
         return Err(NnError::Config(format!(
@@ -111,7 +127,7 @@ pub fn linear(
         Mode::Public => {
             let wq = ctx.enc(&wk)?;
             let y = g.matmul_pub(x, Arc::new(wq), k, out)?;
-            let y = gates::ars(g, y, f)?;
+            let y = gates::ars(g, y, f + x_extra)?;
             match b {
                 Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
                 None => y,
@@ -123,7 +139,7 @@ pub fn linear(
                 Some(b) => {
                     let one = g.slice_cols(x, 0, 1)?;
                     let zero = g.mul_const(one, 0)?;
-                    let ones = g.add_const(zero, 1u64 << f)?;
+                    let ones = g.add_const(zero, 1u64 << (f + x_extra))?;
                     let xa = g.concat_cols(&[x, ones])?;
                     let mut wq = ctx.enc(&wk)?;
                     wq.extend(ctx.enc(b)?);
@@ -135,7 +151,7 @@ pub fn linear(
             g.private_weight(&wname, kk, out)?;
             ctx.private.insert(wname.clone(), std::mem::take(&mut wq));
             let y = g.matmul_privw(xin, &wname)?;
-            gates::ars(g, y, f)?
+            gates::ars(g, y, f + x_extra)?
         }
     };
     let _ = rows;

@@ -17,7 +17,7 @@ use suf_runtime::ir::{Builder, Program, T};
 use suf_runtime::plain::PlainWeights;
 
 use crate::gates;
-use crate::layers::{layernorm, linear, rmsnorm, softmax, Ctx, Mode};
+use crate::layers::{layernorm, linear, linear_from, rmsnorm, softmax, Ctx, Mode};
 use crate::{NnError, Result};
 
 /// A built model: the program and the model owner's private weights (empty in public mode).
@@ -203,6 +203,12 @@ fn block(
     let u = lin(g, ctx, &format!("b{l}.up"), f_in, &b.up)?;
     // Linear outputs are GapARS outputs by f: a declared range the activations rely on.
     let lb = gates::ars_bits(ctx.fp.width.bits(), ctx.fp.frac);
+    // GeLU may leave its output at scale f + t for the down projection's truncation when
+    // the ring has room for a 2f + t product of magnitude 2^act_bits (GapARS's precondition).
+    let max_t = (ctx.fp.width.bits() - 2)
+        .saturating_sub(2 * ctx.fp.frac + ctx.act_bits)
+        .min(16);
+    let mut x_extra = 0;
     let act = match &b.gate {
         Some(gate) => {
             let gt = lin(g, ctx, &format!("b{l}.gate"), f_in, gate)?;
@@ -211,12 +217,27 @@ fn block(
             gates::ars(g, m, ctx.fp.frac)?
         }
         None => match cfg.activation {
-            suf_models::Activation::GeluTanh => gates::gelu_tanh(g, u, lb)?,
             suf_models::Activation::Silu => gates::silu(g, u, lb)?,
-            _ => gates::gelu(g, u, lb)?,
+            a => {
+                let tanh = a == suf_models::Activation::GeluTanh;
+                let (y, t) = gates::gelu_folded(g, u, lb, max_t, tanh)?;
+                x_extra = t;
+                y
+            }
         },
     };
-    let d = lin(g, ctx, &format!("b{l}.down"), act, &b.down)?;
+    let dn = &b.down;
+    let d = linear_from(
+        g,
+        ctx,
+        &format!("b{l}.down"),
+        act,
+        x_extra,
+        &dn.w,
+        dn.b.as_deref(),
+        dn.d_out,
+        true,
+    )?;
     let r = g.add(h, d)?;
     Ok(if post {
         norm(g, ctx, cfg, r, &b.norm2)?

@@ -10,7 +10,8 @@ pub fn round_target(case: &GateCase) -> u64 {
         "relu_ars" | "gelu" | "gelu_tanh" | "silu" | "sigmoid" | "tanh" | "nexp" | "reciprocal" => {
             2
         }
-        "gelu_in" | "gelu_tanh_in" | "silu_in" | "sigmoid_in" | "tanh_in" | "nexp_in" => 2,
+        "gelu_in" | "gelu_tanh_in" | "silu_in" | "sigmoid_in" | "tanh_in" | "nexp_in"
+        | "gelu_in_fold" => 2,
         "rescale_gelu" | "rescale_silu" => 3,
         "rsqrt" => 4,
         other => panic!("no round target for {other}"),
