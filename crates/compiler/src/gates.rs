@@ -589,12 +589,14 @@ pub fn smooth_specs_in(
 }
 
 /// [`smooth_specs_in`] for a two-sided kind whose consumer truncates anyway (a matmul
-/// followed by its truncation): the output is left at scale f + t with t ≤ `max_t`
-/// ([`SmoothSpecs::out_extra`]), the consumer's truncation takes t more bits, and the
-/// selector floor shifts by one bit only — a (t + 1)-level DCF per element becomes a 1-level
-/// one. Error against F·2^{f+t} ≤ 3.4·2^t (no output rounding here). Falls back to
-/// [`smooth_specs_in`] (out_extra = 0) when `max_t` < f + 4 (too coarse for the fit) or
-/// the range leaves no room. The tail output x·2^t must fit the ring: |x| < 2^{n−1−t}.
+/// followed by its truncation): up to `max_t` of the t precision bits of the fine part are
+/// left for the consumer's truncation ([`SmoothSpecs::out_extra`]: the output is at scale
+/// f + out_extra), so the selector floor's DCF loses as many levels and the consumer's
+/// truncation gains them (on fewer elements: a down projection has a quarter of the FFN's).
+/// With max_t ≥ f + 4 the selector floor shifts by the selector bit only (a 1-level DCF),
+/// t ≤ max_t and the error against F·2^{f+t} is ≤ 3.4·2^t (no output rounding); below, t is
+/// chosen as usual and the floor removes t − max_t bits. The tail output x·2^{out_extra}
+/// must fit the ring: |x| < 2^{n−1−out_extra}.
 ///
 /// # Errors
 /// As [`smooth_specs`].
@@ -702,8 +704,12 @@ fn build_smooth(
         !fused && b + 1 < n && b + 1 >= s + 3
     });
     let zones = two && ranged.is_some();
-    // Folded output (scale f + t, no rounding floor): needs the zones' exact tails.
-    let fold = fold.filter(|&m| zones && m >= f + 4);
+    // Folded output: the selector floor leaves up to `m` bits for the consumer's truncation
+    // (the zones' tails are exact at any scale). m ≥ f + 4: no rounding floor at all and t
+    // chosen ≤ m; else t as usual and the floor removes t − m bits only.
+    let fold_max = fold.filter(|&m| zones && m > 0);
+    let fold = fold_max.filter(|&m| m >= f + 4);
+    let extra_of = |t: u32| fold_max.map_or(0, |m| m.min(t));
     // With a declared range and no tail output (nExp), the window bit ℓ comes XOR-shared from
     // a DPF ([`BitSpec`]) and v = 4Q + ℓ: the carry 2·ℓ₀ℓ₁ of the two shares falls on bit 1,
     // which the selector floor (by t + 2) discards. Else v = 2Q + ℓ.
@@ -803,8 +809,8 @@ fn build_smooth(
                 } else {
                     ft
                 };
-                if fold.is_none() {
-                    ft.add_constant(1i128 << (t - 1));
+                if t > extra_of(t) {
+                    ft.add_constant(1i128 << (t - extra_of(t) - 1));
                 }
                 // v' = 2^lsel·Q' + (low bits) + 2^{K2−1} must lie in [0, 2^{K2}).
                 let sc = 1i128 << lsel;
@@ -823,7 +829,7 @@ fn build_smooth(
                         DcfKeys::key_bytes_per_key(k2, n, 2),
                     )
                 };
-                let sel_bits = if fold.is_some() { lsel } else { t + lsel };
+                let sel_bits = t - extra_of(t) + lsel;
                 let aes = ft.pieces.len() * aes_per_eval(kf, ring, 3)
                     + aes_per_eval(sel_bits, n, 2)
                     + wrap_aes;
@@ -845,7 +851,8 @@ fn build_smooth(
         }
     };
     // The selector floor removes t bits (and the selector bits) unless the output is folded.
-    let (t_floor, out_extra) = if fold.is_some() { (0, t) } else { (t, 0) };
+    let out_extra = extra_of(t);
+    let t_floor = t - out_extra;
     let mut v = ft.clone();
     v.scale(1 << lsel);
     let ring = if free { n } else { k2 };
@@ -944,13 +951,7 @@ fn build_smooth(
             vec![(3 * a / 4, a, op)]
         };
         for &(z0, z1, o) in &zone_list {
-            let fine_out = |x: i64| {
-                if out_extra > 0 {
-                    ft.value(x)
-                } else {
-                    ft.value(x).div_euclid(1i128 << t)
-                }
-            };
+            let fine_out = |x: i64| ft.value(x).div_euclid(1i128 << t_floor);
             if let Some(x) = (z0..z1).find(|&x| fine_out(x) != tail_val(o, x) << out_extra) {
                 return Err(CompilerError::Fit(format!(
                     "{name}: the fine part differs from the tail at input {x} (mask-dependent zone)"
