@@ -1464,7 +1464,7 @@ pub struct RsqrtSpecs {
 /// Mantissa bits kept after normalisation.
 const RSQRT_K: u32 = 7;
 
-type RsqrtCache = Mutex<HashMap<(u32, u32, u64, u64), Arc<RsqrtSpecs>>>;
+type RsqrtCache = Mutex<HashMap<(u32, u32, u64, u64, u32), Arc<RsqrtSpecs>>>;
 
 /// The (cached) rsqrt specs for integer inputs X ∈ [x_lo, x_hi] at input scale f_in (real
 /// x = X/2^{f_in}). Inputs below x_lo are treated as x_lo's octave start.
@@ -1472,18 +1472,34 @@ type RsqrtCache = Mutex<HashMap<(u32, u32, u64, u64), Arc<RsqrtSpecs>>>;
 /// # Errors
 /// An empty or too wide range, or a ring too small.
 pub fn rsqrt_specs(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<Arc<RsqrtSpecs>> {
+    rsqrt_specs_max(n, f_in, x_lo, x_hi, u32::MAX)
+}
+
+/// [`rsqrt_specs`] with the output scale at most `max_out` where the precision allows (the
+/// mantissa polynomial keeps at least k + 4 bits): a consumer that multiplies by the output
+/// and truncates pays one DCF level per element for every bit of scale.
+///
+/// # Errors
+/// As [`rsqrt_specs`].
+pub fn rsqrt_specs_max(
+    n: u32,
+    f_in: u32,
+    x_lo: u64,
+    x_hi: u64,
+    max_out: u32,
+) -> Result<Arc<RsqrtSpecs>> {
     static C: OnceLock<RsqrtCache> = OnceLock::new();
     let c = C.get_or_init(|| Mutex::new(HashMap::new()));
-    let key = (n, f_in, x_lo, x_hi);
+    let key = (n, f_in, x_lo, x_hi, max_out);
     if let Some(s) = c.lock().map_err(|_| poisoned())?.get(&key) {
         return Ok(s.clone());
     }
-    let s = Arc::new(build_rsqrt(n, f_in, x_lo, x_hi)?);
+    let s = Arc::new(build_rsqrt(n, f_in, x_lo, x_hi, max_out)?);
     c.lock().map_err(|_| poisoned())?.insert(key, s.clone());
     Ok(s)
 }
 
-fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
+fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64, max_out: u32) -> Result<RsqrtSpecs> {
     if x_lo == 0 || x_hi < x_lo {
         return param_err("rsqrt", format!("range [{x_lo}, {x_hi}]"));
     }
@@ -1556,7 +1572,11 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
     // y ≤ 2^{S_y} and g ≤ 2^{G − h_min}: the product must stay below 2^{n−2}.
     let span = (g_top - g_bot) as u32;
     let s_y = (2 * k + 10).min((n - 2).saturating_sub(span));
-    if s_y < 2 * k + 4 {
+    let s_y = s_y.min(
+        (max_out as i64 - g_top)
+            .clamp(k as i64 + 4, i64::from(u32::MAX)) as u32,
+    );
+    if s_y < k + 4 {
         return param_err("rsqrt", format!("range too wide for a {n}-bit ring"));
     }
     let half = 1u64 << k;
@@ -1569,7 +1589,9 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
         1.0 / (mant * (p as f64).exp2()).sqrt()
     };
     let sc = (s_y as f64).exp2();
-    let bud = move |v: f64| 0.001 * fun(v) * sc;
+    // 0.1 % relative (at least 1.5 units of the output scale: a coarse S_y needs the room);
+    // the mantissa's own quantization (k bits) dominates either way.
+    let bud = move |v: f64| (0.001 * fun(v) * sc).max(1.5);
     let ft = fit(&FitRequest {
         f: &fun,
         budget: &bud,
@@ -1580,7 +1602,7 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
         degree: 2,
         center: Center::Mid,
         breaks: vec![half as i64],
-        max_pieces: 16,
+        max_pieces: 32,
     })?;
     let poly = ft.to_poly(
         View {
@@ -1611,8 +1633,24 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
 /// # Errors
 /// As [`rsqrt_specs`], or a builder error.
 pub fn rsqrt(g: &mut Builder, x: T, f_in: u32, x_lo: u64, x_hi: u64) -> Result<(T, u32)> {
+    rsqrt_max(g, x, f_in, x_lo, x_hi, u32::MAX)
+}
+
+/// [`rsqrt`] with the output scale at most `max_out` where the precision allows
+/// ([`rsqrt_specs_max`]).
+///
+/// # Errors
+/// As [`rsqrt`].
+pub fn rsqrt_max(
+    g: &mut Builder,
+    x: T,
+    f_in: u32,
+    x_lo: u64,
+    x_hi: u64,
+    max_out: u32,
+) -> Result<(T, u32)> {
     let (n, _) = fp_of(g);
-    let sp = rsqrt_specs(n, f_in, x_lo, x_hi)?;
+    let sp = rsqrt_specs_max(n, f_in, x_lo, x_hi, max_out)?;
     let o = add_gate(g, x, sp.norm.clone())?;
     let v2 = add_gate(g, o[0], sp.floor.clone())?[0];
     let y = add_gate(g, v2, sp.poly.clone())?[0];

@@ -122,11 +122,25 @@ fn main() {
         let _ = id;
         add(format!("{layer:9} {}", label(prog, id)), a, &mut total);
     }
+    let rounds = suf_runtime::sched::Schedule::of(prog).rounds();
+    // Opened bytes per party (sent + received): every interactive step opens its operands.
+    let opened: u64 = prog
+        .nodes
+        .iter()
+        .map(|nd| match &nd.op {
+            Op::Mul(a, b) | Op::MatMul(a, b) | Op::RowMul(a, b) => {
+                share(prog.numel(*a)) + share(prog.numel(*b))
+            }
+            Op::Square(a) | Op::MatMulPrivW { x: a, .. } | Op::Gate(a, _) => share(prog.numel(*a)),
+            _ => 0,
+        })
+        .sum();
     println!(
-        "{model} seq {seq} {:?}: key bytes (party 0) {:.1} MB, AES {:.1} M",
+        "{model} seq {seq} {:?}: key bytes (party 0) {:.1} MB, AES {:.1} M, rounds {rounds}, opened ≈ {:.2} MB sent+recv",
         mode,
         total.key as f64 / 1e6,
-        total.aes as f64 / 1e6
+        total.aes as f64 / 1e6,
+        2.0 * opened as f64 / 1e6
     );
     println!(
         "{:44} {:>10} {:>9} {:>7} {:>9} {:>8} {:>7}",

@@ -40,8 +40,18 @@ pub fn reciprocal(g: &mut Builder, x: T, max_len: usize) -> Result<(T, u32)> {
 
 /// 1/√x with relative precision for x = X / 2^{in_frac}, X ∈ [lo, hi]; returns the output and
 /// its scale.
-pub fn rsqrt(g: &mut Builder, x: T, in_frac: u32, lo: u64, hi: u64) -> Result<(T, u32)> {
-    Ok(suf_compiler::gates::rsqrt(g, x, in_frac, lo, hi)?)
+/// `max_out` caps the output scale where the gate's precision allows.
+pub fn rsqrt(
+    g: &mut Builder,
+    x: T,
+    in_frac: u32,
+    lo: u64,
+    hi: u64,
+    max_out: u32,
+) -> Result<(T, u32)> {
+    Ok(suf_compiler::gates::rsqrt_max(
+        g, x, in_frac, lo, hi, max_out,
+    )?)
 }
 
 // Whole models are bound by key bytes (two in-memory key streams of several GB), so the

@@ -255,10 +255,14 @@ fn normalize(
     // 1/√(Σ xc² + d·eps) with relative precision; √d joins γ below.
     let lo = ctx.enc_scaled(eps * d as f64, 2 * fs)?.max(1);
     let hi = 1u64 << (n - 4);
-    let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi)?;
-    // |xc·rs| ≤ 1 at scale f + s_rs: keep e extra bits after the shift.
+    // |xc·rs| ≤ 1 at scale f + s_rs: s_rs ≤ n − 3 − f. rs ≥ 2^{−act_bits}/√d keeps 10
+    // significant bits at scale act_bits + log2 √d + 10 (its own error is 0.3 %): every bit
+    // of scale above costs the two truncations below a DCF level per element.
+    let s_need = 10 + ctx.act_bits + (log_d + 1) / 2;
+    let s_max = n.saturating_sub(3 + f).min(s_need);
+    let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi, s_max)?;
+    // Keep e extra bits after the first shift.
     let e = 8u32.min(n.saturating_sub(2 * f + 4));
-    let s_max = n.saturating_sub(3 + f);
     let (rs, s_rs) = if s_rs > s_max {
         (gates::ars(g, rs, s_rs - s_max)?, s_max)
     } else {
