@@ -290,6 +290,21 @@ fn normalize(
 /// exactly 0 after nExp). `bits`: the scores plus bias lie in [−2^{bits−1}, 2^{bits−1})
 /// (declared; the max tree and nExp compare only those bits).
 pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>, bits: u32) -> Result<T> {
+    let (e, inv, s_inv) = softmax_parts(g, ctx, x, bias, bits)?;
+    let p = g.row_mul(e, inv)?;
+    gates::ars(g, p, s_inv)
+}
+
+/// The unnormalised softmax: e = nExp(max − x) at scale f (`[r, c]`) and 1/Σe (`[r, 1]`) at
+/// the returned scale, for a consumer that normalises later (after e·V, which has fewer
+/// columns than e when the head dimension is below the row length).
+pub fn softmax_parts(
+    g: &mut Builder,
+    ctx: &Ctx,
+    x: T,
+    bias: Option<Vec<u64>>,
+    bits: u32,
+) -> Result<(T, T, u32)> {
     let (_, c) = dims(g, x);
     let x = match bias {
         Some(b) => g.add_pub(x, Arc::new(b))?,
@@ -301,7 +316,6 @@ pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>, bits: u
     let e = gates::nexp(g, d, bits)?;
     let s = g.sum_last(e)?;
     let (inv, s_inv) = gates::reciprocal(g, s, c)?;
-    let p = g.row_mul(e, inv)?;
     let _ = ctx;
-    gates::ars(g, p, s_inv)
+    Ok((e, inv, s_inv))
 }

@@ -17,7 +17,7 @@ use suf_runtime::ir::{Builder, Program, T};
 use suf_runtime::plain::PlainWeights;
 
 use crate::gates;
-use crate::layers::{layernorm, linear, linear_from, rmsnorm, softmax, Ctx, Mode};
+use crate::layers::{layernorm, linear, linear_from, rmsnorm, softmax, softmax_parts, Ctx, Mode};
 use crate::{NnError, Result};
 
 /// A built model: the program and the model owner's private weights (empty in public mode).
@@ -269,6 +269,10 @@ pub fn attention(
     // 1/√d is a power of two (d = 4^k).
     let fold = fp.width.bits() >= 3 * f + 16;
     let pow4 = head_dim_pow4(dh).filter(|&k| k <= f);
+    // e·V (e ≤ 1 at scale f, a row of `seq`) at scale 2f must stay below 2^{n−2} for values
+    // up to 2^act_bits, and there must be fewer head columns than keys.
+    let lb = usize::BITS - seq.saturating_sub(1).leading_zeros();
+    let late_norm = dh < seq && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
     let mut kt = Vec::new();
     let mut vh = Vec::new();
     for j in 0..cfg.kv_heads {
@@ -308,9 +312,19 @@ pub fn attention(
                 None => c.clone(),
             });
         }
-        let p = softmax(g, ctx, s, bias, sm_bits)?;
-        let o = g.matmul(p, vh[hh / group])?;
-        heads.push(gates::ars(g, o, f)?);
+        if late_norm {
+            // Normalise after e·V: the truncation of the [seq, seq] probabilities becomes one
+            // of the [seq, d_head] output (floor of e·V, then of its product with 1/Σe).
+            let (e, inv, s_inv) = softmax_parts(g, ctx, s, bias, sm_bits)?;
+            let o = g.matmul(e, vh[hh / group])?;
+            let o = gates::ars(g, o, f)?;
+            let o = g.row_mul(o, inv)?;
+            heads.push(gates::ars(g, o, s_inv)?);
+        } else {
+            let p = softmax(g, ctx, s, bias, sm_bits)?;
+            let o = g.matmul(p, vh[hh / group])?;
+            heads.push(gates::ars(g, o, f)?);
+        }
     }
     Ok(g.concat_cols(&heads)?)
 }
