@@ -169,9 +169,14 @@ fn block(
     } else {
         norm(g, ctx, cfg, h, &b.norm1)?
     };
-    let q = lin(g, ctx, &format!("b{l}.q"), a_in, &b.q)?;
-    let k = lin(g, ctx, &format!("b{l}.k"), a_in, &b.k)?;
-    let v = lin(g, ctx, &format!("b{l}.v"), a_in, &b.v)?;
+    // Q, K and V as one linear: one opening of the input (one masked-weight product in
+    // private mode) instead of three; the same truncations, in one batch.
+    let (dq, dk, dv) = (b.q.d_out, b.k.d_out, b.v.d_out);
+    let fused = fuse_linears(&[&b.q, &b.k, &b.v]);
+    let qkv = lin(g, ctx, &format!("b{l}.qkv"), a_in, &fused)?;
+    let q = g.slice_cols(qkv, 0, dq)?;
+    let k = g.slice_cols(qkv, dq, dq + dk)?;
+    let v = g.slice_cols(qkv, dq + dk, dq + dk + dv)?;
     let att = if batch == 1 {
         attention(g, ctx, cfg, q, k, v, seq, rel, causal, sm_bits)?
     } else {
@@ -327,6 +332,28 @@ pub fn attention(
         }
     }
     Ok(g.concat_cols(&heads)?)
+}
+
+/// Linears with the same input stacked along their outputs (`[out, in]` rows); a missing bias
+/// is zero when another has one.
+fn fuse_linears(ls: &[&Linear]) -> Linear {
+    let d_in = ls[0].d_in;
+    let mut w = Vec::new();
+    let mut b = Vec::new();
+    let any_bias = ls.iter().any(|l| l.b.is_some());
+    for l in ls {
+        w.extend_from_slice(&l.w);
+        match &l.b {
+            Some(v) => b.extend_from_slice(v),
+            None => b.extend(std::iter::repeat_n(0.0, l.d_out)),
+        }
+    }
+    Linear {
+        w,
+        b: any_bias.then_some(b),
+        d_in,
+        d_out: ls.iter().map(|l| l.d_out).sum(),
+    }
 }
 
 /// k with d = 4^k (1/√d = 2^{−k}), if any.
