@@ -762,7 +762,8 @@ fn build_smooth(
         Vec::new()
     };
     let try_t = |t: u32| {
-        let budget_ulp = if fold.is_some() { 3.4 } else { kind.budget_ulp() };
+        // With a declared range the budget uses the room up to 4 ULP: 3.4 + the floor's 0.5.
+        let budget_ulp = if ranged.is_some() { 3.4 } else { kind.budget_ulp() };
         let budget_q = budget_ulp * (t as f64).exp2();
         // At x = 0 the output is exact (|error| < half an ULP before the rounding floor):
         // nExp(0) = 2^f exactly (softmax denominators ≥ 1), GeLU/SiLU/tanh(0) = 0,
