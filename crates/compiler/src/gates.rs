@@ -835,7 +835,14 @@ fn build_smooth(
                     + aes_per_eval(sel_bits, n, 2)
                     + wrap_aes;
                 let bytes = DcfKeys::key_bytes_per_key(sel_bits, n, 2) + wrap_bytes;
-                let aes = (aes, bytes);
+                // Prefer::Aes: fewest AES calls, then bytes. Prefer::Keys: key bytes of the
+                // selector floor plus 2 bytes per AES call (one AES is worth about two key
+                // bytes against the targets), then AES.
+                let aes = if free {
+                    (bytes + 2 * aes, aes)
+                } else {
+                    (aes, bytes)
+                };
                 if best.as_ref().is_none_or(|b| aes < b.0) {
                     best = Some((aes, t, ft, k2));
                 }
