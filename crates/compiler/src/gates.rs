@@ -705,8 +705,8 @@ fn build_smooth(
     });
     let zones = two && ranged.is_some();
     // Folded output: the selector floor leaves up to `m` bits for the consumer's truncation
-    // (the zones' tails are exact at any scale). m ≥ f + 4: no rounding floor at all and t
-    // chosen ≤ m; else t as usual and the floor removes t − m bits only.
+    // (the zones' tails are exact at any scale) and removes the t − m others; with m ≥ f + 4
+    // the candidates include every t ≤ m (no rounding floor at all).
     let fold_max = fold.filter(|&m| zones && m > 0);
     let fold = fold_max.filter(|&m| m >= f + 4);
     let extra_of = |t: u32| fold_max.map_or(0, |m| m.min(t));
@@ -799,8 +799,13 @@ fn build_smooth(
         cands.push(t_full);
     }
     if let Some(m) = fold {
+        // Also every t up to the room m: no selector rounding at all (t ≤ m).
         let hi_t = m.min(t_full);
-        cands = (hi_t.saturating_sub(4).max(2)..=hi_t).collect();
+        for t in hi_t.saturating_sub(4).max(2)..=hi_t {
+            if !cands.contains(&t) {
+                cands.push(t);
+            }
+        }
     }
     for t in cands {
         match try_t(t) {
