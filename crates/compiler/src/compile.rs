@@ -648,7 +648,9 @@ fn eval_high(
                             let mut ca = 0u64;
                             for jj in kk..p {
                                 ca = ca.wrapping_add(
-                                    bin[jj * p + kk].wrapping_mul(c[jj]).wrapping_mul(zp[jj - kk]),
+                                    bin[jj * p + kk]
+                                        .wrapping_mul(c[jj])
+                                        .wrapping_mul(zp[jj - kk]),
                                 );
                             }
                             let term = ca.wrapping_mul(t);

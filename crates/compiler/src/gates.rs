@@ -9,7 +9,9 @@
 //! | [`relu`] | 1 | [`HalvesSpec`]: one (n−1)-bit DCF (the MSB trick, technique (c) with d = 1) |
 //! | [`max2`], [`max_last`] | 1 per level | b + ReLU(a − b) |
 //! | [`relu_ars`] | 2 | ReLU on the 2f-scaled value, then a free-wrap floor |
+//! | [`relu_in`], [`max_last_in`] | 1 (per level) | [`SignSpec`]: the same on a declared range, (b − 1)-bit DCF |
 //! | [`gelu`], [`gelu_tanh`], [`silu`], [`sigmoid`], [`tanh`], [`nexp`] | 2 | [`Smooth`] |
+//! | [`smooth_in`], [`smooth_in_folded`] | 2 | the same on a declared range: coarse part on the view's high part ([`HighSpec`], [`BitSpec`]); folded: output left at f + t for the consumer's truncation |
 //! | `rescale_*` | 3 | the same on a matmul's 2f-scaled output (input rounded to f) |
 //! | [`reciprocal`] | 2 | piecewise quadratic on the declared range, then a floor |
 //! | [`rsqrt`] | 4 | normalise (degree-1 gate per octave), floor to a k-bit mantissa + parity, quadratic, × 2^{G−⌊e/2⌋} |
@@ -280,11 +282,7 @@ pub fn max_last(g: &mut Builder, x: T) -> Result<T> {
     max_tree(g, x, relu)
 }
 
-fn max_tree(
-    g: &mut Builder,
-    x: T,
-    relu_of: impl Fn(&mut Builder, T) -> Result<T>,
-) -> Result<T> {
+fn max_tree(g: &mut Builder, x: T, relu_of: impl Fn(&mut Builder, T) -> Result<T>) -> Result<T> {
     let shape = g.shape(x).to_vec();
     let c = *shape.last().unwrap_or(&0);
     if c == 0 {
@@ -763,7 +761,11 @@ fn build_smooth(
     };
     let try_t = |t: u32| {
         // With a declared range the budget uses the room up to 4 ULP: 3.4 + the floor's 0.5.
-        let budget_ulp = if ranged.is_some() { 3.4 } else { kind.budget_ulp() };
+        let budget_ulp = if ranged.is_some() {
+            3.4
+        } else {
+            kind.budget_ulp()
+        };
         let budget_q = budget_ulp * (t as f64).exp2();
         // At x = 0 the output is exact (|error| < half an ULP before the rounding floor):
         // nExp(0) = 2^f exactly (softmax denominators ≥ 1), GeLU/SiLU/tanh(0) = 0,
@@ -911,7 +913,9 @@ fn build_smooth(
         let cp = up(outer_coeffs(op, f, n));
         let cn = up(outer_coeffs(on, f, n));
         let a = a_ulp as i64;
-        let (offset, shift, cuts, tails): (u64, u32, Vec<u64>, Vec<Option<(u64, u64)>>) = if two {
+        // Per interval of h: the tail's (constant, slope) or None for the window.
+        type Tails = Vec<Option<(u64, u64)>>;
+        let (offset, shift, cuts, tails): (u64, u32, Vec<u64>, Tails) = if two {
             let s_ = w + f;
             let h0 = 1u64 << (kc - 1 - s_);
             (
@@ -1585,10 +1589,7 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64, max_out: u32) -> Result<
     // y ≤ 2^{S_y} and g ≤ 2^{G − h_min}: the product must stay below 2^{n−2}.
     let span = (g_top - g_bot) as u32;
     let s_y = (2 * k + 10).min((n - 2).saturating_sub(span));
-    let s_y = s_y.min(
-        (max_out as i64 - g_top)
-            .clamp(k as i64 + 4, i64::from(u32::MAX)) as u32,
-    );
+    let s_y = s_y.min((max_out as i64 - g_top).clamp(k as i64 + 4, i64::from(u32::MAX)) as u32);
     if s_y < k + 4 {
         return param_err("rsqrt", format!("range too wide for a {n}-bit ring"));
     }

@@ -236,7 +236,11 @@ pub fn exact_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
         }),
         Reference::MaxPairs,
         Domain::Signed(b),
-        vec![0, (1u64 << (b - 1)) - 1, (1u64 << (b - 1)).wrapping_neg() & nm],
+        vec![
+            0,
+            (1u64 << (b - 1)) - 1,
+            (1u64 << (b - 1)).wrapping_neg() & nm,
+        ],
     ));
     v.push(case(
         "relu_ars",

@@ -616,9 +616,7 @@ impl Component {
                         Wrap::Free | Wrap::Drop => 0,
                     }
             }
-            Component::High(h) => {
-                h.intervals() * aes_per_eval(h.high_bits(), h.ring, h.degree + 1)
-            }
+            Component::High(h) => h.intervals() * aes_per_eval(h.high_bits(), h.ring, h.degree + 1),
             Component::Sign(h) => aes_per_eval(h.bits - 1, h.ring, 1 + h.has_slope() as usize),
             // One DPF walk (depth K − s − 7, one AES per level) plus one leaf call per point.
             Component::Bit(b) => {

@@ -5,8 +5,8 @@
 use suf_backend::CpuBackend;
 use suf_compiler::spec::mask;
 use suf_compiler::{
-    run_with_masks, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part,
-    PolySpec, SignSpec, View, Wrap,
+    run_with_masks, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec,
+    SignSpec, View, Wrap,
 };
 use suf_core::prg::Csprng;
 
@@ -215,7 +215,8 @@ fn high_part_exhaustive_small() {
                 }
                 for (d, ring) in [(0usize, n), (1, n), (2, n - 1)] {
                     let hb = k - sh;
-                    let mut cuts: Vec<u64> = (0..3).map(|_| 1 + rng.next_u64() % mask(hb)).collect();
+                    let mut cuts: Vec<u64> =
+                        (0..3).map(|_| 1 + rng.next_u64() % mask(hb)).collect();
                     cuts.sort();
                     cuts.dedup();
                     let m = cuts.len() + 1;
@@ -302,7 +303,11 @@ fn bit_exhaustive_small_and_deep() {
                     let (x, r) = (xs[e], rs[e]);
                     let lo = (x.wrapping_add(bs.view.offset) & mask(sh)) + (r & mask(sh));
                     let c = (lo >> sh) & 1;
-                    assert_eq!(out[e] & 1, bs.eval_with_carry(x, c), "x = {x}, r = {r}, {bs:?}");
+                    assert_eq!(
+                        out[e] & 1,
+                        bs.eval_with_carry(x, c),
+                        "x = {x}, r = {r}, {bs:?}"
+                    );
                 }
             }
         }

@@ -26,7 +26,9 @@ fn input_sets(case: &GateCase, n: u32, len: usize, rng: &mut Csprng) -> Vec<Vec<
             }
             match case.domain {
                 Domain::Range(a, b) => break a + rng.below(b - a + 1),
-                Domain::Signed(b) => break w.from_signed(rng.below(1 << b) as i64 - (1i64 << (b - 1))),
+                Domain::Signed(b) => {
+                    break w.from_signed(rng.below(1 << b) as i64 - (1i64 << (b - 1)))
+                }
                 Domain::Unsigned(b) => break rng.below(1 << b),
                 _ => {}
             }

@@ -25,7 +25,10 @@ struct Acc {
 
 /// Bytes a blob's DCF value correction words would save at ring width (blob = join_parts).
 fn vcw_saving(blob: &[u8]) -> u64 {
-    let Some(cnt) = blob.get(..4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize) else {
+    let Some(cnt) = blob
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+    else {
         return 0;
     };
     let Ok(parts) = suf_runtime::gate::split_parts(blob, cnt) else {
@@ -63,7 +66,9 @@ fn producer(prog: &Program, mut id: NodeId) -> String {
             Op::Transpose(a) | Op::Reshape(a) | Op::SliceCols(a, ..) | Op::Take(a, _) => id = *a,
             Op::Gate(_, g) => {
                 let name = g.name();
-                return name.rsplit_once('_').map_or(name.clone(), |x| x.0.to_string());
+                return name
+                    .rsplit_once('_')
+                    .map_or(name.clone(), |x| x.0.to_string());
             }
             op => return op.name(),
         }
@@ -184,7 +189,7 @@ fn main() {
         "operator", "elements", "key MB", "key %", "B/elem", "packed B", "AES M", "AES/el"
     );
     let mut rows: Vec<_> = by.into_iter().collect();
-    rows.sort_by(|a, b| b.1.key.cmp(&a.1.key));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.key));
     for (k, a) in rows {
         println!(
             "{:44} {:>10} {:>9.2} {:>6.1}% {:>9.1} {:>9.1} {:>8.2} {:>7.0}",

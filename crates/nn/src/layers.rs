@@ -258,7 +258,7 @@ fn normalize(
     // |xc·rs| ≤ 1 at scale f + s_rs: s_rs ≤ n − 3 − f. rs ≥ 2^{−act_bits}/√d keeps 10
     // significant bits at scale act_bits + log2 √d + 10 (its own error is 0.3 %): every bit
     // of scale above costs the two truncations below a DCF level per element.
-    let s_need = 10 + ctx.act_bits + (log_d + 1) / 2;
+    let s_need = 10 + ctx.act_bits + log_d.div_ceil(2);
     let s_max = n.saturating_sub(3 + f).min(s_need);
     let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi, s_max)?;
     // Keep e extra bits after the first shift.

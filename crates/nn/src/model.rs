@@ -188,7 +188,9 @@ fn block(
                 rows(g, k, s0, s1)?,
                 rows(g, v, s0, s1)?,
             );
-            parts.push(attention(g, ctx, cfg, qb, kb, vb, seq, rel, causal, sm_bits)?);
+            parts.push(attention(
+                g, ctx, cfg, qb, kb, vb, seq, rel, causal, sm_bits,
+            )?);
         }
         stack_rows(g, &parts)?
     };
@@ -358,7 +360,7 @@ fn fuse_linears(ls: &[&Linear]) -> Linear {
 
 /// k with d = 4^k (1/√d = 2^{−k}), if any.
 fn head_dim_pow4(d: usize) -> Option<u32> {
-    (d.is_power_of_two() && d.trailing_zeros() % 2 == 0).then_some(d.trailing_zeros() / 2)
+    (d.is_power_of_two() && d.trailing_zeros().is_multiple_of(2)).then_some(d.trailing_zeros() / 2)
 }
 
 /// Signed bits of the attention scores (a GapARS output) and of the scores plus public
