@@ -65,7 +65,10 @@ use suf_runtime::gate::{join_parts, split_parts, GateImpl};
 use suf_runtime::ir::Dtype;
 
 use crate::error::{CompilerError, Result};
-use crate::spec::{mask, pow2, Component, FloorSpec, GateSpec, HalvesSpec, PolySpec, Wrap};
+use crate::spec::{
+    mask, pow2, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, PolySpec, SignSpec,
+    Wrap,
+};
 
 fn key_err<T>(s: impl Into<String>) -> Result<T> {
     Err(CompilerError::Key(s.into()))
@@ -533,6 +536,313 @@ fn eval_floor(
 }
 
 // ---------------------------------------------------------------------------------------------
+// High (technique (c) on the high part of a view)
+//
+// ŷ = (x̂ + c) mod 2^K, ρ = r mod 2^K, ĥ = ⌊ŷ/2^s⌋, ρ_H = ⌊ρ/2^s⌋. Over Z_{2^{K−s}},
+// ĥ − ρ_H = ⌊x_u/2^s⌋ + 1{ŷ_L < ρ_L} =: h' (the borrow of the low s bits). One DCF on K − s
+// bits with point ρ_H and payload (1, r_M, …, r_M^d), r_M = r mod 2^M (the full mask, not ρ):
+// D_k(y) = [r_M^k·1{y < ρ_H}] and, identity (a) on the (K − s)-bit ring,
+//     [1{h' < a}·r_M^k] = D_k(ĥ ⊖ a) − D_k(ĥ) + 1{ĥ < a}·[r_M^k].
+// The polynomial variable x_f = x + c ≡ (x̂ + c) − r_M (mod 2^M) carries no view wrap, so
+// [F_o] = Σ_i Σ_k (−1)^k Σ_{j≥k} C(j,k)·c_{i,o,j}·z_i^{j−k}·[1_i·r_M^k], z_i = x̂ + c − e_i.
+
+fn high_parts(s: &HighSpec) -> usize {
+    if s.degree > 0 {
+        2
+    } else {
+        1
+    }
+}
+
+fn deal_high(s: &HighSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    let (k, sh, mm, d) = (s.view.bits, s.shift, s.ring, s.degree);
+    let rm = mask(mm);
+    let alphas: Vec<u64> = r.iter().map(|&v| (v & mask(k)) >> sh).collect();
+    let mut betas = Vec::with_capacity(r.len() * (d + 1));
+    let mut pows = Vec::with_capacity(r.len() * d);
+    for &rv in r {
+        let rf = rv & rm;
+        let mut pw = 1u64;
+        betas.push(1);
+        for _ in 0..d {
+            pw = pw.wrapping_mul(rf) & rm;
+            betas.push(pw);
+            pows.push(pw);
+        }
+    }
+    let (k0, k1) = dcf::gen_batch(k - sh, mm, d + 1, &alphas, &betas, rng)?;
+    let mut out: Dealt = [vec![k0.to_bytes()], vec![k1.to_bytes()]];
+    if d > 0 {
+        let (s0, s1) = deal_shares(&pows, mm, rng);
+        out[0].push(s0);
+        out[1].push(s1);
+    }
+    Ok(out)
+}
+
+fn eval_high(
+    s: &HighSpec,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    let (hb, mm, d, q) = (s.high_bits(), s.ring, s.degree, s.outputs);
+    let p = d + 1;
+    let cnt = xhat.len();
+    let keys = read_dcf(parts[0], party, hb, mm, p, cnt)?;
+    let rpow = if d > 0 {
+        read_shares(parts[1], party, mm, cnt * d)?
+    } else {
+        Vec::new()
+    };
+    let hm = mask(hb);
+    let m = s.intervals();
+    let hh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x) >> s.shift).collect();
+    let mut pts = Vec::with_capacity(cnt * m);
+    for &h in &hh {
+        pts.push(h);
+        for &a in &s.cuts {
+            pts.push(h.wrapping_sub(a) & hm);
+        }
+    }
+    let dv = be.dcf_eval(&keys, &pts, m)?; // [e][pt][k]
+    let rm = mask(mm);
+    let j = party as u64;
+    let bin: Vec<u64> = (0..p * p).map(|x| binom(x / p, x % p)).collect();
+    let mut flat = vec![0u64; cnt * q];
+    flat.par_chunks_mut(q)
+        .enumerate()
+        .with_min_len(256)
+        .for_each_init(
+            || (vec![0u64; (m + 1) * p], vec![0u64; p]),
+            |(lp, zp), (e, acc)| {
+                let de = &dv[e * m * p..(e + 1) * m * p];
+                let h = hh[e];
+                let xf = xhat[e].wrapping_add(s.view.offset);
+                let rp = |kk: usize| -> u64 {
+                    if kk == 0 {
+                        j
+                    } else {
+                        rpow[e * d + kk - 1]
+                    }
+                };
+                for kk in 0..p {
+                    lp[kk] = 0;
+                }
+                for (ci, &a) in s.cuts.iter().enumerate() {
+                    let lt = ((h < a) as u64).wrapping_neg();
+                    for kk in 0..p {
+                        lp[(ci + 1) * p + kk] = de[(ci + 1) * p + kk]
+                            .wrapping_sub(de[kk])
+                            .wrapping_add(lt & rp(kk));
+                    }
+                }
+                for kk in 0..p {
+                    lp[m * p + kk] = rp(kk);
+                }
+                for a in acc.iter_mut() {
+                    *a = 0;
+                }
+                for i in 0..m {
+                    let z = xf.wrapping_sub(s.centers[i]);
+                    let mut a = 1u64;
+                    for zz in zp.iter_mut() {
+                        *zz = a;
+                        a = a.wrapping_mul(z);
+                    }
+                    for kk in 0..p {
+                        let t = lp[(i + 1) * p + kk].wrapping_sub(lp[i * p + kk]);
+                        for (o, ao) in acc.iter_mut().enumerate() {
+                            let c = &s.coeffs[(i * q + o) * p..(i * q + o + 1) * p];
+                            let mut ca = 0u64;
+                            for jj in kk..p {
+                                ca = ca.wrapping_add(
+                                    bin[jj * p + kk]
+                                        .wrapping_mul(c[jj])
+                                        .wrapping_mul(zp[jj - kk]),
+                                );
+                            }
+                            let term = ca.wrapping_mul(t);
+                            *ao = if kk % 2 == 1 {
+                                ao.wrapping_sub(term)
+                            } else {
+                                ao.wrapping_add(term)
+                            };
+                        }
+                    }
+                }
+                for a in acc.iter_mut() {
+                    *a &= rm;
+                }
+            },
+        );
+    let mut out = vec![0u64; q * cnt];
+    for (e, v) in flat.chunks(q).enumerate() {
+        for (o, &x) in v.iter().enumerate() {
+            out[o * cnt + e] = x;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign (the MSB trick on a K-bit view, slopes on the full-ring variable)
+//
+// As for [`HalvesSpec`] with h = K − 1, ρ = r mod 2^K, and the slope payload carrying the
+// full mask r_M = r mod 2^M: x_f = x + c ≡ ŷ_f − r_M with ŷ_f = x̂ + c (mod 2^M), so
+// [b·x_f] = ŷ_f·[b] − [b·r_M], [b·r_M] = ŷ_T·[r_M] + (1 − 2ŷ_T)·([ρ_T·r_M] + [σ·r_M·w_h]).
+
+fn sign_parts(_s: &SignSpec) -> usize {
+    2
+}
+
+fn deal_sign(s: &SignSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    let h = s.bits - 1;
+    let rm = mask(s.ring);
+    let slope = s.has_slope();
+    let p = 1 + slope as usize;
+    let mut alphas = Vec::with_capacity(r.len());
+    let mut betas = Vec::with_capacity(r.len() * p);
+    let mut sh = Vec::with_capacity(r.len() * 3);
+    for &rv in r {
+        let rho = rv & mask(s.bits);
+        let rt = rho >> h;
+        let rf = rv & rm;
+        let sigma = 1u64.wrapping_sub(2 * rt) & rm;
+        alphas.push(rho & mask(h));
+        betas.push(sigma);
+        if slope {
+            betas.push(sigma.wrapping_mul(rf) & rm);
+            sh.push(rf);
+            sh.push(rt);
+            sh.push(rt.wrapping_mul(rf) & rm);
+        } else {
+            sh.push(rt);
+        }
+    }
+    let (k0, k1) = dcf::gen_batch(h, s.ring, p, &alphas, &betas, rng)?;
+    let (s0, s1) = deal_shares(&sh, s.ring, rng);
+    Ok([vec![k0.to_bytes(), s0], vec![k1.to_bytes(), s1]])
+}
+
+fn eval_sign(
+    s: &SignSpec,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    let h = s.bits - 1;
+    let cnt = xhat.len();
+    let slope = s.has_slope();
+    let p = 1 + slope as usize;
+    let ns = if slope { 3 } else { 1 };
+    let keys = read_dcf(parts[0], party, h, s.ring, p, cnt)?;
+    let sh = read_shares(parts[1], party, s.ring, cnt * ns)?;
+    let pts: Vec<u64> = xhat
+        .iter()
+        .map(|&x| x.wrapping_add(s.offset) & mask(h))
+        .collect();
+    let ev = be.dcf_eval(&keys, &pts, 1)?;
+    let rm = mask(s.ring);
+    let j = party as u64;
+    let q = s.outputs();
+    let mut out = vec![0u64; q * cnt];
+    for e in 0..cnt {
+        let yf = xhat[e].wrapping_add(s.offset);
+        let yt = ((yf & mask(s.bits)) >> h) & 1;
+        let f = 1u64.wrapping_sub(2 * yt); // 1 − 2ŷ_T
+        let u = sh[e * ns + if slope { 1 } else { 0 }].wrapping_add(ev[e * p]);
+        let b = (yt & j).wrapping_add(f.wrapping_mul(u));
+        let (xf, bxf) = if slope {
+            let rf = sh[e * ns];
+            let urf = sh[e * ns + 2].wrapping_add(ev[e * p + 1]);
+            let brf = yt.wrapping_mul(rf).wrapping_add(f.wrapping_mul(urf));
+            (
+                yf.wrapping_mul(j).wrapping_sub(rf),
+                yf.wrapping_mul(b).wrapping_sub(brf),
+            )
+        } else {
+            (0, 0)
+        };
+        for o in 0..q {
+            let (a0, b0) = s.lo[o];
+            let (a1, b1) = s.hi[o];
+            let v = a0
+                .wrapping_mul(xf)
+                .wrapping_add(b0.wrapping_mul(j))
+                .wrapping_add(a1.wrapping_sub(a0).wrapping_mul(bxf))
+                .wrapping_add(b1.wrapping_sub(b0).wrapping_mul(b));
+            out[o * cnt + e] = v & rm;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bit (XOR shares of a Boolean of the high part; fss-identities §4(a), XOR form)
+//
+// With C(y) = 1{y < ρ_H} from one DPF comparison key (point ρ_H on K − s bits) and h' as for
+// [`HighSpec`]: L(a) := 1{h' < a} = C(ĥ ⊖ a) ⊕ C(ĥ) ⊕ 1{ĥ < a}; the bit is
+// bits[0] ⊕ ⊕_j (bits[j−1] ⊕ bits[j])·(1 ⊕ L(a_j)). Party 0 adds the public terms.
+
+fn deal_bit(s: &BitSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+    let alphas: Vec<u64> = r
+        .iter()
+        .map(|&v| (v & mask(s.view.bits)) >> s.shift)
+        .collect();
+    let (k0, k1) = suf_fss::dpf::gen_cmp_batch(s.high_bits(), &alphas, rng)?;
+    Ok([vec![k0.to_bytes()], vec![k1.to_bytes()]])
+}
+
+fn eval_bit(
+    s: &BitSpec,
+    party: u8,
+    parts: &[&[u8]],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
+    let hb = s.high_bits();
+    let cnt = xhat.len();
+    let keys = suf_fss::dpf::DpfKeys::from_bytes(parts[0])?;
+    if keys.count() != cnt || keys.party() != party || keys.n() != hb {
+        return key_err(format!(
+            "DPF batch (party {}, {} bits, {} keys) does not match (party {party}, {hb}, {cnt})",
+            keys.party(),
+            keys.n(),
+            keys.count()
+        ));
+    }
+    let hm = mask(hb);
+    let m = s.cuts.len() + 1;
+    let hh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x) >> s.shift).collect();
+    let mut pts = Vec::with_capacity(cnt * m);
+    for &h in &hh {
+        pts.push(h);
+        for &a in &s.cuts {
+            pts.push(h.wrapping_sub(a) & hm);
+        }
+    }
+    let c = be.dpf_lt_eval(&keys, &pts, m)?;
+    let p0 = (party == 0) as u8;
+    Ok((0..cnt)
+        .map(|e| {
+            let ce = &c[e * m..(e + 1) * m];
+            let mut out = p0 & s.bits[0] as u8;
+            for (j, &a) in s.cuts.iter().enumerate() {
+                if s.bits[j] != s.bits[j + 1] {
+                    // 1 ⊕ L(a) = 1 ⊕ C(ĥ ⊖ a) ⊕ C(ĥ) ⊕ 1{ĥ < a}
+                    let public = p0 & (1 ^ (hh[e] < a) as u8);
+                    out ^= ce[j + 1] ^ ce[0] ^ public;
+                }
+            }
+            out as u64
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Components and the gate
 
 fn comp_parts(c: &Component) -> usize {
@@ -540,6 +850,9 @@ fn comp_parts(c: &Component) -> usize {
         Component::Poly(p) => poly_parts(p),
         Component::Halves(h) => halves_parts(h),
         Component::Floor(f) => floor_parts(f),
+        Component::High(h) => high_parts(h),
+        Component::Sign(h) => sign_parts(h),
+        Component::Bit(_) => 1,
     }
 }
 
@@ -548,6 +861,9 @@ fn deal_comp(c: &Component, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt
         Component::Poly(p) => deal_poly(p, r, rng),
         Component::Halves(h) => deal_halves(h, n, r, rng),
         Component::Floor(f) => deal_floor(f, n, r, rng),
+        Component::High(h) => deal_high(h, r, rng),
+        Component::Sign(h) => deal_sign(h, r, rng),
+        Component::Bit(b) => deal_bit(b, r, rng),
     }
 }
 
@@ -563,6 +879,9 @@ fn eval_comp(
         Component::Poly(p) => eval_poly(p, party, parts, xhat, be),
         Component::Halves(h) => eval_halves(h, n, party, parts, xhat, be),
         Component::Floor(f) => eval_floor(f, n, party, parts, xhat, be),
+        Component::High(h) => eval_high(h, party, parts, xhat, be),
+        Component::Sign(h) => eval_sign(h, party, parts, xhat, be),
+        Component::Bit(b) => eval_bit(b, party, parts, xhat, be),
     }
 }
 

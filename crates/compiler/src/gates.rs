@@ -9,7 +9,9 @@
 //! | [`relu`] | 1 | [`HalvesSpec`]: one (n−1)-bit DCF (the MSB trick, technique (c) with d = 1) |
 //! | [`max2`], [`max_last`] | 1 per level | b + ReLU(a − b) |
 //! | [`relu_ars`] | 2 | ReLU on the 2f-scaled value, then a free-wrap floor |
+//! | [`relu_in`], [`max_last_in`] | 1 (per level) | [`SignSpec`]: the same on a declared range, (b − 1)-bit DCF |
 //! | [`gelu`], [`gelu_tanh`], [`silu`], [`sigmoid`], [`tanh`], [`nexp`] | 2 | [`Smooth`] |
+//! | [`smooth_in`], [`smooth_in_folded`] | 2 | the same on a declared range: coarse part on the view's high part ([`HighSpec`], [`BitSpec`]); folded: output left at f + t for the consumer's truncation |
 //! | `rescale_*` | 3 | the same on a matmul's 2f-scaled output (input rounded to f) |
 //! | [`reciprocal`] | 2 | piecewise quadratic on the declared range, then a floor |
 //! | [`rsqrt`] | 4 | normalise (degree-1 gate per octave), floor to a k-bit mantissa + parity, quadratic, × 2^{G−⌊e/2⌋} |
@@ -40,7 +42,10 @@ use suf_runtime::ir::{Builder, T};
 use crate::compile::SpecGate;
 use crate::error::{param_err, CompilerError, Result};
 use crate::fit::{fit, Center, Fit, FitRequest};
-use crate::spec::{mask, Component, FloorSpec, GateSpec, HalvesSpec, Part, PolySpec, View, Wrap};
+use crate::spec::{
+    mask, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec, SignSpec,
+    View, Wrap,
+};
 
 /// Real reference functions (f64), used by the fitter and the accuracy checks.
 pub mod reference {
@@ -274,6 +279,10 @@ pub fn max2(g: &mut Builder, a: T, b: T) -> Result<T> {
 /// # Errors
 /// An empty last axis or a builder error.
 pub fn max_last(g: &mut Builder, x: T) -> Result<T> {
+    max_tree(g, x, relu)
+}
+
+fn max_tree(g: &mut Builder, x: T, relu_of: impl Fn(&mut Builder, T) -> Result<T>) -> Result<T> {
     let shape = g.shape(x).to_vec();
     let c = *shape.last().unwrap_or(&0);
     if c == 0 {
@@ -286,7 +295,10 @@ pub fn max_last(g: &mut Builder, x: T) -> Result<T> {
         let h = w / 2;
         let a = g.slice_cols(cur, 0, h)?;
         let b = g.slice_cols(cur, h, 2 * h)?;
-        let m = max2(g, a, b)?;
+        // max(a, b) = b + ReLU(a − b)
+        let d = g.sub(a, b)?;
+        let r = relu_of(g, d)?;
+        let m = g.add(b, r)?;
         cur = if w % 2 == 1 {
             let rest = g.slice_cols(cur, 2 * h, w)?;
             g.concat_cols(&[m, rest])?
@@ -298,6 +310,49 @@ pub fn max_last(g: &mut Builder, x: T) -> Result<T> {
     let mut out_shape = shape;
     *out_shape.last_mut().expect("non-empty") = 1;
     Ok(g.reshape(cur, &out_shape)?)
+}
+
+/// The spec of ReLU on a value known to lie in [−2^{bits−1}, 2^{bits−1}): the MSB halves of
+/// the `bits`-bit view (one (bits − 1)-bit DCF); with bits = n, [`relu_spec`].
+pub fn relu_spec_in(n: u32, bits: u32) -> GateSpec {
+    if bits >= n {
+        return relu_spec(n);
+    }
+    let h = 1u64 << (bits - 1);
+    single(
+        Component::Sign(SignSpec {
+            offset: h,
+            bits,
+            ring: n,
+            lo: vec![(0, 0)],
+            hi: vec![(1, h.wrapping_neg() & mask(n))],
+        }),
+        "relu_in",
+    )
+}
+
+/// ReLU(x) for x ∈ [−2^{bits−1}, 2^{bits−1}) (declared; outside it the result is that of the
+/// `bits`-bit view). 1 round.
+///
+/// # Errors
+/// A width below 2, or a builder error.
+pub fn relu_in(g: &mut Builder, x: T, bits: u32) -> Result<T> {
+    let (n, _) = fp_of(g);
+    if bits < 2 {
+        return param_err("relu_in", format!("{bits}-bit range"));
+    }
+    Ok(add_gate(g, x, relu_spec_in(n, bits))?[0])
+}
+
+/// Row maximum over the last axis for entries in [−2^{bits−1}, 2^{bits−1}) (declared): the
+/// tree of [`max_last`] with each ReLU on the (bits + 1)-bit view of the difference.
+/// ⌈log2 c⌉ rounds.
+///
+/// # Errors
+/// As [`max_last`].
+pub fn max_last_in(g: &mut Builder, x: T, bits: u32) -> Result<T> {
+    let (n, _) = fp_of(g);
+    max_tree(g, x, |g, d| relu_in(g, d, (bits + 1).min(n)))
 }
 
 /// Fused ReLU + ARS: ReLU(⌊x/2^t⌋) = ⌊ReLU(x)/2^t⌋ for a matmul's output x at scale f + t.
@@ -438,6 +493,8 @@ pub struct SmoothSpecs {
     pub t: u32,
     /// Bits read by the selector floor.
     pub k2: u32,
+    /// The output is at scale f + out_extra (0 unless folded: [`smooth_specs_in_folded`]).
+    pub out_extra: u32,
     /// Interesting inputs: every cut of every view, as ring elements.
     pub boundaries: Vec<u64>,
 }
@@ -465,7 +522,8 @@ fn ceil_log2(v: u128) -> u32 {
     }
 }
 
-type Cache = Mutex<HashMap<(Smooth, u32, u32, bool, Prefer), Arc<SmoothSpecs>>>;
+type Cache = Mutex<HashMap<SmoothKey, Arc<SmoothSpecs>>>;
+type SmoothKey = (Smooth, u32, u32, bool, Prefer, Option<u32>, Option<u32>);
 
 fn cache() -> &'static Cache {
     static C: OnceLock<Cache> = OnceLock::new();
@@ -506,11 +564,65 @@ pub fn smooth_specs_with(
     fused: bool,
     prefer: Prefer,
 ) -> Result<Arc<SmoothSpecs>> {
-    let key = (kind, n, f, fused, prefer);
+    specs_cached(kind, n, f, fused, prefer, None, None)
+}
+
+/// The specs of a smooth activation (input and output at scale f) whose input is declared to
+/// lie in [−2^{bits−1}, 2^{bits−1}) (two-sided kinds) or [0, 2^bits) (nExp) — e.g. the output
+/// of a truncation, which the ring itself bounds. The coarse part then compares only the
+/// high bits of a (bits + 1)-bit view ([`HighSpec`]: K − s levels instead of n); the fine part
+/// covers the mask-dependent zones next to the window exactly. Falls back to [`smooth_specs_with`]
+/// when the range leaves no room (bits + 1 ≥ n).
+///
+/// # Errors
+/// As [`smooth_specs`].
+pub fn smooth_specs_in(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    bits: u32,
+    prefer: Prefer,
+) -> Result<Arc<SmoothSpecs>> {
+    specs_cached(kind, n, f, false, prefer, Some(bits), None)
+}
+
+/// [`smooth_specs_in`] for a two-sided kind whose consumer truncates anyway (a matmul
+/// followed by its truncation): up to `max_t` of the t precision bits of the fine part are
+/// left for the consumer's truncation ([`SmoothSpecs::out_extra`]: the output is at scale
+/// f + out_extra), so the selector floor's DCF loses as many levels and the consumer's
+/// truncation gains them (on fewer elements: a down projection has a quarter of the FFN's).
+/// With max_t ≥ f + 4 the selector floor shifts by the selector bit only (a 1-level DCF),
+/// t ≤ max_t and the error against F·2^{f+t} is ≤ 3.4·2^t (no output rounding); below, t is
+/// chosen as usual and the floor removes t − max_t bits. The tail output x·2^{out_extra}
+/// must fit the ring: |x| < 2^{n−1−out_extra}.
+///
+/// # Errors
+/// As [`smooth_specs`].
+pub fn smooth_specs_in_folded(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    bits: u32,
+    max_t: u32,
+    prefer: Prefer,
+) -> Result<Arc<SmoothSpecs>> {
+    specs_cached(kind, n, f, false, prefer, Some(bits), Some(max_t))
+}
+
+fn specs_cached(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    fused: bool,
+    prefer: Prefer,
+    range: Option<u32>,
+    fold: Option<u32>,
+) -> Result<Arc<SmoothSpecs>> {
+    let key = (kind, n, f, fused, prefer, range, fold);
     if let Some(s) = cache().lock().map_err(|_| poisoned())?.get(&key) {
         return Ok(s.clone());
     }
-    let s = Arc::new(build_smooth(kind, n, f, fused, prefer)?);
+    let s = Arc::new(build_smooth(kind, n, f, fused, prefer, range, fold)?);
     cache()
         .lock()
         .map_err(|_| poisoned())?
@@ -530,13 +642,80 @@ fn outer_coeffs(o: Outer, f: u32, n: u32) -> (u64, u64) {
     }
 }
 
-fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Result<SmoothSpecs> {
+/// The fit of the window [−A, A) extended by exact pieces on [−2A, −A) and [A, 2A) equal to
+/// the tails (at the fine output scale f + t, before the rounding constant).
+fn with_tail_zones(ft: Fit, kind: Smooth, f: u32, t: u32, a: i64) -> Fit {
+    let sc = 1i128 << t;
+    let zone = |lo: i64, hi: i64, o: Outer| -> crate::fit::Piece {
+        let coeffs = match o {
+            Outer::Zero => vec![0, 0, 0],
+            Outer::Identity => vec![lo as i128 * sc, sc, 0],
+            Outer::Const(c) => {
+                let v = (c * (f as f64).exp2()).round() as i128;
+                vec![v * sc, 0, 0]
+            }
+        };
+        crate::fit::Piece {
+            lo,
+            hi,
+            center: lo,
+            coeffs,
+            max_err: 0.0,
+        }
+    };
+    let mut pieces = vec![zone(-2 * a, -a, kind.outer_neg())];
+    pieces.extend(ft.pieces.iter().cloned());
+    pieces.push(zone(a, 2 * a, kind.outer_pos()));
+    let mut range = ft.range;
+    for p in [&pieces[0], &pieces[pieces.len() - 1]] {
+        for v in [p.value(p.lo), p.value(p.hi - 1)] {
+            range = (range.0.min(v), range.1.max(v));
+        }
+    }
+    Fit {
+        pieces,
+        max_abs: range.0.abs().max(range.1.abs()),
+        range,
+        ..ft
+    }
+}
+
+fn build_smooth(
+    kind: Smooth,
+    n: u32,
+    f: u32,
+    fused: bool,
+    prefer: Prefer,
+    range: Option<u32>,
+    fold: Option<u32>,
+) -> Result<SmoothSpecs> {
     let free = prefer == Prefer::Keys;
     let name = kind.name();
     let w = kind.window_log2();
     let two = !kind.one_sided();
+    // Declared range: the coarse part reads the high bits of a (bits + 1)-bit view, dropping
+    // s low bits; the zones next to the window then need the fine part to equal the tails:
+    // two-sided, s = w + f and the fine view doubles to [−2A, 2A); one-sided (nExp), s =
+    // w + f − 2 and the fine part must already equal the tail on [3A/4, A).
+    let ranged = range.filter(|&b| {
+        let s = if two { w + f } else { w + f - 2 };
+        !fused && b + 1 < n && b + 1 >= s + 3
+    });
+    let zones = two && ranged.is_some();
+    // Folded output: the selector floor leaves up to `m` bits for the consumer's truncation
+    // (the zones' tails are exact at any scale) and removes the t − m others; with m ≥ f + 4
+    // the candidates include every t ≤ m (no rounding floor at all).
+    let fold_max = fold.filter(|&m| zones && m > 0);
+    let fold = fold_max.filter(|&m| m >= f + 4);
+    let extra_of = |t: u32| fold_max.map_or(0, |m| m.min(t));
+    // With a declared range and no tail output (nExp), the window bit ℓ comes XOR-shared from
+    // a DPF ([`BitSpec`]) and v = 4Q + ℓ: the carry 2·ℓ₀ℓ₁ of the two shares falls on bit 1,
+    // which the selector floor (by t + 2) discards. Else v = 2Q + ℓ.
+    let (op0, on0) = (kind.outer_pos(), kind.outer_neg());
+    let xor_sel = ranged.is_some() && op0 == Outer::Zero && on0 == Outer::Zero;
+    let lsel: u32 = if xor_sel { 2 } else { 1 };
     // Fine view on the input at scale f.
-    let kf = w + f + two as u32;
+    let kf = w + f + two as u32 + zones as u32;
     let a_ulp: u64 = 1 << (w + f); // window half-width (two-sided) in ULPs at scale f
     let pre = if fused { f } else { 0 };
     if kf + pre + 3 > n || f == 0 {
@@ -556,7 +735,7 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
         }
     };
     let fmax = match kind {
-        Smooth::Gelu | Smooth::GeluTanh | Smooth::Silu => (1u64 << w) as f64,
+        Smooth::Gelu | Smooth::GeluTanh | Smooth::Silu => (1u64 << (w + zones as u32)) as f64,
         _ => 1.0,
     };
     // t: fine output at scale f + t; keep 2Q within 42 bits (one value block for three
@@ -581,7 +760,13 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
         Vec::new()
     };
     let try_t = |t: u32| {
-        let budget_q = kind.budget_ulp() * (t as f64).exp2();
+        // With a declared range the budget uses the room up to 4 ULP: 3.4 + the floor's 0.5.
+        let budget_ulp = if ranged.is_some() {
+            3.4
+        } else {
+            kind.budget_ulp()
+        };
+        let budget_q = budget_ulp * (t as f64).exp2();
         // At x = 0 the output is exact (|error| < half an ULP before the rounding floor):
         // nExp(0) = 2^f exactly (softmax denominators ≥ 1), GeLU/SiLU/tanh(0) = 0,
         // sigmoid(0) = 1/2.
@@ -615,13 +800,30 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
     if !cands.contains(&t_full) {
         cands.push(t_full);
     }
+    if let Some(m) = fold {
+        // Also every t up to the room m: no selector rounding at all (t ≤ m).
+        let hi_t = m.min(t_full);
+        for t in hi_t.saturating_sub(4).max(2)..=hi_t {
+            if !cands.contains(&t) {
+                cands.push(t);
+            }
+        }
+    }
     for t in cands {
         match try_t(t) {
-            Ok(mut ft) => {
-                ft.add_constant(1i128 << (t - 1));
-                // v' = 2Q' + ℓ + 2^{K2−1} must lie in [0, 2^{K2}).
-                let need = (-2 * ft.range.0).max(2 * ft.range.1 + 2).max(1) as u128;
-                let k2 = (ceil_log2(need) + 1).max(t + 3);
+            Ok(ft) => {
+                let mut ft = if zones {
+                    with_tail_zones(ft, kind, f, t, a_ulp as i64)
+                } else {
+                    ft
+                };
+                if t > extra_of(t) {
+                    ft.add_constant(1i128 << (t - extra_of(t) - 1));
+                }
+                // v' = 2^lsel·Q' + (low bits) + 2^{K2−1} must lie in [0, 2^{K2}).
+                let sc = 1i128 << lsel;
+                let need = (-sc * ft.range.0).max(sc * ft.range.1 + sc).max(1) as u128;
+                let k2 = (ceil_log2(need) + 1).max(t + 2 + lsel);
                 if k2 > n || (free && k2 >= n) {
                     continue;
                 }
@@ -635,11 +837,19 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
                         DcfKeys::key_bytes_per_key(k2, n, 2),
                     )
                 };
+                let sel_bits = t - extra_of(t) + lsel;
                 let aes = ft.pieces.len() * aes_per_eval(kf, ring, 3)
-                    + aes_per_eval(t + 1, n, 2)
+                    + aes_per_eval(sel_bits, n, 2)
                     + wrap_aes;
-                let bytes = DcfKeys::key_bytes_per_key(t + 1, n, 2) + wrap_bytes;
-                let aes = (aes, bytes);
+                let bytes = DcfKeys::key_bytes_per_key(sel_bits, n, 2) + wrap_bytes;
+                // Prefer::Aes: fewest AES calls, then bytes. Prefer::Keys: key bytes of the
+                // selector floor plus 2 bytes per AES call (one AES is worth about two key
+                // bytes against the targets), then AES.
+                let aes = if free {
+                    (bytes + 2 * aes, aes)
+                } else {
+                    (aes, bytes)
+                };
                 if best.as_ref().is_none_or(|b| aes < b.0) {
                     best = Some((aes, t, ft, k2));
                 }
@@ -655,11 +865,14 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
             }))
         }
     };
+    // The selector floor removes t bits (and the selector bits) unless the output is folded.
+    let out_extra = extra_of(t);
+    let t_floor = t - out_extra;
     let mut v = ft.clone();
-    v.scale(2);
+    v.scale(1 << lsel);
     let ring = if free { n } else { k2 };
     let fine_view = View {
-        offset: if two { a_ulp } else { 0 },
+        offset: if two { a_ulp << zones as u32 } else { 0 },
         bits: kf,
     };
     let fine = v.to_poly(fine_view, ring)?;
@@ -669,11 +882,11 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
                 offset: 1 << (k2 - 1),
                 bits: if free { n } else { k2 },
             },
-            shift: t + 1,
+            shift: t_floor + lsel,
             select: true,
             wrap: if free { Wrap::Free } else { Wrap::Dcf },
             gamma: vec![1],
-            kappa: vec![(1u64 << (k2 - 2 - t)).wrapping_neg() & mask(n)],
+            kappa: vec![(1u64 << (k2 - 1 - t_floor - lsel)).wrapping_neg() & mask(n)],
         }),
         &format!("{name}_sel"),
     );
@@ -685,6 +898,136 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
     let has_o = op != Outer::Zero || on != Outer::Zero;
     let ident = op == Outer::Identity || on == Outer::Identity;
     let nm = mask(n);
+    if let Some(bits) = ranged {
+        // Coarse on the high part of the (bits + 1)-bit view (see [`HighSpec`]): outputs
+        // o (if any) and ℓ = 1 on the tails; u = x on every interval (centre = view offset).
+        let kc = bits + 1;
+        let q = 1 + has_o as usize;
+        let d = ident as usize;
+        let up = |c: (u64, u64)| {
+            (
+                c.0.wrapping_shl(out_extra) & nm,
+                c.1.wrapping_shl(out_extra) & nm,
+            )
+        };
+        let cp = up(outer_coeffs(op, f, n));
+        let cn = up(outer_coeffs(on, f, n));
+        let a = a_ulp as i64;
+        // Per interval of h: the tail's (constant, slope) or None for the window.
+        type Tails = Vec<Option<(u64, u64)>>;
+        let (offset, shift, cuts, tails): (u64, u32, Vec<u64>, Tails) = if two {
+            let s_ = w + f;
+            let h0 = 1u64 << (kc - 1 - s_);
+            (
+                1u64 << (kc - 1),
+                s_,
+                vec![h0 - 1, h0 + 2],
+                vec![Some(cn), None, Some(cp)],
+            )
+        } else {
+            (0, w + f - 2, vec![4], vec![None, Some(cp)])
+        };
+        let mut coeffs = Vec::new();
+        for t_ in &tails {
+            let (oc, ell) = match t_ {
+                Some(c) => (*c, 1u64),
+                None => ((0, 0), 0),
+            };
+            if has_o {
+                coeffs.push(oc.0);
+                if d == 1 {
+                    coeffs.push(oc.1);
+                }
+            }
+            coeffs.push(ell);
+            if d == 1 {
+                coeffs.push(0);
+            }
+        }
+        let coarse = HighSpec {
+            view: View { offset, bits: kc },
+            shift,
+            ring: n,
+            centers: vec![offset; cuts.len() + 1],
+            cuts,
+            degree: d,
+            outputs: q,
+            coeffs,
+        };
+        // Zones where the interval depends on the mask: the final output must not.
+        let tail_val = |o: Outer, x: i64| -> i128 {
+            match o {
+                Outer::Zero => 0,
+                Outer::Identity => x as i128,
+                Outer::Const(c) => (c * (f as f64).exp2()).round() as i128,
+            }
+        };
+        let zone_list: Vec<(i64, i64, Outer)> = if two {
+            vec![(-2 * a, -a, on), (a, 2 * a, op)]
+        } else {
+            vec![(3 * a / 4, a, op)]
+        };
+        for &(z0, z1, o) in &zone_list {
+            let fine_out = |x: i64| ft.value(x).div_euclid(1i128 << t_floor);
+            if let Some(x) = (z0..z1).find(|&x| fine_out(x) != tail_val(o, x) << out_extra) {
+                return Err(CompilerError::Fit(format!(
+                    "{name}: the fine part differs from the tail at input {x} (mask-dependent zone)"
+                )));
+            }
+        }
+        let mut boundaries: Vec<u64> = zone_list
+            .iter()
+            .flat_map(|&(z0, z1, _)| [z0 as u64 & nm, z1 as u64 & nm])
+            .collect();
+        if two {
+            boundaries.push((1u64 << bits.saturating_sub(1)).wrapping_neg() & nm);
+        }
+        for &cu in std::iter::once(&0u64).chain(&fine.cuts) {
+            let x = cu.wrapping_sub(fine.view.offset) & mask(fine.view.bits);
+            let xs = if x >> (fine.view.bits - 1) == 1 && two {
+                x | !mask(fine.view.bits)
+            } else {
+                x
+            };
+            boundaries.push(xs & nm);
+        }
+        let coarse = if xor_sel {
+            Component::Bit(BitSpec {
+                view: coarse.view,
+                shift: coarse.shift,
+                bits: tails.iter().map(|t_| t_.is_some()).collect(),
+                cuts: coarse.cuts,
+            })
+        } else {
+            Component::High(coarse)
+        };
+        let gate1 = GateSpec {
+            label: format!("{name}_in{bits}_g1"),
+            outputs: q,
+            parts: vec![
+                Part {
+                    comp: coarse,
+                    targets: (0..q).collect(),
+                },
+                Part {
+                    comp: Component::Poly(fine),
+                    targets: vec![q - 1],
+                },
+            ],
+        };
+        return Ok(SmoothSpecs {
+            gate1,
+            fine: None,
+            tail: None,
+            select,
+            has_o,
+            fit: ft,
+            t,
+            k2,
+            out_extra,
+            boundaries,
+        });
+    }
     let coarse = if two {
         // View X' + A (X' = X + rnd): [0, 2A) window, then the positive tail up to
         // X = 2^{n−1} (so the top inputs, whose X' wraps, stay in it), the rest negative.
@@ -809,6 +1152,7 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
             fit: ft,
             t,
             k2,
+            out_extra,
             boundaries,
         });
     }
@@ -854,6 +1198,7 @@ fn build_smooth(kind: Smooth, n: u32, f: u32, fused: bool, prefer: Prefer) -> Re
         fit: ft,
         t,
         k2,
+        out_extra,
         boundaries,
     })
 }
@@ -875,6 +1220,40 @@ pub fn smooth(g: &mut Builder, x: T, kind: Smooth) -> Result<T> {
 pub fn smooth_with(g: &mut Builder, x: T, kind: Smooth, prefer: Prefer) -> Result<T> {
     let (n, f) = fp_of(g);
     let sp = smooth_specs_with(kind, n, f, false, prefer)?;
+    apply_smooth(g, x, &sp)
+}
+
+/// A smooth activation of an input declared to lie in [−2^{bits−1}, 2^{bits−1}) (two-sided
+/// kinds) or [0, 2^bits) (nExp), e.g. a truncation's output: [`smooth_specs_in`]. Two rounds;
+/// the same error bound as [`smooth`] on the declared range.
+///
+/// # Errors
+/// As [`smooth`].
+pub fn smooth_in(g: &mut Builder, x: T, kind: Smooth, bits: u32, prefer: Prefer) -> Result<T> {
+    let (n, f) = fp_of(g);
+    let sp = smooth_specs_in(kind, n, f, bits, prefer)?;
+    apply_smooth(g, x, &sp)
+}
+
+/// [`smooth_in`] with the output left at scale f + t for a consumer that truncates
+/// ([`smooth_specs_in_folded`]); returns the output and t. Two rounds.
+///
+/// # Errors
+/// As [`smooth`].
+pub fn smooth_in_folded(
+    g: &mut Builder,
+    x: T,
+    kind: Smooth,
+    bits: u32,
+    max_t: u32,
+    prefer: Prefer,
+) -> Result<(T, u32)> {
+    let (n, f) = fp_of(g);
+    let sp = smooth_specs_in_folded(kind, n, f, bits, max_t, prefer)?;
+    Ok((apply_smooth(g, x, &sp)?, sp.out_extra))
+}
+
+fn apply_smooth(g: &mut Builder, x: T, sp: &SmoothSpecs) -> Result<T> {
     let outs = add_gate(g, x, sp.gate1.clone())?;
     let v = *outs.last().expect("gate1 has outputs");
     let y = add_gate(g, v, sp.select.clone())?[0];
@@ -1024,7 +1403,10 @@ fn build_recip(n: u32, f: u32, max_len: u64) -> Result<RecipSpecs> {
     }
     let lb = ceil_log2(max_len as u128);
     let k = f + lb + 1;
-    let out_scale = f + lb;
+    // 1/max_len keeps 2^{f−4} ULPs (the output rounding is then ≤ 0.2 % relative, below the
+    // spline's 0.4 %); a consumer that multiplies by the output truncates by this scale, so
+    // every bit above what the precision needs costs it a DCF level per element.
+    let out_scale = f + lb.saturating_sub(4);
     if out_scale + 4 > n || k > n - 1 {
         return param_err("reciprocal", format!("ring of {n} bits too small"));
     }
@@ -1064,8 +1446,8 @@ fn build_recip(n: u32, f: u32, max_len: u64) -> Result<RecipSpecs> {
 }
 
 /// 1/x for softmax denominators x ∈ [1, max_len] (declared range; outside it the result is
-/// a deterministic clamp/garbage). Output at scale f + ⌈log2 max_len⌉ (returned), so that
-/// 1/max_len keeps 2^f ULPs; relative error ≤ 0.5% over the range. 2 rounds.
+/// a deterministic clamp/garbage). Output at scale f + ⌈log2 max_len⌉ − 4 (returned), so that
+/// 1/max_len keeps 2^{f−4} ULPs; relative error ≤ 0.7% over the range. 2 rounds.
 ///
 /// # Errors
 /// As [`recip_specs`], or a builder error.
@@ -1099,7 +1481,7 @@ pub struct RsqrtSpecs {
 /// Mantissa bits kept after normalisation.
 const RSQRT_K: u32 = 7;
 
-type RsqrtCache = Mutex<HashMap<(u32, u32, u64, u64), Arc<RsqrtSpecs>>>;
+type RsqrtCache = Mutex<HashMap<(u32, u32, u64, u64, u32), Arc<RsqrtSpecs>>>;
 
 /// The (cached) rsqrt specs for integer inputs X ∈ [x_lo, x_hi] at input scale f_in (real
 /// x = X/2^{f_in}). Inputs below x_lo are treated as x_lo's octave start.
@@ -1107,18 +1489,34 @@ type RsqrtCache = Mutex<HashMap<(u32, u32, u64, u64), Arc<RsqrtSpecs>>>;
 /// # Errors
 /// An empty or too wide range, or a ring too small.
 pub fn rsqrt_specs(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<Arc<RsqrtSpecs>> {
+    rsqrt_specs_max(n, f_in, x_lo, x_hi, u32::MAX)
+}
+
+/// [`rsqrt_specs`] with the output scale at most `max_out` where the precision allows (the
+/// mantissa polynomial keeps at least k + 4 bits): a consumer that multiplies by the output
+/// and truncates pays one DCF level per element for every bit of scale.
+///
+/// # Errors
+/// As [`rsqrt_specs`].
+pub fn rsqrt_specs_max(
+    n: u32,
+    f_in: u32,
+    x_lo: u64,
+    x_hi: u64,
+    max_out: u32,
+) -> Result<Arc<RsqrtSpecs>> {
     static C: OnceLock<RsqrtCache> = OnceLock::new();
     let c = C.get_or_init(|| Mutex::new(HashMap::new()));
-    let key = (n, f_in, x_lo, x_hi);
+    let key = (n, f_in, x_lo, x_hi, max_out);
     if let Some(s) = c.lock().map_err(|_| poisoned())?.get(&key) {
         return Ok(s.clone());
     }
-    let s = Arc::new(build_rsqrt(n, f_in, x_lo, x_hi)?);
+    let s = Arc::new(build_rsqrt(n, f_in, x_lo, x_hi, max_out)?);
     c.lock().map_err(|_| poisoned())?.insert(key, s.clone());
     Ok(s)
 }
 
-fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
+fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64, max_out: u32) -> Result<RsqrtSpecs> {
     if x_lo == 0 || x_hi < x_lo {
         return param_err("rsqrt", format!("range [{x_lo}, {x_hi}]"));
     }
@@ -1191,7 +1589,8 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
     // y ≤ 2^{S_y} and g ≤ 2^{G − h_min}: the product must stay below 2^{n−2}.
     let span = (g_top - g_bot) as u32;
     let s_y = (2 * k + 10).min((n - 2).saturating_sub(span));
-    if s_y < 2 * k + 4 {
+    let s_y = s_y.min((max_out as i64 - g_top).clamp(k as i64 + 4, i64::from(u32::MAX)) as u32);
+    if s_y < k + 4 {
         return param_err("rsqrt", format!("range too wide for a {n}-bit ring"));
     }
     let half = 1u64 << k;
@@ -1204,7 +1603,9 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
         1.0 / (mant * (p as f64).exp2()).sqrt()
     };
     let sc = (s_y as f64).exp2();
-    let bud = move |v: f64| 0.001 * fun(v) * sc;
+    // 0.1 % relative (at least 1.5 units of the output scale: a coarse S_y needs the room);
+    // the mantissa's own quantization (k bits) dominates either way.
+    let bud = move |v: f64| (0.001 * fun(v) * sc).max(1.5);
     let ft = fit(&FitRequest {
         f: &fun,
         budget: &bud,
@@ -1215,7 +1616,7 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
         degree: 2,
         center: Center::Mid,
         breaks: vec![half as i64],
-        max_pieces: 16,
+        max_pieces: 32,
     })?;
     let poly = ft.to_poly(
         View {
@@ -1246,8 +1647,24 @@ fn build_rsqrt(n: u32, f_in: u32, x_lo: u64, x_hi: u64) -> Result<RsqrtSpecs> {
 /// # Errors
 /// As [`rsqrt_specs`], or a builder error.
 pub fn rsqrt(g: &mut Builder, x: T, f_in: u32, x_lo: u64, x_hi: u64) -> Result<(T, u32)> {
+    rsqrt_max(g, x, f_in, x_lo, x_hi, u32::MAX)
+}
+
+/// [`rsqrt`] with the output scale at most `max_out` where the precision allows
+/// ([`rsqrt_specs_max`]).
+///
+/// # Errors
+/// As [`rsqrt`].
+pub fn rsqrt_max(
+    g: &mut Builder,
+    x: T,
+    f_in: u32,
+    x_lo: u64,
+    x_hi: u64,
+    max_out: u32,
+) -> Result<(T, u32)> {
     let (n, _) = fp_of(g);
-    let sp = rsqrt_specs(n, f_in, x_lo, x_hi)?;
+    let sp = rsqrt_specs_max(n, f_in, x_lo, x_hi, max_out)?;
     let o = add_gate(g, x, sp.norm.clone())?;
     let v2 = add_gate(g, o[0], sp.floor.clone())?[0];
     let y = add_gate(g, v2, sp.poly.clone())?[0];

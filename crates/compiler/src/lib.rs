@@ -40,4 +40,7 @@ pub mod spec;
 pub use compile::{gate_aes, program_aes, run_direct, run_with_masks, SpecGate};
 pub use error::{CompilerError, Result};
 pub use report::gates_report;
-pub use spec::{Component, FloorSpec, GateSpec, HalvesSpec, Part, PolySpec, View, Wrap};
+pub use spec::{
+    BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec, SignSpec, View,
+    Wrap,
+};

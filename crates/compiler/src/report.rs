@@ -29,7 +29,7 @@ use suf_runtime::plain::{run_plain, PlainWeights};
 
 use crate::compile::program_aes;
 use crate::error::Result;
-use crate::gates::{self, Smooth};
+use crate::gates::{self, Prefer, Smooth};
 use crate::spec::mask;
 
 /// The inputs a gate is defined on.
@@ -43,6 +43,10 @@ pub enum Domain {
     Gap,
     /// lo ≤ x ≤ hi (unsigned).
     Range(u64, u64),
+    /// −2^{b−1} ≤ signed x < 2^{b−1} (a declared range, e.g. a truncation's output).
+    Signed(u32),
+    /// 0 ≤ x < 2^b.
+    Unsigned(u32),
 }
 
 impl Domain {
@@ -55,6 +59,8 @@ impl Domain {
             Domain::NonNeg => s >= 0,
             Domain::Gap => s.unsigned_abs() < 1u64 << (n - 2),
             Domain::Range(lo, hi) => (lo..=hi).contains(&x),
+            Domain::Signed(b) => s >= -(1i64 << (b - 1)) && s < 1i64 << (b - 1),
+            Domain::Unsigned(b) => s >= 0 && s < 1i64 << b,
         }
     }
 }
@@ -72,6 +78,9 @@ pub enum Reference {
         out_scale: u32,
         /// Report the relative error too.
         relative: bool,
+        /// Output units per reported ULP: 2^ulp_bits (a gate whose output stays at a finer
+        /// scale for its consumer's truncation is still judged in ULPs of scale f).
+        ulp_bits: u32,
     },
     /// An exact integer function of the ring element (the result as a ring element).
     Exact(Arc<dyn Fn(u64) -> u64 + Send + Sync>),
@@ -209,6 +218,30 @@ pub fn exact_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
         Domain::Gap,
         vec![0],
     ));
+    let b = n - f - 1; // the range of a GapARS output by f
+    v.push(case(
+        "relu_in",
+        Arc::new(move |g, x| gates::relu_in(g, x, b + 1)),
+        exact(move |x| w.from_signed(w.to_signed(x).max(0))),
+        Domain::Signed(b + 1),
+        vec![0, 1u64 << b, (1u64 << b).wrapping_neg() & nm],
+    ));
+    v.push(case(
+        "max_in",
+        Arc::new(move |g, x| {
+            let len = g.shape(x)[0];
+            let m = g.reshape(x, &[len / 2, 2])?;
+            let r = gates::max_last_in(g, m, b)?;
+            Ok(g.reshape(r, &[len / 2])?)
+        }),
+        Reference::MaxPairs,
+        Domain::Signed(b),
+        vec![
+            0,
+            (1u64 << (b - 1)) - 1,
+            (1u64 << (b - 1)).wrapping_neg() & nm,
+        ],
+    ));
     v.push(case(
         "relu_ars",
         Arc::new(move |g, x| gates::relu_ars(g, x, f)),
@@ -242,6 +275,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
                 in_scale: f,
                 out_scale: f,
                 relative: false,
+                ulp_bits: 0,
             },
             domain: if kind.one_sided() {
                 Domain::NonNeg
@@ -250,6 +284,65 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
             },
             boundaries: sp.boundaries.clone(),
             window: Some(window),
+            pieces: sp.pieces(),
+        });
+    }
+    for kind in Smooth::ALL {
+        // Declared range: a GapARS output by f (two-sided), or a difference of two (nExp).
+        let bits = if kind.one_sided() { n - f } else { n - f - 1 };
+        let sp = gates::smooth_specs_in(kind, n, f, bits, Prefer::Keys)?;
+        let a = 1u64 << (kind.window_log2() + f);
+        let window = if kind.one_sided() {
+            (0, a)
+        } else {
+            ((2 * a).wrapping_neg() & nm, 4 * a)
+        };
+        v.push(GateCase {
+            name: format!("{}_in", kind.name()),
+            build: Arc::new(move |g, x| gates::smooth_in(g, x, kind, bits, Prefer::Keys)),
+            reference: Reference::Real {
+                f: kind.func(),
+                in_scale: f,
+                out_scale: f,
+                relative: false,
+                ulp_bits: 0,
+            },
+            domain: if kind.one_sided() {
+                Domain::Unsigned(bits)
+            } else {
+                Domain::Signed(bits)
+            },
+            boundaries: sp.boundaries.clone(),
+            window: Some(window),
+            pieces: sp.pieces(),
+        });
+    }
+    // Folded GeLU (output at f + t for a consumer that truncates), where the ring has
+    // room for a 2f + t matmul output of magnitude 2^8.
+    let max_t = (n - 2).saturating_sub(2 * f + 8).min(16);
+    for kind in [Smooth::Gelu] {
+        let bits = n - f - 1;
+        let sp = gates::smooth_specs_in_folded(kind, n, f, bits, max_t, Prefer::Keys)?;
+        if sp.out_extra == 0 {
+            continue;
+        }
+        let a = 1u64 << (kind.window_log2() + f);
+        v.push(GateCase {
+            name: format!("{}_in_fold", kind.name()),
+            build: Arc::new(move |g, x| {
+                Ok(gates::smooth_in_folded(g, x, kind, bits, max_t, Prefer::Keys)?.0)
+            }),
+            reference: Reference::Real {
+                f: kind.func(),
+                in_scale: f,
+                out_scale: f + sp.out_extra,
+                relative: false,
+                ulp_bits: sp.out_extra,
+            },
+            // The output x·2^t on the positive tail must fit the ring: |x| < 2^{n−1−t}.
+            domain: Domain::Signed(bits.min(n - sp.out_extra)),
+            boundaries: sp.boundaries.clone(),
+            window: Some(((2 * a).wrapping_neg() & nm, 4 * a)),
             pieces: sp.pieces(),
         });
     }
@@ -263,6 +356,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
                 in_scale: 2 * f,
                 out_scale: f,
                 relative: false,
+                ulp_bits: 0,
             },
             domain: Domain::Whole,
             boundaries: sp.boundaries.clone(),
@@ -284,6 +378,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
             in_scale: f,
             out_scale: rs.out_scale,
             relative: true,
+            ulp_bits: 0,
         },
         domain: Domain::Range(1 << f, RECIP_LEN << f),
         boundaries: rs.boundaries.clone(),
@@ -300,6 +395,7 @@ pub fn approx_cases(n: u32, f: u32) -> Result<Vec<GateCase>> {
             in_scale: f_in,
             out_scale: sq.out_scale,
             relative: true,
+            ulp_bits: 0,
         },
         domain: Domain::Range(lo, hi),
         boundaries: sq.boundaries.clone(),
@@ -328,6 +424,8 @@ fn random_in(d: Domain, n: u32, rng: &mut Csprng) -> u64 {
         Domain::Whole => rng.next_u64() & nm,
         Domain::NonNeg => rng.next_u64() & (nm >> 1),
         Domain::Gap => (rng.next_u64() & (nm >> 1)).wrapping_sub(1 << (n - 2)) & nm,
+        Domain::Signed(b) => (rng.next_u64() & mask(b)).wrapping_sub(1 << (b - 1)) & nm,
+        Domain::Unsigned(b) => rng.next_u64() & mask(b),
         Domain::Range(lo, hi) => {
             if rng.bit() {
                 lo + rng.below(hi - lo + 1)
@@ -442,6 +540,7 @@ pub fn errors(case: &GateCase, n: u32, f: u32, xs: &[u64]) -> Result<ErrStats> {
                 in_scale,
                 out_scale,
                 relative,
+                ulp_bits,
             } => {
                 let inv = (-(*in_scale as f64)).exp2();
                 let os = (*out_scale as f64).exp2();
@@ -449,7 +548,7 @@ pub fn errors(case: &GateCase, n: u32, f: u32, xs: &[u64]) -> Result<ErrStats> {
                     let xr = w.to_signed(x) as f64 * inv;
                     let want = rf(xr) * os;
                     let got = w.to_signed(yv) as f64;
-                    let e = (got - want).abs();
+                    let e = (got - want).abs() / (*ulp_bits as f64).exp2();
                     if e > st.max_ulp {
                         st.max_ulp = e;
                         st.worst_input = x;

@@ -241,6 +241,222 @@ impl HalvesSpec {
     }
 }
 
+/// Technique (c) with the intervals read off the **high part** of a view: the cuts compare
+/// h = ⌊x_u / 2^s⌋ (x_u = (x + offset) mod 2^K) and the polynomials are in the full-ring
+/// variable x_f = (x + offset) mod 2^M. Its protocol uses one DCF on K − s bits only: it sees
+/// h' = (h + c) mod 2^{K−s}, where c = 1{ŷ_L < ρ_L} ∈ {0, 1} is the borrow of the low s bits,
+/// a bit that depends on the mask. So the interval holding x is certain except in a zone of
+/// 2^s inputs just below each cut (x_u ∈ [(a − 1)·2^s, a·2^s) for cut a), where it is the
+/// interval above or the one below depending on the mask. A gate built from this component
+/// must give the same final output either way (the smooth activations make their fine part
+/// equal to the tail on those zones, checked when the gate is built); [`HighSpec::eval_into`]
+/// is the c = 0 choice, [`HighSpec::eval_with_carry`] either.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HighSpec {
+    /// The view x_u (K = `view.bits`).
+    pub view: View,
+    /// Low bits s dropped before the comparisons (1 ≤ s ≤ K − 1).
+    pub shift: u32,
+    /// Output ring bits M.
+    pub ring: u32,
+    /// Interior cuts 0 < a_1 < … < a_{m−1} < 2^{K−s} on h.
+    pub cuts: Vec<u64>,
+    /// Degree d.
+    pub degree: usize,
+    /// Outputs q.
+    pub outputs: usize,
+    /// Per interval, the centre e_i of u = x_f − e_i (mod 2^M).
+    pub centers: Vec<u64>,
+    /// Coefficients, `coeffs[(i·q + o)·(d+1) + j]`, in Z_{2^M}.
+    pub coeffs: Vec<u64>,
+}
+
+impl HighSpec {
+    /// Intervals m = cuts + 1.
+    pub fn intervals(&self) -> usize {
+        self.cuts.len() + 1
+    }
+
+    /// Bits of the comparisons: K − s.
+    pub fn high_bits(&self) -> u32 {
+        self.view.bits - self.shift
+    }
+
+    /// Check the invariants against ring width n.
+    pub fn validate(&self, n: u32) -> Result<()> {
+        self.view.check(n, "high")?;
+        if self.shift == 0 || self.shift >= self.view.bits {
+            return spec_err(format!(
+                "high: shift {} outside 1..{}",
+                self.shift, self.view.bits
+            ));
+        }
+        let as_poly = PolySpec {
+            view: View {
+                offset: 0,
+                bits: self.high_bits(),
+            },
+            ring: self.ring,
+            cuts: self.cuts.clone(),
+            degree: self.degree,
+            outputs: self.outputs,
+            centers: self.centers.clone(),
+            coeffs: self.coeffs.clone(),
+        };
+        as_poly.validate(n).map_err(|e| match e {
+            crate::error::CompilerError::Spec(m) => {
+                crate::error::CompilerError::Spec(m.replacen("poly", "high", 1))
+            }
+            other => other,
+        })
+    }
+
+    /// Outputs (mod 2^M) at x with the mask's borrow bit `carry` (0 or 1).
+    pub fn eval_with_carry(&self, x: u64, carry: u64, out: &mut [u64]) {
+        let h = (self.view.of(x) >> self.shift).wrapping_add(carry) & mask(self.high_bits());
+        let i = self.cuts.partition_point(|&a| a <= h);
+        let rm = mask(self.ring);
+        let u = x
+            .wrapping_add(self.view.offset)
+            .wrapping_sub(self.centers[i])
+            & rm;
+        let p = self.degree + 1;
+        for (o, slot) in out.iter_mut().enumerate().take(self.outputs) {
+            let c = &self.coeffs[(i * self.outputs + o) * p..(i * self.outputs + o + 1) * p];
+            let mut acc = 0u64;
+            for &cj in c.iter().rev() {
+                acc = acc.wrapping_mul(u).wrapping_add(cj);
+            }
+            *slot = acc & rm;
+        }
+    }
+
+    /// Outputs at x for the borrow c = 0 (the gate's plain semantics; see the type's notes).
+    pub fn eval_into(&self, x: u64, out: &mut [u64]) {
+        self.eval_with_carry(x, 0, out)
+    }
+}
+
+/// Two halves of a **K-bit** view x_u = (x + c) mod 2^K split at 2^{K−1}, affine in the
+/// full-ring variable x_f = (x + c) mod 2^M on each (ReLU and max on values known to lie in
+/// K − 1 signed bits). One (K − 1)-bit DCF. With K = n this is [`HalvesSpec`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignSpec {
+    /// Offset c.
+    pub offset: u64,
+    /// View width K (2 ≤ K ≤ n).
+    pub bits: u32,
+    /// Output ring bits M ≤ n.
+    pub ring: u32,
+    /// Per output: (slope, intercept) on the lower half x_u < 2^{K−1}.
+    pub lo: Vec<(u64, u64)>,
+    /// Per output: (slope, intercept) on the upper half.
+    pub hi: Vec<(u64, u64)>,
+}
+
+impl SignSpec {
+    /// Outputs q.
+    pub fn outputs(&self) -> usize {
+        self.lo.len()
+    }
+
+    /// Whether any slope is non-zero.
+    pub fn has_slope(&self) -> bool {
+        self.lo.iter().chain(&self.hi).any(|&(a, _)| a != 0)
+    }
+
+    /// Check the invariants against ring width n.
+    pub fn validate(&self, n: u32) -> Result<()> {
+        if self.bits < 2 || self.bits > n {
+            return spec_err(format!("sign: view width {} outside 2..={n}", self.bits));
+        }
+        HalvesSpec {
+            offset: self.offset,
+            ring: self.ring,
+            lo: self.lo.clone(),
+            hi: self.hi.clone(),
+        }
+        .validate(n)
+        .map_err(|e| match e {
+            crate::error::CompilerError::Spec(m) => {
+                crate::error::CompilerError::Spec(m.replacen("halves", "sign", 1))
+            }
+            other => other,
+        })
+    }
+
+    /// Exact outputs (mod 2^M) at x.
+    pub fn eval_into(&self, x: u64, out: &mut [u64]) {
+        let xu = x.wrapping_add(self.offset) & mask(self.bits);
+        let xf = x.wrapping_add(self.offset);
+        let top = (xu >> (self.bits - 1)) & 1 == 1;
+        let rm = mask(self.ring);
+        let coef = if top { &self.hi } else { &self.lo };
+        for (slot, &(a, b)) in out.iter_mut().zip(coef) {
+            *slot = a.wrapping_mul(xf).wrapping_add(b) & rm;
+        }
+    }
+}
+
+/// A Boolean function of the high part h = ⌊x_u/2^s⌋ of a view (as [`HighSpec`], with the
+/// same mask-dependent zones below each cut), piecewise constant over the intervals of the
+/// cuts, returned as **XOR shares** (each party's share is 0 or 1, read as a ring element):
+/// the two shares add up to the bit only modulo 2. A gate uses it where only the least
+/// significant bit of the sum is read — the LSB selector of a [`FloorSpec`] whose other bits
+/// come from a value multiplied by 4, so the carry 2·(share₀·share₁) lands on a bit that the
+/// floor discards. One DPF comparison key on K − s bits (1-bit leaves: K − s − 7 levels).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitSpec {
+    /// The view x_u.
+    pub view: View,
+    /// Low bits s dropped before the comparisons (1 ≤ s ≤ K − 1).
+    pub shift: u32,
+    /// Interior cuts on h, strictly increasing in (0, 2^{K−s}).
+    pub cuts: Vec<u64>,
+    /// The bit on each interval (cuts + 1 entries).
+    pub bits: Vec<bool>,
+}
+
+impl BitSpec {
+    /// Bits of the comparisons: K − s.
+    pub fn high_bits(&self) -> u32 {
+        self.view.bits - self.shift
+    }
+
+    /// Check the invariants against ring width n.
+    pub fn validate(&self, n: u32) -> Result<()> {
+        self.view.check(n, "bit")?;
+        if self.shift == 0 || self.shift >= self.view.bits {
+            return spec_err(format!(
+                "bit: shift {} outside 1..{}",
+                self.shift, self.view.bits
+            ));
+        }
+        let hm = mask(self.high_bits());
+        let mut prev = 0u64;
+        for &a in &self.cuts {
+            if a <= prev || a > hm {
+                return spec_err("bit: cuts must increase strictly inside (0, 2^{K−s})");
+            }
+            prev = a;
+        }
+        if self.bits.len() != self.cuts.len() + 1 {
+            return spec_err(format!(
+                "bit: {} interval bits for {} cuts",
+                self.bits.len(),
+                self.cuts.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bit at x with the mask's borrow `carry` (as [`HighSpec::eval_with_carry`]).
+    pub fn eval_with_carry(&self, x: u64, carry: u64) -> u64 {
+        let h = (self.view.of(x) >> self.shift).wrapping_add(carry) & mask(self.high_bits());
+        self.bits[self.cuts.partition_point(|&a| a <= h)] as u64
+    }
+}
+
 /// How the floor's wrap bit `1{ŷ < ρ}` is obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wrap {
@@ -324,6 +540,12 @@ pub enum Component {
     Halves(HalvesSpec),
     /// Floor with optional LSB selector.
     Floor(FloorSpec),
+    /// Technique (c) on the high part of a view (mask-dependent zones).
+    High(HighSpec),
+    /// Affine halves of a reduced-width view.
+    Sign(SignSpec),
+    /// A Boolean of a view's high part, XOR-shared (valid mod 2 only).
+    Bit(BitSpec),
 }
 
 impl Component {
@@ -333,6 +555,9 @@ impl Component {
             Component::Poly(p) => p.outputs,
             Component::Halves(h) => h.outputs(),
             Component::Floor(f) => f.outputs(),
+            Component::High(h) => h.outputs,
+            Component::Sign(h) => h.outputs(),
+            Component::Bit(_) => 1,
         }
     }
 
@@ -345,6 +570,9 @@ impl Component {
                 Wrap::Drop => f.view.bits - f.shift,
                 _ => n,
             },
+            Component::High(h) => h.ring,
+            Component::Sign(h) => h.ring,
+            Component::Bit(_) => 1,
         }
     }
 
@@ -354,6 +582,9 @@ impl Component {
             Component::Poly(p) => p.validate(n),
             Component::Halves(h) => h.validate(n),
             Component::Floor(f) => f.validate(n),
+            Component::High(h) => h.validate(n),
+            Component::Sign(h) => h.validate(n),
+            Component::Bit(b) => b.validate(n),
         }
     }
 
@@ -363,6 +594,9 @@ impl Component {
             Component::Poly(p) => p.eval_into(x, out),
             Component::Halves(h) => h.eval_into(n, x, out),
             Component::Floor(f) => f.eval_into(n, x, out),
+            Component::High(h) => h.eval_into(x, out),
+            Component::Sign(h) => h.eval_into(x, out),
+            Component::Bit(b) => out[0] = b.eval_with_carry(x, 0),
         }
     }
 
@@ -381,6 +615,12 @@ impl Component {
                         Wrap::Dcf => aes_per_eval(f.view.bits, n, p),
                         Wrap::Free | Wrap::Drop => 0,
                     }
+            }
+            Component::High(h) => h.intervals() * aes_per_eval(h.high_bits(), h.ring, h.degree + 1),
+            Component::Sign(h) => aes_per_eval(h.bits - 1, h.ring, 1 + h.has_slope() as usize),
+            // One DPF walk (depth K − s − 7, one AES per level) plus one leaf call per point.
+            Component::Bit(b) => {
+                (b.cuts.len() + 1) * (suf_fss::dpf::depth(b.high_bits()) as usize + 1)
             }
         }
     }

@@ -5,7 +5,8 @@
 use suf_backend::CpuBackend;
 use suf_compiler::spec::mask;
 use suf_compiler::{
-    run_with_masks, Component, FloorSpec, GateSpec, HalvesSpec, Part, PolySpec, View, Wrap,
+    run_with_masks, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, Part, PolySpec,
+    SignSpec, View, Wrap,
 };
 use suf_core::prg::Csprng;
 
@@ -170,6 +171,144 @@ fn floor_free_wrap_under_its_guarantee() {
                 }
                 let (out, _) = run_with_masks(&spec, n, &xs, &rs, &be, &mut rng).unwrap();
                 assert_eq!(out, spec.eval_batch(n, &xs));
+            }
+        }
+    }
+}
+
+#[test]
+fn sign_reduced_view_exhaustive_small() {
+    // Every (x, r) at n ≤ 7, views K ≤ n, slopes on the full-ring variable.
+    let mut rng = Csprng::for_tests(6);
+    for n in [4u32, 6, 7] {
+        for k in [2, 3, n - 1, n] {
+            for ring in [n, n - 1] {
+                for slope in [false, true] {
+                    let rm = mask(ring);
+                    let mut r = |s: bool| if s { rng.next_u64() & rm } else { 0 };
+                    let h = SignSpec {
+                        offset: r(true) & mask(n),
+                        bits: k,
+                        ring,
+                        lo: vec![(r(slope), r(true)), (r(slope), r(true))],
+                        hi: vec![(r(slope), r(true)), (r(slope), r(true))],
+                    };
+                    check(&gate(Component::Sign(h)), n, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+/// The high-part component equals its plain semantics with the mask's borrow bit
+/// c = 1{(x_u mod 2^s) + (r mod 2^s) ≥ 2^s}, for every (x, r) at n ≤ 7; and away from the
+/// zones below each cut, with c = 0 as well.
+#[test]
+fn high_part_exhaustive_small() {
+    let be = CpuBackend::new();
+    let mut rng = Csprng::for_tests(7);
+    for n in [5u32, 6, 7] {
+        for k in [3, n - 1, n] {
+            for sh in [1, 2, k - 2] {
+                if sh == 0 || sh >= k - 1 {
+                    continue;
+                }
+                for (d, ring) in [(0usize, n), (1, n), (2, n - 1)] {
+                    let hb = k - sh;
+                    let mut cuts: Vec<u64> =
+                        (0..3).map(|_| 1 + rng.next_u64() % mask(hb)).collect();
+                    cuts.sort();
+                    cuts.dedup();
+                    let m = cuts.len() + 1;
+                    let rm = mask(ring);
+                    let hs = HighSpec {
+                        view: View {
+                            offset: rng.next_u64() & mask(n),
+                            bits: k,
+                        },
+                        shift: sh,
+                        ring,
+                        cuts,
+                        degree: d,
+                        outputs: 2,
+                        centers: (0..m).map(|_| rng.next_u64() & rm).collect(),
+                        coeffs: (0..m * 2 * (d + 1)).map(|_| rng.next_u64() & rm).collect(),
+                    };
+                    let spec = gate(Component::High(hs.clone()));
+                    let nn = 1u64 << n;
+                    let (xs, rs): (Vec<u64>, Vec<u64>) =
+                        (0..nn * nn).map(|i| (i % nn, i / nn)).unzip();
+                    let (out, _) = run_with_masks(&spec, n, &xs, &rs, &be, &mut rng).unwrap();
+                    let cnt = xs.len();
+                    let mut ambiguous = 0;
+                    for e in 0..cnt {
+                        let (x, r) = (xs[e], rs[e]);
+                        let lo = (x.wrapping_add(hs.view.offset) & mask(sh)) + (r & mask(sh));
+                        let c = (lo >> sh) & 1;
+                        let mut want = [0u64; 2];
+                        hs.eval_with_carry(x, c, &mut want);
+                        let mut plain = [0u64; 2];
+                        hs.eval_into(x, &mut plain);
+                        ambiguous += (want != plain) as usize;
+                        for o in 0..2 {
+                            assert_eq!(
+                                out[o * cnt + e] & rm,
+                                want[o],
+                                "x = {x}, r = {r}, c = {c}, spec {hs:?}"
+                            );
+                        }
+                    }
+                    assert!(ambiguous < cnt / 2);
+                }
+            }
+        }
+    }
+}
+
+/// The XOR-shared high-part Boolean: the two shares add up to the bit (with the mask's
+/// borrow) modulo 2, for every (x, r) at n ≤ 7 and for DPF depths above 0 at n = 12.
+#[test]
+fn bit_exhaustive_small_and_deep() {
+    let be = CpuBackend::new();
+    let mut rng = Csprng::for_tests(8);
+    for (n, full) in [(5u32, true), (7, true), (12, false), (14, false)] {
+        for k in [3, n - 1, n] {
+            for sh in [1, 2] {
+                if sh >= k {
+                    continue;
+                }
+                let hb = k - sh;
+                let mut cuts: Vec<u64> = (0..3).map(|_| 1 + rng.next_u64() % mask(hb)).collect();
+                cuts.sort();
+                cuts.dedup();
+                let bits: Vec<bool> = (0..=cuts.len()).map(|_| rng.bit()).collect();
+                let bs = BitSpec {
+                    view: View {
+                        offset: rng.next_u64() & mask(n),
+                        bits: k,
+                    },
+                    shift: sh,
+                    cuts,
+                    bits,
+                };
+                let spec = gate(Component::Bit(bs.clone()));
+                let nn = 1u64 << n;
+                let (xs, rs): (Vec<u64>, Vec<u64>) = if full {
+                    (0..nn * nn).map(|i| (i % nn, i / nn)).unzip()
+                } else {
+                    (0..nn).map(|x| (x, rng.next_u64() & mask(n))).unzip()
+                };
+                let (out, _) = run_with_masks(&spec, n, &xs, &rs, &be, &mut rng).unwrap();
+                for e in 0..xs.len() {
+                    let (x, r) = (xs[e], rs[e]);
+                    let lo = (x.wrapping_add(bs.view.offset) & mask(sh)) + (r & mask(sh));
+                    let c = (lo >> sh) & 1;
+                    assert_eq!(
+                        out[e] & 1,
+                        bs.eval_with_carry(x, c),
+                        "x = {x}, r = {r}, {bs:?}"
+                    );
+                }
             }
         }
     }

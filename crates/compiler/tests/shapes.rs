@@ -15,6 +15,8 @@ fn input_sets(case: &GateCase, n: u32, len: usize, rng: &mut Csprng) -> Vec<Vec<
         Domain::NonNeg => (0, w.half() - 1),
         Domain::Gap => (w.from_signed(-(1i64 << (n - 2)) + 1), (1 << (n - 2)) - 1),
         Domain::Range(lo, hi) => (lo, hi),
+        Domain::Signed(b) => (w.from_signed(-(1i64 << (b - 1))), (1 << (b - 1)) - 1),
+        Domain::Unsigned(b) => (0, (1 << b) - 1),
     };
     let rand: Vec<u64> = (0..len)
         .map(|_| loop {
@@ -22,8 +24,13 @@ fn input_sets(case: &GateCase, n: u32, len: usize, rng: &mut Csprng) -> Vec<Vec<
             if case.domain.contains(n, x) {
                 break x;
             }
-            if let Domain::Range(a, b) = case.domain {
-                break a + rng.below(b - a + 1);
+            match case.domain {
+                Domain::Range(a, b) => break a + rng.below(b - a + 1),
+                Domain::Signed(b) => {
+                    break w.from_signed(rng.below(1 << b) as i64 - (1i64 << (b - 1)))
+                }
+                Domain::Unsigned(b) => break rng.below(1 << b),
+                _ => {}
             }
         })
         .collect();

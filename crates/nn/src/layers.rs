@@ -88,6 +88,22 @@ pub fn linear(
     out: usize,
     transposed: bool,
 ) -> Result<T> {
+    linear_from(g, ctx, name, x, 0, w, b, out, transposed)
+}
+
+/// [`linear`] of an input x at scale f + `x_extra` (a producer that left its output finer
+/// for this truncation): the result is still at scale f, one truncation by f + x_extra.
+pub fn linear_from(
+    g: &mut Builder,
+    ctx: &mut Ctx,
+    name: &str,
+    x: T,
+    x_extra: u32,
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: usize,
+    transposed: bool,
+) -> Result<T> {
     let (rows, k) = dims(g, x);
     if w.len() != k * out || b.is_some_and(|b| b.len() != out) {
         return Err(NnError::Config(format!(
@@ -111,7 +127,7 @@ pub fn linear(
         Mode::Public => {
             let wq = ctx.enc(&wk)?;
             let y = g.matmul_pub(x, Arc::new(wq), k, out)?;
-            let y = gates::ars(g, y, f)?;
+            let y = gates::ars(g, y, f + x_extra)?;
             match b {
                 Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
                 None => y,
@@ -123,7 +139,7 @@ pub fn linear(
                 Some(b) => {
                     let one = g.slice_cols(x, 0, 1)?;
                     let zero = g.mul_const(one, 0)?;
-                    let ones = g.add_const(zero, 1u64 << f)?;
+                    let ones = g.add_const(zero, 1u64 << (f + x_extra))?;
                     let xa = g.concat_cols(&[x, ones])?;
                     let mut wq = ctx.enc(&wk)?;
                     wq.extend(ctx.enc(b)?);
@@ -135,7 +151,7 @@ pub fn linear(
             g.private_weight(&wname, kk, out)?;
             ctx.private.insert(wname.clone(), std::mem::take(&mut wq));
             let y = g.matmul_privw(xin, &wname)?;
-            gates::ars(g, y, f)?
+            gates::ars(g, y, f + x_extra)?
         }
     };
     let _ = rows;
@@ -239,10 +255,14 @@ fn normalize(
     // 1/√(Σ xc² + d·eps) with relative precision; √d joins γ below.
     let lo = ctx.enc_scaled(eps * d as f64, 2 * fs)?.max(1);
     let hi = 1u64 << (n - 4);
-    let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi)?;
-    // |xc·rs| ≤ 1 at scale f + s_rs: keep e extra bits after the shift.
+    // |xc·rs| ≤ 1 at scale f + s_rs: s_rs ≤ n − 3 − f. rs ≥ 2^{−act_bits}/√d keeps 10
+    // significant bits at scale act_bits + log2 √d + 10 (its own error is 0.3 %): every bit
+    // of scale above costs the two truncations below a DCF level per element.
+    let s_need = 10 + ctx.act_bits + log_d.div_ceil(2);
+    let s_max = n.saturating_sub(3 + f).min(s_need);
+    let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi, s_max)?;
+    // Keep e extra bits after the first shift.
     let e = 8u32.min(n.saturating_sub(2 * f + 4));
-    let s_max = n.saturating_sub(3 + f);
     let (rs, s_rs) = if s_rs > s_max {
         (gates::ars(g, rs, s_rs - s_max)?, s_max)
     } else {
@@ -267,20 +287,35 @@ fn normalize(
 
 /// Softmax over the last axis of `[r, c]` scores at scale f. `bias` (public, scale f, `[r, c]`)
 /// is added first (causal masks put a large negative value there, so masked entries get
-/// exactly 0 after nExp).
-pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>) -> Result<T> {
+/// exactly 0 after nExp). `bits`: the scores plus bias lie in [−2^{bits−1}, 2^{bits−1})
+/// (declared; the max tree and nExp compare only those bits).
+pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>, bits: u32) -> Result<T> {
+    let (e, inv, s_inv) = softmax_parts(g, ctx, x, bias, bits)?;
+    let p = g.row_mul(e, inv)?;
+    gates::ars(g, p, s_inv)
+}
+
+/// The unnormalised softmax: e = nExp(max − x) at scale f (`[r, c]`) and 1/Σe (`[r, 1]`) at
+/// the returned scale, for a consumer that normalises later (after e·V, which has fewer
+/// columns than e when the head dimension is below the row length).
+pub fn softmax_parts(
+    g: &mut Builder,
+    ctx: &Ctx,
+    x: T,
+    bias: Option<Vec<u64>>,
+    bits: u32,
+) -> Result<(T, T, u32)> {
     let (_, c) = dims(g, x);
     let x = match bias {
         Some(b) => g.add_pub(x, Arc::new(b))?,
         None => x,
     };
-    let m = gates::row_max(g, x)?;
+    let m = gates::row_max(g, x, bits)?;
     let mb = broadcast_col(g, m, c)?;
-    let d = g.sub(mb, x)?; // ≥ 0
-    let e = gates::nexp(g, d)?;
+    let d = g.sub(mb, x)?; // ∈ [0, 2^bits)
+    let e = gates::nexp(g, d, bits)?;
     let s = g.sum_last(e)?;
     let (inv, s_inv) = gates::reciprocal(g, s, c)?;
-    let p = g.row_mul(e, inv)?;
     let _ = ctx;
-    gates::ars(g, p, s_inv)
+    Ok((e, inv, s_inv))
 }

@@ -17,7 +17,7 @@ use suf_runtime::ir::{Builder, Program, T};
 use suf_runtime::plain::PlainWeights;
 
 use crate::gates;
-use crate::layers::{layernorm, linear, rmsnorm, softmax, Ctx, Mode};
+use crate::layers::{layernorm, linear, linear_from, rmsnorm, softmax, softmax_parts, Ctx, Mode};
 use crate::{NnError, Result};
 
 /// A built model: the program and the model owner's private weights (empty in public mode).
@@ -91,8 +91,10 @@ pub fn build_batch(
         }
         _ => None,
     };
+    let a_bits = attention_bits(cfg, fp, &rel);
     let causal_bias = if cfg.causal() {
-        let big = fp.width.from_signed(-(1i64 << (fp.width.bits() - 4)));
+        // Masked scores sit 2^{a+2} below: nExp of them is exactly 0 (d > 2^{a+1} ≥ 16).
+        let big = fp.width.from_signed(-(1i64 << (a_bits.0 + 2)));
         Some(
             (0..seq * seq)
                 .map(|i| if i % seq > i / seq { big } else { 0 })
@@ -114,6 +116,7 @@ pub fn build_batch(
             batch,
             &rel,
             &causal_bias,
+            a_bits.1,
         )?;
     }
     let out = if cfg.family.is_encoder() {
@@ -157,6 +160,7 @@ fn block(
     batch: usize,
     rel: &Option<Vec<Vec<u64>>>,
     causal: &Option<Vec<u64>>,
+    sm_bits: u32,
 ) -> Result<T> {
     let post = cfg.post_norm();
     g.layer(&format!("block{l}.attention"));
@@ -165,11 +169,16 @@ fn block(
     } else {
         norm(g, ctx, cfg, h, &b.norm1)?
     };
-    let q = lin(g, ctx, &format!("b{l}.q"), a_in, &b.q)?;
-    let k = lin(g, ctx, &format!("b{l}.k"), a_in, &b.k)?;
-    let v = lin(g, ctx, &format!("b{l}.v"), a_in, &b.v)?;
+    // Q, K and V as one linear: one opening of the input (one masked-weight product in
+    // private mode) instead of three; the same truncations, in one batch.
+    let (dq, dk, dv) = (b.q.d_out, b.k.d_out, b.v.d_out);
+    let fused = fuse_linears(&[&b.q, &b.k, &b.v]);
+    let qkv = lin(g, ctx, &format!("b{l}.qkv"), a_in, &fused)?;
+    let q = g.slice_cols(qkv, 0, dq)?;
+    let k = g.slice_cols(qkv, dq, dq + dk)?;
+    let v = g.slice_cols(qkv, dq + dk, dq + dk + dv)?;
     let att = if batch == 1 {
-        attention(g, ctx, cfg, q, k, v, seq, rel, causal)?
+        attention(g, ctx, cfg, q, k, v, seq, rel, causal, sm_bits)?
     } else {
         let mut parts = Vec::with_capacity(batch);
         for bi in 0..batch {
@@ -179,7 +188,9 @@ fn block(
                 rows(g, k, s0, s1)?,
                 rows(g, v, s0, s1)?,
             );
-            parts.push(attention(g, ctx, cfg, qb, kb, vb, seq, rel, causal)?);
+            parts.push(attention(
+                g, ctx, cfg, qb, kb, vb, seq, rel, causal, sm_bits,
+            )?);
         }
         stack_rows(g, &parts)?
     };
@@ -197,20 +208,43 @@ fn block(
         norm(g, ctx, cfg, h, &b.norm2)?
     };
     let u = lin(g, ctx, &format!("b{l}.up"), f_in, &b.up)?;
+    // Linear outputs are GapARS outputs by f: a declared range the activations rely on.
+    let lb = gates::ars_bits(ctx.fp.width.bits(), ctx.fp.frac);
+    // GeLU may leave its output at scale f + t for the down projection's truncation when
+    // the ring has room for a 2f + t product of magnitude 2^act_bits (GapARS's precondition).
+    let max_t = (ctx.fp.width.bits() - 2)
+        .saturating_sub(2 * ctx.fp.frac + ctx.act_bits)
+        .min(16);
+    let mut x_extra = 0;
     let act = match &b.gate {
         Some(gate) => {
             let gt = lin(g, ctx, &format!("b{l}.gate"), f_in, gate)?;
-            let s = gates::silu(g, gt)?;
+            let s = gates::silu(g, gt, lb)?;
             let m = g.mul(s, u)?;
             gates::ars(g, m, ctx.fp.frac)?
         }
         None => match cfg.activation {
-            suf_models::Activation::GeluTanh => gates::gelu_tanh(g, u)?,
-            suf_models::Activation::Silu => gates::silu(g, u)?,
-            _ => gates::gelu(g, u)?,
+            suf_models::Activation::Silu => gates::silu(g, u, lb)?,
+            a => {
+                let tanh = a == suf_models::Activation::GeluTanh;
+                let (y, t) = gates::gelu_folded(g, u, lb, max_t, tanh)?;
+                x_extra = t;
+                y
+            }
         },
     };
-    let d = lin(g, ctx, &format!("b{l}.down"), act, &b.down)?;
+    let dn = &b.down;
+    let d = linear_from(
+        g,
+        ctx,
+        &format!("b{l}.down"),
+        act,
+        x_extra,
+        &dn.w,
+        dn.b.as_deref(),
+        dn.d_out,
+        true,
+    )?;
     let r = g.add(h, d)?;
     Ok(if post {
         norm(g, ctx, cfg, r, &b.norm2)?
@@ -230,6 +264,7 @@ pub fn attention(
     seq: usize,
     rel: &Option<Vec<Vec<u64>>>,
     causal: &Option<Vec<u64>>,
+    sm_bits: u32,
 ) -> Result<T> {
     let fp = ctx.fp;
     let f = fp.frac;
@@ -237,8 +272,14 @@ pub fn attention(
     let group = cfg.heads / cfg.kv_heads;
     let rope = cfg.family == Family::Llama;
     let inv_sqrt = ctx.enc_scaled(1.0 / (dh as f64).sqrt(), f)?;
-    // Fold 1/√d into one truncation when the ring has room for a 3f-scaled score.
+    // Fold 1/√d into one truncation when the ring has room for a 3f-scaled score, or when
+    // 1/√d is a power of two (d = 4^k).
     let fold = fp.width.bits() >= 3 * f + 16;
+    let pow4 = head_dim_pow4(dh).filter(|&k| k <= f);
+    // e·V (e ≤ 1 at scale f, a row of `seq`) at scale 2f must stay below 2^{n−2} for values
+    // up to 2^act_bits, and there must be fewer head columns than keys.
+    let lb = usize::BITS - seq.saturating_sub(1).leading_zeros();
+    let late_norm = dh < seq && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
     let mut kt = Vec::new();
     let mut vh = Vec::new();
     for j in 0..cfg.kv_heads {
@@ -260,7 +301,10 @@ pub fn attention(
             qh
         };
         let s = g.matmul(qh, kt[hh / group])?; // scale 2f
-        let s = if fold {
+        let s = if let Some(k) = pow4 {
+            // 1/√d = 2^{−k}: ⌊⌊s/2^f⌋·2^{f−k}/2^f⌋ = ⌊s/2^{f+k}⌋ (floors compose), one truncation.
+            gates::ars(g, s, f + k)?
+        } else if fold {
             let s = g.mul_const(s, inv_sqrt)?; // 3f
             gates::ars(g, s, 2 * f)?
         } else {
@@ -275,11 +319,80 @@ pub fn attention(
                 None => c.clone(),
             });
         }
-        let p = softmax(g, ctx, s, bias)?;
-        let o = g.matmul(p, vh[hh / group])?;
-        heads.push(gates::ars(g, o, f)?);
+        if late_norm {
+            // Normalise after e·V: the truncation of the [seq, seq] probabilities becomes one
+            // of the [seq, d_head] output (floor of e·V, then of its product with 1/Σe).
+            let (e, inv, s_inv) = softmax_parts(g, ctx, s, bias, sm_bits)?;
+            let o = g.matmul(e, vh[hh / group])?;
+            let o = gates::ars(g, o, f)?;
+            let o = g.row_mul(o, inv)?;
+            heads.push(gates::ars(g, o, s_inv)?);
+        } else {
+            let p = softmax(g, ctx, s, bias, sm_bits)?;
+            let o = g.matmul(p, vh[hh / group])?;
+            heads.push(gates::ars(g, o, f)?);
+        }
     }
     Ok(g.concat_cols(&heads)?)
+}
+
+/// Linears with the same input stacked along their outputs (`[out, in]` rows); a missing bias
+/// is zero when another has one.
+fn fuse_linears(ls: &[&Linear]) -> Linear {
+    let d_in = ls[0].d_in;
+    let mut w = Vec::new();
+    let mut b = Vec::new();
+    let any_bias = ls.iter().any(|l| l.b.is_some());
+    for l in ls {
+        w.extend_from_slice(&l.w);
+        match &l.b {
+            Some(v) => b.extend_from_slice(v),
+            None => b.extend(std::iter::repeat_n(0.0, l.d_out)),
+        }
+    }
+    Linear {
+        w,
+        b: any_bias.then_some(b),
+        d_in,
+        d_out: ls.iter().map(|l| l.d_out).sum(),
+    }
+}
+
+/// k with d = 4^k (1/√d = 2^{−k}), if any.
+fn head_dim_pow4(d: usize) -> Option<u32> {
+    (d.is_power_of_two() && d.trailing_zeros().is_multiple_of(2)).then_some(d.trailing_zeros() / 2)
+}
+
+/// Signed bits of the attention scores (a GapARS output) and of the scores plus public
+/// biases that softmax sees: (a, bits) with a = max(score bits, relative-bias bits); causal
+/// masks add −2^{a+2} (see [`build_batch`]).
+fn attention_bits(cfg: &ModelConfig, fp: FixedPoint, rel: &Option<Vec<Vec<u64>>>) -> (u32, u32) {
+    let n = fp.width.bits();
+    let f = fp.frac;
+    let shift = match head_dim_pow4(cfg.head_dim).filter(|&k| k <= f) {
+        Some(k) => f + k,
+        None if n >= 3 * f + 16 => 2 * f,
+        None => f,
+    };
+    let sb = gates::ars_bits(n, shift);
+    let rb = rel.as_ref().map_or(0, |r| {
+        let m = r
+            .iter()
+            .flatten()
+            .map(|&v| fp.width.to_signed(v).unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        65 - m.leading_zeros()
+    });
+    let a = sb.max(rb);
+    let bits = if cfg.causal() {
+        a + 4
+    } else if rel.is_some() {
+        a + 1
+    } else {
+        a
+    };
+    (a, bits.min(n))
 }
 
 /// Rotary embedding on one head `[seq, dh]`: x·cos + rot(x)·sin with public tables, one ARS.

@@ -31,10 +31,13 @@ fn tiny(name: &str) -> ModelConfig {
 }
 
 fn check(name: &str, mode: Mode, n: u32, link: Link) {
-    let cfg = tiny(name);
+    check_cfg(tiny(name), name, mode, n, link, &[3, 17, 5, 29, 11]);
+}
+
+fn check_cfg(cfg: ModelConfig, name: &str, mode: Mode, n: u32, link: Link, ids: &[u32]) {
     let w = Weights::synthetic(3);
     let fp = FixedPoint::new(n, 12).unwrap();
-    let ids: Vec<u32> = vec![3, 17, 5, 29, 11];
+    let ids: Vec<u32> = ids.to_vec();
     let built = build(&cfg, &w, fp, mode, ids.len(), None).unwrap();
     let mut inputs = std::collections::BTreeMap::new();
     inputs.insert("x".to_string(), client_input(&cfg, &w, fp, &ids).unwrap());
@@ -68,6 +71,18 @@ fn check(name: &str, mode: Mode, n: u32, link: Link) {
 fn bert_public_and_private() {
     check("bert-base", Mode::Public, 50, Link::Mem);
     check("bert-base", Mode::Private, 50, Link::Tcp);
+}
+
+#[test]
+fn bert_head_dim_16_single_score_truncation_and_late_normalisation() {
+    // d_head = 16 = 4²: the scores take one truncation by f + 2; 20 keys > 16 columns and the
+    // 50-bit ring has room: softmax normalises after e·V. At 37 bits only the first applies.
+    let mut cfg = tiny("bert-base");
+    cfg.hidden = 32;
+    cfg.head_dim = 16;
+    let ids: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % 40).collect();
+    check_cfg(cfg.clone(), "bert d16", Mode::Private, 50, Link::Mem, &ids);
+    check_cfg(cfg, "bert d16", Mode::Public, 37, Link::Mem, &ids);
 }
 
 #[test]
