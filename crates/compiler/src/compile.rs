@@ -583,7 +583,7 @@ fn deal_high(s: &HighSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
 fn eval_high(
     s: &HighSpec,
     party: u8,
-    parts: &[&[u8]],
+    parts: &[KeyRef<'_>],
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
@@ -592,7 +592,7 @@ fn eval_high(
     let cnt = xhat.len();
     let keys = read_dcf(parts[0], party, hb, mm, p, cnt)?;
     let rpow = if d > 0 {
-        read_shares(parts[1], party, mm, cnt * d)?
+        read_shares(parts[1].bytes, party, mm, cnt * d)?
     } else {
         Vec::new()
     };
@@ -729,7 +729,7 @@ fn deal_sign(s: &SignSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
 fn eval_sign(
     s: &SignSpec,
     party: u8,
-    parts: &[&[u8]],
+    parts: &[KeyRef<'_>],
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
@@ -739,7 +739,7 @@ fn eval_sign(
     let p = 1 + slope as usize;
     let ns = if slope { 3 } else { 1 };
     let keys = read_dcf(parts[0], party, h, s.ring, p, cnt)?;
-    let sh = read_shares(parts[1], party, s.ring, cnt * ns)?;
+    let sh = read_shares(parts[1].bytes, party, s.ring, cnt * ns)?;
     let pts: Vec<u64> = xhat
         .iter()
         .map(|&x| x.wrapping_add(s.offset) & mask(h))
@@ -799,13 +799,13 @@ fn deal_bit(s: &BitSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
 fn eval_bit(
     s: &BitSpec,
     party: u8,
-    parts: &[&[u8]],
+    parts: &[KeyRef<'_>],
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
     let hb = s.high_bits();
     let cnt = xhat.len();
-    let keys = suf_fss::dpf::DpfKeys::from_bytes(parts[0])?;
+    let keys = suf_fss::dpf::DpfKeys::from_bytes(parts[0].bytes)?;
     if keys.count() != cnt || keys.party() != party || keys.n() != hb {
         return key_err(format!(
             "DPF batch (party {}, {} bits, {} keys) does not match (party {party}, {hb}, {cnt})",
