@@ -52,16 +52,16 @@ impl Backend for Recorder {
     fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
         self.cpu.mul(w, a, b)
     }
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+    fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
         self.cpu.neg(w, a)
     }
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
         self.cpu.scale(w, a, c)
     }
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Vec<u64> {
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
         self.cpu.add_const(w, a, c)
     }
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Vec<u64> {
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
         self.cpu.reduce(w, a)
     }
     fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
