@@ -40,9 +40,11 @@ const KEY_HEADROOM: usize = 1 << 30;
 /// runs one stream at a time; the runtime detaches it when the run ends).
 const MAX_STREAMS: usize = 4;
 /// Default of [`CudaOptions::elementwise_device_min`]: elementwise calls on host operands
-/// run on the host below this many elements. Chosen by measurement on the H200 (see the
-/// crate README, "Host or device"): with the operands on the host, a device round trip never
-/// beat the host loop at any size measured, so the rule keeps them on the host.
+/// run on the host below this many elements. Chosen by measurement on the H200 (crate README,
+/// "Host or device": `add`, `mul`, `scale`, `mul_rows`, `row_sum` from 2^10 to 2^24 elements,
+/// 8 host threads): with the operands in host memory the device round trip lost at every size
+/// but one (`mul_rows` at 2^16, by 5 µs), e.g. `add` of 2^20 elements 0.26 ms on the host
+/// against 2.07 ms, so the rule keeps elementwise work on host operands on the host.
 pub const ELEMENTWISE_DEVICE_MIN: usize = usize::MAX;
 
 /// How the AES T-table is held in shared memory (both give identical results).
@@ -148,7 +150,8 @@ struct Kernels {
 ///
 /// * **GPU:** GEMM mod 2^n ([`Backend::gemm_batch`], `gemm`, `gemm_bt`), every elementwise
 ///   method (`add`, `sub`, `mul`, `neg`, `scale`, `add_const`, `reduce`, the `*_assign`
-///   forms, `add_bcast`, `mul_bcast`, `mul_rows`, `row_sum`), DPF comparison
+///   forms, `add_bcast`, `mul_bcast`, `mul_rows`, `row_sum`) from
+///   [`CudaOptions::elementwise_device_min`] elements on, DPF comparison
 ///   ([`Backend::dpf_lt_eval`]) and point evaluation ([`Backend::dpf_eq_eval`]), DCF
 ///   ([`Backend::dcf_eval`]) with one payload element of any width, or vector payloads of
 ///   p ≤ 16 elements and at most 8 value blocks per level ([`CudaBackend::dcf_supported`]).
@@ -157,8 +160,12 @@ struct Kernels {
 ///   produced on the host anyway), DCF vector payloads beyond [`CudaBackend::dcf_supported`],
 ///   GEMMs whose m exceeds 65,535 × 64 rows or whose dimensions exceed u32, calls whose
 ///   lengths are wrong (so the errors are exactly the CPU backend's), degenerate shapes (an
-///   empty operand, k = 0), and calls below the documented size threshold
-///   [`CudaOptions::cpu_below`] (0 by default: only empty calls).
+///   empty operand, k = 0), GEMMs below [`CudaOptions::cpu_below`] (0 by default: only
+///   empty calls) and elementwise calls below the measured size rule
+///   [`CudaOptions::elementwise_device_min`] (by default all of them: host operands are
+///   cheaper on the host).
+/// * **Key streams:** [`Backend::attach_keys`] keeps a party's stream resident; DCF views
+///   into it are evaluated in place ([`CudaBackend::device_dcf`]).
 /// * **Device failures** (out of device memory, a failed launch, a lost device) are returned
 ///   as [`suf_backend::BackendError::Device`] by the trait methods and as [`CudaError`] by the
 ///   inherent `try_*` / `*_device` methods. There is no silent fallback to the CPU.
