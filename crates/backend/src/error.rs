@@ -34,6 +34,17 @@ pub enum BackendError {
         /// The device's account of the failure (driver error and the step it came from).
         message: String,
     },
+    /// Environment: a party's key stream does not fit in the device memory that is free, so
+    /// it cannot be made resident ([`crate::Backend::attach_keys`]). Streaming the keys
+    /// through the device layer by layer is not implemented yet: use a larger device, fewer
+    /// layers, or the CPU backend.
+    #[error("the key stream of {bytes} bytes does not fit in device memory ({free} bytes free); streaming keys through the device is not implemented yet")]
+    KeysTooLarge {
+        /// Bytes of the stream.
+        bytes: u64,
+        /// Device bytes free when it was attached.
+        free: u64,
+    },
     /// Caller error: a resident buffer (matrix, keys) given to another backend than the
     /// instance that holds it (each device backend instance has its own stream and storage).
     #[error("{what} belongs to another backend instance")]

@@ -27,12 +27,14 @@ pub mod cpu;
 pub mod error;
 pub mod gemm;
 pub mod resident;
+pub mod stats;
 
 pub use bench::bench_gemm;
 pub use cpu::CpuBackend;
 pub use error::{BackendError, Result};
 pub use gemm::BLayout;
 pub use resident::Resident;
+pub use stats::{BackendStats, OpStats};
 pub use suf_core::BitWidth;
 pub use suf_fss::dcf::DcfKeys;
 pub use suf_fss::dpf::DpfKeys;
@@ -246,10 +248,25 @@ pub trait Backend: Send + Sync {
     /// bytes the keys borrow).
     ///
     /// # Errors
-    /// A device backend's upload failure.
+    /// A device backend's upload failure; [`BackendError::KeysTooLarge`] when the stream does
+    /// not fit in device memory (keys are not streamed through the device yet).
     fn attach_keys(&self, stream: u64, bytes: &[u8]) -> Result<()> {
         let _ = (stream, bytes);
         Ok(())
+    }
+
+    /// Release what [`Backend::attach_keys`] holds for `stream` (the run is over; the keys
+    /// are one-time). Unknown tokens are ignored; the default does nothing.
+    fn detach_keys(&self, stream: u64) {
+        let _ = stream;
+    }
+
+    /// Cumulative counters of this instance (device calls and time per operation, bytes
+    /// moved, DCF batches read in place or uploaded, key streams attached); see
+    /// [`BackendStats`]. The default (the CPU backend) reports zeros: all of its work is
+    /// host work.
+    fn stats(&self) -> BackendStats {
+        BackendStats::default()
     }
 
     /// DCF evaluation: key i at the `t` points `xs[i·t .. (i+1)·t]` (taken mod 2^n).

@@ -143,6 +143,8 @@ enum Cmd {
         /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
+        #[command(flatten)]
+        gpu: models_cmd::GpuArg,
     },
     /// Make a TLS identity per party (self-signed, DER) for pinned mutual authentication.
     Certs {
@@ -361,6 +363,8 @@ enum BenchCmd {
         /// Seconds any wait of a party process may take (--processes 2).
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        #[command(flatten)]
+        extra: models_cmd::BenchExtra,
     },
     /// (internal) One party of `suf bench model --processes 2`.
     #[command(hide = true)]
@@ -481,6 +485,7 @@ fn run(cli: Cli) -> Result<()> {
                 out,
                 processes,
                 timeout,
+                extra,
             } => {
                 let spec = models_cmd::BenchSpec {
                     model,
@@ -491,8 +496,8 @@ fn run(cli: Cli) -> Result<()> {
                     cache,
                 };
                 let v = match processes {
-                    1 => models_cmd::bench_model(&spec, backend, runs)?,
-                    2 => procs::bench_processes(&spec, backend, runs, timeout)?,
+                    1 => models_cmd::bench_model(&spec, backend, runs, &extra)?,
+                    2 => procs::bench_processes(&spec, backend, runs, timeout, &extra)?,
                     _ => bail!("--processes must be 1 (both parties in this process) or 2"),
                 };
                 emit(&v, &out)
@@ -616,12 +621,13 @@ fn run(cli: Cli) -> Result<()> {
             json,
             tls,
             backend,
+            gpu,
         } => {
             if party > 1 {
                 bail!("--party must be 0 or 1");
             }
             // The backend first: a missing GPU costs no waiting and no keys.
-            let be = models_cmd::backend(backend)?;
+            let be = models_cmd::backend_on(backend, gpu.gpu.map(|g| g.for_party(party)))?;
             let (s, fmt) = load_session(&dir)?;
             let (prog, _) = session_program(&s, fmt)?;
             let what = files::read(&dir.join("weights.masked"))?;

@@ -82,11 +82,74 @@ impl std::fmt::Display for BackendChoice {
     }
 }
 
-/// The CUDA backend for `choice`, or `None` for the CPU.
-fn open_cuda(choice: BackendChoice) -> Result<Option<suf_cuda::CudaBackend>> {
+/// `--gpu N[,M]`: the CUDA device of each party, as an ordinal among the devices the driver
+/// shows (CUDA_VISIBLE_DEVICES applies: with `CUDA_VISIBLE_DEVICES=3`, device 3 is `--gpu 0`).
+/// One ordinal puts every party on that device; two put party 0 on the first and party 1
+/// on the second.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuList(Vec<usize>);
+
+impl GpuList {
+    /// The ordinal of `party`'s device.
+    pub fn for_party(&self, party: u8) -> usize {
+        self.0[(party as usize).min(self.0.len() - 1)]
+    }
+}
+
+impl std::str::FromStr for GpuList {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let v: Vec<usize> = s
+            .split(',')
+            .map(|x| {
+                x.trim().parse::<usize>().map_err(|_| {
+                    format!("`{x}` is not a device ordinal (--gpu N, or N,M: one per party)")
+                })
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        if v.is_empty() || v.len() > 2 {
+            return Err(format!(
+                "--gpu takes one device ordinal or two (party 0's, party 1's), not {}",
+                v.len()
+            ));
+        }
+        Ok(GpuList(v))
+    }
+}
+
+impl std::fmt::Display for GpuList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s: Vec<String> = self.0.iter().map(|x| x.to_string()).collect();
+        f.write_str(&s.join(","))
+    }
+}
+
+/// Device selection shared by the commands that run parties (`bench model`, `serve`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GpuArg {
+    /// CUDA device(s): N puts every party on device N, N,M puts party 0 on device N and
+    /// party 1 on device M. Ordinals count the devices CUDA_VISIBLE_DEVICES leaves visible.
+    /// Needs --backend cuda or auto; default device 0.
+    #[arg(long, value_name = "N[,M]")]
+    pub gpu: Option<GpuList>,
+}
+
+/// The CUDA backend for `choice` on device `gpu` (0 when not given), or `None` for the CPU.
+fn open_cuda(choice: BackendChoice, gpu: Option<usize>) -> Result<Option<suf_cuda::CudaBackend>> {
+    let open = || {
+        suf_cuda::CudaBackend::with_options(suf_cuda::CudaOptions {
+            ordinal: gpu.unwrap_or(0),
+            ..Default::default()
+        })
+    };
     match choice {
-        BackendChoice::Cpu => Ok(None),
-        BackendChoice::Cuda => suf_cuda::CudaBackend::new().map(Some).map_err(|e| {
+        BackendChoice::Cpu => {
+            if let Some(g) = gpu {
+                bail!("--gpu {g} selects a CUDA device, but --backend is cpu (use --backend cuda or auto)");
+            }
+            Ok(None)
+        }
+        BackendChoice::Cuda => open().map(Some).map_err(|e| {
             anyhow::anyhow!(
                 "--backend cuda: {e} (no usable NVIDIA GPU here: use --backend cpu, or --backend auto to pick the GPU only when one is present)"
             )
@@ -96,7 +159,13 @@ fn open_cuda(choice: BackendChoice) -> Result<Option<suf_cuda::CudaBackend>> {
                 tracing::info!("--backend auto: no usable CUDA driver/NVRTC/device; using the CPU backend");
                 return Ok(None);
             }
-            match suf_cuda::CudaBackend::new() {
+            if let Some(g) = gpu {
+                // A device asked for by number must open.
+                return open()
+                    .map(Some)
+                    .map_err(|e| anyhow::anyhow!("--gpu {g}: {e}"));
+            }
+            match open() {
                 Ok(b) => {
                     tracing::info!("--backend auto: using CUDA on {}", b.device_name());
                     Ok(Some(b))
@@ -120,9 +189,9 @@ pub struct OneBackend {
     pub device: Option<String>,
 }
 
-/// One backend for `choice`.
-pub fn backend(choice: BackendChoice) -> Result<OneBackend> {
-    Ok(match open_cuda(choice)? {
+/// One backend for `choice`, on CUDA device `gpu` when given (an error with `--backend cpu`).
+pub fn backend_on(choice: BackendChoice, gpu: Option<usize>) -> Result<OneBackend> {
+    Ok(match open_cuda(choice, gpu)? {
         Some(c) => OneBackend {
             name: "cuda",
             device: Some(c.device_name().to_string()),
@@ -159,10 +228,24 @@ impl Backends {
 
 /// Backends for a two-party run in one process.
 pub fn backends(choice: BackendChoice) -> Result<Backends> {
-    Ok(match open_cuda(choice)? {
+    backends_on(choice, None)
+}
+
+/// Backends for a two-party run in one process, each party on its `--gpu` device.
+pub fn backends_on(choice: BackendChoice, gpus: Option<&GpuList>) -> Result<Backends> {
+    Ok(match open_cuda(choice, gpus.map(|g| g.for_party(0)))? {
         Some(main) => {
-            let parties: [Box<dyn Backend>; 2] =
-                [Box::new(main.sibling()?), Box::new(main.sibling()?)];
+            let other = match gpus.map(|g| g.for_party(1)) {
+                Some(o) if o != main.ordinal() => {
+                    suf_cuda::CudaBackend::with_options(suf_cuda::CudaOptions {
+                        ordinal: o,
+                        ..Default::default()
+                    })
+                    .map_err(|e| anyhow::anyhow!("--gpu (party 1 on device {o}): {e}"))?
+                }
+                _ => main.sibling()?,
+            };
+            let parties: [Box<dyn Backend>; 2] = [Box::new(main.sibling()?), Box::new(other)];
             Backends {
                 name: "cuda",
                 device: Some(main.device_name().to_string()),
@@ -444,11 +527,90 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Options of `suf bench model` beyond the program: device selection and the trace.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct BenchExtra {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub gpu: GpuArg,
+    /// Write a per-round trace (JSON lines): per run, party and round the wall, host, device
+    /// and wait-for-peer milliseconds and the bytes; with --processes 2 also every FSS batch.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// Where a party's online time went, from its report: host compute, device time and waiting
+/// for the peer (summed), per round `[round, ms, host_ms, device_ms, wait_ms]`, what the
+/// backend did (calls, time and bytes per operation; DCF batches read in place or uploaded)
+/// and the time per protocol operator summed over the layers.
+pub fn breakdown_json(rep: &suf_runtime::report::RunReport) -> Value {
+    let rounds: Vec<Value> = rep
+        .round_times
+        .iter()
+        .map(|r| json!([r.round, r.ms, r.host_ms, r.device_ms, r.wait_ms]))
+        .collect();
+    let mut by_op: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for o in &rep.ops {
+        let e = by_op.entry(o.op.clone()).or_default();
+        e.0 += o.ms;
+        e.1 += o.elements;
+    }
+    let mut ops: Vec<(String, (f64, u64))> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    json!({
+        "host_ms": rep.host_ms, "device_ms": rep.device_ms, "wait_ms": rep.wait_ms,
+        "rounds_columns": ["round", "ms", "host_ms", "device_ms", "wait_ms"],
+        "rounds": rounds,
+        "backend": serde_json::to_value(&rep.backend).unwrap_or(Value::Null),
+        "operators": ops.into_iter().map(|(op, (ms, el))| json!({"op": op, "ms": ms, "elements": el})).collect::<Vec<_>>(),
+    })
+}
+
+/// Trace lines of a party's rounds (`--trace` with both parties in one process).
+pub fn round_trace_lines(run: usize, rep: &suf_runtime::report::RunReport) -> Vec<Value> {
+    rep.round_times
+        .iter()
+        .map(|r| {
+            json!({"run": run, "party": rep.party, "round": r.round, "ms": r.ms,
+                   "host_ms": r.host_ms, "device_ms": r.device_ms, "wait_ms": r.wait_ms,
+                   "sent": r.bytes_sent, "recv": r.bytes_recv})
+        })
+        .collect()
+}
+
+/// Append JSON lines to the trace file.
+pub fn append_trace(path: &std::path::Path, lines: &[Value]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for l in lines {
+        writeln!(f, "{l}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Start a trace file empty (`--trace`), so a run's lines are its own.
+pub fn start_trace(path: &Option<PathBuf>) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// `suf bench model`: median online time of `runs` inferences after a warm-up (fresh keys each
 /// time; the dealer is excluded from the online time). Both parties in this process, each
 /// with its own backend instance.
-pub fn bench_model(spec: &BenchSpec, choice: BackendChoice, runs: usize) -> Result<Value> {
-    let be = backends(choice)?;
+pub fn bench_model(
+    spec: &BenchSpec,
+    choice: BackendChoice,
+    runs: usize,
+    extra: &BenchExtra,
+) -> Result<Value> {
+    let be = backends_on(choice, extra.gpu.gpu.as_ref())?;
+    start_trace(&extra.trace)?;
     let BenchProgram {
         m,
         fp,
@@ -477,6 +639,11 @@ pub fn bench_model(spec: &BenchSpec, choice: BackendChoice, runs: usize) -> Resu
         all_match &= r.matches_plain();
         if i > 0 {
             samples.push(r.reports[0].online_ms.max(r.reports[1].online_ms));
+            if let Some(t) = &extra.trace {
+                for rep in &r.reports {
+                    append_trace(t, &round_trace_lines(i, rep))?;
+                }
+            }
         }
         last = Some(r);
     }
@@ -504,6 +671,9 @@ pub fn bench_model(spec: &BenchSpec, choice: BackendChoice, runs: usize) -> Resu
         "build_ms": build_ms,
         "matches_plain": all_match,
         "threads": rayon::current_num_threads(),
+        "gpu": extra.gpu.gpu.as_ref().map(|g| g.to_string()),
+        "breakdown_per_party": [breakdown_json(&r.reports[0]), breakdown_json(&r.reports[1])],
+        "breakdown_note": "last run; host_ms = online less device and wait; with both parties in one process the online time includes registering the weights and attaching the keys",
         "layers": layers_json,
     }))
 }
@@ -708,4 +878,102 @@ pub fn demo(
         r.deal.key_bytes[0].max(r.deal.key_bytes[1]) as f64 / 1e6
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_lists_parse_and_pick_per_party() {
+        let one: GpuList = "1".parse().unwrap();
+        assert_eq!((one.for_party(0), one.for_party(1)), (1, 1));
+        let two: GpuList = "0, 1".parse().unwrap();
+        assert_eq!((two.for_party(0), two.for_party(1)), (0, 1));
+        assert_eq!(two.to_string(), "0,1");
+        for bad in ["", "x", "-1", "0,1,2", "0,", "1.5"] {
+            let e = bad.parse::<GpuList>().unwrap_err();
+            assert!(e.contains("--gpu") || e.contains("ordinal"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn gpu_with_the_cpu_backend_is_an_error() {
+        let e = backend_on(BackendChoice::Cpu, Some(0)).err().unwrap();
+        assert!(e.to_string().contains("--backend is cpu"), "{e}");
+        assert!(backend_on(BackendChoice::Cpu, None).is_ok());
+    }
+
+    #[test]
+    fn gpu_without_a_device_is_an_error() {
+        if suf_cuda::cuda_available() {
+            // With a GPU: an ordinal beyond the devices must not open.
+            let e = backend_on(BackendChoice::Cuda, Some(1 << 20))
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains("no CUDA device with ordinal"), "{e}");
+            return;
+        }
+        let e = backend_on(BackendChoice::Cuda, Some(1)).err().unwrap();
+        assert!(e.to_string().contains("--backend cuda"), "{e}");
+        // auto without a GPU falls back to the CPU, as without --gpu.
+        assert_eq!(
+            backend_on(BackendChoice::Auto, Some(1)).unwrap().name,
+            "cpu"
+        );
+    }
+
+    #[test]
+    fn breakdown_sums_operators_over_layers() {
+        use suf_runtime::report::{OpReport, RoundTime, RunReport};
+        let rep = RunReport {
+            host_ms: 3.0,
+            device_ms: 2.0,
+            wait_ms: 1.0,
+            round_times: vec![RoundTime {
+                round: 1,
+                ms: 6.0,
+                host_ms: 3.0,
+                device_ms: 2.0,
+                wait_ms: 1.0,
+                bytes_sent: 8,
+                bytes_recv: 8,
+            }],
+            ops: vec![
+                OpReport {
+                    layer: "l0".into(),
+                    op: "gelu".into(),
+                    ms: 1.5,
+                    elements: 10,
+                    ..Default::default()
+                },
+                OpReport {
+                    layer: "l1".into(),
+                    op: "gelu".into(),
+                    ms: 2.5,
+                    elements: 10,
+                    ..Default::default()
+                },
+                OpReport {
+                    layer: "l0".into(),
+                    op: "mul".into(),
+                    ms: 0.5,
+                    elements: 4,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let b = breakdown_json(&rep);
+        assert_eq!(b["rounds"][0], json!([1, 6.0, 3.0, 2.0, 1.0]));
+        assert_eq!(
+            b["operators"][0],
+            json!({"op": "gelu", "ms": 4.0, "elements": 20})
+        );
+        assert_eq!(b["operators"][1]["op"], "mul");
+        assert_eq!(b["host_ms"], 3.0);
+        let lines = round_trace_lines(2, &rep);
+        assert_eq!(lines[0]["run"], 2);
+        assert_eq!(lines[0]["device_ms"], 2.0);
+    }
 }

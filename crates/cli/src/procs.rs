@@ -15,14 +15,19 @@
 //!   deal keys → DIR/run<i>.p<j>.keys (0600)
 //!   share input → DIR/run<i>.input<j>
 //!   "run i" ────────────────────────────▶  key load: read the key file, prepare the run
+//!                                          (the backend makes the stream resident)
 //!                                          connect (party 0 accepts, party 1 connects)
 //!                                          online phase (the clock runs here only)
 //!         ◀──────────────────────────────  {"run": i, "online_ms": .., ..} + DIR/run<i>.output<j>
+//!                                          (+ DIR/run<i>.trace<j> with --trace)
 //!   reconstruct, compare with plain, delete the run's files
 //! ```
 //!
 //! Keys are one-time: every run has fresh keys (the one-time marker is created as usual).
 //! DIR is a private temporary directory (0700) removed at the end.
+//!
+//! `--gpu N[,M]` gives each party process its CUDA device (party 0 on N, party 1 on M); the
+//! parent resolves the list and passes each party its one ordinal.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -83,6 +88,12 @@ pub struct PartyArgs {
     /// Seconds any network wait may take.
     #[arg(long)]
     timeout: u64,
+    /// CUDA device ordinal of this party.
+    #[arg(long)]
+    gpu: Option<usize>,
+    /// Write each run's trace to DIR/run<i>.trace<party>.
+    #[arg(long)]
+    trace: bool,
 }
 
 fn key_path(dir: &Path, run: usize, party: u8) -> PathBuf {
@@ -95,6 +106,10 @@ fn input_path(dir: &Path, run: usize, party: u8) -> PathBuf {
 
 fn output_path(dir: &Path, run: usize, party: u8) -> PathBuf {
     dir.join(format!("run{run}.output{party}"))
+}
+
+fn trace_path(dir: &Path, run: usize, party: u8) -> PathBuf {
+    dir.join(format!("run{run}.trace{party}"))
 }
 
 /// Owner-only permissions (`mode` 0o600 for files, 0o700 for directories).
@@ -138,6 +153,12 @@ impl PartyProc {
         }
         if let Some(c) = &spec.cache {
             cmd.arg("--cache").arg(c);
+        }
+        if let Some(g) = a.gpu {
+            cmd.args(["--gpu", &g.to_string()]);
+        }
+        if a.trace {
+            cmd.arg("--trace");
         }
         match a.peer {
             None => cmd.args(["--listen", "127.0.0.1:0"]),
@@ -223,6 +244,8 @@ struct SpawnArgs<'a> {
     backend: BackendChoice,
     timeout: u64,
     peer: Option<&'a str>,
+    gpu: Option<usize>,
+    trace: bool,
 }
 
 fn f64_of(v: &Value, k: &str) -> f64 {
@@ -235,7 +258,14 @@ pub fn bench_processes(
     choice: BackendChoice,
     runs: usize,
     timeout: u64,
+    extra: &models_cmd::BenchExtra,
 ) -> Result<Value> {
+    if choice == BackendChoice::Cpu {
+        if let Some(g) = &extra.gpu.gpu {
+            bail!("--gpu {g} selects a CUDA device, but --backend is cpu (use --backend cuda or auto)");
+        }
+    }
+    models_cmd::start_trace(&extra.trace)?;
     let BenchProgram {
         m,
         fp,
@@ -261,19 +291,22 @@ pub fn bench_processes(
     let cpu = CpuBackend::new();
     let plain = run_plain(prog, &cpu, &x, &built.private)?;
 
-    let sa = |peer| SpawnArgs {
+    let gpus = extra.gpu.gpu.as_ref();
+    let sa = |peer, party: u8| SpawnArgs {
         dir,
         backend: choice,
         timeout,
         peer,
+        gpu: gpus.map(|g| g.for_party(party)),
+        trace: extra.trace.is_some(),
     };
-    let mut p0 = PartyProc::spawn(0, spec, seq, &sa(None))?;
+    let mut p0 = PartyProc::spawn(0, spec, seq, &sa(None, 0))?;
     let ready0 = p0.recv()?;
     let addr = ready0["addr"]
         .as_str()
         .context("party 0 did not say where it listens")?
         .to_string();
-    let mut p1 = PartyProc::spawn(1, spec, seq, &sa(Some(&addr)))?;
+    let mut p1 = PartyProc::spawn(1, spec, seq, &sa(Some(&addr), 1))?;
     let ready1 = p1.recv()?;
 
     let total = runs.max(1) + 1;
@@ -324,6 +357,21 @@ pub fn bench_processes(
             outs.push(suf_runtime::reconstruct_output(prog, k, a, b));
         }
         all_match &= outs == plain;
+        if let (Some(t), true) = (&extra.trace, i > 0) {
+            // The parties' trace lines of this timed run, tagged with the run.
+            let mut lines = Vec::new();
+            for j in 0..2u8 {
+                let text = std::fs::read_to_string(trace_path(dir, i, j))
+                    .with_context(|| format!("reading party {j}'s trace of run {i}"))?;
+                for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let mut v: Value = serde_json::from_str(l)
+                        .with_context(|| format!("party {j}'s trace line {l:?}"))?;
+                    v["run"] = json!(i);
+                    lines.push(v);
+                }
+            }
+            models_cmd::append_trace(t, &lines)?;
+        }
         // Done with this run's files (the key files' one-time markers go with them).
         for e in std::fs::read_dir(dir)? {
             let p = e?.path();
@@ -352,11 +400,18 @@ pub fn bench_processes(
     let online = slower("online_ms");
     let load = slower("key_load_ms");
     let incl = slower("online_incl_key_load_ms");
+    let upload = slower("key_upload_ms");
     let per_party: Vec<Value> = (0..2)
         .map(|j| {
             let col = |k: &str| -> Vec<f64> { per_run.iter().map(|r| f64_of(&r[j], k)).collect() };
             let ready = if j == 0 { &ready0 } else { &ready1 };
             let last = per_run.last().map(|r| &r[j]["report"]);
+            let rep_col = |k: &str| -> Vec<f64> {
+                per_run
+                    .iter()
+                    .map(|r| r[j]["report"][k].as_f64().unwrap_or(0.0))
+                    .collect()
+            };
             json!({
                 "party": j,
                 "online_ms": median(col("online_ms")), "online_ms_runs": col("online_ms"),
@@ -365,8 +420,14 @@ pub fn bench_processes(
                 "prepare_ms": median(col("prepare_ms")),
                 "connect_ms": median(col("connect_ms")),
                 "online_incl_key_load_ms": median(col("online_incl_key_load_ms")),
+                "key_upload_ms": median(col("key_upload_ms")),
+                "key_bytes_uploaded": per_run.last().map(|r| r[j]["key_bytes_uploaded"].clone()),
+                "key_file_bytes": per_run.last().map(|r| r[j]["key_file_bytes"].clone()),
+                "host_ms": median(rep_col("host_ms")), "device_ms": median(rep_col("device_ms")),
+                "wait_ms": median(rep_col("wait_ms")),
+                "breakdown": per_run.last().map(|r| r[j]["breakdown"].clone()),
                 "weights_resident_ms": ready["weights_ms"],
-                "backend": ready["backend"], "device": ready["device"],
+                "backend": ready["backend"], "device": ready["device"], "gpu": ready["gpu"],
                 "threads": ready["threads"],
                 "rounds": last.map(|r| r["rounds"].clone()),
                 "bytes_sent": last.map(|r| r["bytes_sent"].clone()),
@@ -405,6 +466,7 @@ pub fn bench_processes(
         "online_ms": median(online.clone()), "online_ms_runs": online,
         "key_load_ms": median(load.clone()), "key_load_ms_runs": load,
         "online_incl_key_load_ms": median(incl.clone()), "online_incl_key_load_ms_runs": incl,
+        "key_upload_ms": median(upload.clone()), "key_upload_ms_runs": upload,
         "comm_bytes": sent + recv,
         "bytes_sent": sent,
         "rounds": last0["rounds"],
@@ -414,7 +476,7 @@ pub fn bench_processes(
         "build_ms": build_ms,
         "matches_plain": all_match,
         "per_party": per_party,
-        "timing": "online_ms: the slower party's online phase (after the TCP handshake), median of --runs after one warm-up, fresh keys each run; key_load_ms: reading the party's key file into memory and preparing the run ([R_W], jŴ−[R_W] to the backend), before the online clock; online_incl_key_load_ms: the slower party's sum of both",
+        "timing": "online_ms: the slower party's online phase (after the TCP handshake), median of --runs after one warm-up, fresh keys each run; key_load_ms: reading the party's key file into memory and preparing the run (the key stream made resident on the backend: key_upload_ms, key_bytes_uploaded; [R_W], jŴ−[R_W] to the backend), before the online clock; online_incl_key_load_ms: the slower party's sum of both; per_party host_ms / device_ms / wait_ms: the online time split into host compute, device calls and waiting for the peer (medians), breakdown: the last run's per round and per operator",
         "layers": layers_json,
     }))
 }
@@ -443,7 +505,7 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         bail!("--party must be 0 or 1");
     }
     let party = a.party;
-    let be = models_cmd::backend(a.backend)?;
+    let be = models_cmd::backend_on(a.backend, a.gpu)?;
     let spec = BenchSpec {
         model: a.model.clone(),
         seq: a.seq,
@@ -480,7 +542,7 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
     };
     say(json!({
         "ready": true, "party": party, "addr": addr, "backend": be.name, "device": be.device,
-        "weights_ms": weights_ms, "threads": rayon::current_num_threads(),
+        "weights_ms": weights_ms, "threads": rayon::current_num_threads(), "gpu": a.gpu,
     }))?;
     let timeout = Duration::from_secs(a.timeout.max(1));
     for line in std::io::stdin().lock().lines() {
@@ -524,7 +586,21 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
             _ => bail!("party 1 needs --connect"),
         };
         let connect_ms = ms(t_conn);
-        let out = p.run_prepared(prep, &mut keys, &mut net, &inputs, &mut Tracer::new(None))?;
+        let (key_upload_ms, key_bytes_uploaded) = (prep.key_upload_ms, prep.key_bytes_uploaded);
+        let mut tf = match a.trace {
+            true => {
+                let tp = trace_path(&a.dir, run, party);
+                let f = std::fs::File::create(&tp)
+                    .with_context(|| format!("creating {}", tp.display()))?;
+                restrict(&tp, 0o600)?;
+                Some(f)
+            }
+            false => None,
+        };
+        let mut tracer = Tracer::new(tf.as_mut().map(|f| f as &mut (dyn Write + Send)));
+        let out = p.run_prepared(prep, &mut keys, &mut net, &inputs, &mut tracer)?;
+        // The trace file is complete (and closed) before the parent reads it.
+        drop(tf);
         drop(net);
         let mut o = files::Named::new();
         for (i, v) in out.outputs.iter().enumerate() {
@@ -538,7 +614,9 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
             "key_file_bytes": key_file_bytes,
             "key_read_ms": key_read_ms, "prepare_ms": prepare_ms, "key_load_ms": key_load_ms,
             "connect_ms": connect_ms,
+            "key_upload_ms": key_upload_ms, "key_bytes_uploaded": key_bytes_uploaded,
             "online_ms": out.report.online_ms,
+            "breakdown": models_cmd::breakdown_json(&out.report),
             "online_incl_key_load_ms": key_load_ms + out.report.online_ms,
             "report": serde_json::to_value(&out.report)?,
         }))?;

@@ -1,10 +1,12 @@
-// FSS evaluation kernels: AES check/bench, DPF comparison (and point function), DCF (p = 1).
+// FSS evaluation kernels: AES check/bench, DPF comparison (and point function), DCF (scalar and
+// vector payloads, key format version 2 read in place).
 // Every kernel mirrors the CPU code of crates/fss (dpf.rs, dcf.rs) bit for bit; see the module
 // documentation there for the construction. One thread per (key, point) element, grid-stride.
 //
-// Key bodies are the serialized sections of suf_fss::keyfmt (the header stripped), uploaded
-// unchanged: per-level fields are level-major, so at each level the 32 threads of a warp (32
-// consecutive keys) read 32 consecutive 16-byte correction words (one 512-byte burst).
+// Key bodies are the serialized bodies of suf_fss::keyfmt (the header stripped), read where
+// they lie (a resident key stream, or a standalone upload): per-level fields are level-major,
+// so at each level the 32 threads of a warp (32 consecutive keys) read 32 consecutive 16-byte
+// correction words (one 512-byte burst).
 
 // ---- AES ---------------------------------------------------------------------------------
 
@@ -134,34 +136,59 @@ extern "C" __global__ void dpf_eval_r32(const uint4* body, u64 count, u32 n, u32
     dpf_body<1>(body, count, n, party, xs, total, per_key, eq, out);
 }
 
-// ---- DCF with one payload element (p = 1, any m) (suf_fss::dcf) ----------------------------
+// ---- DCF, key format version 2 (suf_fss::dcf) ---------------------------------------------
 //
-// body (p = 1): seed[count] | scw[n][count] | tcw_l[count] u64 | tcw_r[count] u64
-//               | vcw[n][count] u64 | fcw[count] u64
+// The body is read in place. Its layout is described in ONE place, suf_fss::dcf::DcfLayout;
+// the host passes that layout's byte offsets as kernel arguments (o_seed, o_scw, o_tcw_l,
+// o_tcw_r, o_vcw, vcw_stride, o_fcw) and nothing here re-derives them:
+//   seed   key k at o_seed + 16k (u128 LE)
+//   scw    (level i, key k) at o_scw + 16(i·count + k); bit 0 is masked here
+//   tcw    key k at o_tcw_l + 8k / o_tcw_r + 8k (u64 LE, bit i = level i)
+//   vcw    level i at o_vcw + i·vcw_stride: count·p values packed at m bits, (k, j) at bit
+//          (k·p + j)·m (LSB first)
+//   fcw    at o_fcw, packed the same way
+// Requirements the host checks before a launch: `body` 16-byte aligned, every offset a
+// multiple of 16, and at least round_up_8(total) readable bytes from `body` (a packed value's
+// second 8-byte word may extend up to 7 bytes past the fcw region; those bits are masked off).
+
+// The m-bit value at bit offset `bit` of the 8-byte aligned stream `w` (m <= 64), masked
+// to m bits by the caller: one aligned load, two when the value straddles a word.
+__device__ __forceinline__ u64 suf_bits(const u64* __restrict__ w, u64 bit, u32 m) {
+    const u64 wi = bit >> 6;
+    const u32 sh = (u32)(bit & 63);
+    u64 v = w[wi] >> sh;
+    if (sh + m > 64) {
+        v |= w[wi + 1] << (64 - sh);
+    }
+    return v;
+}
+
+// ---- DCF with one payload element (p = 1, any m) ----------------------------------------
+//
 // Element e uses key e / per_key at xs[e] mod 2^n; out[e] is the party's additive share in
 // Z_{2^m}. Two independent AES calls per level (child block and value block), both on the
 // parent seed.
 
 template <int MODE>
-__device__ void dcf_p1_body(const uint4* __restrict__ body, u64 count, u32 n, u32 m, u32 party,
-                            const u64* __restrict__ xs, u64 total, u64 per_key,
-                            u64* __restrict__ out) {
+__device__ void dcf_p1_body(const u8* __restrict__ body, u64 count, u32 n, u32 m, u32 party,
+                            u64 o_seed, u64 o_scw, u64 o_tcw_l, u64 o_tcw_r, u64 o_vcw,
+                            u64 vcw_stride, u64 o_fcw, const u64* __restrict__ xs, u64 total,
+                            u64 per_key, u64* __restrict__ out) {
     extern __shared__ u32 sm[];
     suf_load_tables<MODE>(sm);
     const u32 lane = threadIdx.x & 31;
     const u64 dmask = n >= 64 ? ~0ull : ((1ull << n) - 1);
     const u64 mm = m >= 64 ? ~0ull : ((1ull << m) - 1);
-    const uint4* scw = body + count;
-    const u64* w64 = (const u64*)(body + count * (1 + (u64)n));
-    const u64* tcw_l = w64;
-    const u64* tcw_r = w64 + count;
-    const u64* vcw = w64 + 2 * count;
-    const u64* fcw = vcw + (u64)n * count;
+    const uint4* seed = (const uint4*)(body + o_seed);
+    const uint4* scw = (const uint4*)(body + o_scw);
+    const u64* tcw_l = (const u64*)(body + o_tcw_l);
+    const u64* tcw_r = (const u64*)(body + o_tcw_r);
+    const u64* fcw = (const u64*)(body + o_fcw);
     const u64 neg = 0ull - (u64)party;
     for (u64 e = suf_thread_id(); e < total; e += suf_grid_threads()) {
         const u64 k = per_key == 1 ? e : e / per_key;
         const u64 x = xs[e] & dmask;
-        uint4 s = body[k];
+        uint4 s = seed[k];
         u32 t = party;
         u64 acc = 0;
         const u64 tl = tcw_l[k];
@@ -169,37 +196,38 @@ __device__ void dcf_p1_body(const uint4* __restrict__ body, u64 count, u32 n, u3
         for (u32 i = 0; i < n; i++) {
             const u32 dbit = (u32)(x >> (n - 1 - i)) & 1u;
             const uint4 cw = scw[(u64)i * count + k];
-            const u64 vc = vcw[(u64)i * count + k];
+            const u64* vl = (const u64*)(body + o_vcw + (u64)i * vcw_stride);
+            const u64 vc = suf_bits(vl, k * m, m);
             uint4 y = suf_mmo<MODE>(s, suf_c_child(dbit), sm, lane);
             uint4 w = suf_mmo<MODE>(s, suf_c_value(dbit), sm, lane);
             const u64 v = (u64)w.x | ((u64)w.y << 32);
             const u64 tm = 0ull - (u64)t;
             acc += v + (tm & vc);
             const u32 tsel = (u32)((dbit ? trr : tl) >> i) & 1u;
-            const uint4 corr = make_uint4(cw.x | tsel, cw.y, cw.z, cw.w);
+            const uint4 corr = make_uint4((cw.x & ~1u) | tsel, cw.y, cw.z, cw.w);
             y = suf_xor(y, suf_and(corr, 0u - t));
             t = y.x & 1u;
             s = make_uint4(y.x & ~1u, y.y, y.z, y.w);
         }
-        const u64 v = acc + ((0ull - (u64)t) & fcw[k]);
+        const u64 v = acc + ((0ull - (u64)t) & suf_bits(fcw, k * m, m));
         out[e] = ((v ^ neg) - neg) & mm;
     }
 }
 
-extern "C" __global__ void dcf_p1_t4(const uint4* body, u64 count, u32 n, u32 m, u32 party,
-                                     const u64* xs, u64 total, u64 per_key, u64* out) {
-    dcf_p1_body<0>(body, count, n, m, party, xs, total, per_key, out);
-}
-extern "C" __global__ void dcf_p1_r32(const uint4* body, u64 count, u32 n, u32 m, u32 party,
-                                      const u64* xs, u64 total, u64 per_key, u64* out) {
-    dcf_p1_body<1>(body, count, n, m, party, xs, total, per_key, out);
-}
+#define SUF_DCF_P1_ARGS                                                                        \
+    const u8 *body, u64 count, u32 n, u32 m, u32 party, u64 o_seed, u64 o_scw, u64 o_tcw_l,  \
+        u64 o_tcw_r, u64 o_vcw, u64 vcw_stride, u64 o_fcw, const u64 *xs, u64 total,          \
+        u64 per_key, u64 *out
+#define SUF_DCF_P1_CALL                                                                        \
+    body, count, n, m, party, o_seed, o_scw, o_tcw_l, o_tcw_r, o_vcw, vcw_stride, o_fcw, xs,  \
+        total, per_key, out
+
+extern "C" __global__ void dcf_p1_t4(SUF_DCF_P1_ARGS) { dcf_p1_body<0>(SUF_DCF_P1_CALL); }
+extern "C" __global__ void dcf_p1_r32(SUF_DCF_P1_ARGS) { dcf_p1_body<1>(SUF_DCF_P1_CALL); }
 
 // ---- DCF with a vector payload (p <= DCF_VEC_MAX_P elements, ceil(p·m/128) <= DCF_VEC_MAX_B
 // value blocks per level) ------------------------------------------------------------------
 //
-// body: seed[count] | scw[n][count] | tcw_l[count] u64 | tcw_r[count] u64
-//       | vcw[n][count][p] u64 | fcw[count][p] u64
 // out[e·p + q] is element q of the party's share for element e ([key][point][payload]).
 // Level value element q is bits [q·m, q·m + m) of the little-endian concatenation of the
 // level's value blocks w_j = G_{c_value(2j + d)}(s); only its low m bits matter (the sum is
@@ -209,8 +237,10 @@ extern "C" __global__ void dcf_p1_r32(const uint4* body, u64 count, u32 n, u32 m
 #define DCF_VEC_MAX_B 8
 
 template <int MODE>
-__device__ void dcf_vec_body(const uint4* __restrict__ body, u64 count, u32 n, u32 m, u32 p,
-                             u32 party, const u64* __restrict__ xs, u64 total, u64 per_key,
+__device__ void dcf_vec_body(const u8* __restrict__ body, u64 count, u32 n, u32 m, u32 p,
+                             u32 party, u64 o_seed, u64 o_scw, u64 o_tcw_l, u64 o_tcw_r,
+                             u64 o_vcw, u64 vcw_stride, u64 o_fcw,
+                             const u64* __restrict__ xs, u64 total, u64 per_key,
                              u64* __restrict__ out) {
     extern __shared__ u32 sm[];
     suf_load_tables<MODE>(sm);
@@ -218,23 +248,23 @@ __device__ void dcf_vec_body(const uint4* __restrict__ body, u64 count, u32 n, u
     const u32 nb = (p * m + 127) / 128;
     const u64 dmask = n >= 64 ? ~0ull : ((1ull << n) - 1);
     const u64 mm = m >= 64 ? ~0ull : ((1ull << m) - 1);
-    const uint4* scw = body + count;
-    const u64* w64 = (const u64*)(body + count * (1 + (u64)n));
-    const u64* tcw_l = w64;
-    const u64* tcw_r = w64 + count;
-    const u64* vcw = w64 + 2 * count;
-    const u64* fcw = vcw + (u64)n * count * p;
+    const uint4* seed = (const uint4*)(body + o_seed);
+    const uint4* scw = (const uint4*)(body + o_scw);
+    const u64* tcw_l = (const u64*)(body + o_tcw_l);
+    const u64* tcw_r = (const u64*)(body + o_tcw_r);
+    const u64* fcw = (const u64*)(body + o_fcw);
     const u64 neg = 0ull - (u64)party;
     u32 W[4 * DCF_VEC_MAX_B + 2];
     u64 acc[DCF_VEC_MAX_P];
     for (u64 e = suf_thread_id(); e < total; e += suf_grid_threads()) {
         const u64 k = per_key == 1 ? e : e / per_key;
         const u64 x = xs[e] & dmask;
-        uint4 s = body[k];
+        uint4 s = seed[k];
         u32 t = party;
         for (u32 q = 0; q < p; q++) acc[q] = 0;
         const u64 tl = tcw_l[k];
         const u64 trr = tcw_r[k];
+        const u64 kbit = k * (u64)p * m;
         for (u32 i = 0; i < n; i++) {
             const u32 dbit = (u32)(x >> (n - 1 - i)) & 1u;
             const uint4 cw = scw[(u64)i * count + k];
@@ -249,36 +279,36 @@ __device__ void dcf_vec_body(const uint4* __restrict__ body, u64 count, u32 n, u
             W[4 * nb] = 0;
             W[4 * nb + 1] = 0;
             const u64 tm = 0ull - (u64)t;
-            const u64* vc = vcw + ((u64)i * count + k) * p;
+            const u64* vl = (const u64*)(body + o_vcw + (u64)i * vcw_stride);
             for (u32 q = 0; q < p; q++) {
                 const u32 off = q * m;
                 const u32 wi = off >> 5;
                 const u32 sh = off & 31;
                 const u64 lo = (u64)W[wi] | ((u64)W[wi + 1] << 32);
                 const u64 v = sh == 0 ? lo : (lo >> sh) | ((u64)W[wi + 2] << (64 - sh));
-                acc[q] += v + (tm & vc[q]);
+                acc[q] += v + (tm & suf_bits(vl, kbit + (u64)q * m, m));
             }
             const u32 tsel = (u32)((dbit ? trr : tl) >> i) & 1u;
-            const uint4 corr = make_uint4(cw.x | tsel, cw.y, cw.z, cw.w);
+            const uint4 corr = make_uint4((cw.x & ~1u) | tsel, cw.y, cw.z, cw.w);
             y = suf_xor(y, suf_and(corr, 0u - t));
             t = y.x & 1u;
             s = make_uint4(y.x & ~1u, y.y, y.z, y.w);
         }
         const u64 tm = 0ull - (u64)t;
         for (u32 q = 0; q < p; q++) {
-            const u64 v = acc[q] + (tm & fcw[k * p + q]);
+            const u64 v = acc[q] + (tm & suf_bits(fcw, kbit + (u64)q * m, m));
             out[e * p + q] = ((v ^ neg) - neg) & mm;
         }
     }
 }
 
-extern "C" __global__ void dcf_vec_t4(const uint4* body, u64 count, u32 n, u32 m, u32 p,
-                                      u32 party, const u64* xs, u64 total, u64 per_key,
-                                      u64* out) {
-    dcf_vec_body<0>(body, count, n, m, p, party, xs, total, per_key, out);
-}
-extern "C" __global__ void dcf_vec_r32(const uint4* body, u64 count, u32 n, u32 m, u32 p,
-                                       u32 party, const u64* xs, u64 total, u64 per_key,
-                                       u64* out) {
-    dcf_vec_body<1>(body, count, n, m, p, party, xs, total, per_key, out);
-}
+#define SUF_DCF_VEC_ARGS                                                                       \
+    const u8 *body, u64 count, u32 n, u32 m, u32 p, u32 party, u64 o_seed, u64 o_scw,         \
+        u64 o_tcw_l, u64 o_tcw_r, u64 o_vcw, u64 vcw_stride, u64 o_fcw, const u64 *xs,         \
+        u64 total, u64 per_key, u64 *out
+#define SUF_DCF_VEC_CALL                                                                       \
+    body, count, n, m, p, party, o_seed, o_scw, o_tcw_l, o_tcw_r, o_vcw, vcw_stride, o_fcw,   \
+        xs, total, per_key, out
+
+extern "C" __global__ void dcf_vec_t4(SUF_DCF_VEC_ARGS) { dcf_vec_body<0>(SUF_DCF_VEC_CALL); }
+extern "C" __global__ void dcf_vec_r32(SUF_DCF_VEC_ARGS) { dcf_vec_body<1>(SUF_DCF_VEC_CALL); }

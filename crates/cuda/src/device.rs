@@ -3,20 +3,25 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
+use cudarc::driver::PinnedHostSlice;
 use cudarc::driver::{
     sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
     LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
-use suf_backend::{BLayout, Backend, BitWidth, CpuBackend, DcfKeys, DpfKeys, Resident};
+use rayon::prelude::*;
+use suf_backend::{
+    BLayout, Backend, BackendStats, BitWidth, CpuBackend, DcfKeys, DpfKeys, Resident,
+};
 use suf_fss::keyfmt::KeyKind;
 
 use crate::compile::{self, nvrtc_available};
 use crate::error::{CudaError, DriverContext, Result};
-use crate::keys::{self, DeviceDcfKeys, DeviceDpfKeys, Head};
+use crate::keys::{self, DcfBody, DeviceDcfKeys, DeviceDpfKeys, Head};
 
 /// Threads per block of the FSS and elementwise kernels.
 const BLOCK: u32 = 256;
@@ -26,6 +31,21 @@ const DCF_VEC_MAX_P: usize = 16;
 const DCF_VEC_MAX_B: usize = 8;
 /// Largest grid dimension y / z of a launch.
 const MAX_GRID_YZ: usize = 65_535;
+/// Bytes per pinned staging buffer of a key-stream upload (two buffers per instance, filled
+/// by the host while the other one is copied to the device).
+const STAGE_CHUNK: usize = 16 << 20;
+/// Device memory left free when a key stream is attached (work buffers of the online phase).
+const KEY_HEADROOM: usize = 1 << 30;
+/// Key streams one instance holds at once; attaching another releases the oldest (a party
+/// runs one stream at a time; the runtime detaches it when the run ends).
+const MAX_STREAMS: usize = 4;
+/// Default of [`CudaOptions::elementwise_device_min`]: elementwise calls on host operands
+/// run on the host below this many elements. Chosen by measurement on the H200 (crate README,
+/// "Host or device": `add`, `mul`, `scale`, `mul_rows`, `row_sum` from 2^10 to 2^24 elements,
+/// 8 host threads): with the operands in host memory the device round trip lost at every size
+/// but one (`mul_rows` at 2^16, by 5 µs), e.g. `add` of 2^20 elements 0.26 ms on the host
+/// against 2.07 ms, so the rule keeps elementwise work on host operands on the host.
+pub const ELEMENTWISE_DEVICE_MIN: usize = usize::MAX;
 
 /// How the AES T-table is held in shared memory (both give identical results).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -91,9 +111,15 @@ pub struct CudaOptions {
     pub ordinal: usize,
     /// Shared-memory layout of the AES table.
     pub aes_table: AesTable,
-    /// Elementwise calls and GEMMs with fewer output elements than this run on the CPU
-    /// backend (a GPU round trip costs tens of microseconds). 0 sends everything to the GPU.
+    /// GEMMs with fewer output elements than this run on the CPU backend (a GPU round trip
+    /// costs tens of microseconds). 0 (the default) sends every GEMM to the GPU.
     pub cpu_below: usize,
+    /// Elementwise calls (`add`, `mul`, `mul_rows`, `row_sum`, …: operands and results in
+    /// host memory) run on the device only from this many elements on; smaller ones run on
+    /// the host. A documented size rule measured on the GPU
+    /// ([`ELEMENTWISE_DEVICE_MIN`]), not an error fallback; 0 or 1 sends every non-empty
+    /// call to the device (the tests do, to cover the kernels).
+    pub elementwise_device_min: usize,
 }
 
 impl Default for CudaOptions {
@@ -102,6 +128,7 @@ impl Default for CudaOptions {
             ordinal: 0,
             aes_table: AesTable::Replicated32,
             cpu_below: 0,
+            elementwise_device_min: ELEMENTWISE_DEVICE_MIN,
         }
     }
 }
@@ -123,7 +150,8 @@ struct Kernels {
 ///
 /// * **GPU:** GEMM mod 2^n ([`Backend::gemm_batch`], `gemm`, `gemm_bt`), every elementwise
 ///   method (`add`, `sub`, `mul`, `neg`, `scale`, `add_const`, `reduce`, the `*_assign`
-///   forms, `add_bcast`, `mul_bcast`, `mul_rows`, `row_sum`), DPF comparison
+///   forms, `add_bcast`, `mul_bcast`, `mul_rows`, `row_sum`) from
+///   [`CudaOptions::elementwise_device_min`] elements on, DPF comparison
 ///   ([`Backend::dpf_lt_eval`]) and point evaluation ([`Backend::dpf_eq_eval`]), DCF
 ///   ([`Backend::dcf_eval`]) with one payload element of any width, or vector payloads of
 ///   p ≤ 16 elements and at most 8 value blocks per level ([`CudaBackend::dcf_supported`]).
@@ -132,8 +160,12 @@ struct Kernels {
 ///   produced on the host anyway), DCF vector payloads beyond [`CudaBackend::dcf_supported`],
 ///   GEMMs whose m exceeds 65,535 × 64 rows or whose dimensions exceed u32, calls whose
 ///   lengths are wrong (so the errors are exactly the CPU backend's), degenerate shapes (an
-///   empty operand, k = 0), and calls below the documented size threshold
-///   [`CudaOptions::cpu_below`] (0 by default: only empty calls).
+///   empty operand, k = 0), GEMMs below [`CudaOptions::cpu_below`] (0 by default: only
+///   empty calls) and elementwise calls below the measured size rule
+///   [`CudaOptions::elementwise_device_min`] (by default all of them: host operands are
+///   cheaper on the host).
+/// * **Key streams:** [`Backend::attach_keys`] keeps a party's stream resident; DCF views
+///   into it are evaluated in place ([`CudaBackend::device_dcf`]).
 /// * **Device failures** (out of device memory, a failed launch, a lost device) are returned
 ///   as [`suf_backend::BackendError::Device`] by the trait methods and as [`CudaError`] by the
 ///   inherent `try_*` / `*_device` methods. There is no silent fallback to the CPU.
@@ -154,6 +186,30 @@ pub struct CudaBackend {
     table: AtomicU8,
     gemm_b2: std::sync::atomic::AtomicBool,
     cpu_below: usize,
+    ew_min: AtomicUsize,
+    /// Attached key streams, oldest first.
+    streams: Mutex<Vec<(u64, Arc<ResidentStream>)>>,
+    /// Pinned staging buffers for key-stream uploads (allocated on first use), each with the
+    /// event recorded after the copy that last read it.
+    staging: Mutex<Option<[Staging; 2]>>,
+    stats: Mutex<BackendStats>,
+}
+
+/// A pinned staging buffer and the event recorded after the copy that last read it.
+type Staging = (PinnedHostSlice<u8>, cudarc::driver::CudaEvent);
+
+/// A party's key stream held in device memory ([`Backend::attach_keys`]).
+struct ResidentStream {
+    /// The stream's bytes, then zeros (the buffer is longer than the stream).
+    buf: Arc<CudaSlice<u8>>,
+    /// Bytes of the stream.
+    len: usize,
+}
+
+/// Lock a mutex, taking the data of a poisoned one (a panicking caller cannot leave these
+/// counters or tables half-updated in a way that matters).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A resident matrix's device buffer (on the stream of the instance that uploaded it).
@@ -192,6 +248,17 @@ fn device_count() -> Result<usize> {
     CudaContext::device_count()
         .during("cuDeviceGetCount")
         .map(|c| c.max(0) as usize)
+}
+
+/// `Ok` when `bytes` of keys fit in `free` device bytes with the online phase's headroom.
+fn keys_fit(bytes: usize, free: usize) -> Result<()> {
+    if bytes.saturating_add(KEY_HEADROOM) > free {
+        return Err(CudaError::KeysTooLarge {
+            bytes: bytes as u64,
+            free: free as u64,
+        });
+    }
+    Ok(())
 }
 
 fn grid_for(total: usize, cap: u32) -> u32 {
@@ -322,6 +389,10 @@ impl CudaBackend {
             table: AtomicU8::new(opts.aes_table.idx() as u8),
             gemm_b2: std::sync::atomic::AtomicBool::new(true),
             cpu_below: opts.cpu_below,
+            ew_min: AtomicUsize::new(opts.elementwise_device_min),
+            streams: Mutex::new(Vec::new()),
+            staging: Mutex::new(None),
+            stats: Mutex::new(BackendStats::default()),
         })
     }
 
@@ -339,6 +410,10 @@ impl CudaBackend {
             table: AtomicU8::new(self.table.load(Ordering::Relaxed)),
             gemm_b2: std::sync::atomic::AtomicBool::new(self.gemm_b2.load(Ordering::Relaxed)),
             cpu_below: self.cpu_below,
+            ew_min: AtomicUsize::new(self.ew_min.load(Ordering::Relaxed)),
+            streams: Mutex::new(Vec::new()),
+            staging: Mutex::new(None),
+            stats: Mutex::new(BackendStats::default()),
         })
     }
 
@@ -383,6 +458,21 @@ impl CudaBackend {
     /// Choose the AES table layout for later calls.
     pub fn set_aes_table(&self, t: AesTable) {
         self.table.store(t.idx() as u8, Ordering::Relaxed);
+    }
+
+    /// Change [`CudaOptions::elementwise_device_min`] for later calls.
+    pub fn set_elementwise_device_min(&self, n: usize) {
+        self.ew_min.store(n, Ordering::Relaxed);
+    }
+
+    /// The elementwise size rule in force ([`CudaOptions::elementwise_device_min`]).
+    pub fn elementwise_device_min(&self) -> usize {
+        self.ew_min.load(Ordering::Relaxed)
+    }
+
+    /// The device ordinal this instance runs on.
+    pub fn ordinal(&self) -> usize {
+        self.dev.ctx.ordinal()
     }
 
     /// GEMM tuning: cap the kernel at 128 registers so that two 256-thread blocks share an SM
@@ -598,47 +688,201 @@ impl CudaBackend {
         self.upload_dpf_bytes(&[&b])
     }
 
-    /// Upload serialized DCF key batches (`DcfKeys::to_bytes`, key format version 2), as
-    /// [`CudaBackend::upload_dpf_bytes`].
+    /// Upload one serialized DCF key batch (`DcfKeys::to_bytes`, key format version 2: header
+    /// and body) to a device buffer of its own; the body goes as it is (the kernels read
+    /// version-2 bodies in place). The header and the exact body size are checked
+    /// (`DcfKeys::view`); the checksum is not (the key reader's job).
     ///
     /// # Errors
-    /// As [`CudaBackend::upload_dpf_bytes`].
-    pub fn upload_dcf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDcfKeys> {
-        // TODO(keys-v2): converted to the kernels' format-1 body on the host
-        // (`keys::dcf_kernel_bytes`) until the kernels read version-2 bodies in place.
-        let conv: Vec<Vec<u8>> = parts
-            .iter()
-            .map(|b| {
-                DcfKeys::view(suf_fss::KeyRef::detached(b))
-                    .map(|k| keys::dcf_kernel_bytes(&k))
-                    .map_err(|e| CudaError::BadKey(e.to_string()))
-            })
-            .collect::<Result<_>>()?;
-        let refs: Vec<&[u8]> = conv.iter().map(|v| v.as_slice()).collect();
-        self.upload_kernel_dcf(&refs)
+    /// [`CudaError::BadKey`] for a malformed batch; a driver error.
+    pub fn upload_dcf_bytes(&self, bytes: &[u8]) -> Result<DeviceDcfKeys> {
+        let k = DcfKeys::view(suf_fss::KeyRef::detached(bytes))
+            .map_err(|e| CudaError::BadKey(e.to_string()))?;
+        self.upload_dcf(&k)
     }
 
-    /// Upload DCF batches already in the kernels' body layout.
-    fn upload_kernel_dcf(&self, parts: &[&[u8]]) -> Result<DeviceDcfKeys> {
-        let (h, body) = self.upload_parts(KeyKind::Dcf, parts)?;
+    /// Upload a DCF key batch's body (owned, or a view into a key stream) to a device buffer
+    /// of its own, byte for byte, with a zero tail (see `keys::dcf_alloc_len`).
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn upload_dcf(&self, keys: &DcfKeys<'_>) -> Result<DeviceDcfKeys> {
+        let l = keys.layout();
+        let alloc = keys::dcf_alloc_len(l.total)
+            .ok_or_else(|| CudaError::BadKey("DCF body size overflows".into()))?;
+        let mut body = self.alloc_zeros::<u8>(alloc)?;
+        if l.total > 0 {
+            self.stream
+                .memcpy_htod(keys.body(), &mut body.slice_mut(..l.total))
+                .during("uploading keys")?;
+        }
         Ok(DeviceDcfKeys {
-            body,
-            n: h.n,
-            m: h.params[0],
-            p: h.params[1] as usize,
-            party: h.party,
-            count: h.count,
+            body: DcfBody::Owned(body),
+            layout: l,
+            party: keys.party(),
         })
     }
 
-    /// Upload a CPU DCF key batch (owned, or a view into a key stream).
+    /// The device batch of `keys`: read in place from an attached key stream when its origin
+    /// names one (nothing moves), else its body uploaded. Returns the batch and the bytes
+    /// uploaded (0 in place).
     ///
     /// # Errors
-    /// As [`CudaBackend::upload_dpf_bytes`].
-    pub fn upload_dcf(&self, keys: &DcfKeys<'_>) -> Result<DeviceDcfKeys> {
-        // TODO(keys-v2): host conversion, see `upload_dcf_bytes`.
-        let b = keys::dcf_kernel_bytes(keys);
-        self.upload_kernel_dcf(&[&b])
+    /// [`CudaError::BadKey`] for an origin outside its attached stream or not 16-aligned (a
+    /// corrupt view: the runtime's views are always aligned); a driver error.
+    pub fn device_dcf(&self, keys: &DcfKeys<'_>) -> Result<(DeviceDcfKeys, usize)> {
+        let l = keys.layout();
+        if let Some(o) = keys.origin() {
+            if let Some(rs) = self.attached(o.stream) {
+                let off = usize::try_from(o.offset).ok();
+                let end = off.and_then(|x| x.checked_add(keys::dcf_readable(l.total)?));
+                let (Some(offset), Some(end)) = (off, end) else {
+                    return Err(CudaError::BadKey("DCF origin offset overflows".into()));
+                };
+                if !offset.is_multiple_of(16) || offset + l.total > rs.len || end > rs.buf.len() {
+                    return Err(CudaError::BadKey(format!(
+                        "DCF batch of {} bytes at offset {offset} of an attached stream of {} \
+                         bytes (bodies start 16-aligned inside the stream)",
+                        l.total, rs.len
+                    )));
+                }
+                lock(&self.stats).dcf_resident_batches += 1;
+                return Ok((
+                    DeviceDcfKeys {
+                        body: DcfBody::InStream {
+                            buf: rs.buf.clone(),
+                            offset,
+                        },
+                        layout: l,
+                        party: keys.party(),
+                    },
+                    0,
+                ));
+            }
+        }
+        let dk = self.upload_dcf(keys)?;
+        let mut st = lock(&self.stats);
+        st.dcf_uploaded_batches += 1;
+        st.dcf_uploaded_bytes += l.total as u64;
+        Ok((dk, l.total))
+    }
+
+    // ---- key streams ------------------------------------------------------------------------
+
+    fn attached(&self, token: u64) -> Option<Arc<ResidentStream>> {
+        lock(&self.streams)
+            .iter()
+            .find(|(t, _)| *t == token)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Whether a key stream of `bytes` bytes fits in the device memory free now (keeping a
+    /// headroom of 1 GiB for the online phase's work buffers).
+    ///
+    /// # Errors
+    /// [`CudaError::KeysTooLarge`] when it does not; a driver error from the query.
+    pub fn key_stream_fits(&self, bytes: usize) -> Result<()> {
+        let (free, _) = self
+            .dev
+            .ctx
+            .mem_get_info()
+            .during("querying free device memory")?;
+        keys_fit(bytes, free)
+    }
+
+    /// Upload a party's whole key stream once and keep it resident under `token` (see
+    /// [`Backend::attach_keys`]): chunks of 16 MiB go through two pinned staging buffers, the
+    /// host filling one while the other is copied. Attaching a token already held does
+    /// nothing; a fifth stream releases the oldest. Returns the upload's milliseconds.
+    ///
+    /// # Errors
+    /// [`CudaError::KeysTooLarge`] when the stream does not fit in free device memory
+    /// (streaming keys through the device is later work); a driver error.
+    pub fn try_attach_keys(&self, token: u64, bytes: &[u8]) -> Result<f64> {
+        if self.attached(token).is_some() {
+            return Ok(0.0);
+        }
+        let t = Instant::now();
+        let len = bytes.len();
+        // The stream's bytes, zeros to a whole number of chunks (so every chunk copy is a
+        // whole staging buffer) and at least 16 past the end (the kernels' packed reads).
+        let alloc = len
+            .checked_add(16)
+            .and_then(|x| x.checked_next_multiple_of(STAGE_CHUNK))
+            .ok_or(CudaError::KeysTooLarge {
+                bytes: len as u64,
+                free: 0,
+            })?;
+        self.key_stream_fits(alloc)?;
+        let mut buf = self.alloc_zeros::<u8>(alloc)?;
+        {
+            let mut staging = lock(&self.staging);
+            let bufs = match staging.as_mut() {
+                Some(b) => b,
+                None => {
+                    let mk = || -> Result<Staging> {
+                        // SAFETY: the pinned buffer's bytes are uninitialized; each chunk is
+                        // written in full (the copied bytes, then zeros) before it is copied
+                        // to the device, and nothing reads it otherwise.
+                        let p = unsafe { self.dev.ctx.alloc_pinned::<u8>(STAGE_CHUNK) }
+                            .during("allocating pinned staging memory")?;
+                        Ok((p, self.event()?))
+                    };
+                    staging.insert([mk()?, mk()?])
+                }
+            };
+            for (ci, chunk) in bytes.chunks(STAGE_CHUNK).enumerate() {
+                let (pinned, done) = &mut bufs[ci % 2];
+                // The copy that last read this buffer must have finished before the host
+                // writes it again (event tracking is off on this context, so the pinned
+                // slice's own event is never recorded: this event is ours).
+                done.synchronize().during("waiting for a staging buffer")?;
+                let host = pinned
+                    .as_mut_slice()
+                    .during("waiting for a staging buffer")?;
+                host[..chunk.len()]
+                    .par_chunks_mut(1 << 20)
+                    .zip(chunk.par_chunks(1 << 20))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
+                host[chunk.len()..].fill(0);
+                let off = ci * STAGE_CHUNK;
+                self.stream
+                    .memcpy_htod(&*pinned, &mut buf.slice_mut(off..off + STAGE_CHUNK))
+                    .during("uploading a key stream")?;
+                done.record(&self.stream)
+                    .during("recording a staging event")?;
+            }
+            self.stream.synchronize().during("uploading a key stream")?;
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        {
+            let mut streams = lock(&self.streams);
+            if streams.len() >= MAX_STREAMS {
+                streams.remove(0);
+            }
+            streams.push((
+                token,
+                Arc::new(ResidentStream {
+                    buf: Arc::new(buf),
+                    len,
+                }),
+            ));
+        }
+        let mut st = lock(&self.stats);
+        st.key_streams_attached += 1;
+        st.key_bytes_attached += len as u64;
+        st.key_upload_ms += ms;
+        Ok(ms)
+    }
+
+    /// Release the key stream held under `token` (nothing if none).
+    pub fn detach(&self, token: u64) {
+        lock(&self.streams).retain(|(t, _)| *t != token);
+    }
+
+    /// Key streams held now.
+    pub fn attached_streams(&self) -> usize {
+        lock(&self.streams).len()
     }
 
     // ---- FSS evaluation on device buffers -------------------------------------------------------
@@ -759,27 +1003,37 @@ impl CudaBackend {
         t: usize,
         out: &mut CudaSlice<u64>,
     ) -> Result<()> {
-        if !Self::dcf_supported(keys.m, keys.p) {
+        let l = keys.layout;
+        if !Self::dcf_supported(l.m, l.p) {
             return Err(CudaError::Unsupported(format!(
                 "DCF payload of {} × {} bits; the GPU kernels cover p = 1, or p <= {DCF_VEC_MAX_P} \
                  with at most {DCF_VEC_MAX_B} value blocks per level",
-                keys.p, keys.m
+                l.p, l.m
             )));
         }
-        self.own("DCF keys", &keys.body)?;
+        self.own("DCF keys", keys.buffer())?;
         self.own("DCF points", xs)?;
         self.own("DCF output", out)?;
-        let total = Self::check_points(keys.count, t, xs_len, "DCF points (count·t)")?;
+        let total = Self::check_points(l.count, t, xs_len, "DCF points (count·t)")?;
         if total == 0 {
             return Ok(());
         }
-        let outs = total * keys.p;
+        let outs = total * l.p;
         if xs.len() < total || out.len() < outs {
             return Err(CudaError::BadKey(format!(
                 "device buffers of {} points / {} outputs for {total} evaluations of {} elements",
                 xs.len(),
                 out.len(),
-                keys.p
+                l.p
+            )));
+        }
+        let body = keys.view();
+        let readable = keys::dcf_readable(l.total).unwrap_or(usize::MAX);
+        if body.len() < readable {
+            return Err(CudaError::BadKey(format!(
+                "a DCF body of {} bytes with {} device bytes behind it",
+                l.total,
+                body.len()
             )));
         }
         let table = self.aes_table();
@@ -788,52 +1042,54 @@ impl CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table.smem(),
         };
-        let (count, n, m, party) = (keys.count as u64, keys.n, keys.m, keys.party as u32);
-        let (total64, per_key, p32) = (total as u64, t as u64, keys.p as u32);
-        if keys.p == 1 {
-            // SAFETY: `dcf_p1_*(const uint4* body, u64 count, u32 n, u32 m, u32 party, const
-            // u64* xs, u64 total, u64 per_key, u64* out)`. The body holds exactly count keys
-            // with p = 1 in the keyfmt layout (size checked at upload), xs and out hold at
-            // least total = count·per_key elements (checked above); the kernel reads key
-            // e / per_key < count only.
-            unsafe {
-                self.stream
-                    .launch_builder(&self.dev.k.dcf_p1[table.idx()])
-                    .arg(&keys.body)
-                    .arg(&count)
-                    .arg(&n)
-                    .arg(&m)
-                    .arg(&party)
-                    .arg(xs)
-                    .arg(&total64)
-                    .arg(&per_key)
-                    .arg(out)
-                    .launch(cfg)
-            }
-            .during("launching dcf_p1")?;
+        let (count, n, m, party) = (l.count as u64, l.n, l.m, keys.party as u32);
+        let (total64, per_key, p32) = (total as u64, t as u64, l.p as u32);
+        // The layout's offsets, as suf_fss::dcf::DcfLayout gives them (the kernels never
+        // derive them).
+        let [o_seed, o_scw, o_tcw_l, o_tcw_r, o_vcw, vcw_stride, o_fcw] = [
+            l.seed,
+            l.scw,
+            l.tcw_l,
+            l.tcw_r,
+            l.vcw,
+            l.vcw_level_stride,
+            l.fcw,
+        ]
+        .map(|x| x as u64);
+        let f = if l.p == 1 {
+            &self.dev.k.dcf_p1[table.idx()]
         } else {
-            // SAFETY: `dcf_vec_*(const uint4* body, u64 count, u32 n, u32 m, u32 p, u32 party,
-            // const u64* xs, u64 total, u64 per_key, u64* out)`. The body holds exactly count
-            // keys with payload length p in the keyfmt layout (size checked at upload); xs holds
-            // at least total and out at least total·p elements (checked above); p and the
-            // value blocks per level are within the kernel's local arrays (dcf_supported).
-            unsafe {
-                self.stream
-                    .launch_builder(&self.dev.k.dcf_vec[table.idx()])
-                    .arg(&keys.body)
-                    .arg(&count)
-                    .arg(&n)
-                    .arg(&m)
-                    .arg(&p32)
-                    .arg(&party)
-                    .arg(xs)
-                    .arg(&total64)
-                    .arg(&per_key)
-                    .arg(out)
-                    .launch(cfg)
-            }
-            .during("launching dcf_vec")?;
+            &self.dev.k.dcf_vec[table.idx()]
+        };
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&body).arg(&count).arg(&n).arg(&m);
+        if l.p != 1 {
+            b.arg(&p32);
         }
+        b.arg(&party)
+            .arg(&o_seed)
+            .arg(&o_scw)
+            .arg(&o_tcw_l)
+            .arg(&o_tcw_r)
+            .arg(&o_vcw)
+            .arg(&vcw_stride)
+            .arg(&o_fcw)
+            .arg(xs)
+            .arg(&total64)
+            .arg(&per_key)
+            .arg(out);
+        // SAFETY: `dcf_p1_*(const u8* body, u64 count, u32 n, u32 m, u32 party, u64 o_seed,
+        // u64 o_scw, u64 o_tcw_l, u64 o_tcw_r, u64 o_vcw, u64 vcw_stride, u64 o_fcw, const
+        // u64* xs, u64 total, u64 per_key, u64* out)`, and `dcf_vec_*` with `u32 p` after m:
+        // the arguments above, in that order. The body is 16-aligned in device memory (a
+        // buffer of its own, or a 16-aligned offset of a resident stream, checked in
+        // `device_dcf`), its offsets come from the batch's DcfLayout (every region 16-aligned,
+        // all inside `total`), and at least round_up_8(total) bytes are readable behind it
+        // (checked above), which bounds every load the kernels make (keys < count, levels < n,
+        // packed values of the count·p elements); xs holds at least total = count·per_key and
+        // out at least total·p elements (checked above); p and the value blocks per level are
+        // within the vector kernel's local arrays (dcf_supported).
+        unsafe { b.launch(cfg) }.during("launching the DCF kernel")?;
         Ok(())
     }
 
@@ -848,17 +1104,18 @@ impl CudaBackend {
         xs: &[u64],
         t: usize,
     ) -> Result<Vec<u64>> {
-        let total = Self::check_points(keys.count, t, xs.len(), "DCF points (count·t)")?;
-        if !Self::dcf_supported(keys.m, keys.p) {
+        let total = Self::check_points(keys.count(), t, xs.len(), "DCF points (count·t)")?;
+        let p = keys.p();
+        if !Self::dcf_supported(keys.m(), p) {
             return Err(CudaError::Unsupported(format!(
-                "DCF payload of {} × {} bits",
-                keys.p, keys.m
+                "DCF payload of {p} × {} bits",
+                keys.m()
             )));
         }
         let dx = self.htod(xs)?;
-        let mut dout = self.alloc_zeros::<u64>(total * keys.p)?;
+        let mut dout = self.alloc_zeros::<u64>(total * p)?;
         self.dcf_eval_device(keys, &dx, xs.len(), t, &mut dout)?;
-        self.dtoh(&dout, total * keys.p)
+        self.dtoh(&dout, total * p)
     }
 
     // ---- GEMM -------------------------------------------------------------------------------------
@@ -1203,8 +1460,38 @@ impl CudaBackend {
         self.dtoh(&dout, rows)
     }
 
+    /// GEMMs below [`CudaOptions::cpu_below`] output elements (and empty ones) run on the host.
     fn small(&self, len: usize) -> bool {
         len == 0 || len < self.cpu_below
+    }
+
+    /// Elementwise calls below [`CudaOptions::elementwise_device_min`] elements (and empty
+    /// ones) run on the host.
+    fn ew_host(&self, len: usize) -> bool {
+        len == 0 || len < self.ew_min.load(Ordering::Relaxed)
+    }
+
+    /// Run `f` on the host and count it under `op`.
+    fn on_host<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        lock(&self.stats).host_call(op, t.elapsed().as_secs_f64() * 1e3);
+        r
+    }
+
+    /// Run the device work `f` (synchronous: it ends with its results on the host) and count
+    /// it under `op` with the bytes it moves each way.
+    fn on_device<T>(
+        &self,
+        op: &'static str,
+        h2d: usize,
+        d2h: usize,
+        f: impl FnOnce() -> Result<T>,
+    ) -> suf_backend::Result<T> {
+        let t = Instant::now();
+        let r = f().map_err(|e| e.into_backend(op));
+        lock(&self.stats).device_call(op, t.elapsed().as_secs_f64() * 1e3, h2d as u64, d2h as u64);
+        r
     }
 }
 
@@ -1230,11 +1517,12 @@ impl CudaBackend {
         b: &[u64],
         cpu: impl FnOnce() -> suf_backend::Result<Vec<u64>>,
     ) -> suf_backend::Result<Vec<u64>> {
-        if a.len() != b.len() || self.small(a.len()) {
-            return cpu();
+        if a.len() != b.len() || self.ew_host(a.len()) {
+            return self.on_host(what, cpu);
         }
-        self.try_ew(op, a, b, 0, 0, w.mask())
-            .map_err(|e| e.into_backend(what))
+        self.on_device(what, 16 * a.len(), 8 * a.len(), || {
+            self.try_ew(op, a, b, 0, 0, w.mask())
+        })
     }
 
     fn unary(
@@ -1246,11 +1534,12 @@ impl CudaBackend {
         c: u64,
         cpu: impl FnOnce() -> suf_backend::Result<Vec<u64>>,
     ) -> suf_backend::Result<Vec<u64>> {
-        if self.small(a.len()) {
-            return cpu();
+        if self.ew_host(a.len()) {
+            return self.on_host(what, cpu);
         }
-        self.try_ew(op, a, &[], 0, c, w.mask())
-            .map_err(|e| e.into_backend(what))
+        self.on_device(what, 8 * a.len(), 8 * a.len(), || {
+            self.try_ew(op, a, &[], 0, c, w.mask())
+        })
     }
 
     fn assign(
@@ -1262,12 +1551,12 @@ impl CudaBackend {
         b: &[u64],
         cpu: impl FnOnce(&mut [u64]) -> suf_backend::Result<()>,
     ) -> suf_backend::Result<()> {
-        if a.len() != b.len() || self.small(a.len()) {
-            return cpu(a);
+        if a.len() != b.len() || self.ew_host(a.len()) {
+            return self.on_host(what, || cpu(a));
         }
-        let v = self
-            .try_ew(op, a, b, 0, 0, w.mask())
-            .map_err(|e| e.into_backend(what))?;
+        let v = self.on_device(what, 16 * a.len(), 8 * a.len(), || {
+            self.try_ew(op, a, b, 0, 0, w.mask())
+        })?;
         a.copy_from_slice(&v);
         Ok(())
     }
@@ -1307,14 +1596,15 @@ impl Backend for CudaBackend {
             || n > u32::MAX as usize
             || k > u32::MAX as usize
         {
-            return cpu();
+            return self.on_host("gemm", cpu);
         }
-        self.try_gemm_batch(w, a, b, batch, m, k, n, layout)
-            .map_err(|e| e.into_backend("gemm"))
+        self.on_device("gemm", 8 * (a.len() + b.len()), 8 * lc, || {
+            self.try_gemm_batch(w, a, b, batch, m, k, n, layout)
+        })
     }
 
     fn resident<'a>(&self, name: &str, data: Cow<'a, [u64]>) -> suf_backend::Result<Resident<'a>> {
-        let buf = self.htod(&data).map_err(|e| e.into_backend("resident"))?;
+        let buf = self.on_device("resident", 8 * data.len(), 0, || self.htod(&data))?;
         // The upload is complete before the host data may go (htod copies from pageable
         // memory synchronously); `data` is dropped here.
         Ok(Resident::device(
@@ -1334,8 +1624,12 @@ impl Backend for CudaBackend {
         n: usize,
         layout: BLayout,
     ) -> suf_backend::Result<Vec<u64>> {
-        self.try_gemm_resident(w, a, b, m, k, n, layout)
-            .map_err(|e| e.into_backend("gemm_resident"))
+        self.on_device(
+            "gemm_resident",
+            8 * a.len(),
+            8 * m.saturating_mul(n),
+            || self.try_gemm_resident(w, a, b, m, k, n, layout),
+        )
     }
 
     fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
@@ -1388,20 +1682,22 @@ impl Backend for CudaBackend {
 
     fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
         let cpu = || self.cpu.add_bcast(w, a, b);
-        if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
-            return cpu();
+        if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.ew_host(a.len()) {
+            return self.on_host("add_bcast", cpu);
         }
-        self.try_ew(EW_ADD_BCAST, a, b, b.len(), 0, w.mask())
-            .map_err(|e| e.into_backend("add_bcast"))
+        self.on_device("add_bcast", 8 * (a.len() + b.len()), 8 * a.len(), || {
+            self.try_ew(EW_ADD_BCAST, a, b, b.len(), 0, w.mask())
+        })
     }
 
     fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> suf_backend::Result<Vec<u64>> {
         let cpu = || self.cpu.mul_bcast(w, a, b);
-        if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.small(a.len()) {
-            return cpu();
+        if b.is_empty() || !a.len().is_multiple_of(b.len()) || self.ew_host(a.len()) {
+            return self.on_host("mul_bcast", cpu);
         }
-        self.try_ew(EW_MUL_BCAST, a, b, b.len(), 0, w.mask())
-            .map_err(|e| e.into_backend("mul_bcast"))
+        self.on_device("mul_bcast", 8 * (a.len() + b.len()), 8 * a.len(), || {
+            self.try_ew(EW_MUL_BCAST, a, b, b.len(), 0, w.mask())
+        })
     }
 
     fn mul_rows(
@@ -1412,20 +1708,22 @@ impl Backend for CudaBackend {
         cols: usize,
     ) -> suf_backend::Result<Vec<u64>> {
         let cpu = || self.cpu.mul_rows(w, a, b, cols);
-        if cols == 0 || b.len().checked_mul(cols) != Some(a.len()) || self.small(a.len()) {
-            return cpu();
+        if cols == 0 || b.len().checked_mul(cols) != Some(a.len()) || self.ew_host(a.len()) {
+            return self.on_host("mul_rows", cpu);
         }
-        self.try_ew(EW_MUL_ROWS, a, b, cols, 0, w.mask())
-            .map_err(|e| e.into_backend("mul_rows"))
+        self.on_device("mul_rows", 8 * (a.len() + b.len()), 8 * a.len(), || {
+            self.try_ew(EW_MUL_ROWS, a, b, cols, 0, w.mask())
+        })
     }
 
     fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> suf_backend::Result<Vec<u64>> {
         let cpu = || self.cpu.row_sum(w, a, cols);
-        if cols == 0 || !a.len().is_multiple_of(cols) || self.small(a.len()) {
-            return cpu();
+        if cols == 0 || !a.len().is_multiple_of(cols) || self.ew_host(a.len()) {
+            return self.on_host("row_sum", cpu);
         }
-        self.try_row_sum(a, cols, w.mask())
-            .map_err(|e| e.into_backend("row_sum"))
+        self.on_device("row_sum", 8 * a.len(), 8 * (a.len() / cols), || {
+            self.try_row_sum(a, cols, w.mask())
+        })
     }
 
     fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u64>> {
@@ -1434,44 +1732,68 @@ impl Backend for CudaBackend {
             || keys.count().checked_mul(t) != Some(xs.len())
             || xs.is_empty()
         {
-            return cpu();
+            return self.on_host("dcf_eval", cpu);
         }
-        (|| -> Result<_> {
-            let dk = self.upload_dcf(keys)?;
+        let t0 = Instant::now();
+        let mut up = 0usize;
+        let r = (|| -> Result<_> {
+            // In place from the attached key stream when the view's origin names one; else
+            // the body (version-2 bytes as they are) is uploaded for this call.
+            let (dk, bytes) = self.device_dcf(keys)?;
+            up = bytes;
             self.dcf_eval_resident(&dk, xs, t)
         })()
-        .map_err(|e| e.into_backend("dcf_eval"))
+        .map_err(|e| e.into_backend("dcf_eval"));
+        lock(&self.stats).device_call(
+            "dcf_eval",
+            t0.elapsed().as_secs_f64() * 1e3,
+            (8 * xs.len() + up) as u64,
+            (8 * xs.len() * keys.p()) as u64,
+        );
+        r
     }
 
     fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> suf_backend::Result<Vec<u8>> {
         let cpu = || self.cpu.dpf_lt_eval(keys, xs, t);
         if keys.count().checked_mul(t) != Some(xs.len()) || xs.is_empty() {
-            return cpu();
+            return self.on_host("dpf_lt_eval", cpu);
         }
-        (|| -> Result<_> {
+        self.on_device("dpf_lt_eval", 8 * xs.len(), xs.len(), || {
             let dk = self.upload_dpf(keys)?;
             self.dpf_eval_resident(&dk, xs, t, false)
-        })()
-        .map_err(|e| e.into_backend("dpf_lt_eval"))
+        })
     }
 
     fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> suf_backend::Result<Vec<u8>> {
         let cpu = || self.cpu.dpf_eq_eval(keys, xs);
         if keys.count() != xs.len() || xs.is_empty() {
-            return cpu();
+            return self.on_host("dpf_eq_eval", cpu);
         }
-        (|| -> Result<_> {
+        self.on_device("dpf_eq_eval", 8 * xs.len(), xs.len(), || {
             let dk = self.upload_dpf(keys)?;
             self.dpf_eval_resident(&dk, xs, 1, true)
-        })()
-        .map_err(|e| e.into_backend("dpf_eq_eval"))
+        })
     }
 
     fn pack(&self, vals: &[u64], bits: u32) -> suf_backend::Result<Vec<u8>> {
-        self.cpu.pack(vals, bits)
+        self.on_host("pack", || self.cpu.pack(vals, bits))
     }
 
     fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> suf_backend::Result<Vec<u64>> {
-        self.cpu.unpack(bytes, bits, count)
+        self.on_host("unpack", || self.cpu.unpack(bytes, bits, count))
+    }
+
+    fn attach_keys(&self, stream: u64, bytes: &[u8]) -> suf_backend::Result<()> {
+        self.try_attach_keys(stream, bytes)
+            .map(|_| ())
+            .map_err(|e| e.into_backend("attach_keys"))
+    }
+
+    fn detach_keys(&self, stream: u64) {
+        self.detach(stream);
+    }
+
+    fn stats(&self) -> BackendStats {
+        lock(&self.stats).clone()
     }
 }

@@ -67,6 +67,16 @@ pub enum CudaError {
         /// Which argument.
         what: &'static str,
     },
+    /// Environment: a key stream does not fit in the device memory free (with 1 GiB left
+    /// for the online phase). Streaming keys through the device layer by layer is not
+    /// implemented yet.
+    #[error("the key stream needs {bytes} bytes of device memory and {free} are free (1 GiB is kept for the online phase); streaming keys through the device is not implemented yet")]
+    KeysTooLarge {
+        /// Device bytes the stream needs.
+        bytes: u64,
+        /// Device bytes free.
+        free: u64,
+    },
     /// Caller error: a length or shape error, as the CPU backend reports it.
     #[error(transparent)]
     Backend(#[from] suf_backend::BackendError),
@@ -80,6 +90,9 @@ impl CudaError {
         match self {
             CudaError::Backend(e) => e,
             CudaError::ForeignBuffer { what } => suf_backend::BackendError::Foreign { what },
+            CudaError::KeysTooLarge { bytes, free } => {
+                suf_backend::BackendError::KeysTooLarge { bytes, free }
+            }
             e => suf_backend::BackendError::Device {
                 operation,
                 message: e.to_string(),
@@ -144,5 +157,10 @@ mod tests {
         assert!(unsup
             .to_string()
             .starts_with("device error during dcf_eval"));
+        // A stream too large for the device keeps its figures.
+        assert_eq!(
+            CudaError::KeysTooLarge { bytes: 9, free: 4 }.into_backend("attach_keys"),
+            BackendError::KeysTooLarge { bytes: 9, free: 4 }
+        );
     }
 }

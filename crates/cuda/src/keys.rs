@@ -1,17 +1,23 @@
-//! FSS key batches resident in device memory.
+//! FSS key batches in device memory.
 //!
-//! A device key batch is the **serialized body** of a `suf_fss::keyfmt` key batch, uploaded
-//! byte for byte (the 64-byte header is parsed on the host and dropped). The body is already
-//! structure-of-arrays and level-major, so it is also the layout the kernels read: no
-//! transformation on the host, and the same bytes serve the key file, the network and the
-//! GPU. Several batches of the same kind, width and party can be concatenated into one device
-//! batch ([`crate::CudaBackend::upload_dpf_bytes`] with several parts): the sections are
-//! interleaved so that the result is exactly the body of the concatenated batch.
+//! * **DPF**: a device batch is the serialized `suf_fss::keyfmt` body, uploaded byte for byte
+//!   (the 64-byte header is parsed on the host and dropped); several batches of one width and
+//!   party can be concatenated ([`crate::CudaBackend::upload_dpf_bytes`] with several parts):
+//!   the sections are interleaved so that the result is exactly the body of the concatenated
+//!   batch.
+//! * **DCF** (key format version 2): the kernels read the body **where it lies**, at the
+//!   offsets of [`suf_fss::dcf::DcfLayout`] (passed as kernel arguments): either inside a key
+//!   stream made resident by [`suf_backend::Backend::attach_keys`] (no bytes move per call), or
+//!   in a buffer holding one uploaded body ([`crate::CudaBackend::upload_dcf`], the path of
+//!   keys that are not inside an attached stream, e.g. standalone gate tests). No host
+//!   conversion exists.
 
-use cudarc::driver::CudaSlice;
-use suf_fss::dcf::DcfKeys;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaView};
+use suf_fss::dcf::DcfLayout;
 use suf_fss::keyfmt::KeyKind;
-use suf_fss::keyfmt::{write_key, HEADER_LEN, MAGIC, VERSION};
+use suf_fss::keyfmt::{HEADER_LEN, MAGIC, VERSION};
 
 use crate::error::{CudaError, Result};
 
@@ -43,29 +49,41 @@ impl DeviceDpfKeys {
     }
 }
 
-/// A batch of DCF keys in device memory.
+/// Where a device DCF batch's body lies.
+#[derive(Debug)]
+pub(crate) enum DcfBody {
+    /// A buffer of its own holding the uploaded body (padded, see [`dcf_alloc_len`]).
+    Owned(CudaSlice<u8>),
+    /// Inside a resident key stream, at a 16-aligned byte offset.
+    InStream {
+        /// The stream's device buffer.
+        buf: Arc<CudaSlice<u8>>,
+        /// Byte offset of the body.
+        offset: usize,
+    },
+}
+
+/// A batch of DCF keys (key format version 2) in device memory: read in place by the
+/// kernels at the offsets of its [`DcfLayout`].
 #[derive(Debug)]
 pub struct DeviceDcfKeys {
-    pub(crate) body: CudaSlice<u8>,
-    pub(crate) n: u32,
-    pub(crate) m: u32,
-    pub(crate) p: usize,
+    pub(crate) body: DcfBody,
+    pub(crate) layout: DcfLayout,
     pub(crate) party: u8,
-    pub(crate) count: usize,
 }
 
 impl DeviceDcfKeys {
     /// Input bits n.
     pub fn n(&self) -> u32 {
-        self.n
+        self.layout.n
     }
     /// Payload bits m.
     pub fn m(&self) -> u32 {
-        self.m
+        self.layout.m
     }
     /// Payload elements per key.
     pub fn p(&self) -> usize {
-        self.p
+        self.layout.p
     }
     /// The party (0 or 1).
     pub fn party(&self) -> u8 {
@@ -73,12 +91,46 @@ impl DeviceDcfKeys {
     }
     /// Keys in the batch.
     pub fn count(&self) -> usize {
-        self.count
+        self.layout.count
     }
-    /// Device bytes held.
+    /// The body layout the kernels read.
+    pub fn layout(&self) -> DcfLayout {
+        self.layout
+    }
+    /// Body bytes.
     pub fn bytes(&self) -> usize {
-        self.body.len()
+        self.layout.total
     }
+    /// Whether the body lies inside a resident key stream (nothing was uploaded for it).
+    pub fn in_stream(&self) -> bool {
+        matches!(self.body, DcfBody::InStream { .. })
+    }
+    /// The device buffer that holds the body (for the ownership check).
+    pub(crate) fn buffer(&self) -> &CudaSlice<u8> {
+        match &self.body {
+            DcfBody::Owned(b) => b,
+            DcfBody::InStream { buf, .. } => buf,
+        }
+    }
+    /// The body as a device view starting at its first byte (to its buffer's end).
+    pub(crate) fn view(&self) -> CudaView<'_, u8> {
+        match &self.body {
+            DcfBody::Owned(b) => b.slice(..),
+            DcfBody::InStream { buf, offset } => buf.slice(*offset..),
+        }
+    }
+}
+
+/// Readable device bytes a DCF body of `total` bytes needs from its start: a packed value's
+/// second 8-byte word may reach up to 7 bytes past the last region (the kernels mask those
+/// bits off), so round up to 8; the allocation of an uploaded body adds 16 for good measure.
+pub(crate) fn dcf_readable(total: usize) -> Option<usize> {
+    total.checked_next_multiple_of(8)
+}
+
+/// Device bytes allocated for one uploaded DCF body of `total` bytes (zero tail).
+pub(crate) fn dcf_alloc_len(total: usize) -> Option<usize> {
+    total.checked_next_multiple_of(16)?.checked_add(16)
 }
 
 /// The parsed header of one serialized batch (checksum not verified; see
@@ -134,13 +186,6 @@ pub(crate) fn parse(bytes: &[u8], kind: KeyKind) -> Result<(Head, &[u8])> {
             }
             Some(dpf_key_bytes(n))
         }
-        KeyKind::Dcf => {
-            let [m, p, z0, z1] = params;
-            if !(1..=64).contains(&m) || p == 0 || p > 1 << 16 || z0 != 0 || z1 != 0 {
-                return Err(CudaError::BadKey(format!("DCF params {params:?}")));
-            }
-            dcf_key_bytes(n, p as usize)
-        }
         _ => None,
     };
     let expected = per.and_then(|p| p.checked_mul(count));
@@ -168,59 +213,6 @@ pub(crate) fn dpf_key_bytes(n: u32) -> usize {
     16 * d + 32 + d.div_ceil(8)
 }
 
-/// TODO(keys-v2): the DCF kernels still read the format-1 body (u64 correction words, no
-/// padding: seed, scw, tcw_l, tcw_r, vcw n × count × p u64, fcw count × p u64). Until they take
-/// the `suf_fss::dcf::DcfLayout` offsets and read the bit-packed words of a version-2 body in
-/// place, a batch is converted to that body on the host here (header: `keyfmt` with the
-/// kernels' body, so [`parse`] checks it against [`dcf_key_bytes`]).
-pub(crate) fn dcf_kernel_bytes(k: &DcfKeys<'_>) -> Vec<u8> {
-    let (n, p, cnt) = (k.n() as usize, k.p(), k.count());
-    let mut body = Vec::with_capacity(cnt * dcf_key_bytes(k.n(), p).unwrap_or(0));
-    for i in 0..cnt {
-        body.extend_from_slice(&k.seed(i).to_le_bytes());
-    }
-    for lvl in 0..n {
-        for i in 0..cnt {
-            body.extend_from_slice(&k.scw(lvl, i).to_le_bytes());
-        }
-    }
-    for side in 0..2 {
-        for i in 0..cnt {
-            let (l, r) = k.tcw(i);
-            body.extend_from_slice(&[l, r][side].to_le_bytes());
-        }
-    }
-    for lvl in 0..n {
-        for i in 0..cnt {
-            for q in 0..p {
-                body.extend_from_slice(&k.vcw(lvl, i, q).to_le_bytes());
-            }
-        }
-    }
-    for i in 0..cnt {
-        for q in 0..p {
-            body.extend_from_slice(&k.fcw(i, q).to_le_bytes());
-        }
-    }
-    write_key(
-        KeyKind::Dcf,
-        k.party(),
-        k.n(),
-        [k.m(), p as u32, 0, 0],
-        cnt as u64,
-        &body,
-    )
-}
-
-/// DCF body bytes per key in the kernels' (format-1) layout: 16 + 16n + 16 + 8p(n + 1).
-pub(crate) fn dcf_key_bytes(n: u32, p: usize) -> Option<usize> {
-    let n = n as usize;
-    8usize
-        .checked_mul(p)?
-        .checked_mul(n + 1)?
-        .checked_add(32 + 16 * n)
-}
-
 /// The sections of a body: (rows, bytes per key per row). Section s holds `rows` rows of
 /// `count × bytes` each (level-major when rows > 1).
 pub(crate) fn sections(h: &Head) -> Vec<(usize, usize)> {
@@ -228,11 +220,6 @@ pub(crate) fn sections(h: &Head) -> Vec<(usize, usize)> {
         KeyKind::Dpf => {
             let d = (h.n - h.n.min(7)) as usize;
             vec![(1, 16), (d, 16), (1, 16), (1, d.div_ceil(8))]
-        }
-        KeyKind::Dcf => {
-            let n = h.n as usize;
-            let p = h.params[1] as usize;
-            vec![(1, 16), (n, 16), (1, 8), (1, 8), (n, 8 * p), (1, 8 * p)]
         }
         _ => Vec::new(),
     }
@@ -274,7 +261,7 @@ pub(crate) fn concat_plan(
 mod tests {
     use super::*;
     use suf_core::prg::Csprng;
-    use suf_fss::{dcf, dpf};
+    use suf_fss::dpf;
 
     /// Concatenating serialized parts by the plan equals serializing the concatenated batch.
     #[test]
@@ -309,47 +296,42 @@ mod tests {
             }
             assert_eq!(got, &want[HEADER_LEN..], "n={n}");
         }
-        // DCF with p = 2.
-        let alphas: Vec<u64> = (0..9).map(|_| rng.next_u64() & 0xfff).collect();
-        let betas: Vec<u64> = (0..18).map(|_| rng.next_u64()).collect();
-        let shadow = rng.clone();
-        let (all, _) = dcf::gen_batch(12, 40, 2, &alphas, &betas, &mut rng).unwrap();
-        let mut r2 = shadow;
-        let a = dcf::gen_batch(12, 40, 2, &alphas[..4], &betas[..8], &mut r2)
-            .unwrap()
-            .0;
-        let b = dcf::gen_batch(12, 40, 2, &alphas[4..], &betas[8..], &mut r2)
-            .unwrap()
-            .0;
-        let (ab, bb) = (dcf_kernel_bytes(&a), dcf_kernel_bytes(&b));
-        let ha = parse(&ab, KeyKind::Dcf).unwrap();
-        let hb = parse(&bb, KeyKind::Dcf).unwrap();
-        let plan = concat_plan(&sections(&ha.0), &[4, 5]);
-        let want = dcf_kernel_bytes(&all);
-        let mut got = vec![0u8; want.len() - HEADER_LEN];
-        for (i, src, dst, len) in plan {
-            let body = if i == 0 { ha.1 } else { hb.1 };
-            got[dst..dst + len].copy_from_slice(&body[src..src + len]);
-        }
-        assert_eq!(got, &want[HEADER_LEN..]);
     }
 
-    /// The kernels' body holds the same correction words as the version-2 batch, and a
-    /// version-2 batch itself is refused by the kernels' parser.
+    /// The bytes a kernel may touch when it reads a packed value (an aligned 8-byte word, and
+    /// the next one when the value straddles): inside the level's padded region for vcw, and
+    /// within `dcf_readable(total)` of the body start for fcw, for every layout shape.
     #[test]
-    fn kernel_body_of_a_v2_batch() {
-        let mut rng = Csprng::for_tests(5);
-        let (k, _) =
-            dcf::gen_batch(10, 13, 2, &[5, 700, 3], &[1, 2, 3, 4, 5, 6], &mut rng).unwrap();
-        let b = dcf_kernel_bytes(&k);
-        let (h, body) = parse(&b, KeyKind::Dcf).unwrap();
-        assert_eq!((h.n, h.count, h.params), (10, 3, [13, 2, 0, 0]));
-        let u64at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().unwrap());
-        // vcw of level 4, key 1, element 1 and fcw of key 2, element 0.
-        let vcw = 16 * 3 + 16 * 10 * 3 + 16 * 3;
-        assert_eq!(u64at(vcw + 8 * ((4 * 3 + 1) * 2 + 1)), k.vcw(4, 1, 1));
-        assert_eq!(u64at(vcw + 8 * 10 * 3 * 2 + 8 * 4), k.fcw(2, 0));
-        assert!(parse(&k.to_bytes(), KeyKind::Dcf).is_err());
+    fn packed_reads_stay_within_the_readable_bytes() {
+        let end_of_read = |bit: usize, m: usize| -> usize {
+            let w = bit / 64;
+            let words = if bit % 64 + m > 64 { 2 } else { 1 };
+            8 * (w + words)
+        };
+        for n in [1u32, 13, 50, 64] {
+            for m in [1u32, 7, 13, 37, 50, 57, 63, 64] {
+                for p in [1usize, 2, 3, 5, 16] {
+                    for count in [1usize, 2, 3, 31, 33, 100] {
+                        let l = DcfLayout::new(n, m, p, count).unwrap();
+                        let (mu, last) = (m as usize, count * p - 1);
+                        for i in 0..n as usize {
+                            let level_end = l.vcw + (i + 1) * l.vcw_level_stride;
+                            let e = end_of_read(l.vcw_bit(i, 0, 0) + last * mu, mu);
+                            assert!(e <= level_end, "vcw n={n} m={m} p={p} count={count}");
+                        }
+                        let e = end_of_read(l.fcw_bit(0, 0) + last * mu, mu);
+                        assert!(
+                            e <= dcf_readable(l.total).unwrap(),
+                            "fcw n={n} m={m} p={p} count={count}"
+                        );
+                        assert!(dcf_readable(l.total).unwrap() <= dcf_alloc_len(l.total).unwrap());
+                        for off in [l.seed, l.scw, l.tcw_l, l.tcw_r, l.vcw, l.fcw] {
+                            assert_eq!(off % 16, 0);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

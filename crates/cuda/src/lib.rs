@@ -11,13 +11,20 @@
 //!   prelude (fixed-key AES round keys, T-table, PRG domain constants from `suf_core::prg`),
 //!   compiled by NVRTC to a CUBIN for the device's architecture (`sm_90` on H100) once per
 //!   process ([`compile`]); a compile error carries NVRTC's log.
-//! * **FSS.** One thread per (key, point). Key batches are uploaded as their serialized
-//!   `suf_fss::keyfmt` bodies (structure-of-arrays, level-major), which is also the layout the
-//!   kernels read: a warp's 32 threads load 32 consecutive correction words per level. The
-//!   PRG is fixed-key AES-128 in MMO form, G_c(s) = π(s ⊕ c) ⊕ s ⊕ c, with T-table AES in
-//!   shared memory ([`AesTable`]: four tables, or T0 replicated per bank). Keys can stay
-//!   resident ([`CudaBackend::upload_dpf_bytes`], [`DeviceDpfKeys`],
-//!   [`CudaBackend::dpf_eval_device`], and the DCF counterparts).
+//! * **FSS.** One thread per (key, point). The kernels read the serialized `suf_fss::keyfmt`
+//!   bodies (structure-of-arrays, level-major) where they lie: a warp's 32 threads load 32
+//!   consecutive correction words per level. DCF batches (key format v2) are read at the
+//!   offsets of `suf_fss::dcf::DcfLayout`, passed as kernel arguments, either inside the
+//!   party's key stream made resident once ([`suf_backend::Backend::attach_keys`]) or from an
+//!   uploaded body. The PRG is fixed-key AES-128 in MMO form, G_c(s) = π(s ⊕ c) ⊕ s ⊕ c, with
+//!   T-table AES in shared memory ([`AesTable`]: four tables, or T0 replicated per bank).
+//!   Device-resident API: [`CudaBackend::upload_dpf_bytes`], [`DeviceDpfKeys`],
+//!   [`CudaBackend::dpf_eval_device`], [`CudaBackend::device_dcf`], [`DeviceDcfKeys`],
+//!   [`CudaBackend::dcf_eval_device`].
+//! * **Host or device.** Elementwise calls on host operands run on the host below
+//!   [`CudaOptions::elementwise_device_min`] elements (a size rule measured on the GPU, see
+//!   the README); GEMM and FSS run on the device. [`suf_backend::Backend::stats`] counts
+//!   both.
 //! * **Ring GEMM** mod 2^n on CUDA cores: 64×64 tiles in shared memory, operands split into
 //!   32-bit halves so each 64-bit multiply-add is three 32-bit IMADs (one for n ≤ 32).
 //!
@@ -45,6 +52,8 @@ pub mod error;
 mod keys;
 
 pub use cudarc;
-pub use device::{cuda_available, AesTable, CudaBackend, CudaOptions, DeviceInfo};
+pub use device::{
+    cuda_available, AesTable, CudaBackend, CudaOptions, DeviceInfo, ELEMENTWISE_DEVICE_MIN,
+};
 pub use error::{CudaError, Result};
 pub use keys::{DeviceDcfKeys, DeviceDpfKeys};

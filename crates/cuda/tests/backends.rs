@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use suf_backend::{BLayout, Backend, BackendError, BitWidth, CpuBackend};
 use suf_core::prg::{Csprng, FixedKeyAes};
-use suf_cuda::{compile, cuda_available, AesTable, CudaBackend, CudaError};
-use suf_fss::{dcf, dpf};
+use suf_cuda::{compile, cuda_available, AesTable, CudaBackend, CudaError, CudaOptions};
+use suf_fss::{dcf, dpf, KeyOrigin, KeyRef};
 
 type R = Result<(), Failed>;
 
@@ -63,7 +63,9 @@ enum Var {
 }
 
 /// Fresh backend instances of `dev` (each CUDA instance has its own stream, so trials running
-/// in parallel never change each other's settings).
+/// in parallel never change each other's settings). CUDA instances send every non-empty
+/// elementwise call to the device (so the kernels are covered whatever the size rule says;
+/// `size_rule` tests the rule itself).
 /// Named backend instances.
 type Instances = Vec<(String, Box<dyn Backend>)>;
 
@@ -73,18 +75,23 @@ fn instances(dev: Dev, var: Var) -> Result<Instances, Failed> {
     }
     let g = gpu().ok_or("no GPU for a CUDA trial")?;
     let mut v: Instances = Vec::new();
+    let sib = || -> Result<CudaBackend, Failed> {
+        let b = g.sibling()?;
+        b.set_elementwise_device_min(1);
+        Ok(b)
+    };
     match var {
-        Var::One => v.push(("cuda".into(), Box::new(g.sibling()?))),
+        Var::One => v.push(("cuda".into(), Box::new(sib()?))),
         Var::Aes => {
             for t in [AesTable::Shared4, AesTable::Replicated32] {
-                let b = g.sibling()?;
+                let b = sib()?;
                 b.set_aes_table(t);
                 v.push((format!("cuda/{}", t.name()), Box::new(b)));
             }
         }
         Var::Gemm => {
             for two in [true, false] {
-                let b = g.sibling()?;
+                let b = sib()?;
                 b.set_gemm_two_blocks_per_sm(two);
                 v.push((format!("cuda/b2={two}"), Box::new(b)));
             }
@@ -674,6 +681,217 @@ fn dpf(dev: Dev) -> R {
     Ok(())
 }
 
+/// A stream-like buffer: `batches` serialized DCF batches, each starting 16-aligned after
+/// `lead` bytes of filler (so every body is 16-aligned), the last one flush with the end of
+/// the buffer. Returns the buffer and each batch's (offset, length).
+fn stream_like(batches: &[Vec<u8>], lead: usize, rng: &mut Rng) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut buf: Vec<u8> = (0..lead).map(|_| rng.next() as u8).collect();
+    let mut at = Vec::new();
+    for b in batches {
+        while !buf.len().is_multiple_of(16) {
+            buf.push(rng.next() as u8);
+        }
+        at.push((buf.len(), b.len()));
+        buf.extend_from_slice(b);
+    }
+    (buf, at)
+}
+
+/// Key batches read in place from an attached key stream (key format v2, the kernels at the
+/// DcfLayout offsets), against the CPU bit for bit: scalar and vector payloads, widths whose
+/// packed values straddle words, several points per key, a batch flush with the end of the
+/// stream. The same views after the stream is detached (their bodies uploaded per call), and
+/// views without an origin. On CUDA the stats count which path ran, and corrupt origins are
+/// errors.
+fn dcf_attached_stream(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(8), Csprng::for_tests(8));
+    let shapes: [(u32, u32, usize, usize, usize); 7] = [
+        (50, 50, 1, 1000, 1),
+        (37, 13, 1, 33, 3),
+        (64, 63, 1, 31, 1),
+        (50, 50, 3, 257, 1),
+        (13, 64, 2, 32, 2),
+        (1, 1, 1, 1, 1),
+        (50, 37, 5, 129, 1),
+    ];
+    let mut owned = Vec::new();
+    for &(n, m, p, count, t) in &shapes {
+        let alphas = alphas_for(n, count, &mut rng);
+        let (k0, k1) = dcf::gen_batch(n, m, p, &alphas, &rng.vec(count * p), &mut crng)?;
+        let xs = points(n, &alphas, t, &mut rng);
+        owned.push((k0, k1, xs, t));
+    }
+    for party in 0..2usize {
+        let bytes: Vec<Vec<u8>> = owned
+            .iter()
+            .map(|o| {
+                if party == 0 {
+                    o.0.to_bytes()
+                } else {
+                    o.1.to_bytes()
+                }
+            })
+            .collect();
+        let (buf, at) = stream_like(&bytes, 48 + 16 * party, &mut rng);
+        let token = 0x5eed_0000 + party as u64;
+        let view = |i: usize, token: u64, shift: u64| -> Result<dcf::DcfKeys<'_>, Failed> {
+            let (off, len) = at[i];
+            Ok(dcf::DcfKeys::view(KeyRef {
+                bytes: &buf[off..off + len],
+                origin: Some(KeyOrigin {
+                    stream: token,
+                    offset: off as u64 + shift,
+                }),
+            })?)
+        };
+        for (name, be) in instances(dev, Var::Aes)? {
+            let at_ = |i: usize, how: &str| {
+                let (n, m, p, count, t) = shapes[i];
+                format!("{name} party {party} {how} n={n} m={m} p={p} count={count} t={t}")
+            };
+            let s0 = be.stats();
+            be.attach_keys(token, &buf)?;
+            for (i, o) in owned.iter().enumerate() {
+                let k = if party == 0 { &o.0 } else { &o.1 };
+                let want = cpu.dcf_eval(k, &o.2, o.3)?;
+                let v = view(i, token, 0)?;
+                eq(
+                    &format!("{} origin", at_(i, "view")),
+                    v.origin().map(|o| o.offset % 16),
+                    Some(0),
+                )?;
+                twice(&at_(i, "in place"), &want, || be.dcf_eval(&v, &o.2, o.3))?;
+                // A view naming a stream that is not attached: its body is uploaded.
+                let other = view(i, token ^ 1, 0)?;
+                same(
+                    &at_(i, "unattached origin"),
+                    &be.dcf_eval(&other, &o.2, o.3)?,
+                    &want,
+                )?;
+                // No origin at all (standalone keys).
+                same(&at_(i, "owned"), &be.dcf_eval(k, &o.2, o.3)?, &want)?;
+            }
+            let d = be.stats().since(&s0);
+            let nb = shapes.len() as u64;
+            if dev == Dev::Cuda {
+                eq(
+                    &format!("{name} key streams attached"),
+                    d.key_streams_attached,
+                    1,
+                )?;
+                eq(
+                    &format!("{name} key bytes attached"),
+                    d.key_bytes_attached,
+                    buf.len() as u64,
+                )?;
+                eq(
+                    &format!("{name} batches read in place"),
+                    d.dcf_resident_batches,
+                    2 * nb,
+                )?;
+                eq(
+                    &format!("{name} batches uploaded"),
+                    d.dcf_uploaded_batches,
+                    2 * nb,
+                )?;
+                // Corrupt origins inside the attached stream are refused, not read.
+                for (shift, what) in [(8u64, "misaligned"), (1 << 40, "beyond the stream")] {
+                    let bad = view(0, token, shift)?;
+                    match be.dcf_eval(&bad, &owned[0].2, owned[0].3) {
+                        Err(BackendError::Device {
+                            operation: "dcf_eval",
+                            ..
+                        }) => {}
+                        other => return Err(format!("{name} {what} origin: {other:?}").into()),
+                    }
+                }
+            } else {
+                eq(&format!("{name} stats of the CPU"), d, Default::default())?;
+            }
+            // Detached: the same views are uploaded per call and still agree.
+            be.detach_keys(token);
+            let s1 = be.stats();
+            for (i, o) in owned.iter().enumerate() {
+                let k = if party == 0 { &o.0 } else { &o.1 };
+                let want = cpu.dcf_eval(k, &o.2, o.3)?;
+                same(
+                    &at_(i, "after detach"),
+                    &be.dcf_eval(&view(i, token, 0)?, &o.2, o.3)?,
+                    &want,
+                )?;
+            }
+            if dev == Dev::Cuda {
+                let d = be.stats().since(&s1);
+                eq(
+                    &format!("{name} after detach: in place"),
+                    d.dcf_resident_batches,
+                    0,
+                )?;
+                eq(
+                    &format!("{name} after detach: uploaded"),
+                    d.dcf_uploaded_batches,
+                    nb,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The elementwise size rule: below `elementwise_device_min` elements a call runs on the
+/// host, from it on on the device (counted in the stats); the results agree either way.
+fn size_rule(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let w = width(50)?;
+    let mut rng = Rng(9);
+    for (name, be) in instances(dev, Var::One)? {
+        if dev == Dev::Cuda {
+            let g = gpu().ok_or("no GPU")?.sibling()?;
+            g.set_elementwise_device_min(100);
+            for len in [99usize, 100] {
+                let (a, b) = (rng.vec(len), rng.vec(len));
+                let s0 = g.stats();
+                same(
+                    &format!("{name} add len {len}"),
+                    &g.add(w, &a, &b)?,
+                    &cpu.add(w, &a, &b)?,
+                )?;
+                let d = g.stats().since(&s0);
+                let op = d
+                    .ops
+                    .iter()
+                    .find(|o| o.op == "add")
+                    .ok_or("add not counted")?;
+                let device = len >= 100;
+                eq(
+                    &format!("{name} add len {len}: (device, host) calls"),
+                    (op.device_calls, op.host_calls),
+                    (device as u64, !device as u64),
+                )?;
+                eq(
+                    &format!("{name} device ms counted"),
+                    d.device_ms > 0.0,
+                    device,
+                )?;
+            }
+            eq(
+                "default rule",
+                CudaOptions::default().elementwise_device_min,
+                suf_cuda::ELEMENTWISE_DEVICE_MIN,
+            )?;
+        } else {
+            let (a, b) = (rng.vec(100), rng.vec(100));
+            same(
+                &format!("{name} add"),
+                &be.add(w, &a, &b)?,
+                &cpu.add(w, &a, &b)?,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Two instances (two parties' backends) used at once from two threads: each gets exactly
 /// what it would get alone.
 fn two_instances_at_once(dev: Dev) -> R {
@@ -807,6 +1025,22 @@ fn device_api(g: &CudaBackend) -> R {
     let dk = g.upload_dcf(&k0)?;
     let xs = points(37, &al, 2, &mut rng);
     eq(
+        "uploaded body",
+        (dk.in_stream(), dk.bytes()),
+        (false, k0.layout().total),
+    )?;
+    // Serialized bytes go through the same header check.
+    let kb = k0.to_bytes();
+    eq(
+        "truncated DCF batch",
+        matches!(
+            g.upload_dcf_bytes(&kb[..kb.len() - 1]),
+            Err(CudaError::BadKey(_))
+        ),
+        true,
+    )?;
+    eq("DCF batch from bytes", g.upload_dcf_bytes(&kb)?.count(), 50)?;
+    eq(
         "unsupported payload",
         CudaBackend::dcf_supported(37, 17),
         false,
@@ -830,6 +1064,43 @@ fn device_api(g: &CudaBackend) -> R {
     Ok(())
 }
 
+/// A key stream larger than the device's free memory is a typed error (streaming keys through
+/// the device is not implemented); a small one fits.
+fn keys_too_large(g: &CudaBackend) -> R {
+    let total = g.info().total_mem;
+    match g.key_stream_fits(total) {
+        Err(CudaError::KeysTooLarge { bytes, free }) => {
+            eq("bytes reported", bytes, total as u64)?;
+            eq("free below total", free < total as u64, true)?;
+        }
+        other => return Err(format!("a stream of the whole device memory: {other:?}").into()),
+    }
+    g.key_stream_fits(1 << 20)?;
+    // Through the trait: the backend error keeps the figures.
+    let e = suf_cuda::CudaError::KeysTooLarge { bytes: 5, free: 1 }.into_backend("attach_keys");
+    eq(
+        "trait error",
+        e,
+        BackendError::KeysTooLarge { bytes: 5, free: 1 },
+    )
+}
+
+/// Device selection: an ordinal beyond the devices is a typed error naming the count.
+fn device_ordinals(g: &CudaBackend) -> R {
+    eq("ordinal of the default device", g.ordinal(), 0)?;
+    let opts = CudaOptions {
+        ordinal: 1 << 20,
+        ..Default::default()
+    };
+    match CudaBackend::with_options(opts) {
+        Err(CudaError::NoDevice { ordinal, count }) => {
+            eq("ordinal reported", ordinal, 1 << 20)?;
+            eq("devices reported", count >= 1, true)
+        }
+        other => Err(format!("ordinal 2^20: {other:?}").into()),
+    }
+}
+
 fn kernels_compile_with_nvrtc() -> Result<Completion, Failed> {
     if !compile::nvrtc_available() {
         return Ok(Completion::ignored_with("NVRTC not installed"));
@@ -839,9 +1110,18 @@ fn kernels_compile_with_nvrtc() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-fn new_is_an_error_without_gpu() -> Result<Completion, Failed> {
+/// Without a GPU, opening the backend is a typed error naming what is missing; with one, an
+/// ordinal beyond the devices is (never ignored: one of the two always runs).
+fn open_errors_are_typed() -> Result<Completion, Failed> {
     if cuda_available() {
-        return Ok(Completion::ignored_with("a GPU is present"));
+        let opts = CudaOptions {
+            ordinal: 1 << 20,
+            ..Default::default()
+        };
+        return match CudaBackend::with_options(opts) {
+            Err(CudaError::NoDevice { .. }) => Ok(Completion::Completed),
+            other => Err(format!("ordinal 2^20 with a GPU: {other:?}").into()),
+        };
     }
     match CudaBackend::new() {
         Ok(_) => Err("CudaBackend::new() succeeded without a usable GPU".into()),
@@ -895,6 +1175,8 @@ fn main() {
         dcf_vector,
         dcf_million,
         dpf,
+        dcf_attached_stream,
+        size_rule,
         two_instances_at_once,
     );
     for (name, body) in generic {
@@ -907,9 +1189,11 @@ fn main() {
         }));
     }
     type CudaBody = fn(&CudaBackend) -> R;
-    let cuda_only: [(&str, CudaBody); 2] = [
+    let cuda_only: [(&str, CudaBody); 4] = [
         ("aes_permutation", aes_permutation),
         ("device_api", device_api),
+        ("keys_too_large", keys_too_large),
+        ("device_ordinals", device_ordinals),
     ];
     for (name, body) in cuda_only {
         trials.push(Trial::ignorable_test(format!("{name}::cuda"), move || {
@@ -924,9 +1208,8 @@ fn main() {
         "kernels_compile_with_nvrtc",
         kernels_compile_with_nvrtc,
     ));
-    trials.push(Trial::ignorable_test(
-        "new_is_an_error_without_gpu",
-        new_is_an_error_without_gpu,
-    ));
+    trials.push(Trial::test("open_errors_are_typed", || {
+        open_errors_are_typed().map(|_| ())
+    }));
     libtest_mimic::run(&args, trials).exit();
 }

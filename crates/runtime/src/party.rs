@@ -27,7 +27,7 @@ use crate::error::{Result, RtError};
 use crate::ir::{Dtype, NodeId, Op, Program};
 use crate::keystream::PartyStream;
 use crate::local::eval_local;
-use crate::report::{Counter, RunReport, Tracer};
+use crate::report::{BackendReport, Counter, RoundTime, RunReport, Tracer};
 use crate::sched::{Group, Schedule};
 
 /// XOR-shared bits are elements of Z_2: XOR is addition, AND multiplication.
@@ -94,14 +94,20 @@ impl<'a> ResidentWeights<'a> {
     }
 }
 
-/// One run's key-dependent preparation, done before the online phase: the shares [R_W] of
-/// the private weights' masks taken from the key stream and jŴ − [R_W] made resident.
+/// One run's key-dependent preparation, done before the online phase: the key stream
+/// attached to the backend, the shares [R_W] of the private weights' masks taken from it and
+/// jŴ − [R_W] made resident.
 pub struct Prepared<'r, 'a> {
     weights: &'r ResidentWeights<'a>,
     /// jŴ − [R_W] by weight id.
     left: HashMap<String, Resident<'static>>,
-    /// Milliseconds taken (reading [R_W], computing jŴ − [R_W], registering it).
+    /// Milliseconds taken (attaching the keys, reading [R_W], computing jŴ − [R_W],
+    /// registering it).
     pub ms: f64,
+    /// Milliseconds the backend took to make the key stream resident (0 on the CPU).
+    pub key_upload_ms: f64,
+    /// Key-stream bytes the backend uploaded (0 on the CPU).
+    pub key_bytes_uploaded: u64,
 }
 
 impl std::fmt::Debug for Prepared<'_, '_> {
@@ -265,7 +271,10 @@ impl<'a> Party<'a> {
         let res = self.resident_weights()?;
         let prep = self.prepare(&res, keys)?;
         let mut out = self.run_prepared(prep, keys, net, inputs, tracer)?;
-        out.report.online_ms = t.elapsed().as_secs_f64() * 1e3;
+        // Registration and preparation count as host time here.
+        let all = t.elapsed().as_secs_f64() * 1e3;
+        out.report.host_ms += (all - out.report.online_ms).max(0.0);
+        out.report.online_ms = all;
         Ok(out)
     }
 
@@ -322,7 +331,9 @@ impl<'a> Party<'a> {
         keys.check(self.party, &prog.fingerprint(), w.bits())?;
         // The whole stream, once: a device backend uploads it and evaluates DCF views from
         // offsets into its copy; the CPU backend reads the host bytes in place.
+        let s0 = self.be.stats();
         self.be.attach_keys(keys.token(), keys.bytes())?;
+        let attached = self.be.stats().since(&s0);
         let j = self.party as u64;
         let mut left = HashMap::new();
         for (wid, &(k, n)) in &prog.private_weights {
@@ -343,6 +354,8 @@ impl<'a> Party<'a> {
             weights,
             left,
             ms: t.elapsed().as_secs_f64() * 1e3,
+            key_upload_ms: attached.key_upload_ms,
+            key_bytes_uploaded: attached.key_bytes_attached,
         })
     }
 
@@ -360,7 +373,17 @@ impl<'a> Party<'a> {
     ) -> Result<PartyOutput> {
         let prog = self.prog;
         let w = prog.width();
+        // The keys are one-time: whatever the backend holds for them goes when the run ends,
+        // on every path.
+        struct Detach<'b>(&'b dyn Backend, u64);
+        impl Drop for Detach<'_> {
+            fn drop(&mut self) {
+                self.0.detach_keys(self.1);
+            }
+        }
+        let _detach = Detach(self.be, keys.token());
         let t_start = Instant::now();
+        let stats0 = self.be.stats();
         let net0 = (net.stats().bytes_sent, net.stats().bytes_received);
         let sched = Schedule::of(prog);
         let mut ex = Exec {
@@ -378,6 +401,9 @@ impl<'a> Party<'a> {
         };
         let waves = ex.sched.waves.clone();
         for (k, wave) in waves.iter().enumerate() {
+            let t_round = Instant::now();
+            let dev0 = self.be.stats().device_ms;
+            let mut wait_ms = 0.0;
             // 1. Operands of this round, then mask shares and the outgoing message.
             let operands: Vec<NodeId> = wave
                 .iter()
@@ -422,7 +448,9 @@ impl<'a> Party<'a> {
                 mine.push(ops);
             }
             let sent_len = msg.len();
+            let t_wait = Instant::now();
             net.send(msg)?;
+            wait_ms += t_wait.elapsed().as_secs_f64() * 1e3;
             // 2. Overlap: every other local step that is ready now.
             let ready: Vec<NodeId> = (0..prog.nodes.len())
                 .map(|i| NodeId(i as u32))
@@ -435,7 +463,9 @@ impl<'a> Party<'a> {
                 .collect();
             ex.ensure(&ready, inputs)?;
             // 3. The peer's message.
+            let t_wait = Instant::now();
             let theirs = net.recv()?;
+            wait_ms += t_wait.elapsed().as_secs_f64() * 1e3;
             net.note_round();
             let expect: usize = layout.iter().map(|(c, b)| packed_len(*c, *b)).sum();
             if theirs.len() != expect {
@@ -448,6 +478,21 @@ impl<'a> Party<'a> {
             rep.rounds += 1;
             rep.bytes_sent += sent_len as u64;
             rep.bytes_recv += theirs.len() as u64;
+            // 4. Gate batches, then the Beaver-style steps.
+            self.finish_wave(
+                &mut ex, keys, k, wave, &masks, &mine, &theirs, &layout, tracer,
+            )?;
+            let ms = t_round.elapsed().as_secs_f64() * 1e3;
+            let device_ms = (self.be.stats().device_ms - dev0).max(0.0);
+            let rt = RoundTime {
+                round: k as u64 + 1,
+                ms,
+                host_ms: (ms - device_ms - wait_ms).max(0.0),
+                device_ms,
+                wait_ms,
+                bytes_sent: sent_len as u64,
+                bytes_recv: theirs.len() as u64,
+            };
             if tracer.on() {
                 let mut by_op: BTreeMap<String, u64> = BTreeMap::new();
                 for (i, &id) in wave.iter().enumerate() {
@@ -464,13 +509,12 @@ impl<'a> Party<'a> {
                 tracer.line(serde_json::json!({
                     "round": k + 1, "party": self.party, "ops": by_op,
                     "sent": sent_len, "recv": theirs.len(),
+                    "ms": rt.ms, "host_ms": rt.host_ms, "device_ms": rt.device_ms,
+                    "wait_ms": rt.wait_ms,
                     "flush": if k + 1 == waves.len() { "end of program" } else { "next round awaits these values" },
                 }));
             }
-            // 4. Gate batches, then the Beaver-style steps.
-            self.finish_wave(
-                &mut ex, keys, k, wave, &masks, &mine, &theirs, &layout, tracer,
-            )?;
+            rep.round_times.push(rt);
         }
         // Everything left (the last level's local steps and the outputs).
         let rest: Vec<NodeId> = prog.outputs.clone();
@@ -482,6 +526,11 @@ impl<'a> Party<'a> {
             .map(|o| ex.val(*o).map(|v| v.as_ref().clone()))
             .collect::<Result<Vec<_>>>()?;
         rep.online_ms = t_start.elapsed().as_secs_f64() * 1e3;
+        let used = self.be.stats().since(&stats0);
+        rep.device_ms = used.device_ms;
+        rep.wait_ms = rep.round_times.iter().map(|r| r.wait_ms).sum();
+        rep.host_ms = (rep.online_ms - rep.device_ms - rep.wait_ms).max(0.0);
+        rep.backend = BackendReport::from(&used);
         rep.wire_bytes_sent = net.stats().bytes_sent - net0.0;
         rep.wire_bytes_recv = net.stats().bytes_received - net0.1;
         let counter = std::mem::take(&mut ex.counter);
@@ -545,6 +594,7 @@ impl<'a> Party<'a> {
                     _ => unreachable!("gate group holds gates"),
                 };
                 let blob = keys.take_blob()?;
+                let dev0 = tracer.on().then(|| self.be.stats().device_ms);
                 let out = gate.eval(w, self.party, blob.key(), &xhat, self.be)?;
                 let q = gate.outputs();
                 let total = xhat.len();
@@ -558,10 +608,12 @@ impl<'a> Party<'a> {
                     });
                 }
                 let ms = t.elapsed().as_secs_f64() * 1e3;
-                if tracer.on() {
+                if let Some(d0) = dev0 {
+                    let dev_us = (self.be.stats().device_ms - d0).max(0.0) * 1e3;
                     tracer.line(serde_json::json!({
                         "round": k + 1, "party": self.party, "fss": name,
                         "elements": xhat.len(), "key_bytes": blob.len(), "eval_us": ms * 1e3,
+                        "device_us": dev_us,
                     }));
                 }
                 let mut pos = 0;

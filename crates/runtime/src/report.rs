@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
+use suf_backend::BackendStats;
 
 /// Counts for one (layer, operator) pair.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -39,6 +40,86 @@ pub struct LayerReport {
     pub ms: f64,
 }
 
+/// Where one round's time went (one party). A round runs from the first local step its
+/// openings need to the end of its gate batches and Beaver steps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RoundTime {
+    /// Round number (1-based).
+    pub round: u64,
+    /// Wall milliseconds of the round.
+    pub ms: f64,
+    /// Host compute: the round's wall time less device time and waiting.
+    pub host_ms: f64,
+    /// Time inside backend calls that ran on the device (synchronous: copies, kernels and
+    /// driver work; 0 on the CPU backend).
+    pub device_ms: f64,
+    /// Time blocked on the peer: sending the round's message and waiting for the peer's.
+    pub wait_ms: f64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_recv: u64,
+}
+
+/// Counters of one backend operation during the online run (from
+/// [`suf_backend::OpStats`]).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackendOpReport {
+    /// The trait operation (`gemm`, `dcf_eval`, `add`, …).
+    pub op: String,
+    /// Calls run on the device.
+    pub device_calls: u64,
+    /// Calls run on the host by the backend's size rule.
+    pub host_calls: u64,
+    /// Milliseconds of the device calls.
+    pub device_ms: f64,
+    /// Milliseconds of the host calls.
+    pub host_ms: f64,
+    /// Bytes host → device.
+    pub bytes_h2d: u64,
+    /// Bytes device → host.
+    pub bytes_d2h: u64,
+}
+
+/// What the backend did during the online run (zeros on the CPU backend).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackendReport {
+    /// DCF batches evaluated in place from the attached key stream.
+    pub dcf_resident_batches: u64,
+    /// DCF batches whose body was uploaded for the call.
+    pub dcf_uploaded_batches: u64,
+    /// Bytes of those uploads.
+    pub dcf_uploaded_bytes: u64,
+    /// Milliseconds inside device calls.
+    pub device_ms: f64,
+    /// Per operation.
+    pub ops: Vec<BackendOpReport>,
+}
+
+impl From<&BackendStats> for BackendReport {
+    fn from(s: &BackendStats) -> Self {
+        BackendReport {
+            dcf_resident_batches: s.dcf_resident_batches,
+            dcf_uploaded_batches: s.dcf_uploaded_batches,
+            dcf_uploaded_bytes: s.dcf_uploaded_bytes,
+            device_ms: s.device_ms,
+            ops: s
+                .ops
+                .iter()
+                .map(|o| BackendOpReport {
+                    op: o.op.to_string(),
+                    device_calls: o.device_calls,
+                    host_calls: o.host_calls,
+                    device_ms: o.device_ms,
+                    host_ms: o.host_ms,
+                    bytes_h2d: o.bytes_h2d,
+                    bytes_d2h: o.bytes_d2h,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What one party's online run cost.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
@@ -56,6 +137,16 @@ pub struct RunReport {
     pub wire_bytes_recv: u64,
     /// Online wall time (ms), first input share to output shares.
     pub online_ms: f64,
+    /// Host compute over the run (ms): online time less device time and waiting.
+    pub host_ms: f64,
+    /// Time inside backend calls that ran on the device (ms; 0 on the CPU backend).
+    pub device_ms: f64,
+    /// Time blocked on the peer (ms): sending messages and waiting for the peer's.
+    pub wait_ms: f64,
+    /// Per round: where the time went.
+    pub round_times: Vec<RoundTime>,
+    /// What the backend did during the run.
+    pub backend: BackendReport,
     /// Per layer.
     pub layers: Vec<LayerReport>,
     /// Per operator within each layer.
