@@ -85,9 +85,28 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Number of elements.
+    /// Number of elements (saturating at `usize::MAX`; [`Gguf::parse`] refuses a table entry
+    /// whose product overflows).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        checked_numel(&self.shape).unwrap_or(usize::MAX)
+    }
+}
+
+/// The product of `dims`, or `None` if it overflows.
+fn checked_numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Largest `general.alignment` accepted (the format's default is 32).
+const MAX_ALIGNMENT: u64 = 1 << 16;
+
+/// Smallest encoding of one tensor-table entry (empty name, no dims, type, offset), used to
+/// bound what a declared count may reserve.
+const MIN_TENSOR_ENTRY: usize = 8 + 4 + 4 + 8;
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.b.len().saturating_sub(self.pos)
     }
 }
 
@@ -173,7 +192,8 @@ impl<'a> Reader<'a> {
                 }
                 let ety = self.u32()?;
                 let n = self.len()?;
-                let mut v = Vec::with_capacity(n.min(1 << 20));
+                // Every element takes at least one byte: never reserve more than remains.
+                let mut v = Vec::with_capacity(n.min(self.remaining()).min(1 << 20));
                 for _ in 0..n {
                     v.push(self.value(ety, depth + 1)?);
                 }
@@ -221,7 +241,7 @@ impl Gguf {
             let v = r.value(ty, 0)?;
             meta.insert(k, v);
         }
-        let mut tensors = Vec::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(n_tensors.min(r.remaining() / MIN_TENSOR_ENTRY));
         let mut index = BTreeMap::new();
         for _ in 0..n_tensors {
             let name = r.string()?;
@@ -237,6 +257,12 @@ impl Gguf {
                 dims.push(r.len()?);
             }
             dims.reverse();
+            if checked_numel(&dims).is_none() {
+                return Err(ModelError::format(
+                    "GGUF",
+                    format!("tensor {name}: dims {dims:?} overflow the element count"),
+                ));
+            }
             let dtype = GgmlType::from_id(r.u32()?);
             let offset = r.u64()?;
             index.insert(name.clone(), tensors.len());
@@ -248,10 +274,20 @@ impl Gguf {
             });
         }
         let align = match meta.get("general.alignment") {
-            Some(MetaValue::U(a)) if *a > 0 => *a as usize,
-            _ => 32,
+            None => 32,
+            Some(MetaValue::U(a)) if (1..=MAX_ALIGNMENT).contains(a) => *a as usize,
+            Some(other) => {
+                return Err(ModelError::format(
+                    "GGUF",
+                    format!("general.alignment {other:?} is not an integer in 1..={MAX_ALIGNMENT}"),
+                ))
+            }
         };
-        let data_start = r.pos.div_ceil(align) * align;
+        let data_start = r
+            .pos
+            .div_ceil(align)
+            .checked_mul(align)
+            .ok_or_else(|| ModelError::format("GGUF", "data section offset overflows"))?;
         let g = Gguf {
             version,
             meta,
@@ -261,22 +297,38 @@ impl Gguf {
             data_start,
         };
         for t in &g.tensors {
-            if let Some(n) = g.byte_len(t) {
-                let start = g.data_start as u64 + t.offset;
-                if start + n as u64 > g.data.len() as u64 {
-                    return Err(ModelError::format(
-                        "GGUF",
-                        format!("tensor {} runs past the end of the file", t.name),
-                    ));
-                }
+            if t.dtype.block().is_some() {
+                g.byte_range(t)?;
             }
         }
         Ok(g)
     }
 
+    /// Bytes of a tensor of a known type (`None` for an unknown type, or a size that
+    /// overflows).
     fn byte_len(&self, t: &TensorInfo) -> Option<usize> {
         let (be, bb) = t.dtype.block()?;
-        Some(t.numel().div_ceil(be) * bb)
+        checked_numel(&t.shape)?.div_ceil(be).checked_mul(bb)
+    }
+
+    /// The tensor's bytes as a range of `data`, checked to lie inside the file.
+    fn byte_range(&self, t: &TensorInfo) -> Result<std::ops::Range<usize>> {
+        let past = || {
+            ModelError::format(
+                "GGUF",
+                format!("tensor {} runs past the end of the file", t.name),
+            )
+        };
+        let n = self.byte_len(t).ok_or_else(past)?;
+        let start = usize::try_from(t.offset)
+            .ok()
+            .and_then(|o| o.checked_add(self.data_start))
+            .ok_or_else(past)?;
+        let end = start.checked_add(n).ok_or_else(past)?;
+        if end > self.data.len() {
+            return Err(past());
+        }
+        Ok(start..end)
     }
 
     /// Metadata value.
@@ -349,14 +401,14 @@ impl Gguf {
 
     /// Dequantise a tensor to f32 (row-major, shape [`TensorInfo::shape`]).
     pub fn dequantize(&self, t: &TensorInfo) -> Result<Vec<f32>> {
-        let nbytes = self
-            .byte_len(t)
-            .ok_or_else(|| ModelError::UnsupportedDtype {
+        if t.dtype.block().is_none() {
+            return Err(ModelError::UnsupportedDtype {
                 name: t.name.clone(),
                 dtype: format!("{:?}", t.dtype),
-            })?;
-        let start = self.data_start + t.offset as usize;
-        let bytes = &self.data[start..start + nbytes];
+            });
+        }
+        let range = self.byte_range(t)?;
+        let bytes = self.data.get(range).unwrap_or_default();
         let n = t.numel();
         if t.dtype.block().is_some_and(|(be, _)| !n.is_multiple_of(be)) {
             return Err(ModelError::format(

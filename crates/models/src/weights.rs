@@ -80,9 +80,14 @@ impl Weights {
 
     /// Wrap a parsed GGUF.
     pub fn from_gguf(g: Gguf) -> Self {
+        Self::from_gguf_described(g, "GGUF".into())
+    }
+
+    /// Wrap a parsed GGUF, with the description used in messages.
+    pub(crate) fn from_gguf_described(g: Gguf, desc: String) -> Self {
         Weights {
             src: Source::Gguf(Box::new(g)),
-            desc: "GGUF".into(),
+            desc,
         }
     }
 
@@ -206,7 +211,13 @@ impl Weights {
                 decode_st(&key, *dtype, bytes, n)
             }
             Source::Gguf(g) => {
-                let t = g.tensor_info(&key).expect("resolved");
+                let t = g
+                    .tensor_info(&key)
+                    .ok_or_else(|| ModelError::MissingTensor {
+                        name: key.clone(),
+                        expected: expected.to_vec(),
+                        source_desc: self.desc.clone(),
+                    })?;
                 g.dequantize(t)
             }
             Source::Map(m) => Ok(m[&key].1.clone()),

@@ -280,10 +280,10 @@ impl<'a> Party<'a> {
                 })
                 .collect();
             ex.ensure(&ready, inputs)?;
-            // 3. The peer's message.
-            let theirs = net.recv()?;
-            net.note_round();
+            // 3. The peer's message, refused beyond the round's exact size before allocating.
             let expect: usize = layout.iter().map(|(c, b)| packed_len(*c, *b)).sum();
+            let theirs = net.recv_max(expect)?;
+            net.note_round();
             if theirs.len() != expect {
                 return Err(RtError::Peer(format!(
                     "round {}: message of {} bytes, expected {expect}",
