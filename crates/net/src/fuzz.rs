@@ -102,6 +102,34 @@ pub fn hello(data: &[u8]) {
     }
 }
 
+/// Seed inputs per target (`frames`, `handshake`), for the fuzz corpus.
+pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
+    let mut wire = Vec::new();
+    for m in [&b"abc"[..], &[], &[0xff; 40]] {
+        let _ = write_frame(&mut wire, m);
+    }
+    let mut elems = vec![50u8, 4, 0];
+    elems.extend(encode_elems(&[1, 2, (1 << 50) - 1, 12345], 50));
+    let hello = |party| {
+        Hello {
+            version: PROTOCOL_VERSION,
+            party,
+            session_id: [0x5e; 16],
+            model_fp: [1; 32],
+            keys_fp: [2; 32],
+        }
+        .encode()
+        .to_vec()
+    };
+    vec![
+        ("frames", wire),
+        ("frames", elems),
+        ("frames", vec![1, 7, 0, 0x55]),
+        ("handshake", hello(0)),
+        ("handshake", hello(1)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

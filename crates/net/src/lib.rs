@@ -12,7 +12,8 @@
 //! * [`tls`]: mutually authenticated TLS 1.3 (rustls with the *ring* provider) against pinned
 //!   peer certificates. It is required whenever the peer is not on loopback
 //!   ([`tls_required`]), unless plaintext is allowed explicitly.
-//! * [`mem_pair`]: an in-memory transport for tests.
+//! * [`mem_pair`]: an in-memory transport for tests; [`Recording`] keeps a copy of every
+//!   message of a link (what a party sees, for the leakage tests).
 //! * [`encode_elems`] / [`decode_elems`]: opened values bit-packed to exactly the bits the
 //!   receiver needs (the wire format of [`suf_core::pack`]).
 //! * [`mod@bench`]: the link benchmarks reported by `suf bench runtime`.
@@ -33,12 +34,14 @@ pub mod frame;
 pub mod fuzz;
 pub mod handshake;
 mod mem;
+mod record;
 mod tcp;
 pub mod tls;
 
 pub use elems::{decode_elems, encode_elems, exchange_elems};
 pub use error::NetError;
 pub use mem::{mem_pair, MemTransport};
+pub use record::{MessageLog, Recording};
 pub use tcp::{tls_required, LinkConfig, TcpTransport};
 pub use tls::{generate_identity, generate_test_identity, Identity, TlsConfig};
 
