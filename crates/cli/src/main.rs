@@ -607,11 +607,24 @@ fn run(cli: Cli) -> Result<()> {
                     peer_cert_der: rd(format!("p{}.crt", 1 - party))?,
                 });
             }
-            let mut net = match (&listener, connect) {
-                (Some(l), _) => TcpTransport::accept(l, &cfg)?,
-                (None, Some(a)) => TcpTransport::connect(a, &cfg)
-                    .with_context(|| format!("cannot reach party 0 at {a}"))?,
+            let link = match (&listener, connect) {
+                (Some(l), _) => TcpTransport::accept(l, &cfg),
+                (None, Some(a)) => TcpTransport::connect(a, &cfg),
                 _ => bail!("party 1 needs --connect ADDR"),
+            };
+            let mut net = match (link, connect) {
+                (Ok(n), _) => n,
+                (Err(e @ suf_net::NetError::PlaintextRefused { .. }), _) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "give both servers --tls CERTS (make the identities with `suf certs`)",
+                    ))
+                }
+                (Err(e), Some(a)) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("cannot reach party 0 at {a}"))
+                    )
+                }
+                (Err(e), None) => return Err(e.into()),
             };
             let be = CpuBackend::new();
             let mut tf = match &trace {

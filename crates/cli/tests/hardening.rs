@@ -257,3 +257,31 @@ fn hostile_session_files_are_refused_before_keys_are_consumed() {
     std::fs::write(s.join("session.json"), vec![b' '; 100 << 20]).unwrap();
     fails(&["share", "--dir", sd], 1, "more than the");
 }
+
+#[test]
+fn a_plaintext_link_off_loopback_suggests_an_option_that_exists() {
+    let d = tempfile::tempdir().unwrap();
+    let s = d.path().join("s");
+    let sd = s.to_str().unwrap();
+    assert!(run(&["keygen", "--out", sd]).status.success());
+    assert!(run(&["share", "--dir", sd]).status.success());
+    // 192.0.2.1 (TEST-NET-1) is not on loopback: refused before connecting.
+    let out = fails(
+        &[
+            "serve",
+            "--party",
+            "1",
+            "--dir",
+            sd,
+            "--connect",
+            "192.0.2.1:7000",
+            "--timeout",
+            "2",
+        ],
+        1,
+        "--tls CERTS",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must use TLS"), "{err}");
+    assert!(!err.contains("allow_plaintext"), "{err}");
+}

@@ -65,10 +65,7 @@ pub enum NetError {
     Tls(String),
     /// Caller error (policy): a plaintext link to a non-loopback address was asked for without
     /// `allow_plaintext`.
-    #[error(
-        "refusing a plaintext link with {addr}: it is not on loopback; configure TLS or set \
-         allow_plaintext explicitly"
-    )]
+    #[error("refusing a plaintext link with {addr}: it is not on loopback, so it must use TLS")]
     PlaintextRefused {
         /// The peer's address.
         addr: SocketAddr,
