@@ -773,4 +773,54 @@ mod tests {
         );
         assert!(ModelConfig::from_hf_json("x", r#"{"model_type":"t5"}"#).is_err());
     }
+
+    #[test]
+    fn hostile_configs_are_errors_not_panics() {
+        let bert = |extra: &str| {
+            format!(
+                r#"{{"model_type":"bert","hidden_size":8,"num_attention_heads":2,"num_hidden_layers":1,"intermediate_size":16,"vocab_size":10,"max_position_embeddings":8{extra}}}"#
+            )
+        };
+        let ok = ModelConfig::from_hf_json("m", &bert("")).unwrap();
+        assert_eq!(ok.head_dim, 4);
+        // Zero heads used to divide by zero before validation.
+        let e = ModelConfig::from_hf_json(
+            "m",
+            &bert("").replace(r#""num_attention_heads":2"#, r#""num_attention_heads":0"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("positive"), "{e}");
+        // GPT-2 without n_inner: 4·n_embd used to overflow.
+        let g = format!(
+            r#"{{"model_type":"gpt2","n_embd":{},"n_head":1,"n_layer":1,"vocab_size":10,"n_positions":8}}"#,
+            u64::MAX / 2
+        );
+        let e = ModelConfig::from_hf_json("m", &g).unwrap_err();
+        assert!(e.to_string().contains("supported maximum"), "{e}");
+        // Dimensions far above any model.
+        let e = ModelConfig::from_hf_json(
+            "m",
+            &bert("").replace(r#""vocab_size":10"#, r#""vocab_size":99999999999"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("vocab"), "{e}");
+        // MPNet: a first position beyond the table, and buckets the max distance cannot cover.
+        let mp = |extra: &str| {
+            format!(
+                r#"{{"model_type":"mpnet","hidden_size":8,"num_attention_heads":2,"num_hidden_layers":1,"intermediate_size":16,"vocab_size":10,"max_position_embeddings":8{extra}}}"#
+            )
+        };
+        assert!(ModelConfig::from_hf_json("m", &mp("")).is_ok());
+        let e = ModelConfig::from_hf_json("m", &mp(r#","pad_token_id":100"#)).unwrap_err();
+        assert!(e.to_string().contains("first position"), "{e}");
+        let e = ModelConfig::from_hf_json("m", &mp(r#","relative_attention_num_buckets":4096"#))
+            .unwrap_err();
+        assert!(e.to_string().contains("max distance"), "{e}");
+        // A token id above u32 is dropped, not truncated.
+        let c = ModelConfig::from_hf_json("m", &bert(r#","bos_token_id":4294967297"#)).unwrap();
+        assert_eq!(c.bos_id, None);
+        // Non-finite or negative epsilon.
+        let e = ModelConfig::from_hf_json("m", &bert(r#","layer_norm_eps":-1.0"#)).unwrap_err();
+        assert!(e.to_string().contains("epsilon"), "{e}");
+    }
 }

@@ -585,6 +585,71 @@ pub(crate) mod tests {
         assert_eq!(g.dequantize(&n).unwrap(), want_n);
     }
 
+    /// A GGUF header with one u64 metadata entry (if any) and one tensor entry.
+    fn hostile(align: Option<u64>, dims: &[u64], ty: u32, offset: u64, pad: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(b"GGUF");
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend((align.is_some() as u64).to_le_bytes());
+        if let Some(a) = align {
+            put_str(&mut b, "general.alignment");
+            b.extend(10u32.to_le_bytes());
+            b.extend(a.to_le_bytes());
+        }
+        put_str(&mut b, "t");
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        b.extend(vec![0u8; pad]);
+        b
+    }
+
+    fn format_err(r: Result<Gguf>) -> String {
+        match r {
+            Err(ModelError::Format { msg, .. }) => msg,
+            Err(e) => panic!("expected a format error, got {e}"),
+            Ok(_) => panic!("expected a format error, got a file"),
+        }
+    }
+
+    #[test]
+    fn hostile_headers_are_errors_not_panics() {
+        // Eight dims of 300 in a file of a few hundred bytes: their product overflows u64.
+        let e = format_err(Gguf::parse(hostile(None, &[300; 8], 0, 0, 300)));
+        assert!(e.contains("overflow"), "{e}");
+        // An alignment of 2^64 − 1 (the data offset would overflow).
+        let e = format_err(Gguf::parse(hostile(Some(u64::MAX), &[4], 0, 0, 64)));
+        assert!(e.contains("general.alignment"), "{e}");
+        assert!(Gguf::parse(hostile(Some(0), &[4], 0, 0, 64)).is_err());
+        // A tensor offset near 2^64 (start + length would overflow).
+        let e = format_err(Gguf::parse(hostile(None, &[4], 0, u64::MAX - 3, 64)));
+        assert!(e.contains("past the end"), "{e}");
+        // A dim larger than the file, and a Q8_0 tensor far larger than the file.
+        let e = format_err(Gguf::parse(hostile(None, &[1 << 40, 1 << 23], 8, 0, 64)));
+        assert!(e.contains("exceeds file size"), "{e}");
+        let e = format_err(Gguf::parse(hostile(None, &[128, 96], 8, 0, 64)));
+        assert!(e.contains("past the end"), "{e}");
+        // 2^40 tensors declared in 100 bytes: no huge reservation, just "truncated".
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(90u64.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend([0u8; 80]);
+        let e = format_err(Gguf::parse(b));
+        assert!(e.contains("truncated") || e.contains("exceeds"), "{e}");
+        // An unknown tensor type is kept, and refused only when dequantised.
+        let g = Gguf::parse(hostile(None, &[4], 99, 0, 64)).unwrap();
+        let t = g.tensors[0].clone();
+        assert!(matches!(
+            g.dequantize(&t),
+            Err(ModelError::UnsupportedDtype { .. })
+        ));
+    }
+
     #[test]
     fn rejects_garbage() {
         assert!(Gguf::parse(b"GGML....".to_vec()).is_err());
