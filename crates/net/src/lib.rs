@@ -126,9 +126,9 @@ pub trait Transport: Send {
     fn recv(&mut self) -> Result<Vec<u8>, NetError>;
 
     /// Receive the next message, refusing it if it is longer than `limit` bytes: the bound a
-    /// protocol step knows for its round (for an opening, the exact packed size). On a stream
-    /// link a frame longer than [`LinkConfig`]'s small read-ahead size is refused from its
-    /// header, before anything is allocated for its payload; a refused frame breaks the link.
+    /// protocol step knows for its round (for an opening, the exact packed size). On a TCP
+    /// link, a frame larger than the 64 KiB read ahead is refused from its header, before
+    /// anything is allocated for its payload; a refused frame breaks the link.
     ///
     /// The default implementation (for wrappers) receives first and checks afterwards.
     ///
