@@ -5,8 +5,13 @@
 //! "SUFV" | version u16 = 1 | records u32 | per record: name_len u32 | name | count u64 |
 //! count × u64 LE | then checksum u64 of everything before it
 //! ```
+//!
+//! A reader that knows what the file must hold ([`read_expecting`]) checks the file's size
+//! against the exact size of that content before reading any of it, so a wrong or hostile
+//! file costs neither memory nor time.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -15,8 +20,21 @@ use suf_fss::keyfmt::checksum;
 /// Named vectors.
 pub type Named = BTreeMap<String, Vec<u64>>;
 
-/// Write named vectors to `path`.
-pub fn write(path: &Path, m: &Named) -> Result<()> {
+/// Fixed bytes of a file: magic, version, record count, checksum.
+const FIXED: u64 = 4 + 2 + 4 + 8;
+/// Longest record name accepted.
+pub const MAX_NAME: usize = 4096;
+
+/// The exact size of a file holding records with these names and element counts.
+pub fn encoded_len<'a>(records: impl IntoIterator<Item = (&'a str, usize)>) -> u64 {
+    records.into_iter().fold(FIXED, |acc, (name, count)| {
+        acc.saturating_add(4 + 8 + name.len() as u64)
+            .saturating_add((count as u64).saturating_mul(8))
+    })
+}
+
+/// Encode named vectors.
+pub fn encode(m: &Named) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"SUFV");
     b.extend_from_slice(&1u16.to_le_bytes());
@@ -31,39 +49,119 @@ pub fn write(path: &Path, m: &Named) -> Result<()> {
     }
     let c = checksum(&b);
     b.extend_from_slice(&c.to_le_bytes());
-    std::fs::write(path, b).with_context(|| format!("writing {}", path.display()))
+    b
 }
 
-/// Read named vectors from `path`, refusing anything malformed.
-pub fn read(path: &Path) -> Result<Named> {
-    let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+/// Write named vectors to `path`.
+pub fn write(path: &Path, m: &Named) -> Result<()> {
+    std::fs::write(path, encode(m)).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Read named vectors from `path`, refusing anything malformed and any file larger than
+/// `max_bytes` (checked before reading).
+pub fn read(path: &Path, max_bytes: u64) -> Result<Named> {
+    let b = read_at_most(path, max_bytes)?;
     parse(&b).with_context(|| format!("{} is not a valid SUF vector file", path.display()))
 }
 
-fn parse(b: &[u8]) -> Result<Named> {
-    if b.len() < 18 || &b[..4] != b"SUFV" {
+/// Read named vectors from `path` that must hold exactly the records `want` (name, element
+/// count): the file's size is compared with the exact size of that content before anything
+/// is read.
+pub fn read_expecting(path: &Path, want: &[(String, usize)]) -> Result<Named> {
+    let size = encoded_len(want.iter().map(|(n, c)| (n.as_str(), *c)));
+    let m = read(path, size)?;
+    let got: Vec<(String, usize)> = m.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    let mut want = want.to_vec();
+    want.sort();
+    if got != want {
+        bail!(
+            "{} holds {:?}, expected {:?} (made for another session?)",
+            path.display(),
+            got,
+            want
+        );
+    }
+    Ok(m)
+}
+
+/// The bytes of `path`, refusing a file larger than `max_bytes` before reading it (and
+/// reading at most `max_bytes + 1` bytes even if it grows meanwhile).
+pub fn read_at_most(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > max_bytes {
+        bail!(
+            "{} holds {len} bytes, more than the {max_bytes} expected (made for another session?)",
+            path.display()
+        );
+    }
+    let mut b = Vec::with_capacity(len as usize);
+    f.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut b)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if b.len() as u64 > max_bytes {
+        bail!("{} grew while being read", path.display());
+    }
+    Ok(b)
+}
+
+/// The records of a client's input share for `prog`: one per program input.
+pub fn input_records(prog: &suf_runtime::ir::Program) -> Vec<(String, usize)> {
+    prog.inputs
+        .iter()
+        .map(|(k, id)| (k.clone(), prog.numel(*id)))
+        .collect()
+}
+
+/// The records of a server's output share for `prog`: `out0`, `out1`, … in output order.
+pub fn output_records(prog: &suf_runtime::ir::Program) -> Vec<(String, usize)> {
+    prog.outputs
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (format!("out{i}"), prog.numel(*id)))
+        .collect()
+}
+
+/// The records of the masked private weights Ŵ for `prog`.
+pub fn weight_records(prog: &suf_runtime::ir::Program) -> Vec<(String, usize)> {
+    prog.private_weights
+        .iter()
+        .map(|(k, &(a, b))| (k.clone(), a.saturating_mul(b)))
+        .collect()
+}
+
+/// Parse the bytes of a vector file, refusing anything malformed.
+pub fn parse(b: &[u8]) -> Result<Named> {
+    if b.len() < FIXED as usize || b.get(..4) != Some(b"SUFV") {
         bail!("bad magic or too short");
     }
     let (body, sum) = b.split_at(b.len() - 8);
     if checksum(body) != u64::from_le_bytes(sum.try_into()?) {
         bail!("checksum mismatch (corrupted)");
     }
-    if u16::from_le_bytes([body[4], body[5]]) != 1 {
-        bail!("unsupported version");
-    }
-    let recs = u32::from_le_bytes(body[6..10].try_into()?);
-    let mut pos = 10usize;
+    let mut pos = 4usize;
     let mut take = |n: usize| -> Result<&[u8]> {
-        if body.len() - pos < n {
-            bail!("truncated");
-        }
-        let s = &body[pos..pos + n];
-        pos += n;
+        let end = pos
+            .checked_add(n)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| anyhow::anyhow!("truncated"))?;
+        let s = &body[pos..end];
+        pos = end;
         Ok(s)
     };
+    if u16::from_le_bytes(take(2)?.try_into()?) != 1 {
+        bail!("unsupported version");
+    }
+    let recs = u32::from_le_bytes(take(4)?.try_into()?);
     let mut m = Named::new();
     for _ in 0..recs {
         let nl = u32::from_le_bytes(take(4)?.try_into()?) as usize;
+        if nl > MAX_NAME {
+            bail!("record name of {nl} bytes (at most {MAX_NAME})");
+        }
         let name = String::from_utf8(take(nl)?.to_vec())?;
         let cnt = u64::from_le_bytes(take(8)?.try_into()?);
         let bytes = usize::try_from(cnt)
@@ -72,9 +170,15 @@ fn parse(b: &[u8]) -> Result<Named> {
             .ok_or_else(|| anyhow::anyhow!("record too large"))?;
         let vals = take(bytes)?
             .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
             .collect();
-        m.insert(name, vals);
+        if m.insert(name, vals).is_some() {
+            bail!("a record name appears twice");
+        }
     }
     if pos != body.len() {
         bail!("trailing bytes");
@@ -94,10 +198,51 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.bin");
         write(&p, &m).unwrap();
-        assert_eq!(read(&p).unwrap(), m);
+        assert_eq!(read(&p, 1 << 20).unwrap(), m);
+        let size = std::fs::metadata(&p).unwrap().len();
+        assert_eq!(size, encoded_len([("x", 3), ("B", 0)]));
+        let want = vec![("x".to_string(), 3), ("B".to_string(), 0)];
+        assert_eq!(read_expecting(&p, &want).unwrap(), m);
+        let e = read_expecting(&p, &[("x".to_string(), 4)]).unwrap_err();
+        assert!(format!("{e:#}").contains("expected"), "{e:#}");
+        let e = read(&p, size - 1).unwrap_err();
+        assert!(format!("{e:#}").contains("more than the"), "{e:#}");
         let mut b = std::fs::read(&p).unwrap();
         b[12] ^= 1;
         assert!(parse(&b).is_err());
         assert!(parse(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn hostile_headers_are_errors() {
+        // A record count near 2^64 elements, with a valid checksum.
+        let mut b = b"SUFV".to_vec();
+        b.extend(1u16.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        b.push(b'x');
+        b.extend((u64::MAX / 4).to_le_bytes());
+        let c = checksum(&b);
+        b.extend(c.to_le_bytes());
+        assert!(parse(&b).is_err());
+        // A name length of 4 GiB.
+        let mut b = b"SUFV".to_vec();
+        b.extend(1u16.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        b.extend(u32::MAX.to_le_bytes());
+        let c = checksum(&b);
+        b.extend(c.to_le_bytes());
+        assert!(parse(&b).is_err());
+        // The same name twice.
+        let mut m = Named::new();
+        m.insert("a".into(), vec![1]);
+        let one = encode(&m);
+        let mut b = one[..one.len() - 8].to_vec();
+        b[6] = 2;
+        b.extend_from_slice(&one[10..one.len() - 8]);
+        let c = checksum(&b);
+        b.extend(c.to_le_bytes());
+        let e = parse(&b).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
     }
 }

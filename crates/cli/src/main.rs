@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
-mod files;
+mod keygen;
 mod logging;
 mod models_cmd;
 mod procs;
@@ -16,19 +16,23 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde::{Deserialize, Serialize};
 use suf_backend::CpuBackend;
+use suf_cli::files;
+use suf_cli::session::Session;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_net::{LinkConfig, TcpTransport};
-use suf_runtime::dealer::run_dealer;
 use suf_runtime::harness::{run_two_party_on, Link};
-use suf_runtime::keystream::{DealerStreams, PartyStream};
+use suf_runtime::keystream::PartyStream;
 use suf_runtime::party::Party;
 use suf_runtime::plain::run_plain;
 use suf_runtime::report::Tracer;
 
 use models_cmd::BackendChoice;
+
+/// Largest `--timeout` accepted, in seconds (one week): waits are bounded, and a deadline
+/// computed from a timeout can never overflow.
+const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
 
 #[derive(Parser)]
 #[command(
@@ -86,8 +90,8 @@ enum Cmd {
         /// Input text.
         #[arg(long)]
         text: Option<String>,
-        /// Seconds to wait for the servers.
-        #[arg(long, default_value_t = 600)]
+        /// Seconds to wait for the servers (1 to 604800).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
         timeout: u64,
         /// JSON output.
         #[arg(long)]
@@ -130,8 +134,8 @@ enum Cmd {
         /// Write a per-round trace (JSON lines).
         #[arg(long)]
         trace: Option<PathBuf>,
-        /// Seconds any wait may take.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds any wait may take (1 to 604800).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
         timeout: u64,
         /// Print the report as JSON.
         #[arg(long)]
@@ -262,17 +266,51 @@ struct JsonOut {
     json_out: Option<PathBuf>,
 }
 
+/// Print a finished run's result, then write it to `--json-out`. The result is printed first,
+/// so a file that cannot be written loses nothing (the command still fails, exit 1).
 fn emit(v: &serde_json::Value, o: &JsonOut) -> Result<()> {
-    if let Some(p) = &o.json_out {
-        std::fs::write(p, serde_json::to_string_pretty(v)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
     if o.json {
         println!("{v}");
     } else {
         println!("{}", serde_json::to_string_pretty(v)?);
     }
+    if let Some(p) = &o.json_out {
+        std::fs::write(p, serde_json::to_string_pretty(v)?).with_context(|| {
+            format!(
+                "writing {} (the result was printed on stdout above)",
+                p.display()
+            )
+        })?;
+    }
     Ok(())
+}
+
+impl JsonOut {
+    /// Check before a run that `--json-out` can be written, so that a long run is not
+    /// started for a result that has nowhere to go. Leaves an existing file as it is.
+    fn precheck(&self) -> Result<()> {
+        let Some(p) = &self.json_out else {
+            return Ok(());
+        };
+        let what = || format!("--json-out {} is not writable", p.display());
+        if p.is_dir() {
+            bail!("{}: it is a directory", what());
+        }
+        if p.exists() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .with_context(what)?;
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .with_context(what)?;
+            std::fs::remove_file(p).with_context(what)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -371,20 +409,6 @@ enum BenchCmd {
     Party(procs::PartyArgs),
 }
 
-#[derive(Serialize, Deserialize)]
-struct Session {
-    program: String,
-    #[serde(default)]
-    seq: usize,
-    bits: u32,
-    frac: u32,
-    model_seed: u64,
-    program_fp: String,
-    key_bytes: [u64; 2],
-    keygen_ms: f64,
-    rounds: usize,
-}
-
 fn main() {
     let cli = Cli::parse();
     logging::init(cli.verbose);
@@ -450,12 +474,7 @@ fn client_inputs(
 }
 
 fn load_session(dir: &Path) -> Result<(Session, Format)> {
-    let p = dir.join("session.json");
-    let s: Session = serde_json::from_slice(
-        &std::fs::read(&p)
-            .with_context(|| format!("reading {} (run `suf keygen` first)", p.display()))?,
-    )
-    .with_context(|| format!("parsing {}", p.display()))?;
+    let s = suf_cli::session::load(dir)?;
     let f = Format {
         bits: s.bits,
         frac: s.frac,
@@ -469,6 +488,19 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let json_out = match &cli.cmd {
+        Cmd::Run { out, .. } | Cmd::Gates { out, .. } => Some(out),
+        Cmd::Bench {
+            what: BenchCmd::Model { out, .. },
+        } => Some(out),
+        Cmd::Eval {
+            what: EvalCmd::Sentiment { out, .. },
+        } => Some(out),
+        _ => None,
+    };
+    if let Some(o) = json_out {
+        o.precheck()?;
+    }
     match cli.cmd {
         Cmd::Bench { what } => match what {
             BenchCmd::Fss { json } => bench::fss(json),
@@ -541,63 +573,8 @@ fn run(cli: Cli) -> Result<()> {
             program: name,
             seq,
             out,
-            mut fmt,
-        } => {
-            if name != "toy" {
-                let m = models_cmd::load(&name, &None, fmt.model_seed).with_context(|| {
-                    format!("unknown program `{name}`: use toy or a model name")
-                })?;
-                if seq == 0 {
-                    bail!("--seq L is required for a model (the key stream is made for L tokens)");
-                }
-                fmt.bits = m.cfg.ring_bits;
-                fmt.frac = m.cfg.frac_bits;
-            }
-            let probe = Session {
-                program: name.clone(),
-                seq,
-                bits: fmt.bits,
-                frac: fmt.frac,
-                model_seed: fmt.model_seed,
-                program_fp: String::new(),
-                key_bytes: [0, 0],
-                keygen_ms: 0.0,
-                rounds: 0,
-            };
-            let (prog, weights) = session_program(&probe, fmt)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let mut rng = Csprng::from_os()?;
-            // The model owner masks the private weights once; the dealer keeps R_W.
-            let (what, rw) = suf_runtime::mask_weights(prog.width(), &weights, &mut rng);
-            files::write(&out.join("weights.masked"), &what)?;
-            let mut session = [0u8; 16];
-            session.copy_from_slice(&rng.seed());
-            let ds = DealerStreams::to_files(
-                prog.width(),
-                Csprng::from_os()?,
-                session,
-                prog.fingerprint(),
-                [&out.join("p0.keys"), &out.join("p1.keys")],
-            )?;
-            let pb = logging::progress(0, "dealer: generating one-time keys");
-            pb.enable_steady_tick(Duration::from_millis(120));
-            let rep = run_dealer(&prog, &CpuBackend::new(), ds, &rw)?;
-            pb.finish_and_clear();
-            let s = Session {
-                program: name,
-                seq,
-                bits: fmt.bits,
-                frac: fmt.frac,
-                model_seed: fmt.model_seed,
-                program_fp: hex(&prog.fingerprint()),
-                key_bytes: rep.key_bytes,
-                keygen_ms: rep.keygen_ms,
-                rounds: rep.rounds,
-            };
-            std::fs::write(out.join("session.json"), serde_json::to_string_pretty(&s)?)?;
-            println!("{}", serde_json::to_string(&s)?);
-            Ok(())
-        }
+            fmt,
+        } => keygen::run(name, seq, &out, fmt),
         Cmd::Share {
             dir,
             text,
@@ -630,18 +607,19 @@ fn run(cli: Cli) -> Result<()> {
             let be = models_cmd::backend_on(backend, gpu.gpu.map(|g| g.for_party(party)))?;
             let (s, fmt) = load_session(&dir)?;
             let (prog, _) = session_program(&s, fmt)?;
-            let what = files::read(&dir.join("weights.masked"))?;
+            let what =
+                files::read_expecting(&dir.join("weights.masked"), &files::weight_records(&prog))?;
             // Wait (up to the timeout) for the client's input share.
             let share_path = dir.join(format!("input.share{party}"));
             let t_wait = std::time::Instant::now();
             while !share_path.exists() {
-                if t_wait.elapsed() > Duration::from_secs(timeout.max(1)) {
+                if t_wait.elapsed() > Duration::from_secs(timeout) {
                     bail!("no input share {} after {timeout} s: run the client (`suf infer` or `suf share`)", share_path.display());
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(Duration::from_millis(100));
-            let inputs = files::read(&share_path)?;
+            let inputs = files::read_expecting(&share_path, &files::input_records(&prog))?;
             // Bind before the key file is opened (and marked used), so a busy port costs no keys.
             let listener = match (party, listen, connect) {
                 (0, Some(a), None) => Some(
@@ -661,7 +639,7 @@ fn run(cli: Cli) -> Result<()> {
             cfg.session_id = keys.id().session;
             cfg.model_fp = keys.id().program_fp;
             cfg.keys_fp = keys.id().keys_fp;
-            cfg.timeout = Duration::from_secs(timeout.max(1));
+            cfg.timeout = Duration::from_secs(timeout);
             cfg.connect_timeout = cfg.timeout;
             if let Some(td) = &tls {
                 let rd = |f: String| {
@@ -678,11 +656,24 @@ fn run(cli: Cli) -> Result<()> {
                     peer_cert_der: rd(format!("p{}.crt", 1 - party))?,
                 });
             }
-            let mut net = match (&listener, connect) {
-                (Some(l), _) => TcpTransport::accept(l, &cfg)?,
-                (None, Some(a)) => TcpTransport::connect(a, &cfg)
-                    .with_context(|| format!("cannot reach party 0 at {a}"))?,
+            let link = match (&listener, connect) {
+                (Some(l), _) => TcpTransport::accept(l, &cfg),
+                (None, Some(a)) => TcpTransport::connect(a, &cfg),
                 _ => bail!("party 1 needs --connect ADDR"),
+            };
+            let mut net = match (link, connect) {
+                (Ok(n), _) => n,
+                (Err(e @ suf_net::NetError::PlaintextRefused { .. }), _) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "give both servers --tls CERTS (make the identities with `suf certs`)",
+                    ))
+                }
+                (Err(e), Some(a)) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("cannot reach party 0 at {a}"))
+                    )
+                }
+                (Err(e), None) => return Err(e.into()),
             };
             let mut tf = match &trace {
                 Some(p) => Some(
@@ -740,8 +731,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let (s, fmt) = load_session(&dir)?;
             let (prog, weights) = session_program(&s, fmt)?;
-            let a = files::read(&dir.join("output.share0"))?;
-            let b = files::read(&dir.join("output.share1"))?;
+            let want = files::output_records(&prog);
+            let a = files::read_expecting(&dir.join("output.share0"), &want)?;
+            let b = files::read_expecting(&dir.join("output.share1"), &want)?;
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
             let x = client_inputs(&s, fmt, text.as_deref(), input_seed)?;
             let plain = run_plain(&prog, &CpuBackend::new(), &x, &weights)?;
@@ -807,7 +799,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(200));
             let (prog, weights) = session_program(&s, fmt)?;
-            let (a, b) = (files::read(&pa)?, files::read(&pb)?);
+            let want = files::output_records(&prog);
+            let (a, b) = (
+                files::read_expecting(&pa, &want)?,
+                files::read_expecting(&pb, &want)?,
+            );
             let (Some(sa), Some(sb)) = (a.get("out0"), b.get("out0")) else {
                 bail!("output shares are incomplete");
             };

@@ -342,8 +342,8 @@ pub fn bench_processes(
         let r0 = p0.recv()?;
         let r1 = p1.recv()?;
         let (o0, o1) = (
-            files::read(&output_path(dir, i, 0))?,
-            files::read(&output_path(dir, i, 1))?,
+            files::read_expecting(&output_path(dir, i, 0), &files::output_records(prog))?,
+            files::read_expecting(&output_path(dir, i, 1), &files::output_records(prog))?,
         );
         let mut outs = Vec::new();
         for k in 0..prog.outputs.len() {
@@ -519,7 +519,7 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
     if bp.seq != a.seq {
         bail!("the program has {} tokens, the dealer's {}", bp.seq, a.seq);
     }
-    let what = files::read(&a.dir.join("weights.masked"))?;
+    let what = files::read_expecting(&a.dir.join("weights.masked"), &files::weight_records(prog))?;
     let p = Party {
         prog,
         party,
@@ -571,7 +571,8 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         let prep = p.prepare(&res, &mut keys)?;
         let prepare_ms = ms(t_prep);
         let key_load_ms = ms(t_load);
-        let inputs = files::read(&input_path(&a.dir, run, party))?;
+        let inputs =
+            files::read_expecting(&input_path(&a.dir, run, party), &files::input_records(prog))?;
         let t_conn = Instant::now();
         let mut cfg = LinkConfig::new(party);
         cfg.session_id = keys.id().session;

@@ -4,7 +4,6 @@
 //! of the opened values of every round of every multi-round gate.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use suf_backend::CpuBackend;
@@ -12,44 +11,12 @@ use suf_compiler::report::{cases, program_of, Domain};
 use suf_core::pack::unpack;
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
-use suf_net::{mem_pair, NetError, NetStats, Transport};
+use suf_net::{mem_pair, Recording};
 use suf_runtime::dealer::{run_dealer, DealerWeights};
 use suf_runtime::keystream::{DealerStreams, PartyStream};
 use suf_runtime::party::{Party, PartyWeights};
 use suf_runtime::report::Tracer;
 use suf_runtime::share_inputs;
-
-type Log = Arc<Mutex<Vec<Vec<u8>>>>;
-
-struct Rec<T: Transport> {
-    inner: T,
-    sent: Log,
-    recv: Log,
-}
-
-impl<T: Transport> Transport for Rec<T> {
-    fn send(&mut self, msg: Vec<u8>) -> Result<(), NetError> {
-        self.sent.lock().unwrap().push(msg.clone());
-        self.inner.send(msg)
-    }
-    fn recv(&mut self) -> Result<Vec<u8>, NetError> {
-        let m = self.inner.recv()?;
-        self.recv.lock().unwrap().push(m.clone());
-        Ok(m)
-    }
-    fn note_round(&mut self) {
-        self.inner.note_round()
-    }
-    fn stats(&self) -> &NetStats {
-        self.inner.stats()
-    }
-    fn reset_stats(&mut self) {
-        self.inner.reset_stats()
-    }
-    fn party(&self) -> u8 {
-        self.inner.party()
-    }
-}
 
 /// The values party 0 sees opened in each round (own masked share + the peer's).
 fn opened_values(prog: &suf_runtime::ir::Program, xs: &[u64], seed: u64) -> Vec<Vec<u64>> {
@@ -69,18 +36,8 @@ fn opened_values(prog: &suf_runtime::ir::Program, xs: &[u64], seed: u64) -> Vec<
     let mut inputs = BTreeMap::new();
     inputs.insert("x".to_string(), xs.to_vec());
     let shares = share_inputs(w, &inputs, &mut rng);
-    let (t0, t1) = mem_pair(Duration::from_secs(30));
-    let (sent, recv): (Log, Log) = Default::default();
-    let mut r0 = Rec {
-        inner: t0,
-        sent: sent.clone(),
-        recv: recv.clone(),
-    };
-    let mut r1 = Rec {
-        inner: t1,
-        sent: Default::default(),
-        recv: Default::default(),
-    };
+    let (t0, mut r1) = mem_pair(Duration::from_secs(30));
+    let (mut r0, log) = Recording::new(t0);
     let weights = PartyWeights::new();
     std::thread::scope(|s| {
         let sh1 = &shares[1];
@@ -105,10 +62,10 @@ fn opened_values(prog: &suf_runtime::ir::Program, xs: &[u64], seed: u64) -> Vec<
         h.join().unwrap();
     });
     let n = w.bits();
-    let sent = sent.lock().unwrap();
-    let recv = recv.lock().unwrap();
-    sent.iter()
-        .zip(recv.iter())
+    let log = log.lock().unwrap();
+    log.sent
+        .iter()
+        .zip(log.received.iter())
         .map(|(a, b)| {
             // Every message of these programs is whole n-bit elements.
             let cnt = a.len() * 8 / n as usize;

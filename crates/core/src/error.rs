@@ -7,6 +7,14 @@ pub enum CoreError {
     /// Caller error: a ring width outside 1..=64.
     #[error("bit width {0} is outside 1..=64")]
     BadBitWidth(u32),
+    /// Caller error: a fixed-point format with at least as many fractional bits as ring bits.
+    #[error("{frac} fractional bits do not fit a {bits}-bit ring (need frac < bits)")]
+    BadFracBits {
+        /// Fractional bits asked for.
+        frac: u32,
+        /// Ring width.
+        bits: u32,
+    },
     /// Caller error: a fixed-point value does not fit the ring.
     #[error("value {value} does not fit {bits}-bit fixed point with {frac} fractional bits")]
     Saturated {

@@ -21,7 +21,7 @@ impl FixedPoint {
     pub fn new(bits: u32, frac: u32) -> Result<Self> {
         let width = BitWidth::new(bits)?;
         if frac >= bits {
-            return Err(CoreError::BadBitWidth(frac));
+            return Err(CoreError::BadFracBits { frac, bits });
         }
         Ok(FixedPoint { width, frac })
     }
@@ -112,6 +112,14 @@ mod tests {
             Err(CoreError::NotFinite(_))
         ));
         assert!(FixedPoint::new(12, 12).is_err());
+        // f ≥ n names both numbers, not a "bit width outside 1..=64".
+        let e = FixedPoint::new(20, 30).unwrap_err();
+        assert_eq!(e, CoreError::BadFracBits { frac: 30, bits: 20 });
+        assert!(e.to_string().contains("30 fractional bits"), "{e}");
+        assert!(matches!(
+            FixedPoint::new(65, 12),
+            Err(CoreError::BadBitWidth(65))
+        ));
     }
 
     #[test]

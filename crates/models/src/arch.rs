@@ -141,14 +141,20 @@ pub fn block_tensors(cfg: &ModelConfig, i: usize) -> Vec<(String, Vec<usize>)> {
             let p = format!("h.{i}");
             ln(format!("{p}.ln_1"), true, &mut v);
             // Conv1D: stored [in, out].
+            // Conv1D biases have the output width (the last pushed entry is the bias).
+            let bias_of = |v: &mut Vec<(String, Vec<usize>)>, n: usize| {
+                if let Some(last) = v.last_mut() {
+                    last.1 = vec![n];
+                }
+            };
             lin(format!("{p}.attn.c_attn"), d, 3 * d, true, &mut v);
-            v.last_mut().expect("bias").1 = vec![3 * d];
+            bias_of(&mut v, 3 * d);
             lin(format!("{p}.attn.c_proj"), d, d, true, &mut v);
             ln(format!("{p}.ln_2"), true, &mut v);
             lin(format!("{p}.mlp.c_fc"), d, f, true, &mut v);
-            v.last_mut().expect("bias").1 = vec![f];
+            bias_of(&mut v, f);
             lin(format!("{p}.mlp.c_proj"), f, d, true, &mut v);
-            v.last_mut().expect("bias").1 = vec![d];
+            bias_of(&mut v, d);
         }
         Family::Llama => {
             let p = format!("blk.{i}");
@@ -304,7 +310,9 @@ pub fn load_block(cfg: &ModelConfig, w: &Weights, i: usize) -> Result<Block> {
         Family::Gpt2 => {
             let p = format!("h.{i}");
             let qkv = conv1d(w, &format!("{p}.attn.c_attn"), d, 3 * d)?;
-            let b = qkv.b.as_ref().expect("conv1d bias");
+            let b = qkv.b.as_ref().ok_or_else(|| {
+                ModelError::Input(format!("{p}.attn.c_attn has no bias (GPT-2 needs one)"))
+            })?;
             let part = |j: usize| Linear {
                 w: qkv.w[j * d * d..(j + 1) * d * d].to_vec(),
                 b: Some(b[j * d..(j + 1) * d].to_vec()),

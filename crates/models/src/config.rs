@@ -182,11 +182,55 @@ impl ModelConfig {
         self.family != Family::Llama
     }
 
-    /// Check internal consistency.
+    /// Check internal consistency, and that every dimension is within [`LIMITS`] (so that
+    /// products of dimensions, such as a weight matrix's element count, cannot overflow).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(format!("{}: {m}", self.name)));
         if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.vocab == 0 {
             return bad("layers, hidden, heads and vocab must be positive".into());
+        }
+        for (what, v, max) in [
+            ("layers", self.layers, LIMITS.layers),
+            ("hidden", self.hidden, LIMITS.width),
+            ("heads", self.heads, LIMITS.heads),
+            ("kv_heads", self.kv_heads, LIMITS.heads),
+            ("head_dim", self.head_dim, LIMITS.width),
+            ("ffn", self.ffn, LIMITS.ffn),
+            ("vocab", self.vocab, LIMITS.vocab),
+            ("max_pos", self.max_pos, LIMITS.positions),
+            ("type_vocab", self.type_vocab, LIMITS.vocab),
+            ("rel_buckets", self.rel_buckets, LIMITS.positions),
+            ("rel_max_distance", self.rel_max_distance, LIMITS.positions),
+            ("pos_offset", self.pos_offset, LIMITS.positions),
+        ] {
+            if v > max {
+                return bad(format!("{what} = {v} is above the supported maximum {max}"));
+            }
+        }
+        if self.q_dim() > LIMITS.width || self.kv_dim() > LIMITS.width {
+            return bad(format!(
+                "heads × head_dim = {} is above the supported maximum {}",
+                self.q_dim().max(self.kv_dim()),
+                LIMITS.width
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad(format!(
+                "norm epsilon {} is not a finite non-negative number",
+                self.norm_eps
+            ));
+        }
+        if self.family == Family::Llama && !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(format!(
+                "RoPE base {} is not a finite positive number",
+                self.rope_theta
+            ));
+        }
+        if !(2..=64).contains(&self.ring_bits) || self.frac_bits >= self.ring_bits {
+            return bad(format!(
+                "ring of {} bits with {} fractional bits",
+                self.ring_bits, self.frac_bits
+            ));
         }
         if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
@@ -205,6 +249,20 @@ impl ModelConfig {
         }
         if self.family == Family::MpNet && self.rel_buckets < 4 {
             return bad("MPNet needs relative-attention buckets".into());
+        }
+        // The logarithmic buckets of `arch::mpnet_bucket` need max_distance above the exact range.
+        if self.family == Family::MpNet && self.rel_max_distance <= self.rel_buckets / 4 {
+            return bad(format!(
+                "relative-attention max distance {} must exceed buckets/4 = {}",
+                self.rel_max_distance,
+                self.rel_buckets / 4
+            ));
+        }
+        if self.pos_offset > self.max_pos {
+            return bad(format!(
+                "first position id {} is beyond the {} positions",
+                self.pos_offset, self.max_pos
+            ));
         }
         Ok(())
     }
@@ -226,7 +284,11 @@ impl ModelConfig {
         let opt_u = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as usize);
         let opt_f = |k: &str| v.get(k).and_then(Value::as_f64);
         let opt_s = |k: &str| v.get(k).and_then(Value::as_str);
-        let opt_id = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as u32);
+        let opt_id = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|x| u32::try_from(x).ok())
+        };
         let cfg = match model_type {
             "bert" | "mpnet" => {
                 let family = if model_type == "bert" {
@@ -244,7 +306,7 @@ impl ModelConfig {
                     hidden,
                     heads,
                     kv_heads: heads,
-                    head_dim: hidden / heads,
+                    head_dim: hidden.checked_div(heads).unwrap_or(0),
                     ffn: req("intermediate_size")?,
                     vocab: req("vocab_size")?,
                     max_pos: req("max_position_embeddings")?,
@@ -265,7 +327,7 @@ impl ModelConfig {
                     },
                     rel_max_distance: 128,
                     pos_offset: if family == Family::MpNet {
-                        pad.unwrap_or(1) as usize + 1
+                        (pad.unwrap_or(1) as usize).saturating_add(1)
                     } else {
                         0
                     },
@@ -286,8 +348,8 @@ impl ModelConfig {
                     hidden,
                     heads,
                     kv_heads: heads,
-                    head_dim: hidden / heads,
-                    ffn: opt_u("n_inner").unwrap_or(4 * hidden),
+                    head_dim: hidden.checked_div(heads).unwrap_or(0),
+                    ffn: opt_u("n_inner").unwrap_or(hidden.saturating_mul(4)),
                     vocab: req("vocab_size")?,
                     max_pos: req("n_positions")?,
                     type_vocab: 0,
@@ -318,7 +380,7 @@ impl ModelConfig {
                     hidden,
                     heads,
                     kv_heads: opt_u("num_key_value_heads").unwrap_or(heads),
-                    head_dim: opt_u("head_dim").unwrap_or(hidden / heads),
+                    head_dim: opt_u("head_dim").unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
                     ffn: req("intermediate_size")?,
                     vocab: req("vocab_size")?,
                     max_pos: req("max_position_embeddings")?,
@@ -383,14 +445,14 @@ impl ModelConfig {
             Some(v) => v as usize,
             None => g
                 .tensor_info("token_embd.weight")
-                .map(|t| t.shape[0])
+                .and_then(|t| t.shape.first().copied())
                 .ok_or_else(|| ModelError::Config("GGUF: no vocab size".into()))?,
         };
         let head_dim = g
             .meta_u64(&format!("{arch}.attention.key_length"))
             .map(|x| x as usize)
-            .unwrap_or(hidden / heads);
-        let id = |k: &str| g.meta_u64(k).map(|x| x as u32);
+            .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+        let id = |k: &str| g.meta_u64(k).and_then(|x| u32::try_from(x).ok());
         let cfg = ModelConfig {
             name: name.into(),
             family: Family::Llama,
@@ -425,6 +487,35 @@ impl ModelConfig {
         Ok(cfg)
     }
 }
+
+/// Upper bounds on a configuration's dimensions, checked by [`ModelConfig::validate`]. They
+/// are far above every supported model (Llama-2-13B: width 5120, FFN 13824, vocabulary
+/// 32000) and keep every product of two of them well inside `usize` on 64-bit hosts.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Blocks.
+    pub layers: usize,
+    /// Model, head and projection widths.
+    pub width: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Feed-forward width.
+    pub ffn: usize,
+    /// Vocabulary and token-type vocabulary sizes.
+    pub vocab: usize,
+    /// Positions, relative-attention buckets and distances.
+    pub positions: usize,
+}
+
+/// The limits in force.
+pub const LIMITS: Limits = Limits {
+    layers: 1 << 10,
+    width: 1 << 16,
+    heads: 1 << 10,
+    ffn: 1 << 18,
+    vocab: 1 << 22,
+    positions: 1 << 20,
+};
 
 /// Names of SIGMA's benchmark models, in the order SIGMA lists them.
 pub const ZOO: &[&str] = &[
@@ -681,5 +772,55 @@ mod tests {
             (3072, Activation::GeluTanh, true)
         );
         assert!(ModelConfig::from_hf_json("x", r#"{"model_type":"t5"}"#).is_err());
+    }
+
+    #[test]
+    fn hostile_configs_are_errors_not_panics() {
+        let bert = |extra: &str| {
+            format!(
+                r#"{{"model_type":"bert","hidden_size":8,"num_attention_heads":2,"num_hidden_layers":1,"intermediate_size":16,"vocab_size":10,"max_position_embeddings":8{extra}}}"#
+            )
+        };
+        let ok = ModelConfig::from_hf_json("m", &bert("")).unwrap();
+        assert_eq!(ok.head_dim, 4);
+        // Zero heads used to divide by zero before validation.
+        let e = ModelConfig::from_hf_json(
+            "m",
+            &bert("").replace(r#""num_attention_heads":2"#, r#""num_attention_heads":0"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("positive"), "{e}");
+        // GPT-2 without n_inner: 4·n_embd used to overflow.
+        let g = format!(
+            r#"{{"model_type":"gpt2","n_embd":{},"n_head":1,"n_layer":1,"vocab_size":10,"n_positions":8}}"#,
+            u64::MAX / 2
+        );
+        let e = ModelConfig::from_hf_json("m", &g).unwrap_err();
+        assert!(e.to_string().contains("supported maximum"), "{e}");
+        // Dimensions far above any model.
+        let e = ModelConfig::from_hf_json(
+            "m",
+            &bert("").replace(r#""vocab_size":10"#, r#""vocab_size":99999999999"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("vocab"), "{e}");
+        // MPNet: a first position beyond the table, and buckets the max distance cannot cover.
+        let mp = |extra: &str| {
+            format!(
+                r#"{{"model_type":"mpnet","hidden_size":8,"num_attention_heads":2,"num_hidden_layers":1,"intermediate_size":16,"vocab_size":10,"max_position_embeddings":8{extra}}}"#
+            )
+        };
+        assert!(ModelConfig::from_hf_json("m", &mp("")).is_ok());
+        let e = ModelConfig::from_hf_json("m", &mp(r#","pad_token_id":100"#)).unwrap_err();
+        assert!(e.to_string().contains("first position"), "{e}");
+        let e = ModelConfig::from_hf_json("m", &mp(r#","relative_attention_num_buckets":4096"#))
+            .unwrap_err();
+        assert!(e.to_string().contains("max distance"), "{e}");
+        // A token id above u32 is dropped, not truncated.
+        let c = ModelConfig::from_hf_json("m", &bert(r#","bos_token_id":4294967297"#)).unwrap();
+        assert_eq!(c.bos_id, None);
+        // Non-finite or negative epsilon.
+        let e = ModelConfig::from_hf_json("m", &bert(r#","layer_norm_eps":-1.0"#)).unwrap_err();
+        assert!(e.to_string().contains("epsilon"), "{e}");
     }
 }

@@ -728,6 +728,10 @@ fn extract_tgz(
         let mut body = (&mut r).take(size);
         match kind {
             b'x' | b'L' => {
+                // Long names and extended headers are small; refuse a huge one unread.
+                if size > 1 << 20 {
+                    return Err(bad("extended header larger than 1 MiB"));
+                }
                 let mut b = Vec::new();
                 body.read_to_end(&mut b)
                     .map_err(|e| ModelError::io(archive, e))?;

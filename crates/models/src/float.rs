@@ -66,6 +66,8 @@ impl LinearF64 {
             .zip(x.par_chunks(BLK * din))
             .for_each(|(yc, xc)| {
                 let r = xc.len() / din;
+                // `xc` holds exactly `r` rows of `din` (asserted above): cannot fail.
+                #[allow(clippy::expect_used)]
                 let xa = ArrayView2::from_shape((r, din), xc).expect("shape");
                 let prod = xa.dot(&self.wt);
                 for (dst, src) in yc.iter_mut().zip(prod.iter()) {

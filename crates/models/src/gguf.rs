@@ -85,9 +85,28 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Number of elements.
+    /// Number of elements (saturating at `usize::MAX`; [`Gguf::parse`] refuses a table entry
+    /// whose product overflows).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        checked_numel(&self.shape).unwrap_or(usize::MAX)
+    }
+}
+
+/// The product of `dims`, or `None` if it overflows.
+fn checked_numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Largest `general.alignment` accepted (the format's default is 32).
+const MAX_ALIGNMENT: u64 = 1 << 16;
+
+/// Smallest encoding of one tensor-table entry (empty name, no dims, type, offset), used to
+/// bound what a declared count may reserve.
+const MIN_TENSOR_ENTRY: usize = 8 + 4 + 4 + 8;
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.b.len().saturating_sub(self.pos)
     }
 }
 
@@ -173,7 +192,8 @@ impl<'a> Reader<'a> {
                 }
                 let ety = self.u32()?;
                 let n = self.len()?;
-                let mut v = Vec::with_capacity(n.min(1 << 20));
+                // Every element takes at least one byte: never reserve more than remains.
+                let mut v = Vec::with_capacity(n.min(self.remaining()).min(1 << 20));
                 for _ in 0..n {
                     v.push(self.value(ety, depth + 1)?);
                 }
@@ -221,7 +241,7 @@ impl Gguf {
             let v = r.value(ty, 0)?;
             meta.insert(k, v);
         }
-        let mut tensors = Vec::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(n_tensors.min(r.remaining() / MIN_TENSOR_ENTRY));
         let mut index = BTreeMap::new();
         for _ in 0..n_tensors {
             let name = r.string()?;
@@ -237,6 +257,12 @@ impl Gguf {
                 dims.push(r.len()?);
             }
             dims.reverse();
+            if checked_numel(&dims).is_none() {
+                return Err(ModelError::format(
+                    "GGUF",
+                    format!("tensor {name}: dims {dims:?} overflow the element count"),
+                ));
+            }
             let dtype = GgmlType::from_id(r.u32()?);
             let offset = r.u64()?;
             index.insert(name.clone(), tensors.len());
@@ -248,10 +274,20 @@ impl Gguf {
             });
         }
         let align = match meta.get("general.alignment") {
-            Some(MetaValue::U(a)) if *a > 0 => *a as usize,
-            _ => 32,
+            None => 32,
+            Some(MetaValue::U(a)) if (1..=MAX_ALIGNMENT).contains(a) => *a as usize,
+            Some(other) => {
+                return Err(ModelError::format(
+                    "GGUF",
+                    format!("general.alignment {other:?} is not an integer in 1..={MAX_ALIGNMENT}"),
+                ))
+            }
         };
-        let data_start = r.pos.div_ceil(align) * align;
+        let data_start = r
+            .pos
+            .div_ceil(align)
+            .checked_mul(align)
+            .ok_or_else(|| ModelError::format("GGUF", "data section offset overflows"))?;
         let g = Gguf {
             version,
             meta,
@@ -261,22 +297,38 @@ impl Gguf {
             data_start,
         };
         for t in &g.tensors {
-            if let Some(n) = g.byte_len(t) {
-                let start = g.data_start as u64 + t.offset;
-                if start + n as u64 > g.data.len() as u64 {
-                    return Err(ModelError::format(
-                        "GGUF",
-                        format!("tensor {} runs past the end of the file", t.name),
-                    ));
-                }
+            if t.dtype.block().is_some() {
+                g.byte_range(t)?;
             }
         }
         Ok(g)
     }
 
+    /// Bytes of a tensor of a known type (`None` for an unknown type, or a size that
+    /// overflows).
     fn byte_len(&self, t: &TensorInfo) -> Option<usize> {
         let (be, bb) = t.dtype.block()?;
-        Some(t.numel().div_ceil(be) * bb)
+        checked_numel(&t.shape)?.div_ceil(be).checked_mul(bb)
+    }
+
+    /// The tensor's bytes as a range of `data`, checked to lie inside the file.
+    fn byte_range(&self, t: &TensorInfo) -> Result<std::ops::Range<usize>> {
+        let past = || {
+            ModelError::format(
+                "GGUF",
+                format!("tensor {} runs past the end of the file", t.name),
+            )
+        };
+        let n = self.byte_len(t).ok_or_else(past)?;
+        let start = usize::try_from(t.offset)
+            .ok()
+            .and_then(|o| o.checked_add(self.data_start))
+            .ok_or_else(past)?;
+        let end = start.checked_add(n).ok_or_else(past)?;
+        if end > self.data.len() {
+            return Err(past());
+        }
+        Ok(start..end)
     }
 
     /// Metadata value.
@@ -349,14 +401,14 @@ impl Gguf {
 
     /// Dequantise a tensor to f32 (row-major, shape [`TensorInfo::shape`]).
     pub fn dequantize(&self, t: &TensorInfo) -> Result<Vec<f32>> {
-        let nbytes = self
-            .byte_len(t)
-            .ok_or_else(|| ModelError::UnsupportedDtype {
+        if t.dtype.block().is_none() {
+            return Err(ModelError::UnsupportedDtype {
                 name: t.name.clone(),
                 dtype: format!("{:?}", t.dtype),
-            })?;
-        let start = self.data_start + t.offset as usize;
-        let bytes = &self.data[start..start + nbytes];
+            });
+        }
+        let range = self.byte_range(t)?;
+        let bytes = self.data.get(range).unwrap_or_default();
         let n = t.numel();
         if t.dtype.block().is_some_and(|(be, _)| !n.is_multiple_of(be)) {
             return Err(ModelError::format(
@@ -531,6 +583,71 @@ pub(crate) mod tests {
         assert_eq!(g.dequantize(&e).unwrap(), want_we[64..].to_vec());
         let n = g.tensor_info("n").unwrap().clone();
         assert_eq!(g.dequantize(&n).unwrap(), want_n);
+    }
+
+    /// A GGUF header with one u64 metadata entry (if any) and one tensor entry.
+    fn hostile(align: Option<u64>, dims: &[u64], ty: u32, offset: u64, pad: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(b"GGUF");
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend((align.is_some() as u64).to_le_bytes());
+        if let Some(a) = align {
+            put_str(&mut b, "general.alignment");
+            b.extend(10u32.to_le_bytes());
+            b.extend(a.to_le_bytes());
+        }
+        put_str(&mut b, "t");
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        b.extend(vec![0u8; pad]);
+        b
+    }
+
+    fn format_err(r: Result<Gguf>) -> String {
+        match r {
+            Err(ModelError::Format { msg, .. }) => msg,
+            Err(e) => panic!("expected a format error, got {e}"),
+            Ok(_) => panic!("expected a format error, got a file"),
+        }
+    }
+
+    #[test]
+    fn hostile_headers_are_errors_not_panics() {
+        // Eight dims of 300 in a file of a few hundred bytes: their product overflows u64.
+        let e = format_err(Gguf::parse(hostile(None, &[300; 8], 0, 0, 300)));
+        assert!(e.contains("overflow"), "{e}");
+        // An alignment of 2^64 − 1 (the data offset would overflow).
+        let e = format_err(Gguf::parse(hostile(Some(u64::MAX), &[4], 0, 0, 64)));
+        assert!(e.contains("general.alignment"), "{e}");
+        assert!(Gguf::parse(hostile(Some(0), &[4], 0, 0, 64)).is_err());
+        // A tensor offset near 2^64 (start + length would overflow).
+        let e = format_err(Gguf::parse(hostile(None, &[4], 0, u64::MAX - 3, 64)));
+        assert!(e.contains("past the end"), "{e}");
+        // A dim larger than the file, and a Q8_0 tensor far larger than the file.
+        let e = format_err(Gguf::parse(hostile(None, &[1 << 40, 1 << 23], 8, 0, 64)));
+        assert!(e.contains("exceeds file size"), "{e}");
+        let e = format_err(Gguf::parse(hostile(None, &[128, 96], 8, 0, 64)));
+        assert!(e.contains("past the end"), "{e}");
+        // 2^40 tensors declared in 100 bytes: no huge reservation, just "truncated".
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(90u64.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend([0u8; 80]);
+        let e = format_err(Gguf::parse(b));
+        assert!(e.contains("truncated") || e.contains("exceeds"), "{e}");
+        // An unknown tensor type is kept, and refused only when dequantised.
+        let g = Gguf::parse(hostile(None, &[4], 99, 0, 64)).unwrap();
+        let t = g.tensors[0].clone();
+        assert!(matches!(
+            g.dequantize(&t),
+            Err(ModelError::UnsupportedDtype { .. })
+        ));
     }
 
     #[test]

@@ -57,11 +57,19 @@ impl Weights {
     pub fn from_safetensors_bytes(data: Vec<u8>) -> Result<Self> {
         let (header, meta) = safetensors::SafeTensors::read_metadata(&data)
             .map_err(|e| ModelError::format("safetensors", e.to_string()))?;
-        let base = 8 + header;
+        let base = header
+            .checked_add(8)
+            .ok_or_else(|| ModelError::format("safetensors", "header length overflows"))?;
         let mut index = BTreeMap::new();
         for (name, info) in meta.tensors() {
             let (a, b) = info.data_offsets;
-            index.insert(name, (info.dtype, info.shape.clone(), (base + a, base + b)));
+            let (Some(a), Some(b)) = (base.checked_add(a), base.checked_add(b)) else {
+                return Err(ModelError::format(
+                    "safetensors",
+                    format!("tensor {name}: offsets overflow"),
+                ));
+            };
+            index.insert(name, (info.dtype, info.shape.clone(), (a, b)));
         }
         Ok(Weights {
             src: Source::Safetensors { data, index },
@@ -80,9 +88,14 @@ impl Weights {
 
     /// Wrap a parsed GGUF.
     pub fn from_gguf(g: Gguf) -> Self {
+        Self::from_gguf_described(g, "GGUF".into())
+    }
+
+    /// Wrap a parsed GGUF, with the description used in messages.
+    pub(crate) fn from_gguf_described(g: Gguf, desc: String) -> Self {
         Weights {
             src: Source::Gguf(Box::new(g)),
-            desc: "GGUF".into(),
+            desc,
         }
     }
 
@@ -101,7 +114,7 @@ impl Weights {
     /// In-memory tensors (tests, or weights built by other code).
     pub fn from_map(map: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<Self> {
         for (k, (s, v)) in &map {
-            if s.iter().product::<usize>() != v.len() {
+            if s.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(v.len()) {
                 return Err(ModelError::ShapeMismatch {
                     name: k.clone(),
                     expected: s.clone(),
@@ -198,18 +211,43 @@ impl Weights {
         }
         match &self.src {
             Source::Safetensors { data, index } => {
-                let (dtype, shape, (a, b)) = &index[&key];
-                let n: usize = shape.iter().product();
+                let Some((dtype, shape, (a, b))) = index.get(&key) else {
+                    return Err(ModelError::MissingTensor {
+                        name: key,
+                        expected: expected.to_vec(),
+                        source_desc: self.desc.clone(),
+                    });
+                };
+                let n = shape
+                    .iter()
+                    .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                    .ok_or_else(|| {
+                        ModelError::format("safetensors", format!("tensor {key}: shape overflows"))
+                    })?;
                 let bytes = data.get(*a..*b).ok_or_else(|| {
                     ModelError::format("safetensors", format!("tensor {key} out of bounds"))
                 })?;
                 decode_st(&key, *dtype, bytes, n)
             }
             Source::Gguf(g) => {
-                let t = g.tensor_info(&key).expect("resolved");
+                let t = g
+                    .tensor_info(&key)
+                    .ok_or_else(|| ModelError::MissingTensor {
+                        name: key.clone(),
+                        expected: expected.to_vec(),
+                        source_desc: self.desc.clone(),
+                    })?;
                 g.dequantize(t)
             }
-            Source::Map(m) => Ok(m[&key].1.clone()),
+            Source::Map(m) => {
+                m.get(&key)
+                    .map(|e| e.1.clone())
+                    .ok_or_else(|| ModelError::MissingTensor {
+                        name: key.clone(),
+                        expected: expected.to_vec(),
+                        source_desc: self.desc.clone(),
+                    })
+            }
             Source::Synthetic { .. } => unreachable!(),
         }
     }
@@ -259,7 +297,7 @@ fn decode_st(name: &str, dtype: safetensors::Dtype, b: &[u8], n: usize) -> Resul
             })
         }
     };
-    if b.len() != n * width {
+    if n.checked_mul(width) != Some(b.len()) {
         return Err(ModelError::format(
             "safetensors",
             format!("tensor {name}: {} bytes for {n} elements", b.len()),

@@ -55,7 +55,8 @@ pub fn exchange_elems<T: Transport + ?Sized>(
     if !(1..=64).contains(&bits) {
         return Err(NetError::Config(format!("bit width {bits} outside 1..=64")));
     }
-    let theirs = link.exchange(encode_elems(vals, bits))?;
+    let expected = pack::packed_len(vals.len(), bits);
+    let theirs = link.exchange_max(encode_elems(vals, bits), expected)?;
     decode_elems(&theirs, bits, vals.len())
 }
 

@@ -36,13 +36,14 @@ pub enum NetError {
         /// Where in the protocol it happened.
         detail: String,
     },
-    /// Peer fault: the peer announced a frame longer than this side accepts. Nothing was
-    /// allocated for it.
-    #[error("peer announced a frame of {len} bytes; the limit is {max}")]
+    /// Peer fault: the peer announced a frame longer than this side accepts (the link's
+    /// `LinkConfig::max_frame`, or the size the protocol expects for this message). Nothing
+    /// was allocated for a large one.
+    #[error("peer sent a frame of {len} bytes; at most {max} were expected")]
     FrameTooLarge {
         /// Announced length.
         len: u64,
-        /// Configured maximum (`LinkConfig::max_frame`).
+        /// The limit in force: `LinkConfig::max_frame` or the caller's bound.
         max: usize,
     },
     /// Configuration mismatch between the two parties (or a peer that does not speak this
@@ -64,10 +65,7 @@ pub enum NetError {
     Tls(String),
     /// Caller error (policy): a plaintext link to a non-loopback address was asked for without
     /// `allow_plaintext`.
-    #[error(
-        "refusing a plaintext link with {addr}: it is not on loopback; configure TLS or set \
-         allow_plaintext explicitly"
-    )]
+    #[error("refusing a plaintext link with {addr}: it is not on loopback, so it must use TLS")]
     PlaintextRefused {
         /// The peer's address.
         addr: SocketAddr,

@@ -57,17 +57,34 @@ impl<R: Read> FrameReader<R> {
     /// [`ReadStop::Failed`] with [`NetError::PeerClosed`] on end of stream (mid-frame or not),
     /// [`NetError::FrameTooLarge`], or the mapped I/O error.
     pub fn read_frame(&mut self, stop: &AtomicBool) -> Result<Vec<u8>, ReadStop> {
+        let len = self.read_header(stop)?;
+        self.read_payload(len, stop)
+    }
+
+    /// Read the next frame's header and return the announced payload length, refusing one
+    /// above `max_frame` (nothing is allocated for it). The payload must then be read with
+    /// [`FrameReader::read_payload`].
+    ///
+    /// # Errors
+    /// As [`FrameReader::read_frame`].
+    pub fn read_header(&mut self, stop: &AtomicBool) -> Result<usize, ReadStop> {
         let mut hdr = [0u8; HEADER_LEN];
         self.fill(&mut hdr, stop, true)?;
         let len = u64::from_le_bytes(hdr);
-        if len > self.max_frame as u64 {
-            return Err(ReadStop::Failed(NetError::FrameTooLarge {
+        match usize::try_from(len) {
+            Ok(n) if n <= self.max_frame => Ok(n),
+            _ => Err(ReadStop::Failed(NetError::FrameTooLarge {
                 len,
                 max: self.max_frame,
-            }));
+            })),
         }
-        // `len <= max_frame`, a usize, so the cast is exact.
-        let len = len as usize;
+    }
+
+    /// Read a payload of `len` bytes (announced by [`FrameReader::read_header`]).
+    ///
+    /// # Errors
+    /// As [`FrameReader::read_frame`].
+    pub fn read_payload(&mut self, len: usize, stop: &AtomicBool) -> Result<Vec<u8>, ReadStop> {
         // Read into spare capacity (no zero-filling pass over large payloads).
         let mut buf = Vec::with_capacity(len);
         while buf.len() < len {

@@ -12,7 +12,8 @@
 //! * [`tls`]: mutually authenticated TLS 1.3 (rustls with the *ring* provider) against pinned
 //!   peer certificates. It is required whenever the peer is not on loopback
 //!   ([`tls_required`]), unless plaintext is allowed explicitly.
-//! * [`mem_pair`]: an in-memory transport for tests.
+//! * [`mem_pair`]: an in-memory transport for tests; [`Recording`] keeps a copy of every
+//!   message of a link (what a party sees, for the leakage tests).
 //! * [`encode_elems`] / [`decode_elems`]: opened values bit-packed to exactly the bits the
 //!   receiver needs (the wire format of [`suf_core::pack`]).
 //! * [`mod@bench`]: the link benchmarks reported by `suf bench runtime`.
@@ -20,20 +21,27 @@
 //! Of the SUF crates it depends on `suf-core` only. It uses no async runtime: plain threads
 //! and std channels.
 #![forbid(unsafe_code)]
+// Peer input is parsed here: no `unwrap`/`expect` outside tests (a panic would be a denial of
+// service, and would skip the error paths). Checked in CI by clippy with `-D warnings`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 pub mod bench;
 mod elems;
 mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handshake;
 mod mem;
+mod record;
 mod tcp;
 pub mod tls;
 
 pub use elems::{decode_elems, encode_elems, exchange_elems};
 pub use error::NetError;
 pub use mem::{mem_pair, MemTransport};
+pub use record::{MessageLog, Recording};
 pub use tcp::{tls_required, LinkConfig, TcpTransport};
 pub use tls::{generate_identity, generate_test_identity, Identity, TlsConfig};
 
@@ -117,6 +125,38 @@ pub trait Transport: Send {
     /// [`NetError::Tls`], [`NetError::Io`], or [`NetError::Broken`] after an earlier error.
     fn recv(&mut self) -> Result<Vec<u8>, NetError>;
 
+    /// Receive the next message, refusing it if it is longer than `limit` bytes: the bound a
+    /// protocol step knows for its round (for an opening, the exact packed size). On a TCP
+    /// link, a frame larger than the 64 KiB read ahead is refused from its header, before
+    /// anything is allocated for its payload; a refused frame breaks the link.
+    ///
+    /// The default implementation (for wrappers) receives first and checks afterwards.
+    ///
+    /// # Errors
+    /// [`NetError::FrameTooLarge`] (with `max == limit`) and those of [`Transport::recv`].
+    fn recv_max(&mut self, limit: usize) -> Result<Vec<u8>, NetError> {
+        let m = self.recv()?;
+        if m.len() > limit {
+            return Err(NetError::FrameTooLarge {
+                len: m.len() as u64,
+                max: limit,
+            });
+        }
+        Ok(m)
+    }
+
+    /// One lockstep round whose incoming message is at most `limit` bytes
+    /// ([`Transport::exchange`] with [`Transport::recv_max`]). Counts one round.
+    ///
+    /// # Errors
+    /// Those of [`Transport::send`] and [`Transport::recv_max`].
+    fn exchange_max(&mut self, msg: Vec<u8>, limit: usize) -> Result<Vec<u8>, NetError> {
+        self.send(msg)?;
+        let theirs = self.recv_max(limit)?;
+        self.note_round();
+        Ok(theirs)
+    }
+
     /// One lockstep round: send `msg` and receive the peer's message of the same round (both
     /// directions travel at once). Counts one round.
     ///
@@ -152,6 +192,12 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     fn exchange(&mut self, msg: Vec<u8>) -> Result<Vec<u8>, NetError> {
         (**self).exchange(msg)
+    }
+    fn recv_max(&mut self, limit: usize) -> Result<Vec<u8>, NetError> {
+        (**self).recv_max(limit)
+    }
+    fn exchange_max(&mut self, msg: Vec<u8>, limit: usize) -> Result<Vec<u8>, NetError> {
+        (**self).exchange_max(msg, limit)
     }
     fn note_round(&mut self) {
         (**self).note_round()

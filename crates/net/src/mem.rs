@@ -94,6 +94,15 @@ impl Transport for MemTransport {
         }
     }
 
+    fn recv_max(&mut self, limit: usize) -> Result<Vec<u8>, NetError> {
+        let m = self.recv()?;
+        if m.len() > limit {
+            let len = m.len() as u64;
+            return Err(self.fail(NetError::FrameTooLarge { len, max: limit }));
+        }
+        Ok(m)
+    }
+
     fn note_round(&mut self) {
         self.stats.rounds += 1;
     }

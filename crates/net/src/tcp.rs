@@ -59,8 +59,13 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    /// Default largest frame: 1 GiB.
+    /// Default largest frame: 1 GiB. Protocol steps that know their message's size bound it
+    /// further with [`Transport::recv_max`].
     pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
+
+    /// Largest `timeout` and `connect_timeout` accepted: one week (so that every deadline
+    /// computed from them is representable).
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
     /// A configuration for `party` with zero ids and fingerprints, a 30 s timeout (for waits
     /// and for connecting), [`LinkConfig::DEFAULT_MAX_FRAME`], no TLS and plaintext allowed on
@@ -100,6 +105,14 @@ impl LinkConfig {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(NetError::Config("timeouts must be non-zero".into()));
         }
+        if self.timeout > Self::MAX_TIMEOUT || self.connect_timeout > Self::MAX_TIMEOUT {
+            return Err(NetError::Config(format!(
+                "timeouts must be at most {:?} (got {:?} and {:?})",
+                Self::MAX_TIMEOUT,
+                self.timeout,
+                self.connect_timeout
+            )));
+        }
         Ok(())
     }
 
@@ -109,6 +122,13 @@ impl LinkConfig {
         }
         Ok(())
     }
+}
+
+/// `now + t`, or a configuration error if that instant is not representable.
+fn deadline_after(t: Duration) -> Result<Instant, NetError> {
+    Instant::now()
+        .checked_add(t)
+        .ok_or_else(|| NetError::Config(format!("timeout {t:?} is too long")))
 }
 
 /// What the writer thread is asked to do.
@@ -121,7 +141,25 @@ enum Cmd {
     Close,
 }
 
-type Incoming = Result<Vec<u8>, NetError>;
+/// What the reader thread hands to the receiving side.
+enum Item {
+    /// A whole frame of at most [`EAGER_MAX`] bytes, read ahead.
+    Frame(Vec<u8>),
+    /// The header of a larger frame: the reader waits for a [`TcpTransport::recv_max`] that
+    /// accepts this length before it allocates anything for the payload.
+    Announce(usize),
+}
+
+type Incoming = Result<Item, NetError>;
+
+/// Frames up to this many bytes are read ahead as they arrive; a larger one is only read once
+/// the receiving side has accepted its announced length ([`Transport::recv_max`]).
+const EAGER_MAX: usize = 64 * 1024;
+
+/// At most this many frames read ahead wait in the queue (so a peer that floods small frames
+/// holds at most `QUEUE_MAX × EAGER_MAX` bytes of this side's memory); then the reader stops
+/// reading and TCP flow control holds the peer back.
+const QUEUE_MAX: usize = 64;
 
 /// A TCP (optionally TLS) link endpoint. See the module documentation.
 pub struct TcpTransport {
@@ -132,6 +170,10 @@ pub struct TcpTransport {
     to_writer: Sender<Cmd>,
     shared: Arc<WriterShared>,
     from_reader: Receiver<Incoming>,
+    /// Frames read ahead and not yet taken by `recv` (shared with the reader thread).
+    queued: Arc<AtomicUsize>,
+    /// Grants (true) or refusals (false) of announced large frames, to the reader thread.
+    grant: Sender<bool>,
     stats: NetStats,
     broken: Option<String>,
     sock: TcpStream,
@@ -170,7 +212,7 @@ impl TcpTransport {
     pub fn connect(addr: SocketAddr, cfg: &LinkConfig) -> Result<Self, NetError> {
         cfg.validate()?;
         cfg.check_policy(addr)?;
-        let deadline = Instant::now() + cfg.connect_timeout;
+        let deadline = deadline_after(cfg.connect_timeout)?;
         let sock = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -211,7 +253,7 @@ impl TcpTransport {
         listener
             .set_nonblocking(true)
             .map_err(io_err("preparing the listener"))?;
-        let deadline = Instant::now() + cfg.connect_timeout;
+        let deadline = deadline_after(cfg.connect_timeout)?;
         let res = loop {
             match listener.accept() {
                 Ok(x) => break Ok(x),
@@ -330,9 +372,12 @@ impl TcpTransport {
             .map_err(io_err("starting the writer thread"))?;
         let reader_stop = stop.clone();
         let fr = FrameReader::new(reader_src, cfg.max_frame, t);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (grant, grant_rx) = channel::<bool>();
+        let rq = queued.clone();
         let reader = match thread::Builder::new()
             .name(format!("suf-net-r{}", cfg.party))
-            .spawn(move || reader_loop(fr, reader_tx, reader_stop))
+            .spawn(move || reader_loop(fr, reader_tx, reader_stop, rq, grant_rx))
         {
             Ok(h) => h,
             Err(e) => {
@@ -349,6 +394,8 @@ impl TcpTransport {
             to_writer,
             shared,
             from_reader,
+            queued,
+            grant,
             stats: NetStats::default(),
             broken: None,
             sock,
@@ -381,6 +428,27 @@ impl TcpTransport {
                 cause: cause.clone(),
             }),
             None => Ok(()),
+        }
+    }
+
+    /// The next item from the reader thread, waiting at most the link's timeout.
+    fn next_item(&mut self) -> Result<Item, NetError> {
+        match self.from_reader.recv_timeout(self.timeout) {
+            Ok(Ok(item)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                Ok(item)
+            }
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(RecvTimeoutError::Timeout) => {
+                let e = NetError::Timeout {
+                    what: format!("a message from party {} at {}", 1 - self.party, self.peer),
+                    after: self.timeout,
+                };
+                Err(self.fail(e))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(self.fail(NetError::PeerClosed {
+                detail: "the reader thread has stopped".into(),
+            })),
         }
     }
 }
@@ -429,25 +497,42 @@ impl Transport for TcpTransport {
     }
 
     fn recv(&mut self) -> Result<Vec<u8>, NetError> {
+        self.recv_max(usize::MAX)
+    }
+
+    fn recv_max(&mut self, limit: usize) -> Result<Vec<u8>, NetError> {
         self.check()?;
-        match self.from_reader.recv_timeout(self.timeout) {
-            Ok(Ok(m)) => {
-                self.stats.messages_received += 1;
-                self.stats.bytes_received += m.len() as u64;
-                Ok(m)
+        let m = match self.next_item()? {
+            Item::Frame(m) if m.len() > limit => {
+                let len = m.len() as u64;
+                return Err(self.fail(NetError::FrameTooLarge { len, max: limit }));
             }
-            Ok(Err(e)) => Err(self.fail(e)),
-            Err(RecvTimeoutError::Timeout) => {
-                let e = NetError::Timeout {
-                    what: format!("a message from party {} at {}", 1 - self.party, self.peer),
-                    after: self.timeout,
-                };
-                Err(self.fail(e))
+            Item::Frame(m) => m,
+            Item::Announce(len) if len > limit => {
+                // Nothing was allocated for it; the reader thread gives up the link.
+                let _ = self.grant.send(false);
+                let len = len as u64;
+                return Err(self.fail(NetError::FrameTooLarge { len, max: limit }));
             }
-            Err(RecvTimeoutError::Disconnected) => Err(self.fail(NetError::PeerClosed {
-                detail: "the reader thread has stopped".into(),
-            })),
-        }
+            Item::Announce(len) => {
+                if self.grant.send(true).is_err() {
+                    return Err(self.fail(NetError::PeerClosed {
+                        detail: "the reader thread has stopped".into(),
+                    }));
+                }
+                match self.next_item()? {
+                    Item::Frame(m) if m.len() == len => m,
+                    _ => {
+                        return Err(self.fail(NetError::Config(
+                            "internal: the reader thread did not deliver the granted frame".into(),
+                        )))
+                    }
+                }
+            }
+        };
+        self.stats.messages_received += 1;
+        self.stats.bytes_received += m.len() as u64;
+        Ok(m)
     }
 
     fn note_round(&mut self) {
@@ -510,7 +595,7 @@ fn linger_close(sock: &TcpStream) {
 }
 
 /// Send our hello, read and check the peer's.
-fn exchange_hello<R: Read, W: Write>(
+pub(crate) fn exchange_hello<R: Read, W: Write>(
     r: &mut R,
     w: &mut W,
     hello: &Hello,
@@ -597,6 +682,7 @@ const DIRECT_WRITE_MAX: usize = 64 * 1024;
 fn writer_loop(shared: &WriterShared, rx: Receiver<Cmd>, errs: Sender<Incoming>, t: Duration) {
     let fail = |e: std::io::Error| {
         shared.failed.store(true, Ordering::Release);
+        // Not counted in `queued`: an error is delivered once and ends the link.
         let _ = errs.send(Err(NetError::from_io(e, "writing to the peer", t)));
     };
     let failed = || shared.failed.load(Ordering::Acquire);
@@ -647,17 +733,59 @@ fn writer_loop(shared: &WriterShared, rx: Receiver<Cmd>, errs: Sender<Incoming>,
     }
 }
 
-fn reader_loop<R: Read>(mut fr: FrameReader<R>, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
+/// How often a waiting reader thread checks whether its link is being shut down.
+const READER_POLL: Duration = Duration::from_millis(20);
+
+fn reader_loop<R: Read>(
+    mut fr: FrameReader<R>,
+    tx: Sender<Incoming>,
+    stop: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+    grant: Receiver<bool>,
+) {
+    let deliver = |item: Incoming| {
+        queued.fetch_add(1, Ordering::AcqRel);
+        tx.send(item).is_ok()
+    };
     loop {
-        match fr.read_frame(&stop) {
+        // Back-pressure: read no further while the receiving side has a full queue.
+        while queued.load(Ordering::Acquire) >= QUEUE_MAX {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let len = match fr.read_header(&stop) {
+            Ok(len) => len,
+            Err(ReadStop::Stopped) => return,
+            Err(ReadStop::Failed(e)) => {
+                deliver(Err(e));
+                return;
+            }
+        };
+        if len > EAGER_MAX {
+            // Allocate only once the receiving side has accepted the length.
+            if !deliver(Ok(Item::Announce(len))) {
+                return;
+            }
+            loop {
+                match grant.recv_timeout(READER_POLL) {
+                    Ok(true) => break,
+                    Ok(false) | Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Acquire) => return,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+            }
+        }
+        match fr.read_payload(len, &stop) {
             Ok(m) => {
-                if tx.send(Ok(m)).is_err() {
+                if !deliver(Ok(Item::Frame(m))) {
                     return;
                 }
             }
             Err(ReadStop::Stopped) => return,
             Err(ReadStop::Failed(e)) => {
-                let _ = tx.send(Err(e));
+                deliver(Err(e));
                 return;
             }
         }
@@ -694,5 +822,23 @@ mod tests {
             TcpTransport::connect(a("127.0.0.1:9"), &bad),
             Err(NetError::Config(_))
         ));
+        // A timeout whose deadline would overflow `Instant` is a configuration error, not a
+        // panic ("overflow when adding duration to instant").
+        for huge in [Duration::from_secs(u64::MAX), LinkConfig::MAX_TIMEOUT * 2] {
+            let mut bad = cfg.clone();
+            bad.connect_timeout = huge;
+            assert!(matches!(
+                TcpTransport::connect(a("127.0.0.1:9"), &bad),
+                Err(NetError::Config(_))
+            ));
+            let mut bad = cfg.clone();
+            bad.timeout = huge;
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            assert!(matches!(
+                TcpTransport::accept(&l, &bad),
+                Err(NetError::Config(_))
+            ));
+        }
+        assert!(deadline_after(Duration::from_secs(u64::MAX)).is_err());
     }
 }

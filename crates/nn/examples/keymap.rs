@@ -22,7 +22,6 @@ struct Acc {
     packed: u64,
 }
 
-
 fn label(prog: &Program, id: NodeId) -> String {
     let nd = prog.node(id);
     match &nd.op {

@@ -462,12 +462,12 @@ impl<'a> Party<'a> {
                 })
                 .collect();
             ex.ensure(&ready, inputs)?;
-            // 3. The peer's message.
+            // 3. The peer's message, refused beyond the round's exact size before allocating.
+            let expect: usize = layout.iter().map(|(c, b)| packed_len(*c, *b)).sum();
             let t_wait = Instant::now();
-            let theirs = net.recv()?;
+            let theirs = net.recv_max(expect)?;
             wait_ms += t_wait.elapsed().as_secs_f64() * 1e3;
             net.note_round();
-            let expect: usize = layout.iter().map(|(c, b)| packed_len(*c, *b)).sum();
             if theirs.len() != expect {
                 return Err(RtError::Peer(format!(
                     "round {}: message of {} bytes, expected {expect}",

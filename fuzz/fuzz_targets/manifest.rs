@@ -1,0 +1,3 @@
+//! Session manifests, session.json (suf-cli).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| suf_cli::fuzz::manifest(data));
