@@ -490,6 +490,7 @@ pub fn bench_model(spec: &BenchSpec, choice: BackendChoice, runs: usize) -> Resu
                    "bytes_recv": l.bytes_recv, "comm_bytes": l.bytes_sent + l.bytes_recv, "rounds": l.rounds})
         })
         .collect();
+    let breakdown = crate::plan_cmd::bench_breakdown(&built.prog, &r.reports)?;
     Ok(json!({
         "model": model, "seq": seq, "batch": batch, "backend": be.name, "device": be.device, "mode": mode_s,
         "layers_run": layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
@@ -505,6 +506,7 @@ pub fn bench_model(spec: &BenchSpec, choice: BackendChoice, runs: usize) -> Resu
         "matches_plain": all_match,
         "threads": rayon::current_num_threads(),
         "layers": layers_json,
+        "plan": breakdown["planned"], "ops": breakdown["ops"],
     }))
 }
 

@@ -61,6 +61,8 @@ pub struct OpPlan {
     pub aes: u64,
     /// Elements: gate evaluations for gates, output elements for other steps.
     pub elements: u64,
+    /// Whether the operator is an FSS gate.
+    pub gate: bool,
 }
 
 /// The planned cost of one layer label.
@@ -236,6 +238,7 @@ impl Plan {
                     Op::Gate(a, _) => prog.numel(*a) as u64,
                     _ => node.numel() as u64,
                 };
+                o.gate = matches!(node.op, Op::Gate(..));
                 if acc.last_wave[i] != tag {
                     acc.last_wave[i] = tag;
                     acc.ops[i].rounds += 1;
