@@ -289,6 +289,10 @@ fn si(x: f64, unit: &str) -> String {
     }
 }
 
+fn int(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
 fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
@@ -320,7 +324,7 @@ fn table(v: &Value) -> String {
     let _ = writeln!(s, "{:<18}{}", "sent", pair("bytes_sent", "B"));
     let _ = writeln!(s, "{:<18}{}", "received", pair("bytes_recv", "B"));
     let _ = writeln!(s, "{:<18}{}", "AES calls", pair("aes", ""));
-    let _ = writeln!(s, "{:<18}{:>14}", "rounds", v["rounds"]);
+    let _ = writeln!(s, "{:<18}{:>14}", "rounds", int(&v["rounds"]));
     let _ = writeln!(
         s,
         "{:<18}{:>14.1}",
@@ -337,7 +341,7 @@ fn table(v: &Value) -> String {
             s,
             "{:<28}{:>7} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
             o["op"].as_str().unwrap_or(""),
-            o["rounds"],
+            int(&o["rounds"]),
             si(num(&o["bytes_sent"]), "B"),
             si(num(&o["key_bytes"][0]), "B"),
             si(num(&o["key_bytes"][1]), "B"),
@@ -360,7 +364,7 @@ fn table(v: &Value) -> String {
             s,
             "{:<28}{:>7} {:>12} {:>12} {:>12} {:>12}",
             l["layer"].as_str().unwrap_or(""),
-            l["rounds"],
+            int(&l["rounds"]),
             si(num(&l["bytes_sent"]), "B"),
             si(num(&l["key_bytes"][0]), "B"),
             si(num(&l["key_bytes"][1]), "B"),

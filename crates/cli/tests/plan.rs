@@ -320,3 +320,31 @@ fn suf_plan_refuses_bad_arguments() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A real model (skipped with a note when minilm-l6 is not cached; CI fetches it): the
+/// command's plan equals `suf bench model` on its first two blocks.
+#[test]
+fn suf_plan_of_a_real_model_equals_its_bench() {
+    let dir = suf_models::fetch::default_cache_dir();
+    if suf_models::fetch::cached("minilm-l6", &dir).is_none() {
+        eprintln!("skipping: minilm-l6 is not cached (suf models fetch minilm-l6)");
+        return;
+    }
+    let common = ["--model", "minilm-l6", "--layers", "2", "--mode", "private"];
+    let bench = json_of(
+        &[
+            &["bench", "model"],
+            &common[..],
+            &["--seq", "16", "--runs", "1", "--backend", "cpu", "--json"],
+        ]
+        .concat(),
+    );
+    // The bench's sentence tokenizes to `seq` tokens.
+    let seq = bench["seq"].as_u64().unwrap().to_string();
+    let plan = json_of(&[&["plan"], &common[..], &["--seq", &seq, "--json"]].concat());
+    assert_eq!(bench["matches_plain"], true);
+    assert_eq!(plan["rounds"], bench["rounds"]);
+    assert_eq!(plan["key_bytes"], bench["key_bytes_per_party"]);
+    assert_eq!(plan["bytes_sent"][0], bench["bytes_sent"]);
+    assert_eq!(plan["aes"], bench["plan"]["aes"]);
+}
