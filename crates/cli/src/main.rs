@@ -6,6 +6,7 @@ mod bench;
 mod keygen;
 mod logging;
 mod models_cmd;
+mod plan_cmd;
 mod procs;
 mod report;
 mod toy;
@@ -229,6 +230,9 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Capacity planning: exact rounds, bytes, key bytes and AES calls per party of one
+    /// inference (whole model, per layer, per operator) without running any cryptography.
+    Plan(plan_cmd::PlanArgs),
     /// Everything in one process over loopback TCP: dealer, two parties, client.
     RunToy {
         #[command(flatten)]
@@ -767,6 +771,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Report { inputs, out } => report::render(&inputs, &out),
+        Cmd::Plan(a) => plan_cmd::run(&a),
         Cmd::Demo {
             text,
             cache,

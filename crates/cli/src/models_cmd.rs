@@ -657,6 +657,7 @@ pub fn bench_model(
                    "bytes_recv": l.bytes_recv, "comm_bytes": l.bytes_sent + l.bytes_recv, "rounds": l.rounds})
         })
         .collect();
+    let breakdown = crate::plan_cmd::bench_breakdown(&built.prog, &r.reports)?;
     Ok(json!({
         "model": model, "seq": seq, "batch": batch, "backend": be.name, "device": be.device, "mode": mode_s,
         "layers_run": layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
@@ -675,6 +676,7 @@ pub fn bench_model(
         "breakdown_per_party": [breakdown_json(&r.reports[0]), breakdown_json(&r.reports[1])],
         "breakdown_note": "last run; host_ms = online less device and wait; with both parties in one process the online time includes registering the weights and attaching the keys",
         "layers": layers_json,
+        "plan": breakdown["planned"], "ops": breakdown["ops"],
     }))
 }
 

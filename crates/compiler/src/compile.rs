@@ -61,7 +61,7 @@ use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_fss::dcf::{self, DcfKeys};
 use suf_fss::KeyRef;
-use suf_runtime::gate::{join_parts, split_parts, GateImpl};
+use suf_runtime::gate::{join_parts, joined_len, split_parts, GateImpl};
 use suf_runtime::ir::Dtype;
 
 use crate::error::{CompilerError, Result};
@@ -885,7 +885,70 @@ fn eval_comp(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Key sizes: closed forms of what the deal_* procedures above write (capacity planning)
+
+/// Part lengths of [`deal_shares`] for `vals` values of `bits` bits: party 0's packed shares,
+/// party 1's 16-byte seed.
+fn shares_len(vals: usize, bits: u32) -> Option<[usize; 2]> {
+    let bits = u64::from(bits);
+    let len = (vals as u128 * bits as u128).div_ceil(8);
+    Some([usize::try_from(len).ok()?, 16])
+}
+
+/// Key part lengths per party of one component for a batch of `cnt` elements (the exact
+/// lengths of the parts `deal_comp` returns). `None` on overflow or invalid parameters.
+fn comp_key_parts(c: &Component, n: u32, cnt: usize) -> Option<[Vec<usize>; 2]> {
+    let dcf = |k: u32, m: u32, p: usize| DcfKeys::bytes_for(k, m, p, cnt).map(|b| [b, b]);
+    let mut out: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    let mut push = |v: [usize; 2]| {
+        out[0].push(v[0]);
+        out[1].push(v[1]);
+    };
+    match c {
+        Component::Poly(s) => {
+            push(dcf(s.view.bits, s.ring, s.degree + 1)?);
+            if s.degree > 0 {
+                push(shares_len(cnt.checked_mul(s.degree)?, s.ring)?);
+            }
+        }
+        Component::Halves(s) => {
+            let slope = s.has_slope();
+            push(dcf(n - 1, s.ring, 1 + slope as usize)?);
+            let ns = if slope { 3 } else { 1 };
+            push(shares_len(cnt.checked_mul(ns)?, s.ring)?);
+        }
+        Component::Floor(s) => {
+            let p = 1 + s.select as usize;
+            push(dcf(s.shift, n, p)?);
+            match s.wrap {
+                Wrap::Dcf => push(dcf(s.view.bits, n, p)?),
+                Wrap::Free => push(shares_len(cnt.checked_mul(p)?, n)?),
+                Wrap::Drop => push([0, 0]),
+            }
+            let ns = if s.select { 3 } else { 1 };
+            push(shares_len(cnt.checked_mul(ns)?, n)?);
+        }
+    }
+    debug_assert_eq!(out[0].len(), comp_parts(c));
+    Some(out)
+}
+
 impl GateSpec {
+    /// Bytes of each party's key blob for a batch of `cnt` elements: exactly the length of
+    /// what [`GateSpec::deal`] returns, from closed forms (no key generation). `None` for an
+    /// invalid spec or on overflow.
+    pub fn key_bytes(&self, n: u32, cnt: usize) -> Option<[u64; 2]> {
+        self.validate(n).ok()?;
+        let mut all: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for p in &self.parts {
+            let [a, b] = comp_key_parts(&p.comp, n, cnt)?;
+            all[0].extend(a);
+            all[1].extend(b);
+        }
+        Some([joined_len(&all[0])? as u64, joined_len(&all[1])? as u64])
+    }
+
     /// Dealer: key blobs of both parties for a batch with input masks `r` (n-bit).
     ///
     /// # Errors
@@ -1056,6 +1119,14 @@ impl GateImpl for SpecGate {
         be: &dyn Backend,
     ) -> suf_runtime::Result<Vec<u64>> {
         Ok(self.spec.eval_shares(w.bits(), party, key, xhat, be)?)
+    }
+
+    fn key_bytes(&self, w: BitWidth, count: usize) -> Option<[u64; 2]> {
+        self.spec.key_bytes(w.bits(), count)
+    }
+
+    fn aes_calls(&self, w: BitWidth, count: usize) -> Option<u64> {
+        (self.spec.aes_per_elem(w.bits()) as u64).checked_mul(count as u64)
     }
 }
 

@@ -51,6 +51,20 @@ pub trait GateImpl: Send + Sync {
         xhat: &[u64],
         be: &dyn Backend,
     ) -> Result<Vec<u64>>;
+    /// Bytes of the key blob [`GateImpl::deal`] returns to party 0 and to party 1 for a batch
+    /// of `count` elements, from the closed forms of the key format (no key generation): what
+    /// capacity planning ([`crate::plan`]) sums. `None` when the gate cannot say, or when a
+    /// size overflows; planning then fails with a typed error.
+    fn key_bytes(&self, w: BitWidth, count: usize) -> Option<[u64; 2]> {
+        let _ = (w, count);
+        None
+    }
+    /// AES calls one party makes to evaluate a batch of `count` elements (both parties make
+    /// the same number); `None` when the gate cannot say.
+    fn aes_calls(&self, w: BitWidth, count: usize) -> Option<u64> {
+        let _ = (w, count);
+        None
+    }
 }
 
 impl fmt::Debug for dyn GateImpl {
@@ -87,6 +101,17 @@ pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
     }
     debug_assert_eq!(out.len(), total);
     out
+}
+
+/// Length of the blob [`join_parts`] makes from parts of these lengths (closed form, checked
+/// arithmetic): 16-aligned head of 8 + 8·c bytes, then each part padded to a multiple of 16.
+pub fn joined_len(parts: &[usize]) -> Option<usize> {
+    let al = |x: usize| x.checked_next_multiple_of(PART_ALIGN);
+    let mut total = al(parts.len().checked_mul(8)?.checked_add(8)?)?;
+    for &p in parts {
+        total = total.checked_add(al(p)?)?;
+    }
+    Some(total)
 }
 
 /// Split a blob made by [`join_parts`] into exactly `n` parts (zero-copy; each part keeps its
@@ -199,6 +224,25 @@ impl GateImpl for Truncate {
         ])
     }
 
+    fn key_bytes(&self, w: BitWidth, count: usize) -> Option<[u64; 2]> {
+        self.check(w).ok()?;
+        let (n, f) = (w.bits(), self.f);
+        // Both parties: packed shares of r_H, the f-bit and the n-bit DCF batch.
+        let len = joined_len(&[
+            suf_core::pack::packed_len(count, n),
+            DcfKeys::bytes_for(f, n, 1, count)?,
+            DcfKeys::bytes_for(n, n, 1, count)?,
+        ])? as u64;
+        Some([len, len])
+    }
+
+    fn aes_calls(&self, w: BitWidth, count: usize) -> Option<u64> {
+        self.check(w).ok()?;
+        let (n, f) = (w.bits(), self.f);
+        let per = dcf::aes_per_eval(f, n, 1) + dcf::aes_per_eval(n, n, 1);
+        (per as u64).checked_mul(count as u64)
+    }
+
     fn eval(
         &self,
         w: BitWidth,
@@ -273,6 +317,19 @@ impl GateImpl for LessThan {
     fn deal(&self, w: BitWidth, r: &[u64], rng: &mut Csprng) -> Result<[Vec<u8>; 2]> {
         let (k0, k1) = suf_fss::dpf::gen_cmp_batch(w.bits(), r, rng)?;
         Ok([k0.to_bytes(), k1.to_bytes()])
+    }
+
+    fn key_bytes(&self, w: BitWidth, count: usize) -> Option<[u64; 2]> {
+        use suf_fss::dpf::DpfKeys;
+        let body = DpfKeys::key_bytes_per_key(w.bits()).checked_mul(count)?;
+        let len = body.checked_add(suf_fss::keyfmt::HEADER_LEN)? as u64;
+        Some([len, len])
+    }
+
+    fn aes_calls(&self, w: BitWidth, count: usize) -> Option<u64> {
+        // Two single-point comparisons per element, d + 1 AES calls each (suf_fss::dpf).
+        let per = 2 * (suf_fss::dpf::depth(w.bits()) as u64 + 1);
+        per.checked_mul(count as u64)
     }
 
     fn eval(

@@ -149,6 +149,26 @@ fn pad_len(len: u64) -> u64 {
     (ALIGN as u64 - len % ALIGN as u64) % ALIGN as u64
 }
 
+/// Bytes of a stream outside its sections: the header and the footer (closed form, for
+/// capacity planning; [`section_bytes`] gives the rest).
+pub const FIXED_BYTES: u64 = (HEADER_LEN + FOOTER_LEN) as u64;
+
+/// Bytes one section with a payload of `payload` bytes adds to a stream: its head, the
+/// payload, zero padding to a multiple of 16 and its table-of-contents entry. Arithmetic and
+/// bit sections exist in party 0's stream only (party 1 draws its shares from its seed); gate
+/// blobs are in both. `None` on overflow.
+pub fn section_bytes(payload: u64) -> Option<u64> {
+    (HEAD_LEN as u64 + TOC_ENTRY as u64)
+        .checked_add(payload)?
+        .checked_add(pad_len(payload))
+}
+
+/// Payload bytes of an arithmetic section of `count` shares of `bits` bits, or (with
+/// `bits = 1`) of a bit section.
+pub fn shares_payload(count: u64, bits: u32) -> u64 {
+    (count as u128 * bits as u128).div_ceil(8) as u64
+}
+
 /// Writes one party's sections, then its table of contents and footer.
 struct SectionWriter {
     sink: Box<dyn Write + Send>,
@@ -880,6 +900,26 @@ mod tests {
     }
     fn toc_of(b: &[u8]) -> usize {
         field(b, b.len() - FOOTER_LEN + 16) as usize
+    }
+
+    #[test]
+    fn closed_form_sizes_match_the_writer() {
+        let (b, ..) = small();
+        let blobs = |extra: u64| -> u64 {
+            BLOBS
+                .iter()
+                .map(|&l| section_bytes(l as u64 + extra).unwrap())
+                .sum()
+        };
+        let p0 = FIXED_BYTES
+            + section_bytes(shares_payload(7, BITS)).unwrap()
+            + section_bytes(shares_payload(11, 1)).unwrap()
+            + blobs(0)
+            + section_bytes(shares_payload(0, BITS)).unwrap();
+        assert_eq!(b[0].len() as u64, p0);
+        assert_eq!(b[1].len() as u64, FIXED_BYTES + blobs(1));
+        assert_eq!(section_bytes(u64::MAX), None);
+        assert_eq!(section_bytes(17), Some(32 + 32 + 32));
     }
 
     #[test]

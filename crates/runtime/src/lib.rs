@@ -6,7 +6,9 @@
 //! * [`dealer::run_dealer`] walks its [`sched::Schedule`] and writes each party's one-time
 //!   key stream ([`keystream`]),
 //! * [`party::Party::run`] executes it online over a [`suf_net::Transport`], one message per
-//!   direction per round, one backend call per gate batch, with local work overlapping the link.
+//!   direction per round, one backend call per gate batch, with local work overlapping the link;
+//! * [`plan::Plan::of`] gives the exact cost of a run (rounds, bytes, key bytes, AES calls)
+//!   from closed forms, without running anything.
 //!
 //! Linear protocols (public and private weights, Beaver products with the wires' own masks,
 //! matrix correlations, bits, AND, B2A) live in the executor; nonlinear gates implement
@@ -25,6 +27,7 @@ pub mod keystream;
 mod local;
 pub mod party;
 pub mod plain;
+pub mod plan;
 pub mod report;
 pub mod sched;
 
