@@ -929,6 +929,25 @@ fn comp_key_parts(c: &Component, n: u32, cnt: usize) -> Option<[Vec<usize>; 2]> 
             let ns = if s.select { 3 } else { 1 };
             push(shares_len(cnt.checked_mul(ns)?, n)?);
         }
+        Component::High(s) => {
+            push(dcf(s.high_bits(), s.ring, s.degree + 1)?);
+            if s.degree > 0 {
+                push(shares_len(cnt.checked_mul(s.degree)?, s.ring)?);
+            }
+        }
+        Component::Sign(s) => {
+            let slope = s.has_slope();
+            push(dcf(s.bits - 1, s.ring, 1 + slope as usize)?);
+            let ns = if slope { 3 } else { 1 };
+            push(shares_len(cnt.checked_mul(ns)?, s.ring)?);
+        }
+        Component::Bit(s) => {
+            let per = suf_fss::dpf::DpfKeys::key_bytes_per_key(s.high_bits());
+            let b = per
+                .checked_mul(cnt)?
+                .checked_add(suf_fss::keyfmt::HEADER_LEN)?;
+            push([b, b]);
+        }
     }
     debug_assert_eq!(out[0].len(), comp_parts(c));
     Some(out)

@@ -4,7 +4,8 @@
 //! each wrap mode) and batch sizes around the 16-byte alignment boundaries.
 
 use suf_compiler::gates::{
-    floor_spec, recip_specs, relu_spec, rsqrt_specs, smooth_specs_with, Prefer, Smooth,
+    floor_spec, recip_specs, relu_spec, relu_spec_in, rsqrt_specs, rsqrt_specs_max,
+    smooth_specs_in, smooth_specs_in_folded, smooth_specs_with, Prefer, Smooth,
 };
 use suf_compiler::{Component, FloorSpec, GateSpec, Part, SpecGate, View, Wrap};
 use suf_core::prg::Csprng;
@@ -71,6 +72,40 @@ fn every_library_gate_plans_its_exact_key_size() {
                 specs.extend(s.tail.iter().cloned());
             }
         }
+        // Declared-range variants (reduced-width views: High, Sign and Bit components).
+        specs.push(relu_spec_in(n, 20));
+        for kind in Smooth::ALL {
+            for s in [
+                smooth_specs_in(kind, n, f, f + 8, Prefer::Keys).unwrap(),
+                smooth_specs_in(kind, n, f, f + 6, Prefer::Aes).unwrap(),
+            ] {
+                specs.push(s.gate1.clone());
+                specs.push(s.select.clone());
+                specs.extend(s.fine.iter().cloned());
+                specs.extend(s.tail.iter().cloned());
+            }
+        }
+        for kind in [Smooth::Gelu, Smooth::GeluTanh, Smooth::Silu] {
+            if let Ok(s) = smooth_specs_in_folded(kind, n, f, f + 8, 6, Prefer::Keys) {
+                specs.push(s.gate1.clone());
+                specs.push(s.select.clone());
+            }
+        }
+        let q = rsqrt_specs_max(n, 2 * f, 1, 1 << (n - 4), 20).unwrap();
+        specs.extend([q.norm.clone(), q.floor.clone(), q.poly.clone()]);
+        let kinds = |c: &Component| match c {
+            Component::High(_) => 0,
+            Component::Sign(_) => 1,
+            Component::Bit(_) => 2,
+            _ => 3,
+        };
+        let mut seen = [false; 4];
+        for s in &specs {
+            for p in &s.parts {
+                seen[kinds(&p.comp)] = true;
+            }
+        }
+        assert_eq!(seen, [true; 4], "every component kind is covered");
         let r = recip_specs(n, f, 128).unwrap();
         specs.extend([r.gate1.clone(), r.floor.clone()]);
         let q = rsqrt_specs(n, 2 * f, 1, 1 << (n - 4)).unwrap();

@@ -603,6 +603,12 @@ impl Backend for AesCounter<'_> {
     fn attach_keys(&self, stream: u64, bytes: &[u8]) -> BeResult<()> {
         self.inner.attach_keys(stream, bytes)
     }
+    fn detach_keys(&self, stream: u64) {
+        self.inner.detach_keys(stream)
+    }
+    fn stats(&self) -> suf_backend::BackendStats {
+        self.inner.stats()
+    }
     fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> BeResult<Vec<u64>> {
         let out = self.inner.dcf_eval(keys, xs, t)?;
         self.add(xs.len(), keys.aes_per_eval() as u64);
