@@ -35,6 +35,8 @@ pub struct GenArgs<'a> {
     pub cache: &'a Option<PathBuf>,
     /// New tokens at most.
     pub max_new: usize,
+    /// Temperature sampling with the client's seed (`None`: greedy).
+    pub sample: Option<(f64, u64)>,
     /// Print the per-token lines on stderr (stdout carries the JSON).
     pub quiet_stdout: bool,
 }
@@ -79,6 +81,7 @@ pub fn run(a: &GenArgs<'_>) -> Result<Value> {
     let stop = StopAt {
         max_new: a.max_new,
         eos: m.cfg.eos_id,
+        sample: a.sample,
     };
     let line = |s: String| {
         if a.quiet_stdout {

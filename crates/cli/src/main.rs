@@ -206,6 +206,13 @@ enum Cmd {
         /// chosen ids opened), streamed as produced; stops at the model's EOS.
         #[arg(long, value_name = "N")]
         max_new_tokens: Option<usize>,
+        /// With --max-new-tokens: sample at this temperature (Gumbel-max with the client's
+        /// noise, shared like the input) instead of greedy.
+        #[arg(long, value_name = "T")]
+        temperature: Option<f64>,
+        /// The client's sampling seed (with --temperature).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[command(flatten)]
         out: JsonOut,
     },
@@ -557,6 +564,8 @@ fn run(cli: Cli) -> Result<()> {
             layers,
             cache,
             max_new_tokens,
+            temperature,
+            seed,
             out,
         } => match max_new_tokens {
             Some(max_new) => emit(
@@ -569,6 +578,7 @@ fn run(cli: Cli) -> Result<()> {
                     layers,
                     cache: &cache,
                     max_new,
+                    sample: temperature.map(|t| (t, seed)),
                     quiet_stdout: out.json,
                 })?,
                 &out,

@@ -52,6 +52,56 @@ pub enum Head {
     Token,
     /// The last position's logits `[1, vocab]` (references and tests).
     Logits,
+    /// A sample: the argmax of the logits plus the client's secret-shared noise (input
+    /// `noise`, `[1, vocab]`, T·Gumbel at scale f; see [`Sampler`]), `[1, 1]`.
+    Sample,
+}
+
+/// The client's sampling randomness: temperature sampling by the Gumbel-max trick —
+/// argmax_i(ℓ_i/T + G_i) with G_i i.i.d. Gumbel is distributed as softmax(ℓ/T), and equals
+/// argmax_i(ℓ_i + T·G_i) — so the client draws T·G from its own seed and secret-shares it
+/// as an input; the servers add it to the logits before the secure argmax (no extra round),
+/// and only the sampled id is opened. The logits and the noise stay secret.
+#[derive(Debug)]
+pub struct Sampler {
+    rng: Csprng,
+    temperature: f64,
+}
+
+impl Sampler {
+    /// Temperature `t` (> 0, at most 100) with the client's `seed`.
+    ///
+    /// # Errors
+    /// A temperature outside (0, 100].
+    pub fn new(temperature: f64, seed: u64) -> Result<Self> {
+        if !(temperature > 0.0 && temperature <= 100.0) {
+            return Err(NnError::Config(format!(
+                "temperature {temperature} outside (0, 100]"
+            )));
+        }
+        let mut s = [0u8; 16];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        s[8..].copy_from_slice(b"suf-gumb");
+        Ok(Sampler {
+            rng: Csprng::from_seed(s),
+            temperature,
+        })
+    }
+
+    /// The next step's noise T·G for `vocab` entries, at scale f.
+    ///
+    /// # Errors
+    /// A value that does not fit the ring (not for T ≤ 100: |T·G| < 100·45).
+    pub fn noise(&mut self, fp: FixedPoint, vocab: usize) -> Result<Vec<u64>> {
+        (0..vocab)
+            .map(|_| {
+                // u ∈ (0, 1) with 53 random bits; G = −ln(−ln u) ∈ (−3.6, 36.8).
+                let u = ((self.rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                let g = -(-u.ln()).ln();
+                fp.encode(self.temperature * g).map_err(NnError::from)
+            })
+            .collect()
+    }
 }
 
 /// One program of a generation.
@@ -266,9 +316,16 @@ impl<'a> Decoder<'a> {
             }
             g.layer("head");
             let logits = head(&mut g, &mut ctx, cfg, &self.glob, h, rows, 1)?;
+            let logits = match out {
+                Head::Sample => {
+                    let noise = g.input("noise", &[1, cfg.vocab])?;
+                    g.add(logits, noise)?
+                }
+                _ => logits,
+            };
             Ok(match out {
                 Head::Logits => logits,
-                Head::Token => {
+                Head::Token | Head::Sample => {
                     g.layer("argmax");
                     // Logits are GapARS outputs by f (plus a bias of a few units at most).
                     let bits =
@@ -556,13 +613,54 @@ pub struct GenToken {
     pub build_ms: f64,
 }
 
-/// When to stop.
+/// How to generate: when to stop and how to choose.
 #[derive(Clone, Debug)]
 pub struct StopAt {
     /// New tokens at most.
     pub max_new: usize,
-    /// End-of-sequence token (not counted as text; generation stops after it).
+    /// End-of-sequence token (generation stops after it).
     pub eos: Option<u32>,
+    /// `None`: greedy; `Some((T, seed))`: temperature sampling with the client's seed
+    /// ([`Sampler`]).
+    pub sample: Option<(f64, u64)>,
+}
+
+impl StopAt {
+    /// Greedy generation of up to `max_new` tokens.
+    pub fn greedy(max_new: usize, eos: Option<u32>) -> Self {
+        StopAt {
+            max_new,
+            eos,
+            sample: None,
+        }
+    }
+
+    fn head(&self) -> Head {
+        match self.sample {
+            Some(_) => Head::Sample,
+            None => Head::Token,
+        }
+    }
+
+    fn sampler(&self) -> Result<Option<Sampler>> {
+        self.sample.map(|(t, s)| Sampler::new(t, s)).transpose()
+    }
+}
+
+/// The client's plaintext inputs of a program: the new rows' embeddings and, when sampling,
+/// the step's noise.
+fn client_inputs(
+    dec: &Decoder<'_>,
+    ids: &[u32],
+    pos0: usize,
+    sampler: &mut Option<Sampler>,
+) -> Result<BTreeMap<String, Vec<u64>>> {
+    let mut x = BTreeMap::new();
+    x.insert("x".to_string(), dec.embed(ids, pos0)?);
+    if let Some(s) = sampler {
+        x.insert("noise".to_string(), s.noise(dec.fp, dec.cfg.vocab)?);
+    }
+    Ok(x)
 }
 
 fn token_of(fp: FixedPoint, v: &[u64], vocab: usize) -> Result<u32> {
@@ -609,8 +707,10 @@ pub fn generate(
     let kept = dec.kept();
     let mut out = Vec::new();
     let mut ids = prompt.to_vec();
+    let head = stop.head();
+    let mut sampler = stop.sampler()?;
     let t = Instant::now();
-    let mut p = dec.prompt(prompt.len())?;
+    let mut p = dec.build(0, prompt.len(), head)?;
     let mut build_ms = t.elapsed().as_secs_f64() * 1e3;
     // The model owner masks the private weights once (every program uses the same ones).
     let (what, rw) = suf_runtime::mask_weights(w, &p.private, rng);
@@ -618,8 +718,7 @@ pub fn generate(
     let mut servers = Servers::new(parties, &what, link, session)?;
     while out.len() < stop.max_new {
         let (keys, deal_rep) = deal(&p.prog, dealer, &rw, session, rng)?;
-        let mut x = BTreeMap::new();
-        x.insert("x".to_string(), dec.embed(&ids, p.pos0)?);
+        let x = client_inputs(dec, &ids, p.pos0, &mut sampler)?;
         let shares = suf_runtime::share_inputs(w, &x, rng);
         let r = servers.run(&p.prog, keys, shares, &kept)?;
         if r.client_outputs.first() != Some(&0) {
@@ -644,7 +743,7 @@ pub fn generate(
             break;
         }
         let t = Instant::now();
-        p = dec.step(ids.len() - 1)?;
+        p = dec.build(ids.len() - 1, 1, head)?;
         build_ms = t.elapsed().as_secs_f64() * 1e3;
     }
     Ok(out)
@@ -662,6 +761,7 @@ pub fn generate_plain(
     stop: &StopAt,
 ) -> Result<Vec<u32>> {
     let kept = dec.kept();
+    let mut sampler = stop.sampler()?;
     let mut cache: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut ids = prompt.to_vec();
     let mut out = Vec::new();
@@ -673,12 +773,12 @@ pub fn generate_plain(
     }
     while out.len() < stop.max_new {
         let p = if pos0 == 0 {
-            dec.prompt(ids.len())?
+            dec.build(0, ids.len(), stop.head())?
         } else {
-            dec.step(pos0)?
+            dec.build(pos0, 1, stop.head())?
         };
         let mut inputs = cache.clone();
-        inputs.insert("x".to_string(), dec.embed(&ids, pos0)?);
+        inputs.extend(client_inputs(dec, &ids, pos0, &mut sampler)?);
         let mut o = run_plain(&p.prog, be, &inputs, &p.private)?;
         for k in &kept {
             let v = std::mem::take(&mut o[k.output]);
@@ -706,12 +806,12 @@ pub fn generate_recompute(
     prompt: &[u32],
     stop: &StopAt,
 ) -> Result<Vec<u32>> {
+    let mut sampler = stop.sampler()?;
     let mut ids = prompt.to_vec();
     let mut out = Vec::new();
     while out.len() < stop.max_new {
-        let p = dec.prompt(ids.len())?;
-        let mut inputs = BTreeMap::new();
-        inputs.insert("x".to_string(), dec.embed(&ids, 0)?);
+        let p = dec.build(0, ids.len(), stop.head())?;
+        let inputs = client_inputs(dec, &ids, 0, &mut sampler)?;
         let o = run_plain(&p.prog, be, &inputs, &p.private)?;
         let token = token_of(dec.fp, &o[0], dec.cfg.vocab)?;
         out.push(token);

@@ -11,7 +11,8 @@ use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_models::{config::zoo, fetch, ModelConfig, Weights};
 use suf_nn::decode::{
-    argmax_last, generate, generate_plain, generate_recompute, Decoder, GenToken, Head, StopAt,
+    argmax_last, generate, generate_plain, generate_recompute, Decoder, GenToken, Head, Sampler,
+    StopAt,
 };
 use suf_nn::layers::Mode;
 use suf_nn::model::build;
@@ -56,7 +57,7 @@ fn secure(
         &be,
         [&be, &be],
         prompt,
-        &StopAt { max_new, eos: None },
+        &StopAt::greedy(max_new, None),
         link,
         &mut Csprng::for_tests(5),
         &mut |t| seen.push(t.token),
@@ -72,7 +73,7 @@ fn check_family(name: &str, n: u32, mode: Mode, link: Link) {
     let be = CpuBackend::new();
     let (max_new, cap) = (4, 12);
     for prompt in PROMPTS {
-        let stop = StopAt { max_new, eos: None };
+        let stop = StopAt::greedy(max_new, None);
         let mut dec = Decoder::new(&cfg, &w, fp(n), mode, cap, None).unwrap();
         let plain = generate_plain(&mut dec, &be, prompt, &stop).unwrap();
         let full = generate_recompute(&mut dec, &be, prompt, &stop).unwrap();
@@ -255,10 +256,7 @@ fn errors_are_typed() {
         "token id beyond the vocabulary"
     );
     let be = CpuBackend::new();
-    let stop = StopAt {
-        max_new: 2,
-        eos: None,
-    };
+    let stop = StopAt::greedy(2, None);
     assert!(generate_plain(&mut dec, &be, &[1; 7], &stop).is_err());
     let e = generate(
         &mut dec,
@@ -280,40 +278,13 @@ fn generation_stops_at_eos_and_at_capacity() {
     let w = Weights::synthetic(3);
     let be = CpuBackend::new();
     let mut dec = Decoder::new(&cfg, &w, fp(50), Mode::Public, 12, None).unwrap();
-    let all = generate_plain(
-        &mut dec,
-        &be,
-        PROMPTS[0],
-        &StopAt {
-            max_new: 4,
-            eos: None,
-        },
-    )
-    .unwrap();
+    let all = generate_plain(&mut dec, &be, PROMPTS[0], &StopAt::greedy(4, None)).unwrap();
     let eos = all[1];
-    let cut = generate_plain(
-        &mut dec,
-        &be,
-        PROMPTS[0],
-        &StopAt {
-            max_new: 4,
-            eos: Some(eos),
-        },
-    )
-    .unwrap();
+    let cut = generate_plain(&mut dec, &be, PROMPTS[0], &StopAt::greedy(4, Some(eos))).unwrap();
     assert_eq!(cut, all[..=all.iter().position(|&t| t == eos).unwrap()]);
     // Capacity 6 with a 5-token prompt: the prompt's token and one step's.
     let mut small = Decoder::new(&cfg, &w, fp(50), Mode::Public, 6, None).unwrap();
-    let s = generate_plain(
-        &mut small,
-        &be,
-        PROMPTS[0],
-        &StopAt {
-            max_new: 9,
-            eos: None,
-        },
-    )
-    .unwrap();
+    let s = generate_plain(&mut small, &be, PROMPTS[0], &StopAt::greedy(9, None)).unwrap();
     assert_eq!(s, all[..2]);
 }
 
@@ -336,10 +307,7 @@ fn smollm2_real_weights_greedy_secure_equals_plain() {
         .ids("The capital of France is", true)
         .unwrap();
     let be = CpuBackend::new();
-    let stop = StopAt {
-        max_new: 2,
-        eos: None,
-    };
+    let stop = StopAt::greedy(2, None);
     // The first two blocks keep it to seconds on two cores.
     let mut dec =
         Decoder::new(&m.cfg, &m.weights, f, Mode::Public, ids.len() + 2, Some(2)).unwrap();
@@ -356,4 +324,61 @@ fn smollm2_real_weights_greedy_secure_equals_plain() {
     )
     .unwrap();
     assert_eq!(s.iter().map(|t| t.token).collect::<Vec<_>>(), plain);
+}
+
+#[test]
+fn temperature_sampling_with_a_client_seed_is_reproducible_and_equals_the_reference() {
+    let cfg = tiny("gpt2");
+    let w = Weights::synthetic(3);
+    let be = CpuBackend::new();
+    let prompt = PROMPTS[0];
+    let mut runs = Vec::new();
+    for seed in [1u64, 2, 3] {
+        let stop = StopAt {
+            max_new: 4,
+            eos: None,
+            sample: Some((2.0, seed)),
+        };
+        let mut dec = Decoder::new(&cfg, &w, fp(50), Mode::Public, 12, None).unwrap();
+        let plain = generate_plain(&mut dec, &be, prompt, &stop).unwrap();
+        assert_eq!(
+            plain,
+            generate_recompute(&mut dec, &be, prompt, &stop).unwrap()
+        );
+        let s: Vec<u32> = generate(
+            &mut dec,
+            &be,
+            [&be, &be],
+            prompt,
+            &stop,
+            Link::Mem,
+            &mut Csprng::for_tests(seed + 10),
+            &mut |_| {},
+        )
+        .unwrap()
+        .iter()
+        .map(|t| t.token)
+        .collect();
+        assert_eq!(s, plain, "seed {seed}: secure vs plain");
+        // The first token in the clear: argmax of logits + T·Gumbel from the same seed.
+        let l = logits(&mut dec, prompt, 0, &BTreeMap::new());
+        let noise = Sampler::new(2.0, seed)
+            .unwrap()
+            .noise(fp(50), cfg.vocab)
+            .unwrap();
+        let f = fp(50);
+        let z: Vec<i64> = l
+            .iter()
+            .zip(&noise)
+            .map(|(&a, &b)| f.width.to_signed(f.width.add(a, b)))
+            .collect();
+        let m = *z.iter().max().unwrap();
+        assert_eq!(s[0] as usize, z.iter().position(|&v| v == m).unwrap());
+        runs.push(s);
+    }
+    assert!(
+        runs[0] != runs[1] || runs[1] != runs[2],
+        "seeds change the samples"
+    );
+    assert!(Sampler::new(0.0, 1).is_err() && Sampler::new(f64::NAN, 1).is_err());
 }
