@@ -382,3 +382,37 @@ fn temperature_sampling_with_a_client_seed_is_reproducible_and_equals_the_refere
     );
     assert!(Sampler::new(0.0, 1).is_err() && Sampler::new(f64::NAN, 1).is_err());
 }
+
+/// Where a SmolLM2-135M step's bytes and keys go (closed forms, nothing run):
+/// `cargo test --release -p suf-nn --test generate -- --ignored --nocapture smollm2_step_plan`.
+#[test]
+#[ignore = "needs smollm2-135m in the cache; prints a breakdown"]
+fn smollm2_step_plan() {
+    let dir = fetch::default_cache_dir();
+    let m = suf_models::load("smollm2-135m", &dir, 0).unwrap();
+    let f = FixedPoint::new(m.cfg.ring_bits, m.cfg.frac_bits).unwrap();
+    let mut dec = Decoder::new(&m.cfg, &m.weights, f, Mode::Public, 12, None).unwrap();
+    for ctx in [5usize, 10] {
+        let p = dec.step(ctx).unwrap();
+        let plan = suf_runtime::plan::Plan::of(&p.prog).unwrap();
+        let mut groups: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for l in &plan.layers {
+            let k = if l.layer.contains("attention") {
+                "attention"
+            } else if l.layer.contains("ffn") {
+                "ffn"
+            } else {
+                l.layer.as_str()
+            };
+            let e = groups.entry(k).or_default();
+            e.0 += l.bytes_sent + l.bytes_recv;
+            e.1 += l.key_bytes[0];
+        }
+        println!(
+            "step at {ctx}: rounds {}, comm {} B, keys {} B; by part (comm, keys): {groups:?}",
+            plan.rounds,
+            plan.bytes_sent[0] + plan.bytes_recv[0],
+            plan.key_bytes[0]
+        );
+    }
+}
