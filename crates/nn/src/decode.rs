@@ -41,7 +41,7 @@ use suf_runtime::plain::{run_plain, PlainWeights};
 use crate::gates;
 use crate::layers::{dims, Ctx, Mode};
 use crate::model::{
-    attention_bits, fuse_linears, head, head_dim_pow4, lin, norm, rope_apply_at, stack_rows,
+    attention_bits, fuse_linears, head, head_dim_pow4, lin, norm, rope_apply_at, rows, stack_rows,
 };
 use crate::{NnError, Result};
 
@@ -447,15 +447,26 @@ fn attend(
         kt.push(g.transpose(kj)?);
         vh.push(g.slice_cols(v_all, j * dh, (j + 1) * dh)?);
     }
+    // The query heads of one KV group share its K and V: stacked as rows, they take one
+    // product with K^T and one with V, so each cached row is opened once per KV head per
+    // step instead of once per query head (the same dot products: bit-identical values).
     let mut heads = Vec::with_capacity(cfg.heads);
-    for hh in 0..cfg.heads {
-        let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
-        let qh = if rope {
-            rope_apply_at(g, ctx, cfg, qh, sh.pos0, sh.rows)?
+    for j in 0..cfg.kv_heads {
+        let mut qs = Vec::with_capacity(group);
+        for hh in j * group..(j + 1) * group {
+            let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
+            qs.push(if rope {
+                rope_apply_at(g, ctx, cfg, qh, sh.pos0, sh.rows)?
+            } else {
+                qh
+            });
+        }
+        let qg = if group == 1 {
+            qs[0]
         } else {
-            qh
-        };
-        let s = g.matmul(qh, kt[hh / group])?;
+            stack_rows(g, &qs)?
+        }; // [group·rows, dh]
+        let s = g.matmul(qg, kt[j])?;
         let s = if let Some(k) = pow4 {
             gates::ars(g, s, f + k)?
         } else if fold {
@@ -467,7 +478,10 @@ fn attend(
             gates::ars(g, s, f)?
         };
         let s = match &causal {
-            Some(c) => g.add_pub(s, Arc::new(c.clone()))?,
+            Some(c) => {
+                let reps: Vec<u64> = (0..group).flat_map(|_| c.iter().copied()).collect();
+                g.add_pub(s, Arc::new(reps))?
+            }
             None => s,
         };
         let (_, c) = dims(g, s);
@@ -477,16 +491,23 @@ fn attend(
         let e = gates::nexp(g, d, sh.a_bits.1)?;
         let sum = g.sum_last(e)?;
         let (inv, s_inv) = gates::reciprocal(g, sum, sh.max_ctx)?;
-        if late_norm {
-            let o = g.matmul(e, vh[hh / group])?;
+        let o = if late_norm {
+            let o = g.matmul(e, vh[j])?;
             let o = gates::ars(g, o, f)?;
             let o = g.row_mul(o, inv)?;
-            heads.push(gates::ars(g, o, s_inv)?);
+            gates::ars(g, o, s_inv)?
         } else {
             let p = g.row_mul(e, inv)?;
             let p = gates::ars(g, p, s_inv)?;
-            let o = g.matmul(p, vh[hh / group])?;
-            heads.push(gates::ars(g, o, f)?);
+            let o = g.matmul(p, vh[j])?;
+            gates::ars(g, o, f)?
+        };
+        for i in 0..group {
+            heads.push(if group == 1 {
+                o
+            } else {
+                rows(g, o, i * sh.rows, (i + 1) * sh.rows)?
+            });
         }
     }
     Ok(g.concat_cols(&heads)?)
