@@ -10,7 +10,8 @@
 //!   row — causal by construction — then the MLP, and its K/V row as outputs.
 //!
 //! Output 0 is the chosen token id (`[1, 1]`): the secure argmax ([`argmax_last`]) of the
-//! last position's logits, the only value opened to the client. Outputs `1 + 2l` and
+//! last position's logits — plus, for temperature sampling, the client's secret-shared
+//! Gumbel noise ([`Sampler`]) — the only value opened to the client. Outputs `1 + 2l` and
 //! `2 + 2l` are layer l's new K and V rows: the servers keep them
 //! ([`suf_runtime::generate::Kept`]), so the logits and the cache are never opened.
 //!
