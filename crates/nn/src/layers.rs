@@ -36,7 +36,9 @@ pub struct Ctx {
     /// streams carry "massive activations" in the thousands).
     pub act_bits: u32,
     /// Public weights already encoded, by linear name and shape: programs built one after
-    /// another from the same cache (decoding steps) share one copy of each weight.
+    /// another from the same cache (decoding steps of one model) share one copy of each
+    /// weight. A name must stand for one weight (every linear of a model has its own name);
+    /// [`Ctx::new`] starts empty, so a single build never reuses anything.
     pub encoded: std::collections::HashMap<String, suf_runtime::ir::Public>,
 }
 
