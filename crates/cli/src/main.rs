@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod generate;
 mod keygen;
 mod logging;
 mod models_cmd;
@@ -201,6 +202,17 @@ enum Cmd {
         /// Model cache directory (default $SUF_CACHE or ~/.cache/suf).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Decoders: generate up to N tokens (greedy, KV cache in secret shares, only the
+        /// chosen ids opened), streamed as produced; stops at the model's EOS.
+        #[arg(long, value_name = "N")]
+        max_new_tokens: Option<usize>,
+        /// With --max-new-tokens: sample at this temperature (Gumbel-max with the client's
+        /// noise, shared like the input) instead of greedy.
+        #[arg(long, value_name = "T")]
+        temperature: Option<f64>,
+        /// The client's sampling seed (with --temperature).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[command(flatten)]
         out: JsonOut,
     },
@@ -551,11 +563,31 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             layers,
             cache,
+            max_new_tokens,
+            temperature,
+            seed,
             out,
-        } => emit(
-            &models_cmd::run(&model, &text, seq, backend, &mode, layers, &cache)?,
-            &out,
-        ),
+        } => match max_new_tokens {
+            Some(max_new) => emit(
+                &generate::run(&generate::GenArgs {
+                    model: &model,
+                    text: &text,
+                    seq,
+                    backend,
+                    mode: &mode,
+                    layers,
+                    cache: &cache,
+                    max_new,
+                    sample: temperature.map(|t| (t, seed)),
+                    quiet_stdout: out.json,
+                })?,
+                &out,
+            ),
+            None => emit(
+                &models_cmd::run(&model, &text, seq, backend, &mode, layers, &cache)?,
+                &out,
+            ),
+        },
         Cmd::Eval { what } => match what {
             EvalCmd::Sentiment {
                 model,

@@ -35,6 +35,11 @@ pub struct Ctx {
     /// log2 of the largest activation magnitude the norms must survive (decoder residual
     /// streams carry "massive activations" in the thousands).
     pub act_bits: u32,
+    /// Public weights already encoded, by linear name and shape: programs built one after
+    /// another from the same cache (decoding steps of one model) share one copy of each
+    /// weight. A name must stand for one weight (every linear of a model has its own name);
+    /// [`Ctx::new`] starts empty, so a single build never reuses anything.
+    pub encoded: std::collections::HashMap<String, suf_runtime::ir::Public>,
 }
 
 impl Ctx {
@@ -45,6 +50,7 @@ impl Ctx {
             mode,
             private: Default::default(),
             act_bits: 8,
+            encoded: Default::default(),
         }
     }
 
@@ -112,21 +118,32 @@ pub fn linear_from(
             b.map(|b| b.len())
         )));
     }
-    let mut wk = vec![0f32; k * out];
-    for i in 0..k {
-        for j in 0..out {
-            wk[i * out + j] = if transposed {
-                w[j * k + i]
-            } else {
-                w[i * out + j]
-            };
+    let wk = || {
+        let mut wk = vec![0f32; k * out];
+        for i in 0..k {
+            for j in 0..out {
+                wk[i * out + j] = if transposed {
+                    w[j * k + i]
+                } else {
+                    w[i * out + j]
+                };
+            }
         }
-    }
+        wk
+    };
     let f = ctx.fp.frac;
     let y = match ctx.mode {
         Mode::Public => {
-            let wq = ctx.enc(&wk)?;
-            let y = g.matmul_pub(x, Arc::new(wq), k, out)?;
+            let key = format!("{name}:{k}x{out}");
+            let wq = match ctx.encoded.get(&key) {
+                Some(wq) => wq.clone(),
+                None => {
+                    let wq = Arc::new(ctx.enc(&wk())?);
+                    ctx.encoded.insert(key, wq.clone());
+                    wq
+                }
+            };
+            let y = g.matmul_pub(x, wq, k, out)?;
             let y = gates::ars(g, y, f + x_extra)?;
             match b {
                 Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
@@ -141,11 +158,11 @@ pub fn linear_from(
                     let zero = g.mul_const(one, 0)?;
                     let ones = g.add_const(zero, 1u64 << (f + x_extra))?;
                     let xa = g.concat_cols(&[x, ones])?;
-                    let mut wq = ctx.enc(&wk)?;
+                    let mut wq = ctx.enc(&wk())?;
                     wq.extend(ctx.enc(b)?);
                     (xa, k + 1, wq)
                 }
-                None => (x, k, ctx.enc(&wk)?),
+                None => (x, k, ctx.enc(&wk())?),
             };
             let wname = format!("{name}.weight");
             g.private_weight(&wname, kk, out)?;

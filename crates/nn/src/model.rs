@@ -207,6 +207,25 @@ fn block(
     } else {
         norm(g, ctx, cfg, h, &b.norm2)?
     };
+    let d = ffn(g, ctx, cfg, b, l, f_in)?;
+    let r = g.add(h, d)?;
+    Ok(if post {
+        norm(g, ctx, cfg, r, &b.norm2)?
+    } else {
+        r
+    })
+}
+
+/// The feed-forward part of block `l` on its (normalised) input: up (and gate), activation,
+/// down; the residual add is the caller's.
+pub(crate) fn ffn(
+    g: &mut Builder,
+    ctx: &mut Ctx,
+    cfg: &ModelConfig,
+    b: &Block,
+    l: usize,
+    f_in: T,
+) -> Result<T> {
     let u = lin(g, ctx, &format!("b{l}.up"), f_in, &b.up)?;
     // Linear outputs are GapARS outputs by f: a declared range the activations rely on.
     let lb = gates::ars_bits(ctx.fp.width.bits(), ctx.fp.frac);
@@ -245,12 +264,7 @@ fn block(
         dn.d_out,
         true,
     )?;
-    let r = g.add(h, d)?;
-    Ok(if post {
-        norm(g, ctx, cfg, r, &b.norm2)?
-    } else {
-        r
-    })
+    Ok(d)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -338,7 +352,7 @@ pub fn attention(
 
 /// Linears with the same input stacked along their outputs (`[out, in]` rows); a missing bias
 /// is zero when another has one.
-fn fuse_linears(ls: &[&Linear]) -> Linear {
+pub(crate) fn fuse_linears(ls: &[&Linear]) -> Linear {
     let d_in = ls[0].d_in;
     let mut w = Vec::new();
     let mut b = Vec::new();
@@ -359,14 +373,18 @@ fn fuse_linears(ls: &[&Linear]) -> Linear {
 }
 
 /// k with d = 4^k (1/√d = 2^{−k}), if any.
-fn head_dim_pow4(d: usize) -> Option<u32> {
+pub(crate) fn head_dim_pow4(d: usize) -> Option<u32> {
     (d.is_power_of_two() && d.trailing_zeros().is_multiple_of(2)).then_some(d.trailing_zeros() / 2)
 }
 
 /// Signed bits of the attention scores (a GapARS output) and of the scores plus public
 /// biases that softmax sees: (a, bits) with a = max(score bits, relative-bias bits); causal
 /// masks add −2^{a+2} (see [`build_batch`]).
-fn attention_bits(cfg: &ModelConfig, fp: FixedPoint, rel: &Option<Vec<Vec<u64>>>) -> (u32, u32) {
+pub(crate) fn attention_bits(
+    cfg: &ModelConfig,
+    fp: FixedPoint,
+    rel: &Option<Vec<Vec<u64>>>,
+) -> (u32, u32) {
     let n = fp.width.bits();
     let f = fp.frac;
     let shift = match head_dim_pow4(cfg.head_dim).filter(|&k| k <= f) {
@@ -397,10 +415,22 @@ fn attention_bits(cfg: &ModelConfig, fp: FixedPoint, rel: &Option<Vec<Vec<u64>>>
 
 /// Rotary embedding on one head `[seq, dh]`: x·cos + rot(x)·sin with public tables, one ARS.
 fn rope_apply(g: &mut Builder, ctx: &Ctx, cfg: &ModelConfig, x: T, seq: usize) -> Result<T> {
+    rope_apply_at(g, ctx, cfg, x, 0, seq)
+}
+
+/// [`rope_apply`] on rows at positions `pos0..pos0 + len`.
+pub(crate) fn rope_apply_at(
+    g: &mut Builder,
+    ctx: &Ctx,
+    cfg: &ModelConfig,
+    x: T,
+    pos0: usize,
+    len: usize,
+) -> Result<T> {
     let dh = cfg.head_dim;
     let half = dh / 2;
     let w = ctx.fp.width;
-    let (c, s) = arch::rope_tables(cfg, seq);
+    let (c, s) = arch::rope_tables(cfg, pos0 + len);
     // Pair (a, b) of each rotation: interleaved (2i, 2i+1) or halves (i, i + d/2).
     let pair = |i: usize| match cfg.rope_style {
         RopeStyle::Interleaved => (2 * i, 2 * i + 1),
@@ -416,9 +446,9 @@ fn rope_apply(g: &mut Builder, ctx: &Ctx, cfg: &ModelConfig, x: T, seq: usize) -
         which[a] = i;
         which[b] = i;
     }
-    let mut cos = Vec::with_capacity(seq * dh);
-    let mut sin = Vec::with_capacity(seq * dh);
-    for p in 0..seq {
+    let mut cos = Vec::with_capacity(len * dh);
+    let mut sin = Vec::with_capacity(len * dh);
+    for p in pos0..pos0 + len {
         for col in 0..dh {
             cos.push(ctx.enc_scaled(c[p * half + which[col]], ctx.fp.frac)?);
             sin.push(ctx.enc_scaled(s[p * half + which[col]], ctx.fp.frac)?);
@@ -464,7 +494,7 @@ fn mean_pool(g: &mut Builder, ctx: &Ctx, x: T, seq: usize, batch: usize) -> Resu
     Ok(g.transpose(s)?) // [batch, d]
 }
 
-fn head(
+pub(crate) fn head(
     g: &mut Builder,
     ctx: &mut Ctx,
     cfg: &ModelConfig,

@@ -21,6 +21,7 @@
 pub mod dealer;
 pub mod error;
 pub mod gate;
+pub mod generate;
 pub mod harness;
 pub mod ir;
 pub mod keystream;
