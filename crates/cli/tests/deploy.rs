@@ -124,7 +124,10 @@ fn parties_over_tls() {
         .unwrap()
         .success());
     let addr = format!("127.0.0.1:{}", free_port());
-    let serve = |party: &str| spawn_serve(party, d, &addr, &["--tls", c, "--timeout", "20"]);
+    let serve = |party: &str| {
+        let t = format!("{c}/p{party}");
+        spawn_serve(party, d, &addr, &["--tls", &t, "--timeout", "20"])
+    };
     let p0 = serve("0");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let p1 = serve("1");
