@@ -804,6 +804,16 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let (s, fmt) = load_session(&dir)?;
+            // Output shares of an earlier run would be shown as this text's result.
+            if let Some(f) = ["output.share0", "output.share1"]
+                .iter()
+                .find(|f| dir.join(f).exists())
+            {
+                bail!(
+                    "{} holds {f} from an earlier run: its result is not for this text                      (delete it, or use the long-lived servers: `suf client`)",
+                    dir.display()
+                );
+            }
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
             let x = client_inputs(&s, fmt, text.as_deref(), 1)?;
             let sh = suf_runtime::share_inputs(fp.width, &x, &mut Csprng::from_os()?);

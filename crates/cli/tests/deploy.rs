@@ -238,6 +238,15 @@ fn four_processes_with_a_model() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(v["matches_plain"], true);
+    // The finished run's output shares are still there: a new `infer` refuses to show them as
+    // the result of another text.
+    let stale = suf()
+        .args(["infer", "--dir", d, "--text", "other text", "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert!(!stale.status.success());
+    let e = String::from_utf8_lossy(&stale.stderr);
+    assert!(e.contains("from an earlier run"), "{e}");
 }
 
 fn fails_with(args: &[&str], needle: &str) {
