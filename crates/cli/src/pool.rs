@@ -333,8 +333,16 @@ impl Pool {
                 continue;
             };
             if reg.session_used(&s) {
-                tracing::warn!(session = %hex(&s), "pool: a used key stream was delivered again; refused and deleted");
-                let _ = std::fs::remove_file(e.path());
+                // Being consumed right now by a request of ours (recorded, not yet read)?
+                let in_flight = self
+                    .reserved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&s);
+                if !in_flight {
+                    tracing::warn!(session = %hex(&s), "pool: a used key stream was delivered again; refused and deleted");
+                    let _ = std::fs::remove_file(e.path());
+                }
                 continue;
             }
             out.push(s);
