@@ -59,6 +59,13 @@ pub struct ResponseMeta {
     pub online_ms: f64,
     /// Rounds.
     pub rounds: u64,
+    /// Milliseconds from the link's start to the agreement on the stream (connect,
+    /// authentication, pairing; at party 0 also the wait for the client's request).
+    #[serde(default)]
+    pub pair_ms: f64,
+    /// Milliseconds to record, read, delete and check the key stream.
+    #[serde(default)]
+    pub key_load_ms: f64,
 }
 
 fn sha(parts: &[&[u8]]) -> [u8; 32] {
@@ -225,6 +232,8 @@ mod tests {
             party: 0,
             online_ms: 1.0,
             rounds: 3,
+            pair_ms: 0.5,
+            key_load_ms: 0.5,
         };
         check_response(&r, 0, &[1; 16], &[2; 32]).unwrap();
         let e = check_response(&r, 0, &[4; 16], &[2; 32]).unwrap_err();

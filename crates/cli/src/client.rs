@@ -266,6 +266,11 @@ pub fn run(a: &ClientArgs) -> Result<()> {
     v["latency_ms"] = json!(latency_ms);
     v["online_ms"] = json!(metas[0].online_ms.max(metas[1].online_ms));
     v["rounds"] = json!(metas[0].rounds);
+    v["per_party"] = json!(metas
+        .iter()
+        .map(|m| json!({"online_ms": m.online_ms, "pair_ms": m.pair_ms,
+                        "key_load_ms": m.key_load_ms}))
+        .collect::<Vec<_>>());
     if a.json {
         println!("{v}");
     } else {

@@ -233,6 +233,7 @@ impl Server {
         checked: &Checked,
         session: &[u8; 16],
         out: &suf_runtime::party::PartyOutput,
+        t: [f64; 2],
     ) -> Result<Vec<u8>> {
         let mut m = files::Named::new();
         for (i, o) in out.outputs.iter().enumerate() {
@@ -246,6 +247,8 @@ impl Server {
                 party: self.party,
                 online_ms: out.report.online_ms,
                 rounds: out.report.rounds,
+                pair_ms: t[0],
+                key_load_ms: t[1],
             },
             &files::encode(&m),
         )
@@ -253,6 +256,7 @@ impl Server {
 
     /// Party 1: lead one request.
     fn lead(&self, checked: &Checked, inputs: &files::Named) -> Result<Vec<u8>, ApiError> {
+        let t0 = Instant::now();
         let res = self
             .pool
             .reserve(None, &self.reg)
@@ -277,19 +281,24 @@ impl Server {
                 reply["error"].as_str().unwrap_or("no reason given")
             )));
         }
+        let pair_ms = ms(t0);
         let failed = |e: anyhow::Error| ApiError::Failed(format!("{e:#} (keys consumed)"));
+        let t1 = Instant::now();
         let (mut keys, w) = self
             .pool
             .consume(&res, &self.reg, &files::weight_records(&self.prog))
             .map_err(failed)?;
+        let load_ms = ms(t1);
         let out = self
             .run_online(&mut keys, &w, &mut net, inputs)
             .map_err(failed)?;
-        self.respond(checked, &h.session, &out).map_err(failed)
+        self.respond(checked, &h.session, &out, [pair_ms, load_ms])
+            .map_err(failed)
     }
 
     /// Party 0: one incoming link from party 1 (in its own thread).
     fn follow(&self, sock: std::net::TcpStream) -> Result<()> {
+        let t0 = Instant::now();
         let mut net = TcpTransport::from_accepted(sock, &self.link_cfg())?;
         if self.cfg.tls.is_none() {
             let s = self
@@ -363,12 +372,15 @@ impl Server {
             }
         };
         net.send(serde_json::to_vec(&json!({"ok": true}))?)?;
+        let pair_ms = ms(t0);
         let r = (|| -> Result<Vec<u8>> {
+            let t1 = Instant::now();
             let (mut keys, w) =
                 self.pool
                     .consume(&res, &self.reg, &files::weight_records(&self.prog))?;
+            let load_ms = ms(t1);
             let out = self.run_online(&mut keys, &w, &mut net, &pending.inputs)?;
-            self.respond(&pending.checked, &session, &out)
+            self.respond(&pending.checked, &session, &out, [pair_ms, load_ms])
         })();
         let _ = pending
             .tx
@@ -378,6 +390,10 @@ impl Server {
 }
 
 type Srv = Arc<Server>;
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
 
 /// Removes a request from the pending map when its handler ends (or is dropped).
 struct PendingGuard(Srv, [u8; 16]);
