@@ -118,6 +118,8 @@ pub struct Server {
     cfg: LinkConfig,
     secret: Option<[u8; 32]>,
     connect: Option<SocketAddr>,
+    /// Party 1: authenticated links to party 0 between requests.
+    idle: Mutex<Vec<TcpTransport>>,
     pending: Mutex<HashMap<[u8; 16], Pending>>,
     arrived: Condvar,
     metrics: Metrics,
@@ -127,6 +129,8 @@ pub struct Server {
 
 /// Largest pairing message.
 const MAX_PAIR: usize = 4096;
+/// Authenticated links party 1 keeps open for later requests.
+const MAX_IDLE_LINKS: usize = 8;
 const AUTH_LABEL: &[u8] = b"suf-peer-auth-v1";
 
 fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
@@ -263,18 +267,33 @@ impl Server {
             .map_err(|e| ApiError::Failed(format!("{e:#}")))?
             .ok_or(ApiError::PoolEmpty)?;
         let unpaired = |e: anyhow::Error| ApiError::Unpaired(format!("{e:#} (nothing consumed)"));
-        let mut net = self.connect_peer().map_err(unpaired)?;
         let h = res.header;
-        let pair = json!({
+        let pair = serde_json::to_vec(&json!({
             "request_id": hex(&checked.rid), "session": hex(&h.session),
             "keys_fp": hex(&h.keys_fp), "program_fp": hex(&h.program_fp),
             "commitment": hex(&checked.commitment),
-        });
-        let reply = (|| -> Result<Value> {
-            net.send(serde_json::to_vec(&pair)?)?;
+        }))
+        .map_err(|e| unpaired(e.into()))?;
+        let ask = |net: &mut TcpTransport| -> Result<Value> {
+            net.send(pair.clone())?;
             Ok(serde_json::from_slice(&net.recv_max(MAX_PAIR)?)?)
-        })()
-        .map_err(unpaired)?;
+        };
+        // An idle link from an earlier request if there is one (party 0 may have closed it:
+        // then the next; nothing is consumed before party 0's yes), else a new link.
+        let (mut net, reply) = loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match idle {
+                Some(mut n) => match ask(&mut n) {
+                    Ok(r) => break (n, r),
+                    Err(e) => tracing::debug!("idle peer link gone: {e:#}"),
+                },
+                None => {
+                    let mut n = self.connect_peer().map_err(unpaired)?;
+                    let r = ask(&mut n).map_err(unpaired)?;
+                    break (n, r);
+                }
+            }
+        };
         if reply["ok"] != json!(true) {
             return Err(ApiError::Unpaired(format!(
                 "party 0 refused the pairing: {} (nothing consumed)",
@@ -292,13 +311,19 @@ impl Server {
         let out = self
             .run_online(&mut keys, &w, &mut net, inputs)
             .map_err(failed)?;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_LINKS {
+            idle.push(net);
+        }
+        drop(idle);
         self.respond(checked, &h.session, &out, [pair_ms, load_ms])
             .map_err(failed)
     }
 
-    /// Party 0: one incoming link from party 1 (in its own thread).
+    /// Party 0: one incoming link from party 1 (in its own thread): authenticate, then pair
+    /// and run one request after another until party 1 closes the link, the link stays idle
+    /// for the timeout, or a request fails.
     fn follow(&self, sock: std::net::TcpStream) -> Result<()> {
-        let t0 = Instant::now();
         let mut net = TcpTransport::from_accepted(sock, &self.link_cfg())?;
         if self.cfg.tls.is_none() {
             let s = self
@@ -306,7 +331,21 @@ impl Server {
                 .context("no peer.secret in the pool and no --tls")?;
             authenticate(&mut net, &s, &self.prog.fingerprint())?;
         }
-        let msg: Value = serde_json::from_slice(&net.recv_max(MAX_PAIR)?)?;
+        loop {
+            let msg = match net.recv_max(MAX_PAIR) {
+                Ok(m) => m,
+                Err(suf_net::NetError::Timeout { .. } | suf_net::NetError::PeerClosed { .. }) => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.pair_one(&mut net, &msg, Instant::now())?;
+        }
+    }
+
+    /// Party 0: one pairing message, and the inference if it is accepted.
+    fn pair_one(&self, net: &mut TcpTransport, msg: &[u8], t0: Instant) -> Result<()> {
+        let msg: Value = serde_json::from_slice(msg)?;
         let field = |k: &str| msg[k].as_str().unwrap_or("").to_string();
         let refuse = |net: &mut TcpTransport, why: String| -> Result<()> {
             let _ = net.send(serde_json::to_vec(&json!({"ok": false, "error": why}))?);
@@ -319,10 +358,10 @@ impl Server {
             unhex::<32>(&field("program_fp")),
             unhex::<32>(&field("commitment")),
         ) else {
-            return refuse(&mut net, "malformed pairing message".into());
+            return refuse(net, "malformed pairing message".into());
         };
         if fp != self.prog.fingerprint() {
-            return refuse(&mut net, "another program".into());
+            return refuse(net, "another program".into());
         }
         // Wait for the client's request to reach us too.
         let deadline = Instant::now() + self.cfg.timeout.min(Duration::from_secs(30));
@@ -344,7 +383,7 @@ impl Server {
             }
         };
         let Some(pending) = pending else {
-            return refuse(&mut net, format!("no request {} here", hex(&rid)));
+            return refuse(net, format!("no request {} here", hex(&rid)));
         };
         let fail = |pending: Pending, e: ApiError| {
             let e = match e {
@@ -356,19 +395,19 @@ impl Server {
         if pending.checked.commitment != c {
             let why = "the two servers received different inputs for this request".to_string();
             fail(pending, ApiError::Bad(why.clone()));
-            return refuse(&mut net, why);
+            return refuse(net, why);
         }
         let res = match self.pool.reserve(Some(session), &self.reg) {
             Ok(Some(r)) if r.header.keys_fp == keys_fp && r.header.program_fp == fp => r,
             Ok(_) => {
                 let why = format!("key stream {} does not match", hex(&session));
                 fail(pending, ApiError::Unpaired(why.clone()));
-                return refuse(&mut net, why);
+                return refuse(net, why);
             }
             Err(e) => {
                 let why = format!("{e:#}");
                 fail(pending, ApiError::Unpaired(why.clone()));
-                return refuse(&mut net, why);
+                return refuse(net, why);
             }
         };
         net.send(serde_json::to_vec(&json!({"ok": true}))?)?;
@@ -379,12 +418,16 @@ impl Server {
                 self.pool
                     .consume(&res, &self.reg, &files::weight_records(&self.prog))?;
             let load_ms = ms(t1);
-            let out = self.run_online(&mut keys, &w, &mut net, &pending.inputs)?;
+            let out = self.run_online(&mut keys, &w, net, &pending.inputs)?;
             self.respond(&pending.checked, &session, &out, [pair_ms, load_ms])
         })();
+        let ok = r.is_ok();
         let _ = pending
             .tx
             .send(r.map_err(|e| ApiError::Failed(format!("{e:#} (keys consumed)"))));
+        if !ok {
+            bail!("the inference failed; the link is closed");
+        }
         Ok(())
     }
 }
@@ -610,6 +653,7 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
         cfg,
         secret,
         connect: c.connect,
+        idle: Mutex::new(Vec::new()),
         pending: Mutex::new(HashMap::new()),
         arrived: Condvar::new(),
         metrics: Metrics::default(),
@@ -655,9 +699,9 @@ fn peer_loop(s: &Srv, l: &TcpListener) {
         }
         workers.retain(|w| !w.is_finished());
     }
-    for w in workers {
-        let _ = w.join();
-    }
+    // Workers left are idle links waiting for a next request (the HTTP side has finished
+    // every in-flight request by now): they end with the process.
+    drop(workers);
 }
 
 async fn shutdown_signal() {

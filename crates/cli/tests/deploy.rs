@@ -241,7 +241,15 @@ fn four_processes_with_a_model() {
     // The finished run's output shares are still there: a new `infer` refuses to show them as
     // the result of another text.
     let stale = suf()
-        .args(["infer", "--dir", d, "--text", "other text", "--timeout", "1"])
+        .args([
+            "infer",
+            "--dir",
+            d,
+            "--text",
+            "other text",
+            "--timeout",
+            "1",
+        ])
         .output()
         .unwrap();
     assert!(!stale.status.success());

@@ -479,7 +479,7 @@ fn soak() {
         return;
     }
     let (seq_n, conc_threads, conc_each) = (200usize, 4usize, 25usize);
-    let s = Setup::new(seq_n + conc_threads * conc_each + 10);
+    let s = Setup::new(seq_n + 2 * conc_threads * conc_each + 10);
     let port = free_port();
     let a = Srv::start(&s, 0, "pool0", port, &[]);
     let b = Srv::start(&s, 1, "pool1", port, &[]);
@@ -496,32 +496,39 @@ fn soak() {
     }
     let seq_s = t.elapsed().as_secs_f64();
     let mid = [proc_status(a.pid()), proc_status(b.pid())];
-    let t = Instant::now();
-    let threads: Vec<_> = (0..conc_threads)
-        .map(|_| {
-            let (pa, pb, c) = (a.api.clone(), b.api.clone(), s.p("certs/client"));
-            std::thread::spawn(move || {
-                let mut l = Vec::new();
-                for _ in 0..conc_each {
-                    let o = suf()
-                        .args(["client", "--json", "--p0", &pa, "--p1", &pb])
-                        .arg("--certs")
-                        .arg(&c)
-                        .output()
-                        .unwrap();
-                    let v: Value = serde_json::from_slice(&ok(o).stdout).unwrap();
-                    assert_eq!(v["matches_plain"], Value::Bool(true));
-                    l.push(v["latency_ms"].as_f64().unwrap());
-                }
-                l
+    // Two concurrent runs: the first opens the idle peer links (at most 8), the second must
+    // leave descriptors and memory where the first left them.
+    let concurrent = || {
+        let t = Instant::now();
+        let threads: Vec<_> = (0..conc_threads)
+            .map(|_| {
+                let (pa, pb, c) = (a.api.clone(), b.api.clone(), s.p("certs/client"));
+                std::thread::spawn(move || {
+                    let mut l = Vec::new();
+                    for _ in 0..conc_each {
+                        let o = suf()
+                            .args(["client", "--json", "--p0", &pa, "--p1", &pb])
+                            .arg("--certs")
+                            .arg(&c)
+                            .output()
+                            .unwrap();
+                        let v: Value = serde_json::from_slice(&ok(o).stdout).unwrap();
+                        assert_eq!(v["matches_plain"], Value::Bool(true));
+                        l.push(v["latency_ms"].as_f64().unwrap());
+                    }
+                    l
+                })
             })
-        })
-        .collect();
-    let mut clat: Vec<f64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    let conc_s = t.elapsed().as_secs_f64();
+            .collect();
+        let l: Vec<f64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (l, t.elapsed().as_secs_f64())
+    };
+    let _ = concurrent();
+    let c1 = [proc_status(a.pid()), proc_status(b.pid())];
+    let (mut clat, conc_s) = concurrent();
     let after = [proc_status(a.pid()), proc_status(b.pid())];
     let report = serde_json::json!({
         "sequential": {"inferences": seq_n, "wall_s": seq_s, "per_s": seq_n as f64 / seq_s,
@@ -531,14 +538,16 @@ fn soak() {
             "wall_s": conc_s, "per_s": (conc_threads * conc_each) as f64 / conc_s,
             "latency_ms_p50": pct(&mut clat, 0.5), "latency_ms_p99": pct(&mut clat, 0.99)},
         "rss_kib": {"before": [before[0].0, before[1].0], "after_sequential": [mid[0].0, mid[1].0],
-                    "after": [after[0].0, after[1].0]},
+                    "after_concurrent_1": [c1[0].0, c1[1].0], "after_concurrent_2": [after[0].0, after[1].0]},
         "fds": {"before": [before[0].1, before[1].1], "after_sequential": [mid[0].1, mid[1].1],
-                "after": [after[0].1, after[1].1]},
+                "after_concurrent_1": [c1[0].1, c1[1].1], "after_concurrent_2": [after[0].1, after[1].1]},
     });
     println!("SOAK {report}");
     for j in 0..2 {
-        assert!(after[j].1 <= before[j].1 + 4, "fd growth: {report}");
+        assert!(mid[j].1 <= before[j].1 + 2, "fd growth: {report}");
+        assert!(after[j].1 <= c1[j].1 + 2, "fd growth: {report}");
         assert!(mid[j].0 <= before[j].0 + 32 * 1024, "RSS growth: {report}");
+        assert!(after[j].0 <= c1[j].0 + 32 * 1024, "RSS growth: {report}");
     }
     assert!(a.stop().success() && b.stop().success());
 }
