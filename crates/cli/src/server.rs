@@ -45,8 +45,8 @@ pub struct ServeArgs {
     /// Long-lived mode: the key pool made by `suf dealer` (this party's half).
     #[arg(long)]
     pub pool: Option<PathBuf>,
-    /// Server state (the registry of used sessions): one per host, never copied (default
-    /// POOL/../state-p<party>).
+    /// Server state (the registry of used sessions), required with --pool: one per host,
+    /// never copied or restored.
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Where the HTTPS API listens (host:port).
@@ -605,13 +605,12 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
         .clone()
         .context("--tls DIR: the HTTPS API needs this party's certificate (`suf certs`)")?;
     let tls = read_identity(&tls_dir, party)?;
-    let state = match &a.state {
-        Some(s) => s.clone(),
-        None => pool_dir
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(format!("state-p{party}")),
-    };
+    // Required, not derived from the pool's path: a pool copied elsewhere must not come with
+    // a fresh registry.
+    let state = a.state.clone().context(
+        "--state DIR: where this server keeps its registry of used sessions (one per host, \
+         never copied or restored)",
+    )?;
     let reg = Registry::open(&state)?;
     let pool = Arc::new(Pool::open(&pool_dir, party)?);
     let fmt = crate::Format {

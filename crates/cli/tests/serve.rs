@@ -424,6 +424,25 @@ fn key_shares_and_private_keys_are_owner_only() {
     assert!(s.p("certs/p0/p0.key").exists() && !s.p("certs/p0/p1.key").exists());
     assert!(s.p("certs/p1/p1.key").exists() && !s.p("certs/p1/p0.key").exists());
     assert!(!s.p("certs/client/p0.key").exists());
+    // The registry's place is not derived from the pool's path: --state is required.
+    let o = suf()
+        .args([
+            "serve",
+            "--party",
+            "0",
+            "--backend",
+            "cpu",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--pool"])
+        .arg(s.p("pool0"))
+        .arg("--tls")
+        .arg(s.p("certs/p0"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--state DIR"));
     // certs and dealer refuse to overwrite or to mix pools.
     let o = suf()
         .args(["certs", "--out"])
