@@ -66,6 +66,10 @@ pub struct ResponseMeta {
     /// Milliseconds to record, read, delete and check the key stream.
     #[serde(default)]
     pub key_load_ms: f64,
+    /// Milliseconds to prepare the run (weights resident, keys attached), before the online
+    /// phase.
+    #[serde(default)]
+    pub prepare_ms: f64,
 }
 
 fn sha(parts: &[&[u8]]) -> [u8; 32] {
@@ -234,6 +238,7 @@ mod tests {
             rounds: 3,
             pair_ms: 0.5,
             key_load_ms: 0.5,
+            prepare_ms: 0.5,
         };
         check_response(&r, 0, &[1; 16], &[2; 32]).unwrap();
         let e = check_response(&r, 0, &[4; 16], &[2; 32]).unwrap_err();

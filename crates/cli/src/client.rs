@@ -269,7 +269,7 @@ pub fn run(a: &ClientArgs) -> Result<()> {
     v["per_party"] = json!(metas
         .iter()
         .map(|m| json!({"online_ms": m.online_ms, "pair_ms": m.pair_ms,
-                        "key_load_ms": m.key_load_ms}))
+                        "key_load_ms": m.key_load_ms, "prepare_ms": m.prepare_ms}))
         .collect::<Vec<_>>());
     if a.json {
         println!("{v}");

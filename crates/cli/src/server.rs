@@ -112,6 +112,8 @@ impl IntoResponse for ApiError {
 pub struct Server {
     party: u8,
     prog: Program,
+    /// `prog.fingerprint()`, computed once (it hashes every public weight).
+    fp: [u8; 32],
     be: OneBackend,
     pool: Arc<Pool>,
     reg: Registry,
@@ -210,7 +212,7 @@ impl Server {
             let s = self
                 .secret
                 .context("no peer.secret in the pool and no --tls")?;
-            authenticate(&mut net, &s, &self.prog.fingerprint())?;
+            authenticate(&mut net, &s, &self.fp)?;
         }
         Ok(net)
     }
@@ -221,7 +223,7 @@ impl Server {
         weights: &files::Named,
         net: &mut TcpTransport,
         inputs: &files::Named,
-    ) -> Result<suf_runtime::party::PartyOutput> {
+    ) -> Result<(suf_runtime::party::PartyOutput, f64)> {
         net.reset_stats();
         let p = Party {
             prog: &self.prog,
@@ -229,7 +231,14 @@ impl Server {
             be: self.be.be.as_ref(),
             weights,
         };
-        Ok(p.run(keys, net, inputs, &mut Tracer::new(None))?)
+        // Preparation (weights made resident, the keys attached and checked) apart from the
+        // online phase, as `bench model --processes 2` reports them.
+        let t = Instant::now();
+        let res = p.resident_weights()?;
+        let prep = p.prepare(&res, keys)?;
+        let prepare_ms = ms(t);
+        let out = p.run_prepared(prep, keys, net, inputs, &mut Tracer::new(None))?;
+        Ok((out, prepare_ms))
     }
 
     fn respond(
@@ -237,7 +246,7 @@ impl Server {
         checked: &Checked,
         session: &[u8; 16],
         out: &suf_runtime::party::PartyOutput,
-        t: [f64; 2],
+        t: [f64; 3],
     ) -> Result<Vec<u8>> {
         let mut m = files::Named::new();
         for (i, o) in out.outputs.iter().enumerate() {
@@ -253,6 +262,7 @@ impl Server {
                 rounds: out.report.rounds,
                 pair_ms: t[0],
                 key_load_ms: t[1],
+                prepare_ms: t[2],
             },
             &files::encode(&m),
         )
@@ -308,7 +318,7 @@ impl Server {
             .consume(&res, &self.reg, &files::weight_records(&self.prog))
             .map_err(failed)?;
         let load_ms = ms(t1);
-        let out = self
+        let (out, prep_ms) = self
             .run_online(&mut keys, &w, &mut net, inputs)
             .map_err(failed)?;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -316,7 +326,7 @@ impl Server {
             idle.push(net);
         }
         drop(idle);
-        self.respond(checked, &h.session, &out, [pair_ms, load_ms])
+        self.respond(checked, &h.session, &out, [pair_ms, load_ms, prep_ms])
             .map_err(failed)
     }
 
@@ -329,7 +339,7 @@ impl Server {
             let s = self
                 .secret
                 .context("no peer.secret in the pool and no --tls")?;
-            authenticate(&mut net, &s, &self.prog.fingerprint())?;
+            authenticate(&mut net, &s, &self.fp)?;
         }
         loop {
             let msg = match net.recv_max(MAX_PAIR) {
@@ -360,7 +370,7 @@ impl Server {
         ) else {
             return refuse(net, "malformed pairing message".into());
         };
-        if fp != self.prog.fingerprint() {
+        if fp != self.fp {
             return refuse(net, "another program".into());
         }
         // Wait for the client's request to reach us too.
@@ -418,8 +428,13 @@ impl Server {
                 self.pool
                     .consume(&res, &self.reg, &files::weight_records(&self.prog))?;
             let load_ms = ms(t1);
-            let out = self.run_online(&mut keys, &w, net, &pending.inputs)?;
-            self.respond(&pending.checked, &session, &out, [pair_ms, load_ms])
+            let (out, prep_ms) = self.run_online(&mut keys, &w, net, &pending.inputs)?;
+            self.respond(
+                &pending.checked,
+                &session,
+                &out,
+                [pair_ms, load_ms, prep_ms],
+            )
         })();
         let ok = r.is_ok();
         let _ = pending
@@ -497,7 +512,7 @@ async fn infer(State(s): State<Srv>, body: Bytes) -> Response {
 async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
     let bad = |e: anyhow::Error| ApiError::Bad(format!("{e:#}"));
     let (meta, share): (RequestMeta, &[u8]) = api::unframe(&body).map_err(bad)?;
-    let checked = api::check_request(&meta, share, s.party, &s.prog.fingerprint()).map_err(bad)?;
+    let checked = api::check_request(&meta, share, s.party, &s.fp).map_err(bad)?;
     let inputs = files::parse(share).map_err(bad)?;
     let got: Vec<(String, usize)> = inputs.iter().map(|(k, v)| (k.clone(), v.len())).collect();
     let mut want = files::input_records(&s.prog);
@@ -619,11 +634,12 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
         model_seed: pool.manifest.model_seed,
     };
     let (prog, _) = crate::session_program(&pool.manifest, fmt)?;
-    if hex(&prog.fingerprint()) != pool.manifest.program_fp {
+    let fp = prog.fingerprint();
+    if hex(&fp) != pool.manifest.program_fp {
         bail!("the pool's keys were made for another program build (fingerprint differs)");
     }
     let mut cfg = LinkConfig::new(party);
-    cfg.model_fp = prog.fingerprint();
+    cfg.model_fp = fp;
     cfg.timeout = c.timeout;
     cfg.connect_timeout = c.timeout.min(Duration::from_secs(10));
     // The peer link: TLS between hosts (two identities), or the pool secret on loopback.
@@ -645,6 +661,7 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
     let api_cfg = suf_net::tls::api_server_config(&tls.identity)?;
     let srv = Arc::new(Server {
         party,
+        fp: cfg.model_fp,
         prog,
         be: c.be,
         pool,
