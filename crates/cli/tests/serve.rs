@@ -38,10 +38,16 @@ fn ok(o: Output) -> Output {
 struct Setup {
     _tmp: tempfile::TempDir,
     root: PathBuf,
+    program: Vec<String>,
 }
 
 impl Setup {
     fn new(streams: usize) -> Self {
+        Self::with_program(&["--program", "toy"], streams)
+    }
+
+    /// A setup whose pools hold `streams` streams for the dealer arguments `program`.
+    fn with_program(program: &[&str], streams: usize) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         ok(suf()
@@ -49,14 +55,20 @@ impl Setup {
             .arg(root.join("certs"))
             .output()
             .unwrap());
-        let s = Setup { _tmp: tmp, root };
+        let s = Setup {
+            _tmp: tmp,
+            root,
+            program: program.iter().map(|a| a.to_string()).collect(),
+        };
         s.deal(streams);
         s
     }
 
     fn deal(&self, n: usize) {
         ok(suf()
-            .args(["dealer", "--program", "toy", "--count", &n.to_string()])
+            .arg("dealer")
+            .args(&self.program)
+            .args(["--count", &n.to_string()])
             .arg("--pool0")
             .arg(self.root.join("pool0"))
             .arg("--pool1")
@@ -73,6 +85,8 @@ impl Setup {
 struct Srv {
     child: Child,
     api: String,
+    /// The server's stderr.
+    log: PathBuf,
 }
 
 impl Srv {
@@ -98,6 +112,7 @@ impl Srv {
         tls: &Path,
         extra: &[&str],
     ) -> Srv {
+        let log = s.p(&format!("serve{party}-{}.log", free_port()));
         let mut c = suf();
         c.args(["serve", "--party", &party.to_string(), "--backend", "cpu"])
             .arg("--pool")
@@ -114,7 +129,7 @@ impl Srv {
                 &["--timeout", "10"][..]
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(std::fs::File::create(&log).unwrap());
         let peer = format!("127.0.0.1:{peer}");
         if party == 0 {
             c.args(["--listen", &peer]);
@@ -127,14 +142,15 @@ impl Srv {
             .read_line(&mut line)
             .unwrap();
         if line.is_empty() {
-            let mut e = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            let _ = child.wait();
+            let e = std::fs::read_to_string(&log).unwrap();
             panic!("server {party} did not start: {e}");
         }
         let v: Value = serde_json::from_str(&line).unwrap();
         Srv {
             child,
             api: v["api"].as_str().unwrap().to_string(),
+            log,
         }
     }
 
@@ -144,12 +160,22 @@ impl Srv {
 
     /// SIGTERM, then wait: a graceful stop exits 0.
     fn stop(mut self) -> std::process::ExitStatus {
+        self.term();
+        self.child.wait().unwrap()
+    }
+
+    /// Wait for the process to exit.
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// Send SIGTERM (by this child's process id).
+    fn term(&self) {
         let st = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(st.success());
-        self.child.wait().unwrap()
     }
 }
 
@@ -632,4 +658,50 @@ fn peer_link_over_mutual_tls_and_a_wrong_pin_consumes_nothing() {
     let b = Srv::start(&s, 1, "pool1", port, &["--timeout", "3"]);
     client_ok(&s, &a, &b);
     assert_eq!((registry_lines(&s, 0), registry_lines(&s, 1)), (1, 1));
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    // bert-tiny (synthetic weights, 8 tokens): an inference takes long enough (hundreds of ms)
+    // to stop the servers while it runs.
+    let s = Setup::with_program(&["--program", "bert-tiny", "--seq", "8"], 1);
+    let port = free_port();
+    let a = Srv::start(&s, 0, "pool0", port, &["-v"]);
+    let b = Srv::start(&s, 1, "pool1", port, &["-v"]);
+    let (pa, pb, c) = (a.api.clone(), b.api.clone(), s.p("certs/client"));
+    let cl = std::thread::spawn(move || {
+        suf()
+            .args([
+                "client", "--json", "--text", "any text", "--p0", &pa, "--p1", &pb,
+            ])
+            .arg("--certs")
+            .arg(c)
+            .output()
+            .unwrap()
+    });
+    // Stop both servers as soon as party 1 logs the request.
+    let t = Instant::now();
+    while !std::fs::read_to_string(&b.log)
+        .unwrap()
+        .contains("INFO request")
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "no request logged");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (la, lb) = (a.log.clone(), b.log.clone());
+    b.term();
+    a.term();
+    assert!(a.wait().success() && b.wait().success());
+    let o = ok(cl.join().unwrap());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["matches_plain"], Value::Bool(true));
+    let log = std::fs::read_to_string(lb).unwrap();
+    let (stop, served) = (
+        log.find("shutting down").unwrap(),
+        log.find("request served").unwrap(),
+    );
+    assert!(stop < served, "the stop came after the result: {log}");
+    assert!(std::fs::read_to_string(la)
+        .unwrap()
+        .contains("request served"));
 }
