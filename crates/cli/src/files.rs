@@ -52,9 +52,17 @@ pub fn encode(m: &Named) -> Vec<u8> {
     b
 }
 
-/// Write named vectors to `path`.
+/// Write named vectors to `path`. A new file is created owner-only (0600): these files hold
+/// shares and masked weights.
 pub fn write(path: &Path, m: &Named) -> Result<()> {
-    std::fs::write(path, encode(m)).with_context(|| format!("writing {}", path.display()))
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+        .and_then(|mut f| f.write_all(&encode(m)))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Read named vectors from `path`, refusing anything malformed and any file larger than

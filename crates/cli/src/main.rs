@@ -2,14 +2,19 @@
 //! files. See `suf --help`.
 #![forbid(unsafe_code)]
 
+mod api;
 mod bench;
+mod client;
+mod dealer;
 mod generate;
 mod keygen;
 mod logging;
 mod models_cmd;
 mod plan_cmd;
+mod pool;
 mod procs;
 mod report;
+mod server;
 mod toy;
 
 use std::net::{SocketAddr, TcpListener};
@@ -119,14 +124,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Party server: run one online inference with its key file.
+    /// Party server. With --pool: long-lived, serving the HTTPS API from a key pool until
+    /// stopped. With --dir (local demo only): one online inference with a session folder.
     Serve {
         /// 0 or 1.
         #[arg(long)]
         party: u8,
-        /// Session directory.
-        #[arg(long)]
-        dir: PathBuf,
+        /// Session directory (one-shot local demo).
+        #[arg(long, required_unless_present = "pool")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        srv: server::ServeArgs,
         /// Party 0 listens here (host:port).
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -152,9 +160,14 @@ enum Cmd {
         #[command(flatten)]
         gpu: models_cmd::GpuArg,
     },
+    /// Dealer for long-lived servers: N one-time key streams into both servers' pools.
+    Dealer(dealer::DealerArgs),
+    /// Client of two long-lived servers: one secure inference through their HTTPS API.
+    Client(client::ClientArgs),
     /// Make a TLS identity per party (self-signed, DER) for pinned mutual authentication.
     Certs {
-        /// Output directory (created): p0.crt, p0.key, p1.crt, p1.key.
+        /// Output directory (created): p0/ (party 0's host: p0.crt, p0.key, p1.crt), p1/
+        /// (party 1's host), client/ (p0.crt, p1.crt). Private keys are 0600.
         #[arg(long)]
         out: PathBuf,
     },
@@ -624,9 +637,12 @@ fn run(cli: Cli) -> Result<()> {
             files::write(&dir.join("input.share1"), &sh[1])?;
             Ok(())
         }
+        Cmd::Dealer(a) => dealer::run(&a),
+        Cmd::Client(a) => client::run(&a),
         Cmd::Serve {
             party,
             dir,
+            srv,
             listen,
             connect,
             trace,
@@ -641,6 +657,18 @@ fn run(cli: Cli) -> Result<()> {
             }
             // The backend first: a missing GPU costs no waiting and no keys.
             let be = models_cmd::backend_on(backend, gpu.gpu.map(|g| g.for_party(party)))?;
+            if srv.pool.is_some() {
+                let common = server::Common {
+                    party,
+                    listen,
+                    connect,
+                    tls,
+                    timeout: Duration::from_secs(timeout),
+                    be,
+                };
+                return server::serve(srv, common);
+            }
+            let dir = dir.context("--dir DIR (or --pool DIR for the long-lived server)")?;
             let (s, fmt) = load_session(&dir)?;
             let (prog, _) = session_program(&s, fmt)?;
             let what =
@@ -749,16 +777,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Certs { out } => {
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            for p in 0..2 {
-                let id = suf_net::generate_identity(&format!("suf-p{p}"))?;
-                std::fs::write(out.join(format!("p{p}.crt")), &id.cert_der)?;
-                std::fs::write(out.join(format!("p{p}.key")), &id.key_der)?;
-                println!("p{p}.crt sha256 {}", suf_net::hex(&id.cert_fingerprint()));
-            }
-            Ok(())
-        }
+        Cmd::Certs { out } => pool::write_certs(&out),
         Cmd::Reconstruct {
             dir,
             text,
@@ -817,6 +836,16 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let (s, fmt) = load_session(&dir)?;
+            // Output shares of an earlier run would be shown as this text's result.
+            if let Some(f) = ["output.share0", "output.share1"]
+                .iter()
+                .find(|f| dir.join(f).exists())
+            {
+                bail!(
+                    "{} holds {f} from an earlier run: its result is not for this text                      (delete it, or use the long-lived servers: `suf client`)",
+                    dir.display()
+                );
+            }
             let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
             let x = client_inputs(&s, fmt, text.as_deref(), 1)?;
             let sh = suf_runtime::share_inputs(fp.width, &x, &mut Csprng::from_os()?);

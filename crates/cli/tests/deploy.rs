@@ -124,7 +124,10 @@ fn parties_over_tls() {
         .unwrap()
         .success());
     let addr = format!("127.0.0.1:{}", free_port());
-    let serve = |party: &str| spawn_serve(party, d, &addr, &["--tls", c, "--timeout", "20"]);
+    let serve = |party: &str| {
+        let t = format!("{c}/p{party}");
+        spawn_serve(party, d, &addr, &["--tls", &t, "--timeout", "20"])
+    };
     let p0 = serve("0");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let p1 = serve("1");
@@ -235,6 +238,23 @@ fn four_processes_with_a_model() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(v["matches_plain"], true);
+    // The finished run's output shares are still there: a new `infer` refuses to show them as
+    // the result of another text.
+    let stale = suf()
+        .args([
+            "infer",
+            "--dir",
+            d,
+            "--text",
+            "other text",
+            "--timeout",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!stale.status.success());
+    let e = String::from_utf8_lossy(&stale.stderr);
+    assert!(e.contains("from an earlier run"), "{e}");
 }
 
 fn fails_with(args: &[&str], needle: &str) {

@@ -285,6 +285,26 @@ impl TcpTransport {
         Self::establish(sock, cfg, true)
     }
 
+    /// Set up the link on a connection already accepted by the caller (a server that accepts
+    /// in one thread and handshakes each connection in its own): as [`TcpTransport::accept`]
+    /// after its `accept` call, so a slow or hostile peer holds up only its own connection.
+    ///
+    /// # Errors
+    /// As [`TcpTransport::accept`].
+    pub fn from_accepted(sock: TcpStream, cfg: &LinkConfig) -> Result<Self, NetError> {
+        cfg.validate()?;
+        let addr = sock
+            .peer_addr()
+            .map_err(io_err("reading the peer address"))?;
+        if let Err(e) = cfg.check_policy(addr) {
+            let _ = sock.shutdown(Shutdown::Both);
+            return Err(e);
+        }
+        sock.set_nonblocking(false)
+            .map_err(io_err("configuring the socket"))?;
+        Self::establish(sock, cfg, true)
+    }
+
     fn establish(sock: TcpStream, cfg: &LinkConfig, server: bool) -> Result<Self, NetError> {
         let t = cfg.timeout;
         let peer = sock

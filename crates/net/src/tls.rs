@@ -434,3 +434,41 @@ impl TlsWriter {
         self.flush_pending()
     }
 }
+
+/// A TLS 1.3 client configuration (no client certificate) that accepts exactly the server
+/// certificate `server_cert_der` (pinned, as on the peer link): for the client of the servers'
+/// HTTPS API.
+///
+/// # Errors
+/// [`NetError::Tls`] if rustls refuses the configuration.
+pub fn pinned_client_config(server_cert_der: &[u8]) -> Result<rustls::ClientConfig, NetError> {
+    let p = provider();
+    let verifier = PinnedVerifier::new(server_cert_der, &p);
+    let mut c = rustls::ClientConfig::builder_with_provider(p)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err("client configuration", e))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    c.resumption = rustls::client::Resumption::disabled();
+    Ok(c)
+}
+
+/// A TLS 1.3 server configuration presenting `identity` and asking no client certificate:
+/// for the servers' HTTPS API (clients pin the server's certificate).
+///
+/// # Errors
+/// [`NetError::Tls`] if the certificate or key is refused.
+pub fn api_server_config(identity: &Identity) -> Result<rustls::ServerConfig, NetError> {
+    let mut s = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err("server configuration", e))?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(identity.cert_der.clone())],
+            key_of(identity),
+        )
+        .map_err(|e| tls_err("our certificate or key", e))?;
+    s.send_tls13_tickets = 0;
+    Ok(s)
+}

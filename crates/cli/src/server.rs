@@ -1,0 +1,850 @@
+//! `suf serve --pool DIR`: a long-lived party server. It serves the HTTPS API of [`crate::api`]
+//! (axum on hyper over rustls), many inferences one after another and at once, each with its
+//! own key stream from the pool ([`crate::pool`]), until Ctrl-C or SIGTERM (then it stops
+//! accepting, lets in-flight requests finish, and exits).
+//!
+//! **Pairing.** Party 1 leads: for each request it reserves a free stream, opens a link to
+//! party 0 (`--connect`; mutually authenticated TLS with pinned certificates when `--tls` is
+//! given, required off loopback; on loopback without TLS, a challenge–response MAC under the
+//! pool's `peer.secret` from the dealer, so a local process cannot join), and sends
+//! `{request id, session, key-stream and program fingerprints, input commitment}`. Party 0
+//! answers yes only if it holds the same request (same commitment) from the client and an
+//! unused stream with that session and fingerprints. Only then do both consume the stream
+//! (registry record first) and run the online phase over that link. A stranger, a refused
+//! handshake, a missing certificate, a peer that never comes or a refusal consume nothing.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use suf_cli::files;
+use suf_net::{LinkConfig, TcpTransport, Transport};
+use suf_runtime::ir::Program;
+use suf_runtime::party::Party;
+use suf_runtime::report::Tracer;
+
+use crate::api::{self, Checked, RequestMeta, ResponseMeta};
+use crate::models_cmd::OneBackend;
+use crate::pool::{hex, unhex, Pool, Registry};
+
+/// The pool-mode arguments of `suf serve` (the others: --party, --listen, --connect, --tls,
+/// --timeout, --backend are shared with the one-shot demo).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Long-lived mode: the key pool made by `suf dealer` (this party's half).
+    #[arg(long)]
+    pub pool: Option<PathBuf>,
+    /// Server state (the registry of used sessions), required with --pool: one per host,
+    /// never copied or restored.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Where the HTTPS API listens (host:port).
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
+}
+
+/// Counters for `/v1/metrics`.
+#[derive(Default)]
+struct Metrics {
+    served: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A request waiting at party 0 for party 1's pairing.
+struct Pending {
+    checked: Checked,
+    inputs: files::Named,
+    tx: tokio::sync::oneshot::Sender<Result<Vec<u8>, ApiError>>,
+}
+
+/// What a request's failure is, for its HTTP status.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400.
+    Bad(String),
+    /// 409.
+    Conflict(String),
+    /// 503, nothing consumed.
+    PoolEmpty,
+    /// 504/502, nothing consumed.
+    Unpaired(String),
+    /// 500 after the keys were consumed.
+    Failed(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, msg) = match &self {
+            ApiError::Bad(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
+            ApiError::PoolEmpty => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the key pool is empty: no one-time keys left (nothing was consumed); retry \
+                 after the dealer has delivered more (`suf dealer`)"
+                    .to_string(),
+            ),
+            ApiError::Unpaired(m) => (StatusCode::GATEWAY_TIMEOUT, m.clone()),
+            ApiError::Failed(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
+        };
+        let mut r = (code, axum::Json(json!({"error": msg}))).into_response();
+        if matches!(self, ApiError::PoolEmpty) {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        }
+        r
+    }
+}
+
+/// One party server.
+pub struct Server {
+    party: u8,
+    prog: Program,
+    /// `prog.fingerprint()`, computed once (it hashes every public weight).
+    fp: [u8; 32],
+    be: OneBackend,
+    pool: Arc<Pool>,
+    reg: Registry,
+    cfg: LinkConfig,
+    secret: Option<[u8; 32]>,
+    connect: Option<SocketAddr>,
+    /// Party 1: authenticated links to party 0 between requests.
+    idle: Mutex<Vec<TcpTransport>>,
+    pending: Mutex<HashMap<[u8; 16], Pending>>,
+    arrived: Condvar,
+    metrics: Metrics,
+    started: Instant,
+    stop: AtomicBool,
+}
+
+/// Largest pairing message.
+const MAX_PAIR: usize = 4096;
+/// Authenticated links party 1 keeps open for later requests.
+const MAX_IDLE_LINKS: usize = 8;
+const AUTH_LABEL: &[u8] = b"suf-peer-auth-v1";
+
+fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    // HMAC-SHA-256 (RFC 2104) with a 32-byte key, padded to the 64-byte block.
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(key);
+    let pad = |x: u8| -> Vec<u8> { k.iter().map(|b| b ^ x).collect() };
+    let mut inner = pad(0x36);
+    inner.extend_from_slice(msg);
+    let mut outer = pad(0x5c);
+    outer.extend_from_slice(&suf_net::fingerprint(&inner));
+    suf_net::fingerprint(&outer)
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The tag `party` sends: HMAC(secret, label | party | program fp | n0 | n1).
+fn auth_tag(secret: &[u8; 32], party: u8, fp: &[u8; 32], n: &[[u8; 32]; 2]) -> [u8; 32] {
+    let mut m = AUTH_LABEL.to_vec();
+    m.push(party);
+    m.extend_from_slice(fp);
+    m.extend_from_slice(&n[0]);
+    m.extend_from_slice(&n[1]);
+    hmac(secret, &m)
+}
+
+/// Mutual challenge–response under the pools' shared secret (loopback links without TLS).
+/// Party 1 (the connecting side) proves itself first; party 0 answers only after checking.
+pub fn authenticate(net: &mut dyn Transport, secret: &[u8; 32], fp: &[u8; 32]) -> Result<()> {
+    let party = net.party();
+    let mut mine = [0u8; 32];
+    mine[..16].copy_from_slice(&suf_core::prg::Csprng::from_os()?.seed());
+    mine[16..].copy_from_slice(&suf_core::prg::Csprng::from_os()?.seed());
+    let theirs = net.exchange_max(mine.to_vec(), 32)?;
+    let theirs: [u8; 32] = theirs
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow!("peer nonce of {} bytes", theirs.len()))?;
+    let n = if party == 0 {
+        [mine, theirs]
+    } else {
+        [theirs, mine]
+    };
+    let check = |tag: Vec<u8>| -> Result<()> {
+        if !ct_eq(&tag, &auth_tag(secret, 1 - party, fp, &n)) {
+            bail!("the peer failed authentication (not the other server of this pool)");
+        }
+        Ok(())
+    };
+    if party == 1 {
+        net.send(auth_tag(secret, 1, fp, &n).to_vec())?;
+        check(net.recv_max(32)?)
+    } else {
+        check(net.recv_max(32)?)?;
+        net.send(auth_tag(secret, 0, fp, &n).to_vec())?;
+        Ok(())
+    }
+}
+
+impl Server {
+    fn remaining(&self) -> usize {
+        self.pool.remaining(&self.reg)
+    }
+
+    fn link_cfg(&self) -> LinkConfig {
+        self.cfg.clone()
+    }
+
+    /// Party 1: open and authenticate the link to party 0.
+    fn connect_peer(&self) -> Result<TcpTransport> {
+        let addr = self.connect.context("party 1 needs --connect")?;
+        let mut net = TcpTransport::connect(addr, &self.link_cfg())
+            .with_context(|| format!("cannot reach party 0 at {addr}"))?;
+        if self.cfg.tls.is_none() {
+            let s = self
+                .secret
+                .context("no peer.secret in the pool and no --tls")?;
+            authenticate(&mut net, &s, &self.fp)?;
+        }
+        Ok(net)
+    }
+
+    fn run_online(
+        &self,
+        keys: &mut suf_runtime::keystream::PartyStream,
+        weights: &files::Named,
+        net: &mut TcpTransport,
+        inputs: &files::Named,
+    ) -> Result<(suf_runtime::party::PartyOutput, f64)> {
+        net.reset_stats();
+        let p = Party {
+            prog: &self.prog,
+            party: self.party,
+            be: self.be.be.as_ref(),
+            weights,
+        };
+        // Preparation (weights made resident, the keys attached and checked) apart from the
+        // online phase, as `bench model --processes 2` reports them.
+        let t = Instant::now();
+        let res = p.resident_weights()?;
+        let prep = p.prepare(&res, keys)?;
+        let prepare_ms = ms(t);
+        let out = p.run_prepared(prep, keys, net, inputs, &mut Tracer::new(None))?;
+        Ok((out, prepare_ms))
+    }
+
+    fn respond(
+        &self,
+        checked: &Checked,
+        session: &[u8; 16],
+        out: &suf_runtime::party::PartyOutput,
+        t: [f64; 3],
+    ) -> Result<Vec<u8>> {
+        let mut m = files::Named::new();
+        for (i, o) in out.outputs.iter().enumerate() {
+            m.insert(format!("out{i}"), o.clone());
+        }
+        api::frame(
+            &ResponseMeta {
+                request_id: hex(&checked.rid),
+                commitment: hex(&checked.commitment),
+                session: hex(session),
+                party: self.party,
+                online_ms: out.report.online_ms,
+                rounds: out.report.rounds,
+                pair_ms: t[0],
+                key_load_ms: t[1],
+                prepare_ms: t[2],
+            },
+            &files::encode(&m),
+        )
+    }
+
+    /// Party 1: lead one request.
+    fn lead(&self, checked: &Checked, inputs: &files::Named) -> Result<Vec<u8>, ApiError> {
+        let t0 = Instant::now();
+        let res = self
+            .pool
+            .reserve(None, &self.reg)
+            .map_err(|e| ApiError::Failed(format!("{e:#}")))?
+            .ok_or(ApiError::PoolEmpty)?;
+        let unpaired = |e: anyhow::Error| ApiError::Unpaired(format!("{e:#} (nothing consumed)"));
+        let h = res.header;
+        let pair = serde_json::to_vec(&json!({
+            "request_id": hex(&checked.rid), "session": hex(&h.session),
+            "keys_fp": hex(&h.keys_fp), "program_fp": hex(&h.program_fp),
+            "commitment": hex(&checked.commitment),
+        }))
+        .map_err(|e| unpaired(e.into()))?;
+        let ask = |net: &mut TcpTransport| -> Result<Value> {
+            net.send(pair.clone())?;
+            Ok(serde_json::from_slice(&net.recv_max(MAX_PAIR)?)?)
+        };
+        // An idle link from an earlier request if there is one (party 0 may have closed it:
+        // then the next; nothing is consumed before party 0's yes), else a new link.
+        let (mut net, reply) = loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match idle {
+                Some(mut n) => match ask(&mut n) {
+                    Ok(r) => break (n, r),
+                    Err(e) => tracing::debug!("idle peer link gone: {e:#}"),
+                },
+                None => {
+                    let mut n = self.connect_peer().map_err(unpaired)?;
+                    let r = ask(&mut n).map_err(unpaired)?;
+                    break (n, r);
+                }
+            }
+        };
+        if reply["ok"] != json!(true) {
+            return Err(ApiError::Unpaired(format!(
+                "party 0 refused the pairing: {} (nothing consumed)",
+                reply["error"].as_str().unwrap_or("no reason given")
+            )));
+        }
+        let pair_ms = ms(t0);
+        let failed = |e: anyhow::Error| ApiError::Failed(format!("{e:#} (keys consumed)"));
+        let t1 = Instant::now();
+        let (mut keys, w) = self
+            .pool
+            .consume(&res, &self.reg, &files::weight_records(&self.prog))
+            .map_err(failed)?;
+        let load_ms = ms(t1);
+        let (out, prep_ms) = self
+            .run_online(&mut keys, &w, &mut net, inputs)
+            .map_err(failed)?;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_LINKS {
+            idle.push(net);
+        }
+        drop(idle);
+        self.respond(checked, &h.session, &out, [pair_ms, load_ms, prep_ms])
+            .map_err(failed)
+    }
+
+    /// Party 0: one incoming link from party 1 (in its own thread): authenticate, then pair
+    /// and run one request after another until party 1 closes the link, the link stays idle
+    /// for the timeout, or a request fails.
+    fn follow(&self, sock: std::net::TcpStream) -> Result<()> {
+        let mut net = TcpTransport::from_accepted(sock, &self.link_cfg())?;
+        if self.cfg.tls.is_none() {
+            let s = self
+                .secret
+                .context("no peer.secret in the pool and no --tls")?;
+            authenticate(&mut net, &s, &self.fp)?;
+        }
+        loop {
+            let msg = match net.recv_max(MAX_PAIR) {
+                Ok(m) => m,
+                Err(suf_net::NetError::Timeout { .. } | suf_net::NetError::PeerClosed { .. }) => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.pair_one(&mut net, &msg, Instant::now())?;
+        }
+    }
+
+    /// Party 0: one pairing message, and the inference if it is accepted.
+    fn pair_one(&self, net: &mut TcpTransport, msg: &[u8], t0: Instant) -> Result<()> {
+        let msg: Value = serde_json::from_slice(msg)?;
+        let field = |k: &str| msg[k].as_str().unwrap_or("").to_string();
+        let refuse = |net: &mut TcpTransport, why: String| -> Result<()> {
+            let _ = net.send(serde_json::to_vec(&json!({"ok": false, "error": why}))?);
+            bail!("pairing refused: {why}")
+        };
+        let (Some(rid), Some(session), Some(keys_fp), Some(fp), Some(c)) = (
+            unhex::<16>(&field("request_id")),
+            unhex::<16>(&field("session")),
+            unhex::<32>(&field("keys_fp")),
+            unhex::<32>(&field("program_fp")),
+            unhex::<32>(&field("commitment")),
+        ) else {
+            return refuse(net, "malformed pairing message".into());
+        };
+        if fp != self.fp {
+            return refuse(net, "another program".into());
+        }
+        // Wait for the client's request to reach us too.
+        let deadline = Instant::now() + self.cfg.timeout.min(Duration::from_secs(30));
+        let pending = {
+            let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(p) = g.remove(&rid) {
+                    break Some(p);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || self.stop.load(Ordering::Relaxed) {
+                    break None;
+                }
+                g = self
+                    .arrived
+                    .wait_timeout(g, left.min(Duration::from_millis(200)))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        };
+        let Some(pending) = pending else {
+            return refuse(net, format!("no request {} here", hex(&rid)));
+        };
+        let fail = |pending: Pending, e: ApiError| {
+            let e = match e {
+                ApiError::Unpaired(m) => ApiError::Unpaired(format!("{m} (nothing consumed)")),
+                other => other,
+            };
+            let _ = pending.tx.send(Err(e));
+        };
+        if pending.checked.commitment != c {
+            let why = "the two servers received different inputs for this request".to_string();
+            fail(pending, ApiError::Bad(why.clone()));
+            return refuse(net, why);
+        }
+        let res = match self.pool.reserve(Some(session), &self.reg) {
+            Ok(Some(r)) if r.header.keys_fp == keys_fp && r.header.program_fp == fp => r,
+            Ok(_) => {
+                let why = format!("key stream {} does not match", hex(&session));
+                fail(pending, ApiError::Unpaired(why.clone()));
+                return refuse(net, why);
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                fail(pending, ApiError::Unpaired(why.clone()));
+                return refuse(net, why);
+            }
+        };
+        net.send(serde_json::to_vec(&json!({"ok": true}))?)?;
+        let pair_ms = ms(t0);
+        let r = (|| -> Result<Vec<u8>> {
+            let t1 = Instant::now();
+            let (mut keys, w) =
+                self.pool
+                    .consume(&res, &self.reg, &files::weight_records(&self.prog))?;
+            let load_ms = ms(t1);
+            let (out, prep_ms) = self.run_online(&mut keys, &w, net, &pending.inputs)?;
+            self.respond(
+                &pending.checked,
+                &session,
+                &out,
+                [pair_ms, load_ms, prep_ms],
+            )
+        })();
+        let ok = r.is_ok();
+        let _ = pending
+            .tx
+            .send(r.map_err(|e| ApiError::Failed(format!("{e:#} (keys consumed)"))));
+        if !ok {
+            bail!("the inference failed; the link is closed");
+        }
+        Ok(())
+    }
+}
+
+type Srv = Arc<Server>;
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Removes a request from the pending map when its handler ends (or is dropped).
+struct PendingGuard(Srv, [u8; 16]);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut g = self.0.pending.lock().unwrap_or_else(|p| p.into_inner());
+        g.remove(&self.1);
+    }
+}
+
+async fn health(State(s): State<Srv>) -> axum::Json<Value> {
+    axum::Json(json!({"status": "ok", "party": s.party, "session": s.pool.manifest}))
+}
+
+async fn metrics(State(s): State<Srv>) -> axum::Json<Value> {
+    let m = &s.metrics;
+    let s2 = s.clone();
+    let remaining = tokio::task::spawn_blocking(move || s2.remaining())
+        .await
+        .unwrap_or(0);
+    axum::Json(json!({
+        "party": s.party,
+        "served": m.served.load(Ordering::Relaxed),
+        "failed": m.failed.load(Ordering::Relaxed),
+        "refused": m.refused.load(Ordering::Relaxed),
+        "in_flight": m.in_flight.load(Ordering::Relaxed),
+        "remaining_streams": remaining,
+        "used_sessions": s.reg.len(),
+        "uptime_s": s.started.elapsed().as_secs_f64(),
+    }))
+}
+
+async fn infer(State(s): State<Srv>, body: Bytes) -> Response {
+    let t = Instant::now();
+    s.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let r = infer_inner(s.clone(), body).await;
+    s.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    match r {
+        Ok(b) => {
+            s.metrics.served.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(party = s.party, ms, "request served");
+            ([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response()
+        }
+        Err(e) => {
+            let c = match e {
+                ApiError::Failed(_) => &s.metrics.failed,
+                _ => &s.metrics.refused,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(party = s.party, ms, error = ?e, "request not served");
+            e.into_response()
+        }
+    }
+}
+
+async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
+    let bad = |e: anyhow::Error| ApiError::Bad(format!("{e:#}"));
+    let (meta, share): (RequestMeta, &[u8]) = api::unframe(&body).map_err(bad)?;
+    let checked = api::check_request(&meta, share, s.party, &s.fp).map_err(bad)?;
+    let inputs = files::parse(share).map_err(bad)?;
+    let got: Vec<(String, usize)> = inputs.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    let mut want = files::input_records(&s.prog);
+    want.sort();
+    if got != want {
+        return Err(ApiError::Bad(format!(
+            "the share holds {got:?}, the program takes {want:?}"
+        )));
+    }
+    tracing::info!(party = s.party, request = %hex(&checked.rid), "request");
+    if s.party == 1 {
+        let s2 = s.clone();
+        return tokio::task::spawn_blocking(move || s2.lead(&checked, &inputs))
+            .await
+            .map_err(|e| ApiError::Failed(e.to_string()))?;
+    }
+    if s.remaining() == 0 {
+        return Err(ApiError::PoolEmpty);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let rid = checked.rid;
+    {
+        let mut g = s.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if g.contains_key(&rid) {
+            return Err(ApiError::Conflict(format!(
+                "request {} is already pending",
+                hex(&rid)
+            )));
+        }
+        g.insert(
+            rid,
+            Pending {
+                checked,
+                inputs,
+                tx,
+            },
+        );
+    }
+    s.arrived.notify_all();
+    // A client that goes away drops this future: its request must not stay pairable.
+    let _guard = PendingGuard(s.clone(), rid);
+    let wait = s.cfg.timeout.min(Duration::from_secs(30));
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(ApiError::Failed("the pairing thread ended".into())),
+        Err(_) => {
+            let mut g = s.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if g.remove(&rid).is_some() {
+                Err(ApiError::Unpaired(format!(
+                    "party 1 did not pair request {} within {wait:?} (nothing consumed)",
+                    hex(&rid)
+                )))
+            } else {
+                // Paired meanwhile: the online run is under way; wait for it.
+                drop(g);
+                Err(ApiError::Failed(
+                    "the inference outlasted the request timeout".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Everything `suf serve --pool` needs besides the pool arguments.
+pub struct Common {
+    /// 0 or 1.
+    pub party: u8,
+    /// Party 0's link listener.
+    pub listen: Option<SocketAddr>,
+    /// Party 1's link target.
+    pub connect: Option<SocketAddr>,
+    /// TLS identity folder.
+    pub tls: Option<PathBuf>,
+    /// Wait bound.
+    pub timeout: Duration,
+    /// Backend.
+    pub be: OneBackend,
+}
+
+/// Read this party's identity and the peer's certificate from `dir`.
+pub fn read_identity(dir: &std::path::Path, party: u8) -> Result<suf_net::TlsConfig> {
+    let rd = |f: String| {
+        let p = dir.join(&f);
+        std::fs::read(&p)
+            .with_context(|| format!("reading {} (make it with `suf certs`)", p.display()))
+    };
+    Ok(suf_net::TlsConfig {
+        identity: suf_net::Identity {
+            cert_der: rd(format!("p{party}.crt"))?,
+            key_der: rd(format!("p{party}.key"))?,
+        },
+        peer_cert_der: rd(format!("p{}.crt", 1 - party))?,
+    })
+}
+
+/// `suf serve --pool`: run until Ctrl-C / SIGTERM.
+pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
+    let party = c.party;
+    let pool_dir = a.pool.clone().context("--pool DIR")?;
+    let api_addr = a
+        .api
+        .context("--api HOST:PORT (where the HTTPS API listens)")?;
+    let tls_dir = c
+        .tls
+        .clone()
+        .context("--tls DIR: the HTTPS API needs this party's certificate (`suf certs`)")?;
+    let tls = read_identity(&tls_dir, party)?;
+    // Required, not derived from the pool's path: a pool copied elsewhere must not come with
+    // a fresh registry.
+    let state = a.state.clone().context(
+        "--state DIR: where this server keeps its registry of used sessions (one per host, \
+         never copied or restored)",
+    )?;
+    let reg = Registry::open(&state)?;
+    let pool = Arc::new(Pool::open(&pool_dir, party)?);
+    let fmt = crate::Format {
+        bits: pool.manifest.bits,
+        frac: pool.manifest.frac,
+        model_seed: pool.manifest.model_seed,
+    };
+    let (prog, _) = crate::session_program(&pool.manifest, fmt)?;
+    let fp = prog.fingerprint();
+    if hex(&fp) != pool.manifest.program_fp {
+        bail!("the pool's keys were made for another program build (fingerprint differs)");
+    }
+    let mut cfg = LinkConfig::new(party);
+    cfg.model_fp = fp;
+    cfg.timeout = c.timeout;
+    cfg.connect_timeout = c.timeout.min(Duration::from_secs(10));
+    // The peer link: TLS between hosts (two identities), or the pool secret on loopback.
+    let peer_tls = c
+        .connect
+        .or(c.listen)
+        .is_some_and(|a| suf_net::tls_required(&a));
+    let secret = pool.peer_secret()?;
+    if peer_tls || secret.is_none() {
+        cfg.tls = Some(tls.clone());
+    }
+    let listener = match (party, c.listen, c.connect) {
+        (0, Some(l), None) => Some(
+            TcpListener::bind(l).with_context(|| format!("cannot listen on {l} (port in use?)"))?,
+        ),
+        (1, None, Some(_)) => None,
+        _ => bail!("party 0 needs --listen ADDR (its peer link) and party 1 --connect ADDR"),
+    };
+    let api_cfg = suf_net::tls::api_server_config(&tls.identity)?;
+    let srv = Arc::new(Server {
+        party,
+        fp: cfg.model_fp,
+        prog,
+        be: c.be,
+        pool,
+        reg,
+        cfg,
+        secret,
+        connect: c.connect,
+        idle: Mutex::new(Vec::new()),
+        pending: Mutex::new(HashMap::new()),
+        arrived: Condvar::new(),
+        metrics: Metrics::default(),
+        started: Instant::now(),
+        stop: AtomicBool::new(false),
+    });
+    let peer_thread = match listener {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            let s = srv.clone();
+            Some(std::thread::spawn(move || peer_loop(&s, &l)))
+        }
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(http_main(srv.clone(), api_addr, api_cfg));
+    srv.stop.store(true, Ordering::Relaxed);
+    if let Some(t) = peer_thread {
+        let _ = t.join();
+    }
+    r
+}
+
+fn peer_loop(s: &Srv, l: &TcpListener) {
+    let mut workers = Vec::new();
+    while !s.stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((sock, addr)) => {
+                let s = s.clone();
+                workers.push(std::thread::spawn(move || {
+                    if let Err(e) = s.follow(sock) {
+                        tracing::warn!(peer = %addr, "peer link: {e:#}");
+                    }
+                }));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => tracing::warn!("peer listener: {e}"),
+        }
+        workers.retain(|w| !w.is_finished());
+    }
+    // Workers left are idle links waiting for a next request (the HTTP side has finished
+    // every in-flight request by now): they end with the process.
+    drop(workers);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn http_main(s: Srv, addr: SocketAddr, tls: rustls::ServerConfig) -> Result<()> {
+    let limit = usize::try_from(files::encoded_len(
+        files::input_records(&s.prog)
+            .iter()
+            .map(|(n, c)| (n.as_str(), *c)),
+    ))
+    .unwrap_or(usize::MAX)
+    .saturating_add(api::MAX_META + 4);
+    let app = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/metrics", get(metrics))
+        .route("/v1/infer", post(infer))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(s.clone());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (port in use?)"))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let local = listener.local_addr()?;
+    // One line on stdout for scripts and tests: where the API is.
+    println!(
+        "{}",
+        json!({"ready": true, "party": s.party, "api": local.to_string(),
+               "remaining_streams": s.remaining()})
+    );
+    tracing::info!(party = s.party, api = %local, "serving");
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let (sock, _) = match r {
+                    Ok(x) => x,
+                    Err(e) => { tracing::warn!("accept: {e}"); continue; }
+                };
+                let acceptor = acceptor.clone();
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await
+                    else {
+                        return;
+                    };
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        party = s.party,
+        "shutting down: finishing in-flight requests"
+    );
+    eprintln!(
+        "party {}: stopping; in-flight requests finish first",
+        s.party
+    );
+    let _ = tokio::time::timeout(s.cfg.timeout, graceful.shutdown()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231_shape_and_tags_bind_roles() {
+        // RFC 4231 test case 2 uses a 4-byte key ("Jefe"); padded with zeros to 32 bytes it is
+        // the same HMAC key (keys shorter than the block are zero-padded).
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(b"Jefe");
+        let t = hmac(&k, b"what do ya want for nothing?");
+        assert_eq!(
+            hex(&t),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let n = [[1u8; 32], [2u8; 32]];
+        let s = [5u8; 32];
+        assert_ne!(auth_tag(&s, 0, &[0; 32], &n), auth_tag(&s, 1, &[0; 32], &n));
+        assert_ne!(
+            auth_tag(&s, 0, &[0; 32], &n),
+            auth_tag(&s, 0, &[0; 32], &[[1; 32], [3; 32]])
+        );
+        assert!(ct_eq(b"ab", b"ab") && !ct_eq(b"ab", b"ac") && !ct_eq(b"a", b"ab"));
+    }
+
+    #[test]
+    fn loopback_auth_accepts_the_secret_and_refuses_others() {
+        let fp = [4u8; 32];
+        let run = |s0: [u8; 32], s1: [u8; 32]| {
+            let (mut a, mut b) = suf_net::mem_pair(Duration::from_secs(5));
+            let t = std::thread::spawn(move || authenticate(&mut b, &s1, &fp));
+            let r0 = authenticate(&mut a, &s0, &fp);
+            drop(a);
+            (r0, t.join().unwrap())
+        };
+        let (r0, r1) = run([1; 32], [1; 32]);
+        assert!(r0.is_ok() && r1.is_ok(), "{r0:?} {r1:?}");
+        let (r0, r1) = run([1; 32], [2; 32]);
+        assert!(r0.is_err() && r1.is_err());
+    }
+}
