@@ -11,7 +11,9 @@ use suf_models::local::tiny;
 
 fn suf(cache: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_suf"));
-    c.env("SUF_CACHE", cache).env("SUF_OFFLINE", "1").env_remove("RUST_LOG");
+    c.env("SUF_CACHE", cache)
+        .env("SUF_OFFLINE", "1")
+        .env_remove("RUST_LOG");
     c
 }
 
@@ -41,7 +43,13 @@ fn every_architecture_from_a_folder_runs_secure_equal_to_the_reference() {
         tiny::write(&dir, arch, 11).unwrap();
         let out = suf(tmp.path())
             .args(["run", "--model", dir.to_str().unwrap()])
-            .args(["--text", "I loved every minute of it!", "--backend", "cpu", "--json"])
+            .args([
+                "--text",
+                "I loved every minute of it!",
+                "--backend",
+                "cpu",
+                "--json",
+            ])
             .output()
             .unwrap();
         let v = one_object(&ok(&out, arch));
@@ -54,7 +62,10 @@ fn every_architecture_from_a_folder_runs_secure_equal_to_the_reference() {
         let c = v["cosine_secure_float"].as_f64().unwrap();
         assert!(c > 0.99, "{arch}: cosine {c}");
         assert!(v["rounds"].as_u64().unwrap() > 0 && v["key_bytes"].as_u64().unwrap() > 0);
-        assert!(!v["layers"].as_array().unwrap().is_empty(), "{arch}: no layers");
+        assert!(
+            !v["layers"].as_array().unwrap().is_empty(),
+            "{arch}: no layers"
+        );
         let decoder = ["gpt2", "llama", "mistral"].contains(arch);
         assert_eq!(v["secure"].get("top5").is_some(), decoder, "{arch}: {v}");
         if decoder {
@@ -90,11 +101,17 @@ fn human_output_by_default_json_with_the_flag_and_report_accepts_it() {
             .unwrap(),
         "run --json",
     ));
-    let top1 = v["secure"]["top5"][0]["token"].as_str().unwrap().to_string();
+    let top1 = v["secure"]["top5"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let human = ok(&suf(tmp.path()).args(args).output().unwrap(), "run");
     assert!(serde_json::from_str::<Value>(&human).is_err(), "{human}");
     assert!(human.contains("next token, top 5"), "{human}");
-    assert!(human.contains(&format!("{top1:?}")), "{top1} not in {human}");
+    assert!(
+        human.contains(&format!("{top1:?}")),
+        "{top1} not in {human}"
+    );
     assert!(human.contains("fixed-point reference") && human.contains("bit for bit"));
     assert!(human.contains(" MB") || human.contains(" kB"), "{human}");
     // `suf report` draws the run's per-layer breakdown.
@@ -115,13 +132,22 @@ fn human_output_by_default_json_with_the_flag_and_report_accepts_it() {
     tiny::write(&dir, "bert", 5).unwrap();
     let human = ok(
         &suf(tmp.path())
-            .args(["run", "--model", dir.to_str().unwrap(), "--text", "good film"])
+            .args([
+                "run",
+                "--model",
+                dir.to_str().unwrap(),
+                "--text",
+                "good film",
+            ])
             .args(["--backend", "cpu"])
             .output()
             .unwrap(),
         "run bert",
     );
-    assert!(human.contains("secure") && human.contains("embedding"), "{human}");
+    assert!(
+        human.contains("secure") && human.contains("embedding"),
+        "{human}"
+    );
     assert!(human.contains("cosine(secure, float)"), "{human}");
 }
 
@@ -140,7 +166,11 @@ fn logs_with_v_and_quiet_without() {
     };
     let quiet = run(&[]);
     ok(&quiet, "quiet");
-    assert!(quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
     let v = run(&["-v"]);
     let e = String::from_utf8_lossy(&v.stderr);
     assert!(e.contains("dealer") && e.contains("party done"), "{e}");
@@ -148,7 +178,10 @@ fn logs_with_v_and_quiet_without() {
     one_object(&ok(&v, "-v"));
     let vv = run(&["-vv"]);
     let e = String::from_utf8_lossy(&vv.stderr);
-    assert!(e.contains("round (party 0)") && e.contains("layer (party 0)"), "{e}");
+    assert!(
+        e.contains("round (party 0)") && e.contains("layer (party 0)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -167,7 +200,10 @@ fn unsupported_checkpoints_name_the_field() {
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("rope_scaling") && e.contains("unsupported"), "{e}");
+    assert!(
+        e.contains("rope_scaling") && e.contains("unsupported"),
+        "{e}"
+    );
     assert!(o.stdout.is_empty());
     // A name that is neither a model nor a folder says what is accepted.
     let o = suf(tmp.path())
@@ -218,7 +254,10 @@ fn offline_demo_falls_back_with_a_note() {
             .unwrap(),
         "demo",
     );
-    assert!(h.contains("synthetic bert-tiny") && h.contains("SUF_OFFLINE"), "{h}");
+    assert!(
+        h.contains("synthetic bert-tiny") && h.contains("SUF_OFFLINE"),
+        "{h}"
+    );
     assert!(h.contains("bit for bit") && h.contains("rounds"), "{h}");
     let v = one_object(&ok(
         &suf(tmp.path())
