@@ -50,8 +50,8 @@ fn run_json(
     if ids.is_empty() {
         return Err(PyValueError::new_err("the text tokenizes to no tokens"));
     }
-    let built = suf_nn::model::build(&m.cfg, &m.weights, fp, mode, ids.len(), layers)
-        .map_err(err)?;
+    let built =
+        suf_nn::model::build(&m.cfg, &m.weights, fp, mode, ids.len(), layers).map_err(err)?;
     let mut x = BTreeMap::new();
     x.insert(
         "x".to_string(),

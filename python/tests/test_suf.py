@@ -34,7 +34,7 @@ def test_embed_and_next_token(tmp_path):
     top, rep = suf.next_token(tmp_path / "g", "the movie was", k=3)
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
     with pytest.raises(ValueError):
-        suf.embed(tmp_path / "g", "x")
+        suf.embed(tmp_path / "g", "the movie")
 
 
 def test_errors_are_exceptions(tmp_path):

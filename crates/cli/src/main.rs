@@ -334,6 +334,17 @@ enum ModelsCmd {
         #[command(flatten)]
         out: JsonOut,
     },
+    /// Write a tiny Hugging Face checkpoint folder (random weights) to try `--model PATH`.
+    Tiny {
+        /// bert, roberta, mpnet, gpt2, llama or mistral.
+        arch: String,
+        /// Output folder (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the weights.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// The pinned models (and whether they are cached), the benchmark zoo's shapes, and
     /// local checkpoint folders.
     List {
@@ -562,6 +573,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Models { what } => match what {
             ModelsCmd::Fetch { name, cache, out } => {
                 emit(&models_cmd::models_fetch(&name, &cache)?, &out)
+            }
+            ModelsCmd::Tiny { arch, out, seed } => {
+                suf_models::local::tiny::write(&out, &arch, seed)?;
+                println!("wrote a tiny {arch} checkpoint to {}", out.display());
+                Ok(())
             }
             ModelsCmd::List { cache, out } => {
                 let v = models_list::list(&cache)?;
