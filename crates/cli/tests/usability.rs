@@ -237,6 +237,22 @@ fn models_list_and_help() {
         "list",
     );
     assert!(h.contains("minilm-l6") && h.contains("llama2-7b") && h.contains("--model PATH"));
+    // `suf models tiny` writes a loadable folder; an unknown architecture is an error.
+    let d = tmp.path().join("t");
+    ok(
+        &suf(tmp.path())
+            .args(["models", "tiny", "mistral", "--out", d.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "tiny",
+    );
+    assert!(d.join("model.safetensors.index.json").is_file());
+    suf_models::local::load_dir(&d).unwrap();
+    let o = suf(tmp.path())
+        .args(["models", "tiny", "t5", "--out", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("t5"));
     let help = ok(&suf(tmp.path()).arg("--help").output().unwrap(), "help");
     for internal in ["\n  run-toy ", "\n  reconstruct ", "\n  share "] {
         assert!(!help.contains(internal), "{internal} in help: {help}");
