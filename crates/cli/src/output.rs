@@ -345,6 +345,14 @@ fn generic(v: &Value) -> String {
             Value::Object(o) if o.len() > 8 => format!("{{{} fields}}", o.len()),
             Value::Number(_) if k.ends_with("_ms") => ms(x.as_f64().unwrap_or(0.0)),
             Value::Number(_) if k.contains("bytes") => bytes(x.as_f64().unwrap_or(0.0)),
+            Value::Number(n) if n.is_f64() => {
+                let z = n.as_f64().unwrap_or(0.0);
+                if z.abs() >= 100.0 {
+                    format!("{z:.0}")
+                } else {
+                    format!("{z:.4}")
+                }
+            }
             other => other.to_string(),
         };
         rows.push(vec![format!("{k}:"), val]);
@@ -462,6 +470,8 @@ mod tests {
             h.contains("gelu") && h.contains("max error (ulp)") && h.contains("100.0"),
             "{h}"
         );
-        assert!(generic(&json!({"a_ms": 5.0, "key_bytes": 2000})).contains("2.00 kB"));
+        let g = generic(&json!({"a_ms": 5.0, "key_bytes": 2000, "x_per_s": 12345.678, "r": 0.5}));
+        assert!(g.contains("2.00 kB") && g.contains("5.00 ms"), "{g}");
+        assert!(g.contains("12346") && g.contains("0.5000"), "{g}");
     }
 }
