@@ -462,6 +462,36 @@ mod tests {
     }
 
     #[test]
+    fn eval_demo_and_bench_read_as_text() {
+        let e = json!({"model": "minilm-l6", "data": "imdb", "sentences": 100,
+            "secure_accuracy": 0.81, "float_accuracy": 0.8, "agreement": 0.99,
+            "min_cosine_secure_float": 0.9999, "verified_two_party": 2});
+        let h = human(&e);
+        assert!(
+            h.contains("81.0 %") && h.contains("80.0 %") && h.contains("99.0 %"),
+            "{h}"
+        );
+        let d = json!({"model": "minilm-l6", "backend": "cpu", "input": "hi", "tokens": 3,
+            "secure": {"sentiment": "positive", "p_positive": 0.97},
+            "float": {"sentiment": "positive", "p_positive": 0.96},
+            "matches_plain": true, "online_ms": 50.0, "total_ms_including_dealer": 90.0});
+        let h = human(&d);
+        assert!(
+            h.contains("positive (p(positive) = 0.970)") && h.contains("0.960"),
+            "{h}"
+        );
+        assert!(h.contains("\"hi\"") && h.contains("90.00 ms"), "{h}");
+        let b = json!({"model": "bert-tiny", "seq": 4, "batch": 1, "backend": "cpu",
+            "mode": "public", "online_ms_runs": [1.0, 2.0, 3.0], "online_ms": 2.0,
+            "matches_plain": true});
+        let h = human(&b);
+        assert!(
+            h.contains("median of 3 runs") && h.contains("online 2.00 ms"),
+            "{h}"
+        );
+    }
+
+    #[test]
     fn gates_become_a_table() {
         let v = json!({"gelu": {"max_err_ulp": 3, "key_bytes_per_elem": 100.0, "rounds": 2,
                         "comm_bytes_per_elem": 25.0, "aes_per_elem": 9.0, "bit_exact": true}});
