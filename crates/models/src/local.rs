@@ -10,6 +10,9 @@
 //! | `gpt2` | GPT-2 | as stored (`transformer.` prefix accepted) |
 //! | `llama`, `mistral` | Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention) | `model.layers.{i}.self_attn.q_proj` … renamed to the canonical names of [`crate::arch`] |
 //!
+//! Encoders stored with TensorFlow-era `LayerNorm.gamma`/`LayerNorm.beta` names are mapped too
+//! ([`legacy_norm_names`]).
+//!
 //! Settings the implementation does not compute are refused with
 //! [`ModelError::Unsupported`], which names the field: `rope_scaling`, `attention_bias`,
 //! `mlp_bias`, a non-absolute `position_embedding_type`, GPT-2's
@@ -180,6 +183,29 @@ pub fn llama_hf_names(cfg: &ModelConfig) -> BTreeMap<String, String> {
     m
 }
 
+/// Canonical → stored names for checkpoints that keep TensorFlow-era LayerNorm names
+/// (`…LayerNorm.gamma` / `…LayerNorm.beta`, as some BERT conversions do), with any
+/// `bert.`/`roberta.`/`mpnet.` prefix left for the lookup to handle.
+pub fn legacy_norm_names(stored: impl Iterator<Item = String>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for n in stored {
+        let bare = ["bert.", "roberta.", "mpnet."]
+            .iter()
+            .find_map(|p| n.strip_prefix(p))
+            .unwrap_or(&n)
+            .to_string();
+        for (old, new) in [
+            ("LayerNorm.gamma", "LayerNorm.weight"),
+            ("LayerNorm.beta", "LayerNorm.bias"),
+        ] {
+            if let Some(stem) = bare.strip_suffix(old) {
+                m.insert(format!("{stem}{new}"), bare.clone());
+            }
+        }
+    }
+    m
+}
+
 /// The safetensors files of a checkpoint folder: `model.safetensors`, or the shards named by
 /// `model.safetensors.index.json` (each once, in the index's order of first use).
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -260,7 +286,7 @@ pub fn load_dir(dir: &Path) -> Result<LoadedModel> {
     let rename = if cfg.family == Family::Llama {
         llama_hf_names(&cfg)
     } else {
-        BTreeMap::new()
+        legacy_norm_names(parts.iter().flat_map(|p| p.names()))
     };
     let weights = Weights::composite(parts, rename, format!("safetensors in {}", dir.display()));
     weights.check(&arch::expected_tensors(&cfg))?;
@@ -497,6 +523,51 @@ mod tests {
             (Family::Llama, 2, 32)
         );
         assert!(!m.cfg.tied_head);
+    }
+
+    #[test]
+    fn legacy_layernorm_names_are_mapped() {
+        let d = tempfile::tempdir().unwrap();
+        tiny::write(d.path(), "bert", 9).unwrap();
+        let reference = load_dir(d.path()).unwrap();
+        let st = d.path().join("model.safetensors");
+        let w = Weights::from_safetensors(&st).unwrap();
+        let mut kept = Vec::new();
+        for n in w.names() {
+            let s = w.shape(&n).unwrap();
+            let v = w.get(&n, &s).unwrap();
+            let renamed = n
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
+            kept.push((
+                renamed,
+                s,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+            ));
+        }
+        assert!(kept
+            .iter()
+            .any(|k| k.0 == "bert.embeddings.LayerNorm.gamma"));
+        let views: Vec<_> = kept
+            .iter()
+            .map(|(n, s, b)| {
+                let tv =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+                (n.clone(), tv.unwrap())
+            })
+            .collect();
+        std::fs::write(&st, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+        let m = load_dir(d.path()).unwrap();
+        for i in 0..2 {
+            assert_eq!(
+                arch::load_block(&m.cfg, &m.weights, i).unwrap(),
+                arch::load_block(&reference.cfg, &reference.weights, i).unwrap()
+            );
+        }
+        assert_eq!(
+            arch::load_globals(&m.cfg, &m.weights).unwrap(),
+            arch::load_globals(&reference.cfg, &reference.weights).unwrap()
+        );
     }
 
     #[test]
