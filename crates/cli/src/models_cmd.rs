@@ -385,15 +385,8 @@ pub fn run(
         backend = be.name,
         "dealer and two parties over loopback TCP"
     );
-    let r = run_two_party_on(
-        &built.prog,
-        be.main.as_ref(),
-        be.party_refs(),
-        &x,
-        &built.private,
-        Link::Tcp,
-        &mut rng,
-    )?;
+    let blocks = layers.unwrap_or(m.cfg.layers).min(m.cfg.layers);
+    let r = crate::output::run_with_progress(&built, &be, &x, blocks, &mut rng)?;
     crate::output::log_run(&r);
     pb.inc(1);
     pb.set_message("float reference");
@@ -876,15 +869,7 @@ pub fn demo(text: &str, choice: BackendChoice, cache: &Option<PathBuf>) -> Resul
         "dealer and two parties over loopback TCP"
     );
     let t = Instant::now();
-    let r = run_two_party_on(
-        &built.prog,
-        be.main.as_ref(),
-        be.party_refs(),
-        &x,
-        &built.private,
-        Link::Tcp,
-        &mut rng,
-    )?;
+    let r = crate::output::run_with_progress(&built, &be, &x, m.cfg.layers, &mut rng)?;
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
     crate::output::log_run(&r);
     pb.inc(1);

@@ -402,6 +402,101 @@ pub fn log_run(r: &suf_runtime::harness::LocalRun) {
     }
 }
 
+/// Party 0's trace lines turned into a progress bar over the transformer blocks (the layer
+/// labels `block{i}.…` of the rounds' operators).
+pub struct BlockProgress {
+    pb: indicatif::ProgressBar,
+    buf: Vec<u8>,
+    blocks: u64,
+    at: u64,
+}
+
+impl BlockProgress {
+    /// A bar over `blocks` blocks (drawn on a terminal only, never with `--json`).
+    pub fn new(blocks: usize) -> Self {
+        let pb = crate::logging::progress(blocks as u64, "secure run: block");
+        BlockProgress {
+            pb,
+            buf: Vec::new(),
+            blocks: blocks as u64,
+            at: 0,
+        }
+    }
+
+    /// Is the bar drawn? (Tracing costs a JSON line per round: only when someone sees it.)
+    pub fn visible(&self) -> bool {
+        !self.pb.is_hidden()
+    }
+
+    /// The block (1-based) a trace line shows the run in, if it names one.
+    pub fn block_of(line: &[u8]) -> Option<u64> {
+        let v: Value = serde_json::from_slice(line).ok()?;
+        v.get("ops")?
+            .as_object()?
+            .keys()
+            .filter_map(|k| {
+                let d: String = k
+                    .strip_prefix("block")?
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                d.parse::<u64>().ok().map(|n| n + 1)
+            })
+            .max()
+    }
+
+    /// Clear the bar.
+    pub fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+}
+
+impl std::io::Write for BlockProgress {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        while let Some(i) = self.buf.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            if let Some(n) = Self::block_of(&line) {
+                self.at = self.at.max(n).min(self.blocks);
+                self.pb.set_position(self.at);
+            }
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A local two-party run with a per-block progress bar while it goes on.
+pub fn run_with_progress(
+    built: &suf_nn::model::Built,
+    be: &crate::models_cmd::Backends,
+    x: &std::collections::BTreeMap<String, Vec<u64>>,
+    blocks: usize,
+    rng: &mut suf_core::prg::Csprng,
+) -> anyhow::Result<suf_runtime::harness::LocalRun> {
+    let mut bp = BlockProgress::new(blocks);
+    let visible = bp.visible();
+    let r = suf_runtime::harness::run_two_party_observed(
+        &built.prog,
+        be.main.as_ref(),
+        be.party_refs(),
+        x,
+        &built.private,
+        suf_runtime::harness::Link::Tcp,
+        rng,
+        if visible {
+            Some(&mut bp as &mut (dyn std::io::Write + Send))
+        } else {
+            None
+        },
+    );
+    bp.finish();
+    Ok(r?)
+}
+
 /// The text a person reads for one command's JSON object.
 pub fn human(v: &Value) -> String {
     if v.get("total_ms_including_dealer").is_some() {
@@ -489,6 +584,25 @@ mod tests {
             h.contains("median of 3 runs") && h.contains("online 2.00 ms"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn trace_lines_give_the_block() {
+        let l = br#"{"round": 3, "party": 0, "ops": {"block0.ffn/gelu": 8, "block2.attention/softmax": 9}}"#;
+        assert_eq!(BlockProgress::block_of(l), Some(3));
+        assert_eq!(
+            BlockProgress::block_of(br#"{"round": 1, "ops": {"input/x": 1}}"#),
+            None
+        );
+        assert_eq!(BlockProgress::block_of(br#"{"fss": "gelu"}"#), None);
+        assert_eq!(BlockProgress::block_of(b"not json"), None);
+        use std::io::Write;
+        let mut bp = BlockProgress::new(4);
+        bp.write_all(b"{\"ops\": {\"block1.ffn/x\": 1}}\n{\"ops\": {\"blo")
+            .unwrap();
+        assert_eq!(bp.at, 2);
+        bp.write_all(b"ck9.ffn/x\": 1}}\n").unwrap();
+        assert_eq!(bp.at, 4, "capped at the block count");
     }
 
     #[test]
