@@ -80,7 +80,7 @@ pub fn fss(json: bool) -> Result<()> {
     if json {
         println!("{v}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print!("{}", crate::output::human(&v));
     }
     Ok(())
 }
@@ -133,7 +133,7 @@ pub fn runtime(json: bool) -> Result<()> {
     if json {
         println!("{v}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print!("{}", crate::output::human(&v));
     }
     Ok(())
 }

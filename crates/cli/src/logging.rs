@@ -70,12 +70,20 @@ pub fn init(verbosity: u8) {
     };
 }
 
+/// Progress bars off for the rest of the process (`--json`: stdout carries one object and
+/// stderr stays quiet too).
+pub fn hide_progress() {
+    HIDDEN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+static HIDDEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A progress bar of `len` steps labelled `msg` (a spinner when `len` is 0, i.e. unknown),
 /// drawn on stderr when stderr is a terminal and hidden otherwise. Call `inc` as work is done and
 /// `finish_and_clear` (or `finish_with_message`) at the end; a hidden bar still counts.
 pub fn progress(len: u64, msg: &str) -> ProgressBar {
     let msg = msg.to_string();
-    if !std::io::stderr().is_terminal() {
+    if !std::io::stderr().is_terminal() || HIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
         return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden())
             .with_message(msg);
     }
@@ -94,4 +102,18 @@ pub fn progress(len: u64, msg: &str) -> ProgressBar {
         ProgressBar::new(len)
     };
     bars().add(pb.with_style(style).with_message(msg))
+}
+
+/// A download bar: bytes done of the total (with rate and time left) once the total is known,
+/// drawn like [`progress`] only on a terminal and not with `--json`.
+pub fn progress_bytes(msg: &str) -> ProgressBar {
+    let pb = progress(0, msg);
+    if !pb.is_hidden() {
+        if let Ok(st) = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} [{elapsed} < {eta}]",
+        ) {
+            pb.set_style(st.progress_chars("=> "));
+        }
+    }
+    pb
 }

@@ -10,6 +10,8 @@ mod generate;
 mod keygen;
 mod logging;
 mod models_cmd;
+mod models_list;
+mod output;
 mod plan_cmd;
 mod pool;
 mod procs;
@@ -64,8 +66,8 @@ enum Cmd {
     },
     /// Dealer: make both parties' one-time key files for one run of a program.
     Keygen {
-        /// Program: `toy`, or a model name with --seq (public weights).
-        #[arg(long, default_value = "toy")]
+        /// Program: `toy`, or a model (name or checkpoint folder) with --seq (public weights).
+        #[arg(long, visible_alias = "model", default_value = "toy")]
         program: String,
         /// Sequence length the keys are made for (models).
         #[arg(long, default_value_t = 0)]
@@ -77,6 +79,7 @@ enum Cmd {
         fmt: Format,
     },
     /// Client: secret-share the input into two share files in DIR.
+    #[command(hide = true)]
     Share {
         /// Session directory made by keygen.
         #[arg(long)]
@@ -120,9 +123,8 @@ enum Cmd {
         /// Backend: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: JsonOut,
     },
     /// Party server. With --pool: long-lived, serving the HTTPS API from a key pool until
     /// stopped. With --dir (local demo only): one online inference with a session folder.
@@ -172,6 +174,7 @@ enum Cmd {
         out: PathBuf,
     },
     /// Client: add both output shares and print the result (and the plain reference).
+    #[command(hide = true)]
     Reconstruct {
         /// Session directory.
         #[arg(long)]
@@ -192,9 +195,10 @@ enum Cmd {
         what: ModelsCmd,
     },
     /// One secure inference end to end (dealer, two parties over loopback TCP, client) with
-    /// the plain (fixed-point) and float references beside it.
+    /// the fixed-point reference and the float model beside it.
     Run {
-        /// Model: minilm-l6, mpnet-base, smollm2-135m (fetched) or a zoo name (synthetic).
+        /// Model: minilm-l6, mpnet-base, smollm2-135m (fetched), a zoo name (synthetic), or a
+        /// folder with a Hugging Face checkpoint (config.json, safetensors, tokenizer.json).
         #[arg(long)]
         model: String,
         /// Input text.
@@ -259,6 +263,7 @@ enum Cmd {
     /// inference (whole model, per layer, per operator) without running any cryptography.
     Plan(plan_cmd::PlanArgs),
     /// Everything in one process over loopback TCP: dealer, two parties, client.
+    #[command(hide = true)]
     RunToy {
         #[command(flatten)]
         fmt: Format,
@@ -301,7 +306,7 @@ fn emit(v: &serde_json::Value, o: &JsonOut) -> Result<()> {
     if o.json {
         println!("{v}");
     } else {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        print!("{}", output::human(v));
     }
     if let Some(p) = &o.json_out {
         std::fs::write(p, serde_json::to_string_pretty(v)?).with_context(|| {
@@ -351,6 +356,28 @@ enum ModelsCmd {
         /// Cache directory.
         #[arg(long)]
         cache: Option<PathBuf>,
+        #[command(flatten)]
+        out: JsonOut,
+    },
+    /// Write a tiny Hugging Face checkpoint folder (random weights) to try `--model PATH`.
+    Tiny {
+        /// bert, roberta, mpnet, gpt2, llama or mistral.
+        arch: String,
+        /// Output folder (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the weights.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The pinned models (and whether they are cached), the benchmark zoo's shapes, and
+    /// local checkpoint folders.
+    List {
+        /// Cache directory.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        out: JsonOut,
     },
 }
 
@@ -441,6 +468,9 @@ enum BenchCmd {
 fn main() {
     let cli = Cli::parse();
     logging::init(cli.verbose);
+    if std::env::args().any(|a| a == "--json") {
+        logging::hide_progress();
+    }
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -518,7 +548,7 @@ fn hex(b: &[u8]) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     let json_out = match &cli.cmd {
-        Cmd::Run { out, .. } | Cmd::Gates { out, .. } => Some(out),
+        Cmd::Run { out, .. } | Cmd::Gates { out, .. } | Cmd::Demo { out, .. } => Some(out),
         Cmd::Bench {
             what: BenchCmd::Model { out, .. },
         } => Some(out),
@@ -566,7 +596,27 @@ fn run(cli: Cli) -> Result<()> {
             BenchCmd::Party(args) => procs::party_main(args),
         },
         Cmd::Models { what } => match what {
-            ModelsCmd::Fetch { name, cache } => models_cmd::models_fetch(&name, &cache),
+            ModelsCmd::Fetch { name, cache, out } => {
+                emit(&models_cmd::models_fetch(&name, &cache)?, &out)
+            }
+            ModelsCmd::Tiny { arch, out, seed } => {
+                suf_models::local::tiny::write(&out, &arch, seed)?;
+                println!("wrote a tiny {arch} checkpoint to {}", out.display());
+                Ok(())
+            }
+            ModelsCmd::List { cache, out } => {
+                let v = models_list::list(&cache)?;
+                if out.json {
+                    println!("{v}");
+                } else {
+                    print!("{}", models_list::human(&v));
+                }
+                if let Some(p) = &out.json_out {
+                    std::fs::write(p, serde_json::to_string_pretty(&v)?)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                }
+                Ok(())
+            }
         },
         Cmd::Run {
             model,
@@ -827,8 +877,8 @@ fn run(cli: Cli) -> Result<()> {
             text,
             cache,
             backend,
-            json,
-        } => models_cmd::demo(&text, backend, &cache, json),
+            out,
+        } => emit(&models_cmd::demo(&text, backend, &cache)?, &out),
         Cmd::Infer {
             dir,
             text,
@@ -918,7 +968,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{v}");
             } else {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print!("{}", output::human(&v));
             }
             if !r.matches_plain() {
                 bail!("secure output differs from the plain interpreter");

@@ -22,9 +22,9 @@ pub fn cache_dir(arg: &Option<PathBuf>) -> PathBuf {
 }
 
 /// `suf models fetch NAME`.
-pub fn models_fetch(name: &str, cache: &Option<PathBuf>) -> Result<()> {
+pub fn models_fetch(name: &str, cache: &Option<PathBuf>) -> Result<Value> {
     let dir = cache_dir(cache);
-    let pb = crate::logging::progress(0, &format!("fetching {name}"));
+    let pb = crate::logging::progress_bytes(&format!("fetching {name}"));
     let mut cb = |p: &fetch::Progress<'_>| {
         if p.total > 0 {
             pb.set_length(p.total);
@@ -35,8 +35,8 @@ pub fn models_fetch(name: &str, cache: &Option<PathBuf>) -> Result<()> {
     let path = fetch::fetch(name, &dir, &mut cb)
         .with_context(|| format!("fetching {name} into {}", dir.display()))?;
     pb.finish_and_clear();
-    println!("{}", json!({"model": name, "path": path}));
-    Ok(())
+    tracing::info!(name, path = %path.display(), "fetched and verified");
+    Ok(json!({"model": name, "path": path}))
 }
 
 /// Parse a mode flag.
@@ -362,23 +362,38 @@ pub fn run(
     cache: &Option<PathBuf>,
 ) -> Result<Value> {
     let be = backends(choice)?;
+    let pb = crate::logging::progress(4, "suf run");
+    pb.set_message("loading the model");
+    tracing::info!(model, "loading the model");
     let m = load(model, cache, 1)?;
+    pb.inc(1);
     let fp = format(&m, None, None)?;
     let ids = token_ids(&m, text, seq)?;
+    pb.set_message("building the program");
+    tracing::info!(
+        tokens = ids.len(),
+        family = m.cfg.family.as_str(),
+        layers = m.cfg.layers,
+        "building the fixed-point program"
+    );
     let built = program(&m, fp, mode(mode_s)?, ids.len(), layers)?;
+    pb.inc(1);
     let x = inputs(&m, fp, &ids)?;
     let mut rng = Csprng::from_os()?;
-    let r = run_two_party_on(
-        &built.prog,
-        be.main.as_ref(),
-        be.party_refs(),
-        &x,
-        &built.private,
-        Link::Tcp,
-        &mut rng,
-    )?;
+    pb.set_message("dealer, then the two parties over loopback TCP");
+    tracing::info!(
+        backend = be.name,
+        "dealer and two parties over loopback TCP"
+    );
+    let blocks = layers.unwrap_or(m.cfg.layers).min(m.cfg.layers);
+    let r = crate::output::run_with_progress(&built, &be, &x, blocks, &mut rng)?;
+    crate::output::log_run(&r);
+    pb.inc(1);
+    pb.set_message("float reference");
+    tracing::info!("float reference forward");
     let fl = float::FloatModel::load(&m.cfg, &m.weights)?
         .forward_layers(std::slice::from_ref(&ids), layers.unwrap_or(m.cfg.layers))?;
+    pb.finish_and_clear();
     let secure = decode(fp, &r.outputs[0]);
     let plain = decode(fp, &r.plain[0]);
     let mut v = json!({
@@ -397,6 +412,7 @@ pub fn run(
         "comm_bytes": r.reports[0].bytes_sent + r.reports[0].bytes_recv,
         "key_bytes": r.deal.key_bytes[0].max(r.deal.key_bytes[1]),
         "keygen_ms": r.deal.keygen_ms,
+        "layers": r.reports[0].layers,
     });
     if m.cfg.family.is_encoder() {
         let f = fl
@@ -410,6 +426,9 @@ pub fn run(
         v["float"] = json!({"pooled": f});
         v["cosine_secure_float"] = json!(cosine(&secure, &f));
         v["cosine_plain_float"] = json!(cosine(&plain, &f));
+        if model == "minilm-l6" && layers.is_none() {
+            v["prediction"] = json!({"secure": sentiment(&secure)?, "float": sentiment(&f)?});
+        }
     } else {
         let f = fl
             .logits
@@ -764,6 +783,14 @@ pub fn eval_sentiment(
     }))
 }
 
+/// The committed sentiment head on a MiniLM-L6 embedding.
+pub fn sentiment(emb: &[f64]) -> Result<Value> {
+    let head = suf_models::data::SentimentHead::minilm_l6()?;
+    let z = head.logits(emb);
+    let p = 1.0 / (1.0 + (z[0] - z[1]).exp());
+    Ok(json!({"sentiment": if p > 0.5 {"positive"} else {"negative"}, "p_positive": p}))
+}
+
 /// What a client shows for a reconstructed output: sentiment for MiniLM-L6 embeddings,
 /// top-5 tokens for decoders, else the vector.
 pub fn describe(model: &str, out: &[f64]) -> Result<Value> {
@@ -796,90 +823,94 @@ pub fn describe(model: &str, out: &[f64]) -> Result<Value> {
     Ok(json!({"pooled": out}))
 }
 
-/// `suf demo`.
-pub fn demo(
-    text: &str,
-    choice: BackendChoice,
-    cache: &Option<PathBuf>,
-    json_out: bool,
-) -> Result<()> {
+/// `suf demo`: the sentence through MiniLM-L6 and the committed sentiment head, secure beside
+/// float, with the costs. MiniLM-L6 is fetched (pinned, hash-checked) when it is not cached;
+/// offline (or with `SUF_OFFLINE=1`) the demo runs the synthetic bert-tiny and says so.
+pub fn demo(text: &str, choice: BackendChoice, cache: &Option<PathBuf>) -> Result<Value> {
     let be = backends(choice)?;
     let dir = cache_dir(cache);
-    let real = fetch::cached("minilm-l6", &dir).is_some();
+    let offline = std::env::var("SUF_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let mut why_synthetic = None;
+    if fetch::cached("minilm-l6", &dir).is_none() {
+        if offline {
+            why_synthetic = Some("SUF_OFFLINE is set".to_string());
+        } else {
+            tracing::info!(cache = %dir.display(), "fetching minilm-l6 (pinned, sha256-checked)");
+            let pb = crate::logging::progress_bytes("fetching minilm-l6");
+            let mut cb = |p: &fetch::Progress<'_>| {
+                if p.total > 0 {
+                    pb.set_length(p.total);
+                    pb.set_position(p.done);
+                }
+                pb.set_message(format!("fetching minilm-l6: {} {}", p.stage, p.item));
+            };
+            if let Err(e) = fetch::fetch("minilm-l6", &dir, &mut cb) {
+                tracing::warn!("could not fetch minilm-l6 ({e}); running the synthetic model");
+                why_synthetic = Some(format!("could not fetch minilm-l6: {e}"));
+            }
+            pb.finish_and_clear();
+        }
+    }
+    let real = why_synthetic.is_none() && fetch::cached("minilm-l6", &dir).is_some();
     let name = if real { "minilm-l6" } else { "bert-tiny" };
+    let pb = crate::logging::progress(3, "suf demo");
+    pb.set_message(format!("loading {name}"));
     let m = load(name, cache, 1)?;
     let fp = format(&m, None, None)?;
     let ids = token_ids(&m, text, if real { None } else { Some(12) })?;
     let built = program(&m, fp, Mode::Public, ids.len(), None)?;
+    pb.inc(1);
     let x = inputs(&m, fp, &ids)?;
     let mut rng = Csprng::from_os()?;
+    pb.set_message("dealer, then the two servers over loopback TCP");
+    tracing::info!(
+        model = name,
+        backend = be.name,
+        "dealer and two parties over loopback TCP"
+    );
     let t = Instant::now();
-    let r = run_two_party_on(
-        &built.prog,
-        be.main.as_ref(),
-        be.party_refs(),
-        &x,
-        &built.private,
-        Link::Tcp,
-        &mut rng,
-    )?;
+    let r = crate::output::run_with_progress(&built, &be, &x, m.cfg.layers, &mut rng)?;
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
+    crate::output::log_run(&r);
+    pb.inc(1);
+    pb.set_message("float reference");
     let secure = decode(fp, &r.outputs[0]);
     let fl = float::FloatModel::load(&m.cfg, &m.weights)?.forward(std::slice::from_ref(&ids))?;
     let fe = fl
         .pooled
         .and_then(|p| p.into_iter().next())
         .unwrap_or_default();
+    pb.finish_and_clear();
     let mut v = json!({
         "model": name,
         "backend": be.name,
+        "device": be.device,
         "input": text,
         "tokens": ids.len(),
+        "seq": ids.len(),
+        "mode": "public",
         "matches_plain": r.matches_plain(),
         "cosine_secure_float": cosine(&secure, &fe),
         "online_ms": r.reports[0].online_ms.max(r.reports[1].online_ms),
         "total_ms_including_dealer": total_ms,
+        "comm_bytes": r.reports[0].bytes_sent + r.reports[0].bytes_recv,
         "comm_bytes_per_party": r.reports[0].bytes_sent + r.reports[0].bytes_recv,
         "rounds": r.reports[0].rounds,
+        "key_bytes": r.deal.key_bytes[0].max(r.deal.key_bytes[1]),
         "key_bytes_per_party": r.deal.key_bytes[0].max(r.deal.key_bytes[1]),
+        "keygen_ms": r.deal.keygen_ms,
+        "layers": r.reports[0].layers,
     });
     if real {
-        v["secure"] = describe(name, &secure)?;
-        v["plaintext"] = describe(name, &fe)?;
+        v["secure"] = sentiment(&secure)?;
+        v["float"] = sentiment(&fe)?;
     } else {
-        v["note"] = json!("synthetic bert-tiny (no real model cached): run `suf models fetch minilm-l6` for a real sentiment demo");
+        v["note"] = json!(format!(
+            "synthetic bert-tiny with random weights, so there is no sentiment to show ({}); `suf models fetch minilm-l6` with network access gives the real demo",
+            why_synthetic.unwrap_or_else(|| "minilm-l6 is not cached".into())
+        ));
     }
-    if json_out {
-        println!("{v}");
-        return Ok(());
-    }
-    println!(
-        "SUF demo: two servers and a dealer on loopback TCP, {name}, {} backend",
-        be.name
-    );
-    println!("  input      : {text:?} ({} tokens)", ids.len());
-    if real {
-        println!("  secure     : {}", v["secure"]);
-        println!("  plaintext  : {}", v["plaintext"]);
-    } else {
-        println!("  note       : {}", v["note"].as_str().unwrap_or(""));
-    }
-    println!(
-        "  bit-exact with the fixed-point reference: {}",
-        r.matches_plain()
-    );
-    println!(
-        "  cosine(secure, float embedding): {:.6}",
-        cosine(&secure, &fe)
-    );
-    println!(
-        "  online {:.0} ms · {} rounds · {:.1} MB sent+received per server · keys {:.0} MB per server",
-        v["online_ms"].as_f64().unwrap_or(0.0),
-        r.reports[0].rounds,
-        (r.reports[0].bytes_sent + r.reports[0].bytes_recv) as f64 / 1e6,
-        r.deal.key_bytes[0].max(r.deal.key_bytes[1]) as f64 / 1e6
-    );
-    Ok(())
+    Ok(v)
 }
 
 #[cfg(test)]

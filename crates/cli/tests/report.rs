@@ -342,3 +342,15 @@ fn logging_is_quiet_and_bars_hide_off_terminal() {
     spinner.inc(1);
     spinner.finish_and_clear();
 }
+
+#[test]
+fn download_bars_count_bytes_and_json_hides_every_bar() {
+    let pb = logging::progress_bytes("fetching");
+    pb.set_length(1000);
+    pb.set_position(250);
+    assert_eq!((pb.position(), pb.length()), (250, Some(1000)));
+    pb.finish_and_clear();
+    logging::hide_progress();
+    assert!(logging::progress(5, "after --json").is_hidden());
+    assert!(logging::progress_bytes("after --json").is_hidden());
+}

@@ -45,6 +45,16 @@ pub enum ModelError {
     /// A configuration is missing a field or is inconsistent.
     #[error("invalid model config: {0}")]
     Config(String),
+    /// A checkpoint setting this implementation does not compute (named, with its value).
+    #[error("unsupported `{field}` = {value} in config.json: {hint}")]
+    Unsupported {
+        /// The config field.
+        field: String,
+        /// Its value, as JSON.
+        value: String,
+        /// What is supported instead.
+        hint: String,
+    },
     /// Unknown model or data set name.
     #[error("unknown name `{name}`; known: {known}")]
     UnknownName {

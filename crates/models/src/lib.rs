@@ -38,6 +38,7 @@ pub mod float;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gguf;
+pub mod local;
 pub mod tokenize;
 pub mod weights;
 
@@ -65,7 +66,13 @@ pub const REAL_MODELS: &[&str] = &["minilm-l6", "mpnet-base", "smollm2-135m"];
 /// Load a model by name: a zoo name ([`config::ZOO`]) gives synthetic weights from `seed`;
 /// a real name ([`REAL_MODELS`]) reads the cached files (never downloads: call
 /// [`fetch::fetch`] first; the error says so).
+///
+/// A path to a folder (see [`local::is_path`]) loads the Hugging Face checkpoint in it
+/// ([`local::load_dir`]).
 pub fn load(name: &str, cache_dir: &Path, seed: u64) -> Result<LoadedModel> {
+    if !config::ZOO.contains(&name) && !REAL_MODELS.contains(&name) && local::is_path(name) {
+        return local::load_dir(Path::new(name));
+    }
     if config::ZOO.contains(&name) {
         return Ok(LoadedModel {
             cfg: config::zoo(name)?,
@@ -81,7 +88,8 @@ pub fn load(name: &str, cache_dir: &Path, seed: u64) -> Result<LoadedModel> {
                 .chain(REAL_MODELS)
                 .copied()
                 .collect::<Vec<_>>()
-                .join(", "),
+                .join(", ")
+                + ", or a path to a folder with config.json, safetensors and tokenizer.json",
         });
     }
     let dir = fetch::require(name, cache_dir)?;

@@ -24,10 +24,21 @@ const PREFIXES: &[&str] = &["bert.", "mpnet.", "transformer.", "model.", "robert
 type StIndex = BTreeMap<String, (safetensors::Dtype, Vec<usize>, (usize, usize))>;
 
 enum Source {
-    Safetensors { data: Vec<u8>, index: StIndex },
+    Safetensors {
+        data: Vec<u8>,
+        index: StIndex,
+    },
     Gguf(Box<Gguf>),
-    Synthetic { seed: u64 },
+    Synthetic {
+        seed: u64,
+    },
     Map(BTreeMap<String, (Vec<usize>, Vec<f32>)>),
+    /// Several stores seen as one (sharded checkpoints), with canonical → stored renames
+    /// (architectures whose Hugging Face names differ from the canonical ones).
+    Composite {
+        parts: Vec<Weights>,
+        rename: BTreeMap<String, String>,
+    },
 }
 
 /// Named tensors from one source. See the module docs.
@@ -128,6 +139,31 @@ impl Weights {
         })
     }
 
+    /// Several stores seen as one (the shards of a checkpoint), where `rename` maps a
+    /// canonical name (as [`crate::arch`] asks for it) to the name stored in the parts. A
+    /// name is looked up in the parts in order; the first holding it wins.
+    pub fn composite(parts: Vec<Weights>, rename: BTreeMap<String, String>, desc: String) -> Self {
+        Weights {
+            src: Source::Composite { parts, rename },
+            desc,
+        }
+    }
+
+    /// The part of a composite store holding `name` (after renaming), and the name to ask it.
+    fn part_for(&self, name: &str) -> Option<(&Weights, String)> {
+        let Source::Composite { parts, rename } = &self.src else {
+            return None;
+        };
+        let n = rename
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        parts
+            .iter()
+            .find(|p| p.resolve(&n).is_some())
+            .map(|p| (p, n))
+    }
+
     /// What this store reads from (for messages).
     pub fn description(&self) -> &str {
         &self.desc
@@ -153,6 +189,7 @@ impl Weights {
             Source::Gguf(g) => g.tensors.iter().map(|t| t.name.clone()).collect(),
             Source::Synthetic { .. } => Vec::new(),
             Source::Map(m) => m.keys().cloned().collect(),
+            Source::Composite { parts, .. } => parts.iter().flat_map(|p| p.names()).collect(),
         }
     }
 
@@ -162,6 +199,7 @@ impl Weights {
             Source::Gguf(g) => g.tensor_info(name).map(|t| t.shape.clone()),
             Source::Synthetic { .. } => None,
             Source::Map(m) => m.get(name).map(|e| e.0.clone()),
+            Source::Composite { .. } => self.part_for(name).and_then(|(p, n)| p.shape(&n)),
         }
     }
 
@@ -193,6 +231,25 @@ impl Weights {
     pub fn get(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         if let Source::Synthetic { seed } = &self.src {
             return Ok(synthetic_tensor(*seed, name, expected));
+        }
+        if let Source::Composite { .. } = &self.src {
+            let (p, n) = self
+                .part_for(name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    name: name.into(),
+                    expected: expected.to_vec(),
+                    source_desc: self.desc.clone(),
+                })?;
+            return p.get(&n, expected).map_err(|e| match e {
+                ModelError::ShapeMismatch {
+                    expected, found, ..
+                } => ModelError::ShapeMismatch {
+                    name: n.clone(),
+                    expected,
+                    found,
+                },
+                other => other,
+            });
         }
         let key = self
             .resolve(name)
@@ -248,7 +305,7 @@ impl Weights {
                         source_desc: self.desc.clone(),
                     })
             }
-            Source::Synthetic { .. } => unreachable!(),
+            Source::Synthetic { .. } | Source::Composite { .. } => unreachable!(),
         }
     }
 

@@ -74,6 +74,22 @@ pub fn run_two_party_on(
     link: Link,
     rng: &mut Csprng,
 ) -> Result<LocalRun> {
+    run_two_party_observed(prog, be, parties, inputs, weights, link, rng, None)
+}
+
+/// [`run_two_party_on`], with party 0's trace (JSON lines, one per round and per FSS batch,
+/// as `suf serve --trace` writes them) going to `observer` while the run goes on: a caller
+/// can show progress from it.
+pub fn run_two_party_observed(
+    prog: &Program,
+    be: &dyn Backend,
+    parties: [&dyn Backend; 2],
+    inputs: &BTreeMap<String, Vec<u64>>,
+    weights: &PlainWeights,
+    link: Link,
+    rng: &mut Csprng,
+    observer: Option<&mut (dyn std::io::Write + Send)>,
+) -> Result<LocalRun> {
     let w = prog.width();
     let plain = run_plain(prog, be, inputs, weights)?;
     let (what, rw): (PartyWeights, DealerWeights) = mask_weights(w, weights, rng);
@@ -96,6 +112,7 @@ pub fn run_two_party_on(
                 [k0, k1],
                 [Box::new(t0), Box::new(t1)],
                 &shares,
+                observer,
             )?
         }
         Link::Tcp => {
@@ -132,6 +149,7 @@ pub fn run_two_party_on(
                 [k0, k1],
                 [Box::new(t0), Box::new(t1)],
                 &shares,
+                observer,
             )?
         }
     };
@@ -158,6 +176,7 @@ fn run_pair(
     keys: [PartyStream; 2],
     nets: [Box<dyn Transport>; 2],
     shares: &[BTreeMap<String, Vec<u64>>; 2],
+    observer: Option<&mut (dyn std::io::Write + Send)>,
 ) -> Result<(Out, Out)> {
     let [mut k0, mut k1] = keys;
     let [mut n0, mut n1] = nets;
@@ -180,7 +199,7 @@ fn run_pair(
             be: bes[0],
             weights: what,
         };
-        let r0 = p.run(&mut k0, n0.as_mut(), &shares[0], &mut Tracer::new(None));
+        let r0 = p.run(&mut k0, n0.as_mut(), &shares[0], &mut Tracer::new(observer));
         drop(n0);
         let r1 = h1
             .join()
