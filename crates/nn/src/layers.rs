@@ -332,7 +332,9 @@ pub fn softmax_parts(
     let d = g.sub(mb, x)?; // ∈ [0, 2^bits)
     let e = gates::nexp(g, d, bits)?;
     let s = g.sum_last(e)?;
-    let (inv, s_inv) = gates::reciprocal(g, s, c)?;
+    // The row's maximum contributes nExp(0) = 1, so the sum lies in [1, c]; the reciprocal's
+    // range starts at 2 (a one-column row, e.g. a one-token decoder input, sums to exactly 1).
+    let (inv, s_inv) = gates::reciprocal(g, s, c.max(2))?;
     let _ = ctx;
     Ok((e, inv, s_inv))
 }
