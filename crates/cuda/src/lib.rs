@@ -49,6 +49,7 @@ pub mod aes_tables;
 pub mod compile;
 mod device;
 pub mod error;
+mod gates;
 mod keys;
 
 pub use cudarc;
