@@ -171,7 +171,10 @@ impl TechC<'_> {
     pub fn check(&self, party: u8, keys: &DcfKeys<'_>, rpow: &[u64], cnt: usize) -> Result<()> {
         check_party(party)?;
         if self.bits == 0 || self.bits > 64 || self.shift >= self.bits {
-            return bad(format!("technique (c): view {} bits, shift {}", self.bits, self.shift));
+            return bad(format!(
+                "technique (c): view {} bits, shift {}",
+                self.bits, self.shift
+            ));
         }
         if self.var == TechVar::View && self.shift != 0 {
             return bad("technique (c) on the view variable with a shift");
@@ -187,8 +190,7 @@ impl TechC<'_> {
         check_len("technique (c) centres", Some(m), self.centers.len())?;
         check_len(
             "technique (c) coefficients",
-            m.checked_mul(self.outputs)
-                .and_then(|x| x.checked_mul(p)),
+            m.checked_mul(self.outputs).and_then(|x| x.checked_mul(p)),
             self.coeffs.len(),
         )?;
         check_len(
@@ -565,7 +567,11 @@ impl SignDesc<'_> {
         if self.lo.is_empty() {
             return bad("sign without outputs");
         }
-        check_len("sign upper-half coefficients", Some(self.lo.len()), self.hi.len())?;
+        check_len(
+            "sign upper-half coefficients",
+            Some(self.lo.len()),
+            self.hi.len(),
+        )?;
         let p = 1 + self.has_slope() as usize;
         check_dcf(keys, party, self.bits - 1, self.ring, p, cnt)?;
         check_len(
@@ -674,7 +680,11 @@ pub fn bit_host<B: Backend + ?Sized>(
     if d.bits == 0 || d.bits > 64 || d.shift == 0 || d.shift >= d.bits {
         return bad(format!("bit: view {} bits, shift {}", d.bits, d.shift));
     }
-    check_len("bit interval values", Some(d.cuts.len() + 1), d.values.len())?;
+    check_len(
+        "bit interval values",
+        Some(d.cuts.len() + 1),
+        d.values.len(),
+    )?;
     let hb = d.bits - d.shift;
     let cnt = xhat.len();
     if keys.count() != cnt || keys.party() != party || keys.n() != hb {

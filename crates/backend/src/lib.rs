@@ -358,7 +358,13 @@ pub trait Backend: Send + Sync {
     ///
     /// # Errors
     /// As [`Backend::techc_eval`].
-    fn bit_eval(&self, d: &BitDesc<'_>, party: u8, keys: &DpfKeys, xhat: &[u64]) -> Result<Vec<u64>> {
+    fn bit_eval(
+        &self,
+        d: &BitDesc<'_>,
+        party: u8,
+        keys: &DpfKeys,
+        xhat: &[u64],
+    ) -> Result<Vec<u64>> {
         gate::bit_host(self, d, party, keys, xhat)
     }
 

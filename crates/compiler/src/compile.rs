@@ -71,8 +71,7 @@ use suf_runtime::ir::Dtype;
 
 use crate::error::{CompilerError, Result};
 use crate::spec::{
-    mask, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, PolySpec, SignSpec,
-    Wrap,
+    mask, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, PolySpec, SignSpec, Wrap,
 };
 
 fn key_err<T>(s: impl Into<String>) -> Result<T> {
@@ -264,7 +263,12 @@ fn eval_sign_desc(
     let cnt = xhat.len();
     let p = 1 + desc.has_slope() as usize;
     let keys = read_dcf(parts[0], party, desc.bits - 1, desc.ring, p, cnt)?;
-    let sh = read_shares(parts[1].bytes, party, desc.ring, cnt * desc.shares_per_elem())?;
+    let sh = read_shares(
+        parts[1].bytes,
+        party,
+        desc.ring,
+        cnt * desc.shares_per_elem(),
+    )?;
     Ok(be.sign_eval(desc, party, &keys, &sh, xhat)?)
 }
 

@@ -97,7 +97,9 @@ impl CudaBackend {
         let mut pts = self.gate_alloc(total)?;
         let (cnt64, nc) = (cnt as u64, u32_of(ncuts, "gate cuts")?);
         if shift >= 64 {
-            return Err(CudaError::Unsupported(format!("gate points: shift {shift}")));
+            return Err(CudaError::Unsupported(format!(
+                "gate points: shift {shift}"
+            )));
         }
         // SAFETY: `gate_points(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32 shift, u64
         // dmask, const u64* cuts, u32 ncuts, u64* pts)`: xhat holds cnt elements, cuts ncuts
@@ -131,7 +133,9 @@ impl CudaBackend {
         t: usize,
     ) -> Result<CudaSlice<u64>> {
         let (dk, _) = self.device_dcf(keys)?;
-        let outs = npts.checked_mul(keys.p()).ok_or(overflow("gate DCF outputs"))?;
+        let outs = npts
+            .checked_mul(keys.p())
+            .ok_or(overflow("gate DCF outputs"))?;
         let mut dv = self.gate_alloc(outs)?;
         self.dcf_eval_device(&dk, pts, npts, t, &mut dv)?;
         Ok(dv)

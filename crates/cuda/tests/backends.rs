@@ -14,14 +14,14 @@ use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use suf_backend::{BLayout, Backend, BackendError, BitWidth, CpuBackend};
-use suf_core::prg::{Csprng, FixedKeyAes};
-use suf_cuda::{compile, cuda_available, AesTable, CudaBackend, CudaError, CudaOptions};
 use suf_backend::{FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
 use suf_compiler::gates::{
     floor_spec, recip_specs, relu_spec, relu_spec_in, rsqrt_specs, smooth_specs_in,
     smooth_specs_with, Prefer, Smooth,
 };
 use suf_compiler::{Component, FloorSpec, GateSpec, Part, View, Wrap};
+use suf_core::prg::{Csprng, FixedKeyAes};
+use suf_cuda::{compile, cuda_available, AesTable, CudaBackend, CudaError, CudaOptions};
 use suf_fss::{dcf, dpf, KeyOrigin, KeyRef};
 
 type R = Result<(), Failed>;
@@ -1194,7 +1194,11 @@ fn library_gates(n: u32, f: u32) -> Vec<GateSpec> {
     ];
     for sel in [false, true] {
         for wrap in [Wrap::Dcf, Wrap::Free, Wrap::Drop] {
-            v.push(floor_gate(if wrap == Wrap::Free { n } else { 20 }, sel, wrap));
+            v.push(floor_gate(
+                if wrap == Wrap::Free { n } else { 20 },
+                sel,
+                wrap,
+            ));
         }
     }
     for kind in [Smooth::Gelu, Smooth::Silu, Smooth::NExp] {
@@ -1249,7 +1253,11 @@ fn gate_case(
         let blob = &keys[party as usize];
         let at = format!("{name} {} n={n} cnt={cnt} party {party}", spec.label);
         let want = spec.eval_shares(n, party, KeyRef::detached(blob), &xhat, cpu)?;
-        eq(&format!("{at} output count"), want.len(), spec.outputs * cnt)?;
+        eq(
+            &format!("{at} output count"),
+            want.len(),
+            spec.outputs * cnt,
+        )?;
         for run in ["first", "second"] {
             let got = spec.eval_shares(n, party, KeyRef::detached(blob), &xhat, be)?;
             same(&format!("{at} detached ({run} run)"), &got, &want)?;
@@ -1300,7 +1308,15 @@ fn gate_components(dev: Dev) -> R {
                     let resident = cnt == 33;
                     let token = 0x6a7e_0000 + i as u64;
                     gate_case(
-                        &name, be.as_ref(), &cpu, spec, n, cnt, resident, token, &mut rng,
+                        &name,
+                        be.as_ref(),
+                        &cpu,
+                        spec,
+                        n,
+                        cnt,
+                        resident,
+                        token,
+                        &mut rng,
                         &mut crng,
                     )?;
                 }
