@@ -1452,6 +1452,80 @@ fn gate_errors(dev: Dev) -> R {
     Ok(())
 }
 
+/// Opt-in timing (`SUF_GATE_TIMING=1`; prints, asserts equality only): bert-tiny-sized gate
+/// batches (65,536 elements, n = 50, keys resident) through `GateSpec::eval_shares` on the
+/// CUDA backend (fused gate path) and on the CPU backend, median of 5 after a warm-up.
+fn gate_timing(g: &CudaBackend) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(24), Csprng::for_tests(24));
+    let (n, f, cnt) = (50u32, 12u32, 65_536usize);
+    let gelu = smooth_specs_with(Smooth::Gelu, n, f, false, Prefer::Aes)?;
+    let nexp = smooth_specs_with(Smooth::NExp, n, f, false, Prefer::Aes)?;
+    let specs = [
+        gelu.gate1.clone(),
+        gelu.select.clone(),
+        nexp.gate1.clone(),
+        floor_spec(n, 1 << (n - 2), 7, 1 << (n - 2 - 7), Wrap::Free, "arsgap"),
+        relu_spec(n),
+    ];
+    let be = g.sibling()?;
+    let w = width(n)?;
+    for (i, spec) in specs.iter().enumerate() {
+        let r: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
+        let xhat: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
+        let keys = spec.deal(n, &r, &mut crng)?;
+        for party in 0..2u8 {
+            let blob = &keys[party as usize];
+            let (buf, off) = stream_with(blob);
+            let token = 0x7100_0000 + 2 * i as u64 + party as u64;
+            be.attach_keys(token, &buf)?;
+            let key = KeyRef {
+                bytes: &buf[off..off + blob.len()],
+                origin: Some(KeyOrigin {
+                    stream: token,
+                    offset: off as u64,
+                }),
+            };
+            let time = |b: &dyn Backend| -> Result<(f64, Vec<u64>), Failed> {
+                let mut v = spec.eval_shares(n, party, key, &xhat, b)?;
+                let mut ts = Vec::new();
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    v = spec.eval_shares(n, party, key, &xhat, b)?;
+                    ts.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                ts.sort_by(f64::total_cmp);
+                Ok((ts[2], v))
+            };
+            let s0 = be.stats();
+            let (tg, vg) = time(&be)?;
+            let st = be.stats().since(&s0);
+            let (tc, vc) = time(&cpu)?;
+            same(&format!("{} party {party}", spec.label), &vg, &vc)?;
+            let dev: Vec<String> = st
+                .ops
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {}d/{}h {:.2} ms",
+                        o.op,
+                        o.device_calls,
+                        o.host_calls,
+                        (o.device_ms + o.host_ms) / 6.0
+                    )
+                })
+                .collect();
+            eprintln!(
+                "gate_timing {} party {party} cnt {cnt}: cuda {tg:.2} ms, cpu {tc:.2} ms [{}]",
+                spec.label,
+                dev.join(", ")
+            );
+            be.detach_keys(token);
+        }
+    }
+    Ok(())
+}
+
 /// candle's `test_device!`: each body once per backend.
 macro_rules! test_backends {
     ($($body:ident),* $(,)?) => {
@@ -1503,6 +1577,15 @@ fn main() {
             body(g).map(|()| Completion::Completed)
         }));
     }
+    trials.push(Trial::ignorable_test("gate_timing::cuda", || {
+        if std::env::var("SUF_GATE_TIMING").as_deref() != Ok("1") {
+            return Ok(Completion::ignored_with("set SUF_GATE_TIMING=1"));
+        }
+        let Some(g) = (if cuda_available() { gpu() } else { None }) else {
+            return Ok(Completion::ignored_with(NO_GPU));
+        };
+        gate_timing(g).map(|()| Completion::Completed)
+    }));
     trials.push(Trial::test("mismatch_report", mismatch_report));
     trials.push(Trial::ignorable_test(
         "kernels_compile_with_nvrtc",
