@@ -23,6 +23,10 @@ pub enum BackendError {
     /// Environment error: a worker thread pool could not be built.
     #[error("cannot build the thread pool: {0}")]
     ThreadPool(String),
+    /// Caller error: a compiled-gate descriptor ([`crate::gate`]) is invalid or does not match
+    /// its keys (party, widths, payload, count).
+    #[error("gate component: {0}")]
+    Gate(String),
     /// Device error: the accelerator failed to do what it was asked (a driver call, an
     /// allocation of device memory, a kernel launch, a lost device). The caller's arguments
     /// were valid; retrying on the same device is unlikely to help. Backends never answer a

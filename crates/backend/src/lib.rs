@@ -25,6 +25,7 @@ use std::borrow::Cow;
 pub mod bench;
 pub mod cpu;
 pub mod error;
+pub mod gate;
 pub mod gemm;
 pub mod resident;
 pub mod stats;
@@ -32,6 +33,7 @@ pub mod stats;
 pub use bench::bench_gemm;
 pub use cpu::CpuBackend;
 pub use error::{BackendError, Result};
+pub use gate::{BitDesc, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
 pub use gemm::BLayout;
 pub use resident::Resident;
 pub use stats::{BackendStats, OpStats};
@@ -292,6 +294,79 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// `Fss(LengthMismatch)` if `xs.len() != count`.
     fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>>;
+
+    // ---- compiled-gate components (FSS evaluation + recombination; `gate`) -------------------
+
+    /// A technique-(c) component (`PolySpec` / `HighSpec` of the compiler): the DCF at the
+    /// component's points **and** the recombination into the q outputs, output-major, reduced
+    /// mod 2^M. `rpow` holds the party's shares of r^1..r^d per element (`cnt·d`, element-major).
+    /// The default is [`gate::techc_host`] (the DCF through [`Backend::dcf_eval`]); a device
+    /// backend evaluates both on the device and returns only the outputs.
+    ///
+    /// # Errors
+    /// [`BackendError::Gate`] / `LengthMismatch` for a descriptor, keys or shares of another
+    /// shape; the DCF's errors.
+    fn techc_eval(
+        &self,
+        d: &TechC<'_>,
+        party: u8,
+        keys: &DcfKeys<'_>,
+        rpow: &[u64],
+        xhat: &[u64],
+    ) -> Result<Vec<u64>> {
+        gate::techc_host(self, d, party, keys, rpow, xhat)
+    }
+
+    /// A floor with optional LSB selector (`FloorSpec`): c-DCF on the low t bits, the wrap
+    /// term, the dealer's shares `sh` (ρ_H, or (ρ_H, ρ_0, ρ_0·ρ_H) per element with the
+    /// selector); outputs output-major mod 2^n. Default: [`gate::floor_host`].
+    ///
+    /// # Errors
+    /// As [`Backend::techc_eval`].
+    fn floor_eval(
+        &self,
+        d: &FloorDesc<'_>,
+        party: u8,
+        ckeys: &DcfKeys<'_>,
+        wrap: FloorWrap<'_, '_>,
+        sh: &[u64],
+        xhat: &[u64],
+    ) -> Result<Vec<u64>> {
+        gate::floor_host(self, d, party, ckeys, wrap, sh, xhat)
+    }
+
+    /// Affine halves of a K-bit view (`SignSpec`, and `HalvesSpec` with K = n): one
+    /// (K − 1)-bit DCF and the dealer's shares; outputs output-major mod 2^M. Default:
+    /// [`gate::sign_host`].
+    ///
+    /// # Errors
+    /// As [`Backend::techc_eval`].
+    fn sign_eval(
+        &self,
+        d: &SignDesc<'_>,
+        party: u8,
+        keys: &DcfKeys<'_>,
+        sh: &[u64],
+        xhat: &[u64],
+    ) -> Result<Vec<u64>> {
+        gate::sign_host(self, d, party, keys, sh, xhat)
+    }
+
+    /// A Boolean of a view's high part as XOR shares (`BitSpec`): the DPF comparisons and
+    /// their XOR combination, one 0/1 value per element. Default: [`gate::bit_host`] (the
+    /// comparisons through [`Backend::dpf_lt_eval`]).
+    ///
+    /// # Errors
+    /// As [`Backend::techc_eval`].
+    fn bit_eval(
+        &self,
+        d: &BitDesc<'_>,
+        party: u8,
+        keys: &DpfKeys,
+        xhat: &[u64],
+    ) -> Result<Vec<u64>> {
+        gate::bit_host(self, d, party, keys, xhat)
+    }
 
     // ---- bit packing (the wire format, `suf_core::pack`) ----------------------------------
 

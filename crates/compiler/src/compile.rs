@@ -52,10 +52,15 @@
 //!
 //! Shares of dealer values: party 1's come from a 16-byte seed in its key, party 0's are
 //! stored (bit-packed); DCF keys are `suf_fss::dcf` batches.
+//!
+//! The party side here only parses and checks the key parts and builds a descriptor of
+//! `suf_backend::gate`; the DCF evaluation and the recombination above run behind the backend
+//! (`Backend::techc_eval`, `floor_eval`, `sign_eval`, `bit_eval`; CPU code in
+//! `suf_backend::gate`, device kernels in `suf-cuda`).
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use suf_backend::Backend;
+use suf_backend::{Backend, BitDesc, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
 use suf_core::pack::{pack, unpack};
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
@@ -66,8 +71,7 @@ use suf_runtime::ir::Dtype;
 
 use crate::error::{CompilerError, Result};
 use crate::spec::{
-    mask, pow2, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, PolySpec, SignSpec,
-    Wrap,
+    mask, BitSpec, Component, FloorSpec, GateSpec, HalvesSpec, HighSpec, PolySpec, SignSpec, Wrap,
 };
 
 fn key_err<T>(s: impl Into<String>) -> Result<T> {
@@ -126,14 +130,6 @@ fn read_dcf<'a>(
 /// Key parts per party of one component.
 type Dealt = [Vec<Vec<u8>>; 2];
 
-fn binom(j: usize, k: usize) -> u64 {
-    let mut r: u64 = 1;
-    for i in 0..k {
-        r = r * (j - i) as u64 / (i + 1) as u64;
-    }
-    r
-}
-
 // ---------------------------------------------------------------------------------------------
 // Poly (technique (c), reduced width)
 
@@ -178,122 +174,27 @@ fn eval_poly(
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
-    let (k, mm, d, q) = (s.view.bits, s.ring, s.degree, s.outputs);
-    let p = d + 1;
+    let (k, mm, d) = (s.view.bits, s.ring, s.degree);
     let cnt = xhat.len();
-    let keys = read_dcf(parts[0], party, k, mm, p, cnt)?;
+    let keys = read_dcf(parts[0], party, k, mm, d + 1, cnt)?;
     let rpow = if d > 0 {
         read_shares(parts[1].bytes, party, mm, cnt * d)?
     } else {
         Vec::new()
     };
-    let km = mask(k);
-    let m = s.intervals();
-    let yh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x)).collect();
-    let mut pts = Vec::with_capacity(cnt * m);
-    for &y in &yh {
-        pts.push(y);
-        for &a in &s.cuts {
-            pts.push(y.wrapping_sub(a) & km);
-        }
-    }
-    let dv = be.dcf_eval(&keys, &pts, m)?; // [e][pt][k]
-    let rm = mask(mm);
-    let two_k = pow2(k) & rm;
-    let need_u = two_k != 0;
-    let j = party as u64;
-    // Binomials C(j, k) for j, k ≤ d.
-    let bin: Vec<u64> = (0..p * p).map(|x| binom(x / p, x % p)).collect();
-    // Element-major accumulation with per-thread scratch, then output-major.
-    let mut flat = vec![0u64; cnt * q];
-    flat.par_chunks_mut(q)
-        .enumerate()
-        .with_min_len(256)
-        .for_each_init(
-            || {
-                (
-                    vec![0u64; (m + 1) * p],
-                    vec![0u64; (m + 1) * p],
-                    vec![0u64; p],
-                    vec![0u64; p],
-                )
-            },
-            |(lp, wl, zp, dp), (e, acc)| {
-                let de = &dv[e * m * p..(e + 1) * m * p];
-                let y = yh[e];
-                let rp = |kk: usize| -> u64 {
-                    if kk == 0 {
-                        j
-                    } else {
-                        rpow[e * d + kk - 1]
-                    }
-                };
-                // Prefix shares over boundaries c = 0..=m: L[c][k], WL[c][k] (c = 0: zero).
-                for kk in 0..p {
-                    lp[kk] = 0;
-                    wl[kk] = 0;
-                }
-                for (ci, &a) in s.cuts.iter().enumerate() {
-                    let c = ci + 1;
-                    let lt = ((y < a) as u64).wrapping_neg();
-                    for kk in 0..p {
-                        let dc = de[c * p + kk];
-                        lp[c * p + kk] = dc.wrapping_sub(de[kk]).wrapping_add(lt & rp(kk));
-                        wl[c * p + kk] = lt & dc;
-                    }
-                }
-                for kk in 0..p {
-                    lp[m * p + kk] = rp(kk);
-                    wl[m * p + kk] = de[kk];
-                }
-                for a in acc.iter_mut() {
-                    *a = 0;
-                }
-                for i in 0..m {
-                    let z = y.wrapping_sub(s.centers[i]);
-                    let z1 = z.wrapping_add(two_k);
-                    let (mut a, mut b) = (1u64, 1u64);
-                    for jj in 0..p {
-                        zp[jj] = a;
-                        dp[jj] = b.wrapping_sub(a);
-                        a = a.wrapping_mul(z);
-                        b = b.wrapping_mul(z1);
-                    }
-                    for kk in 0..p {
-                        let t = lp[(i + 1) * p + kk].wrapping_sub(lp[i * p + kk]);
-                        let u = wl[(i + 1) * p + kk].wrapping_sub(wl[i * p + kk]);
-                        let neg = kk % 2 == 1;
-                        for (o, ao) in acc.iter_mut().enumerate() {
-                            let c = &s.coeffs[(i * q + o) * p..(i * q + o + 1) * p];
-                            let (mut ca, mut cb) = (0u64, 0u64);
-                            for jj in kk..p {
-                                let cc = bin[jj * p + kk].wrapping_mul(c[jj]);
-                                ca = ca.wrapping_add(cc.wrapping_mul(zp[jj - kk]));
-                                if need_u {
-                                    cb = cb.wrapping_add(cc.wrapping_mul(dp[jj - kk]));
-                                }
-                            }
-                            let term = ca.wrapping_mul(t).wrapping_add(cb.wrapping_mul(u));
-                            *ao = if neg {
-                                ao.wrapping_sub(term)
-                            } else {
-                                ao.wrapping_add(term)
-                            };
-                        }
-                    }
-                }
-                for a in acc.iter_mut() {
-                    *a &= rm;
-                }
-            },
-        );
-    let mut out = vec![0u64; q * cnt];
-    for (e, v) in flat.chunks(q).enumerate() {
-        for (o, &x) in v.iter().enumerate() {
-            out[o * cnt + e] = x;
-        }
-    }
-    Ok(out)
+    let desc = TechC {
+        offset: s.view.offset,
+        bits: k,
+        shift: 0,
+        ring: mm,
+        degree: d,
+        outputs: s.outputs,
+        cuts: &s.cuts,
+        centers: &s.centers,
+        coeffs: &s.coeffs,
+        var: TechVar::View,
+    };
+    Ok(be.techc_eval(&desc, party, &keys, &rpow, xhat)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -340,53 +241,35 @@ fn eval_halves(
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
-    let h = n - 1;
+    // The halves of the full-width view are the sign component with K = n (the outputs agree
+    // mod 2^M ≤ 2^n whether the variable is reduced mod 2^n or not).
+    let desc = SignDesc {
+        offset: s.offset,
+        bits: n,
+        ring: s.ring,
+        lo: &s.lo,
+        hi: &s.hi,
+    };
+    eval_sign_desc(&desc, party, parts, xhat, be)
+}
+
+fn eval_sign_desc(
+    desc: &SignDesc<'_>,
+    party: u8,
+    parts: &[KeyRef<'_>],
+    xhat: &[u64],
+    be: &dyn Backend,
+) -> Result<Vec<u64>> {
     let cnt = xhat.len();
-    let slope = s.has_slope();
-    let p = 1 + slope as usize;
-    let ns = if slope { 3 } else { 1 };
-    let keys = read_dcf(parts[0], party, h, s.ring, p, cnt)?;
-    let sh = read_shares(parts[1].bytes, party, s.ring, cnt * ns)?;
-    let nm = mask(n);
-    let yh: Vec<u64> = xhat
-        .iter()
-        .map(|&x| x.wrapping_add(s.offset) & nm)
-        .collect();
-    let pts: Vec<u64> = yh.iter().map(|&y| y & mask(h)).collect();
-    let ev = be.dcf_eval(&keys, &pts, 1)?;
-    let rm = mask(s.ring);
-    let j = party as u64;
-    let q = s.outputs();
-    let mut out = vec![0u64; q * cnt];
-    for e in 0..cnt {
-        let y = yh[e];
-        let yt = y >> h;
-        let f = 1u64.wrapping_sub(2 * yt); // 1 − 2ŷ_T
-        let u = sh[e * ns + if slope { 1 } else { 0 }].wrapping_add(ev[e * p]);
-        let b = (yt & j).wrapping_add(f.wrapping_mul(u));
-        let (xu, bxu) = if slope {
-            let rho = sh[e * ns];
-            let urho = sh[e * ns + 2].wrapping_add(ev[e * p + 1]);
-            let brho = yt.wrapping_mul(rho).wrapping_add(f.wrapping_mul(urho));
-            (
-                y.wrapping_mul(j).wrapping_sub(rho),
-                y.wrapping_mul(b).wrapping_sub(brho),
-            )
-        } else {
-            (0, 0)
-        };
-        for o in 0..q {
-            let (a0, b0) = s.lo[o];
-            let (a1, b1) = s.hi[o];
-            let v = a0
-                .wrapping_mul(xu)
-                .wrapping_add(b0.wrapping_mul(j))
-                .wrapping_add(a1.wrapping_sub(a0).wrapping_mul(bxu))
-                .wrapping_add(b1.wrapping_sub(b0).wrapping_mul(b));
-            out[o * cnt + e] = v & rm;
-        }
-    }
-    Ok(out)
+    let p = 1 + desc.has_slope() as usize;
+    let keys = read_dcf(parts[0], party, desc.bits - 1, desc.ring, p, cnt)?;
+    let sh = read_shares(
+        parts[1].bytes,
+        party,
+        desc.ring,
+        cnt * desc.shares_per_elem(),
+    )?;
+    Ok(be.sign_eval(desc, party, &keys, &sh, xhat)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,77 +345,34 @@ fn eval_floor(
 ) -> Result<Vec<u64>> {
     let (k, t) = (s.view.bits, s.shift);
     let cnt = xhat.len();
-    let sel = s.select;
-    let p = 1 + sel as usize;
+    let p = 1 + s.select as usize;
     let ckeys = read_dcf(parts[0], party, t, n, p, cnt)?;
-    let yh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x)).collect();
-    let lows: Vec<u64> = yh.iter().map(|&y| y & mask(t)).collect();
-    let cv = be.dcf_eval(&ckeys, &lows, 1)?;
-    let wv: Vec<u64> = match s.wrap {
+    let desc = FloorDesc {
+        offset: s.view.offset,
+        bits: k,
+        shift: t,
+        ring: n,
+        select: s.select,
+        gamma: &s.gamma,
+        kappa: &s.kappa,
+    };
+    let sh = read_shares(parts[2].bytes, party, n, cnt * desc.shares_per_elem())?;
+    match s.wrap {
         Wrap::Dcf => {
             let wkeys = read_dcf(parts[1], party, k, n, p, cnt)?;
-            be.dcf_eval(&wkeys, &yh, 1)?
+            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Dcf(&wkeys), &sh, xhat)?)
         }
         Wrap::Free => {
             let fr = read_shares(parts[1].bytes, party, n, cnt * p)?;
-            (0..cnt * p)
-                .map(|i| {
-                    let yt = (yh[i / p] >> (n - 1)) & 1;
-                    (1 - yt).wrapping_mul(fr[i])
-                })
-                .collect()
+            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Free(&fr), &sh, xhat)?)
         }
         Wrap::Drop => {
             if !parts[1].is_empty() {
                 return key_err("floor without wrap: unexpected wrap part");
             }
-            vec![0u64; cnt * p]
-        }
-    };
-    let ns = if sel { 3 } else { 1 };
-    let sh = read_shares(parts[2].bytes, party, n, cnt * ns)?;
-    let nm = mask(n);
-    let fk = pow2(k - t);
-    let j = party as u64;
-    let q = s.outputs();
-    let mut out = vec![0u64; q * cnt];
-    for e in 0..cnt {
-        let y = yh[e];
-        let yhi = y >> t;
-        let (selv, z) = if sel {
-            let g = 1 - (y & 1);
-            let hh = (2 * (y & 1)).wrapping_sub(1);
-            let (rh, r0, r0rh) = (sh[e * 3], sh[e * 3 + 1], sh[e * 3 + 2]);
-            let selv = g.wrapping_mul(j).wrapping_add(hh.wrapping_mul(r0));
-            let sel_rh = g.wrapping_mul(rh).wrapping_add(hh.wrapping_mul(r0rh));
-            let sel_c = g
-                .wrapping_mul(cv[e * 2])
-                .wrapping_add(hh.wrapping_mul(cv[e * 2 + 1]));
-            let sel_w = g
-                .wrapping_mul(wv[e * 2])
-                .wrapping_add(hh.wrapping_mul(wv[e * 2 + 1]));
-            let z = yhi
-                .wrapping_mul(selv)
-                .wrapping_sub(sel_rh)
-                .wrapping_sub(sel_c)
-                .wrapping_add(fk.wrapping_mul(sel_w));
-            (selv, z)
-        } else {
-            let z = yhi
-                .wrapping_mul(j)
-                .wrapping_sub(sh[e])
-                .wrapping_sub(cv[e])
-                .wrapping_add(fk.wrapping_mul(wv[e]));
-            (j, z)
-        };
-        for o in 0..q {
-            out[o * cnt + e] = s.gamma[o]
-                .wrapping_mul(z)
-                .wrapping_add(s.kappa[o].wrapping_mul(selv))
-                & nm;
+            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Drop, &sh, xhat)?)
         }
     }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,103 +427,27 @@ fn eval_high(
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
-    let (hb, mm, d, q) = (s.high_bits(), s.ring, s.degree, s.outputs);
-    let p = d + 1;
+    let (hb, mm, d) = (s.high_bits(), s.ring, s.degree);
     let cnt = xhat.len();
-    let keys = read_dcf(parts[0], party, hb, mm, p, cnt)?;
+    let keys = read_dcf(parts[0], party, hb, mm, d + 1, cnt)?;
     let rpow = if d > 0 {
         read_shares(parts[1].bytes, party, mm, cnt * d)?
     } else {
         Vec::new()
     };
-    let hm = mask(hb);
-    let m = s.intervals();
-    let hh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x) >> s.shift).collect();
-    let mut pts = Vec::with_capacity(cnt * m);
-    for &h in &hh {
-        pts.push(h);
-        for &a in &s.cuts {
-            pts.push(h.wrapping_sub(a) & hm);
-        }
-    }
-    let dv = be.dcf_eval(&keys, &pts, m)?; // [e][pt][k]
-    let rm = mask(mm);
-    let j = party as u64;
-    let bin: Vec<u64> = (0..p * p).map(|x| binom(x / p, x % p)).collect();
-    let mut flat = vec![0u64; cnt * q];
-    flat.par_chunks_mut(q)
-        .enumerate()
-        .with_min_len(256)
-        .for_each_init(
-            || (vec![0u64; (m + 1) * p], vec![0u64; p]),
-            |(lp, zp), (e, acc)| {
-                let de = &dv[e * m * p..(e + 1) * m * p];
-                let h = hh[e];
-                let xf = xhat[e].wrapping_add(s.view.offset);
-                let rp = |kk: usize| -> u64 {
-                    if kk == 0 {
-                        j
-                    } else {
-                        rpow[e * d + kk - 1]
-                    }
-                };
-                for kk in 0..p {
-                    lp[kk] = 0;
-                }
-                for (ci, &a) in s.cuts.iter().enumerate() {
-                    let lt = ((h < a) as u64).wrapping_neg();
-                    for kk in 0..p {
-                        lp[(ci + 1) * p + kk] = de[(ci + 1) * p + kk]
-                            .wrapping_sub(de[kk])
-                            .wrapping_add(lt & rp(kk));
-                    }
-                }
-                for kk in 0..p {
-                    lp[m * p + kk] = rp(kk);
-                }
-                for a in acc.iter_mut() {
-                    *a = 0;
-                }
-                for i in 0..m {
-                    let z = xf.wrapping_sub(s.centers[i]);
-                    let mut a = 1u64;
-                    for zz in zp.iter_mut() {
-                        *zz = a;
-                        a = a.wrapping_mul(z);
-                    }
-                    for kk in 0..p {
-                        let t = lp[(i + 1) * p + kk].wrapping_sub(lp[i * p + kk]);
-                        for (o, ao) in acc.iter_mut().enumerate() {
-                            let c = &s.coeffs[(i * q + o) * p..(i * q + o + 1) * p];
-                            let mut ca = 0u64;
-                            for jj in kk..p {
-                                ca = ca.wrapping_add(
-                                    bin[jj * p + kk]
-                                        .wrapping_mul(c[jj])
-                                        .wrapping_mul(zp[jj - kk]),
-                                );
-                            }
-                            let term = ca.wrapping_mul(t);
-                            *ao = if kk % 2 == 1 {
-                                ao.wrapping_sub(term)
-                            } else {
-                                ao.wrapping_add(term)
-                            };
-                        }
-                    }
-                }
-                for a in acc.iter_mut() {
-                    *a &= rm;
-                }
-            },
-        );
-    let mut out = vec![0u64; q * cnt];
-    for (e, v) in flat.chunks(q).enumerate() {
-        for (o, &x) in v.iter().enumerate() {
-            out[o * cnt + e] = x;
-        }
-    }
-    Ok(out)
+    let desc = TechC {
+        offset: s.view.offset,
+        bits: s.view.bits,
+        shift: s.shift,
+        ring: mm,
+        degree: d,
+        outputs: s.outputs,
+        cuts: &s.cuts,
+        centers: &s.centers,
+        coeffs: &s.coeffs,
+        var: TechVar::Full,
+    };
+    Ok(be.techc_eval(&desc, party, &keys, &rpow, xhat)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -733,51 +497,14 @@ fn eval_sign(
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
-    let h = s.bits - 1;
-    let cnt = xhat.len();
-    let slope = s.has_slope();
-    let p = 1 + slope as usize;
-    let ns = if slope { 3 } else { 1 };
-    let keys = read_dcf(parts[0], party, h, s.ring, p, cnt)?;
-    let sh = read_shares(parts[1].bytes, party, s.ring, cnt * ns)?;
-    let pts: Vec<u64> = xhat
-        .iter()
-        .map(|&x| x.wrapping_add(s.offset) & mask(h))
-        .collect();
-    let ev = be.dcf_eval(&keys, &pts, 1)?;
-    let rm = mask(s.ring);
-    let j = party as u64;
-    let q = s.outputs();
-    let mut out = vec![0u64; q * cnt];
-    for e in 0..cnt {
-        let yf = xhat[e].wrapping_add(s.offset);
-        let yt = ((yf & mask(s.bits)) >> h) & 1;
-        let f = 1u64.wrapping_sub(2 * yt); // 1 − 2ŷ_T
-        let u = sh[e * ns + if slope { 1 } else { 0 }].wrapping_add(ev[e * p]);
-        let b = (yt & j).wrapping_add(f.wrapping_mul(u));
-        let (xf, bxf) = if slope {
-            let rf = sh[e * ns];
-            let urf = sh[e * ns + 2].wrapping_add(ev[e * p + 1]);
-            let brf = yt.wrapping_mul(rf).wrapping_add(f.wrapping_mul(urf));
-            (
-                yf.wrapping_mul(j).wrapping_sub(rf),
-                yf.wrapping_mul(b).wrapping_sub(brf),
-            )
-        } else {
-            (0, 0)
-        };
-        for o in 0..q {
-            let (a0, b0) = s.lo[o];
-            let (a1, b1) = s.hi[o];
-            let v = a0
-                .wrapping_mul(xf)
-                .wrapping_add(b0.wrapping_mul(j))
-                .wrapping_add(a1.wrapping_sub(a0).wrapping_mul(bxf))
-                .wrapping_add(b1.wrapping_sub(b0).wrapping_mul(b));
-            out[o * cnt + e] = v & rm;
-        }
-    }
-    Ok(out)
+    let desc = SignDesc {
+        offset: s.offset,
+        bits: s.bits,
+        ring: s.ring,
+        lo: &s.lo,
+        hi: &s.hi,
+    };
+    eval_sign_desc(&desc, party, parts, xhat, be)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -814,32 +541,14 @@ fn eval_bit(
             keys.count()
         ));
     }
-    let hm = mask(hb);
-    let m = s.cuts.len() + 1;
-    let hh: Vec<u64> = xhat.iter().map(|&x| s.view.of(x) >> s.shift).collect();
-    let mut pts = Vec::with_capacity(cnt * m);
-    for &h in &hh {
-        pts.push(h);
-        for &a in &s.cuts {
-            pts.push(h.wrapping_sub(a) & hm);
-        }
-    }
-    let c = be.dpf_lt_eval(&keys, &pts, m)?;
-    let p0 = (party == 0) as u8;
-    Ok((0..cnt)
-        .map(|e| {
-            let ce = &c[e * m..(e + 1) * m];
-            let mut out = p0 & s.bits[0] as u8;
-            for (j, &a) in s.cuts.iter().enumerate() {
-                if s.bits[j] != s.bits[j + 1] {
-                    // 1 ⊕ L(a) = 1 ⊕ C(ĥ ⊖ a) ⊕ C(ĥ) ⊕ 1{ĥ < a}
-                    let public = p0 & (1 ^ (hh[e] < a) as u8);
-                    out ^= ce[j + 1] ^ ce[0] ^ public;
-                }
-            }
-            out as u64
-        })
-        .collect())
+    let desc = BitDesc {
+        offset: s.view.offset,
+        bits: s.view.bits,
+        shift: s.shift,
+        cuts: &s.cuts,
+        values: &s.bits,
+    };
+    Ok(be.bit_eval(&desc, party, &keys, xhat)?)
 }
 
 // ---------------------------------------------------------------------------------------------

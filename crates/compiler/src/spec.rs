@@ -40,16 +40,6 @@ pub fn mask(bits: u32) -> u64 {
     }
 }
 
-/// 2^bits mod 2^64 (0 for 64).
-#[inline]
-pub(crate) fn pow2(bits: u32) -> u64 {
-    if bits >= 64 {
-        0
-    } else {
-        1u64 << bits
-    }
-}
-
 /// A bit view of the gate input: x_u = (x + offset) mod 2^bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {

@@ -144,6 +144,8 @@ struct Kernels {
     ew: CudaFunction,
     mask: CudaFunction,
     row_sum: CudaFunction,
+    /// Compiled-gate kernels (`kernels/gates.cu`, `crate::gates`).
+    gates: crate::gates::GateKernels,
 }
 
 /// The CUDA backend: one device, one stream, kernels compiled by NVRTC at start-up.
@@ -327,6 +329,7 @@ impl Device {
             ew: f("ew_u64")?,
             mask: f("mask_u64")?,
             row_sum: f("row_sum_u64")?,
+            gates: crate::gates::GateKernels::load(&module)?,
         };
         // The replicated table needs 32 KB of dynamic shared memory (below the 48 KB default
         // limit, so no attribute change is needed).
@@ -1460,6 +1463,11 @@ impl CudaBackend {
         self.dtoh(&dout, rows)
     }
 
+    /// The compiled-gate kernels.
+    pub(crate) fn gate_kernels(&self) -> &crate::gates::GateKernels {
+        &self.dev.k.gates
+    }
+
     /// GEMMs below [`CudaOptions::cpu_below`] output elements (and empty ones) run on the host.
     fn small(&self, len: usize) -> bool {
         len == 0 || len < self.cpu_below
@@ -1472,7 +1480,7 @@ impl CudaBackend {
     }
 
     /// Run `f` on the host and count it under `op`.
-    fn on_host<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn on_host<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let r = f();
         lock(&self.stats).host_call(op, t.elapsed().as_secs_f64() * 1e3);
@@ -1481,7 +1489,7 @@ impl CudaBackend {
 
     /// Run the device work `f` (synchronous: it ends with its results on the host) and count
     /// it under `op` with the bytes it moves each way.
-    fn on_device<T>(
+    pub(crate) fn on_device<T>(
         &self,
         op: &'static str,
         h2d: usize,
@@ -1773,6 +1781,40 @@ impl Backend for CudaBackend {
             let dk = self.upload_dpf(keys)?;
             self.dpf_eval_resident(&dk, xs, 1, true)
         })
+    }
+
+    fn techc_eval(
+        &self,
+        d: &suf_backend::TechC<'_>,
+        party: u8,
+        keys: &DcfKeys<'_>,
+        rpow: &[u64],
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        self.gate_techc(d, party, keys, rpow, xhat)
+    }
+
+    fn floor_eval(
+        &self,
+        d: &suf_backend::FloorDesc<'_>,
+        party: u8,
+        ckeys: &DcfKeys<'_>,
+        wrap: suf_backend::FloorWrap<'_, '_>,
+        sh: &[u64],
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        self.gate_floor(d, party, ckeys, wrap, sh, xhat)
+    }
+
+    fn sign_eval(
+        &self,
+        d: &suf_backend::SignDesc<'_>,
+        party: u8,
+        keys: &DcfKeys<'_>,
+        sh: &[u64],
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        self.gate_sign(d, party, keys, sh, xhat)
     }
 
     fn pack(&self, vals: &[u64], bits: u32) -> suf_backend::Result<Vec<u8>> {

@@ -21,6 +21,11 @@
 //!   Device-resident API: [`CudaBackend::upload_dpf_bytes`], [`DeviceDpfKeys`],
 //!   [`CudaBackend::dpf_eval_device`], [`CudaBackend::device_dcf`], [`DeviceDcfKeys`],
 //!   [`CudaBackend::dcf_eval_device`].
+//! * **Gates.** The compiled-gate components behind the backend
+//!   ([`suf_backend::Backend::techc_eval`], `floor_eval`, `sign_eval`; descriptors in
+//!   `suf_backend::gate`) run as points + DCF + recombination kernels on the instance's stream
+//!   (`kernels/gates.cu`); only the outputs come back. Empty batches and DCF payloads outside
+//!   [`CudaBackend::dcf_supported`] use the CPU code of `suf_backend::gate` (a shape rule).
 //! * **Host or device.** Elementwise calls on host operands run on the host below
 //!   [`CudaOptions::elementwise_device_min`] elements (a size rule measured on the GPU, see
 //!   the README); GEMM and FSS run on the device. [`suf_backend::Backend::stats`] counts
@@ -49,6 +54,7 @@ pub mod aes_tables;
 pub mod compile;
 mod device;
 pub mod error;
+mod gates;
 mod keys;
 
 pub use cudarc;

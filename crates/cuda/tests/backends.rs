@@ -14,6 +14,12 @@ use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use suf_backend::{BLayout, Backend, BackendError, BitWidth, CpuBackend};
+use suf_backend::{FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
+use suf_compiler::gates::{
+    floor_spec, recip_specs, relu_spec, relu_spec_in, rsqrt_specs, smooth_specs_in,
+    smooth_specs_with, Prefer, Smooth,
+};
+use suf_compiler::{Component, FloorSpec, GateSpec, Part, View, Wrap};
 use suf_core::prg::{Csprng, FixedKeyAes};
 use suf_cuda::{compile, cuda_available, AesTable, CudaBackend, CudaError, CudaOptions};
 use suf_fss::{dcf, dpf, KeyOrigin, KeyRef};
@@ -1155,6 +1161,371 @@ fn mismatch_report() -> R {
     same("z", &[7u8, 8], &[7, 8])
 }
 
+// ---- compiled-gate components (Backend::techc_eval / floor_eval / sign_eval / bit_eval) ----
+
+/// A floor component with the selector and wrap mode given (two outputs, swapped targets).
+fn floor_gate(bits: u32, select: bool, wrap: Wrap) -> GateSpec {
+    GateSpec {
+        label: format!("floor_{bits}_{select}_{wrap:?}"),
+        outputs: 2,
+        parts: vec![Part {
+            comp: Component::Floor(FloorSpec {
+                view: View { offset: 5, bits },
+                shift: 4,
+                select,
+                wrap,
+                gamma: vec![1, 3],
+                kappa: vec![0, 7],
+            }),
+            targets: vec![1, 0],
+        }],
+    }
+}
+
+/// The library's gates at ring n, scale f: GeLU, SiLU, nExp (full and declared-range views:
+/// Poly, High, Sign, Bit components), ReLU (halves and reduced-width sign), the truncations
+/// (GapARS free wrap, DCF wrap), floors in every selector × wrap mode, reciprocal and rsqrt.
+fn library_gates(n: u32, f: u32) -> Vec<GateSpec> {
+    let mut v = vec![
+        relu_spec(n),
+        relu_spec_in(n, 20.min(n - 1)),
+        floor_spec(n, 0, f, 0, Wrap::Dcf, "tr"),
+        floor_spec(n, 1 << (n - 2), 7, 1 << (n - 2 - 7), Wrap::Free, "arsgap"),
+    ];
+    for sel in [false, true] {
+        for wrap in [Wrap::Dcf, Wrap::Free, Wrap::Drop] {
+            v.push(floor_gate(
+                if wrap == Wrap::Free { n } else { 20 },
+                sel,
+                wrap,
+            ));
+        }
+    }
+    for kind in [Smooth::Gelu, Smooth::Silu, Smooth::NExp] {
+        if let Ok(s) = smooth_specs_with(kind, n, f, false, Prefer::Aes) {
+            v.push(s.gate1.clone());
+            v.push(s.select.clone());
+            v.extend(s.fine.iter().cloned());
+            v.extend(s.tail.iter().cloned());
+        }
+        if let Ok(s) = smooth_specs_in(kind, n, f, f + 8, Prefer::Keys) {
+            v.push(s.gate1.clone());
+            v.push(s.select.clone());
+        }
+    }
+    if let Ok(r) = recip_specs(n, f, 128) {
+        v.extend([r.gate1.clone(), r.floor.clone()]);
+    }
+    if let Ok(q) = rsqrt_specs(n, 2 * f, 1, 1 << (n - 4)) {
+        v.extend([q.norm.clone(), q.floor.clone(), q.poly.clone()]);
+    }
+    v
+}
+
+/// A key-stream-like buffer holding `blob` at a 16-aligned offset (zeros around it).
+fn stream_with(blob: &[u8]) -> (Vec<u8>, usize) {
+    let off = 48;
+    let mut buf = vec![0u8; off + blob.len() + 32];
+    buf[off..off + blob.len()].copy_from_slice(blob);
+    (buf, off)
+}
+
+/// One gate at one batch size: both parties, keys detached and (when `resident`) read in
+/// place from an attached stream, each twice, bit for bit against the CPU backend.
+#[allow(clippy::too_many_arguments)]
+fn gate_case(
+    name: &str,
+    be: &dyn Backend,
+    cpu: &CpuBackend,
+    spec: &GateSpec,
+    n: u32,
+    cnt: usize,
+    resident: bool,
+    token: u64,
+    rng: &mut Rng,
+    crng: &mut Csprng,
+) -> R {
+    let w = width(n)?;
+    let r: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
+    let xhat: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
+    let keys = spec.deal(n, &r, crng)?;
+    for party in 0..2u8 {
+        let blob = &keys[party as usize];
+        let at = format!("{name} {} n={n} cnt={cnt} party {party}", spec.label);
+        let want = spec.eval_shares(n, party, KeyRef::detached(blob), &xhat, cpu)?;
+        eq(
+            &format!("{at} output count"),
+            want.len(),
+            spec.outputs * cnt,
+        )?;
+        for run in ["first", "second"] {
+            let got = spec.eval_shares(n, party, KeyRef::detached(blob), &xhat, be)?;
+            same(&format!("{at} detached ({run} run)"), &got, &want)?;
+        }
+        if resident {
+            let (buf, off) = stream_with(blob);
+            be.attach_keys(token, &buf)?;
+            let key = KeyRef {
+                bytes: &buf[off..off + blob.len()],
+                origin: Some(KeyOrigin {
+                    stream: token,
+                    offset: off as u64,
+                }),
+            };
+            for run in ["first", "second"] {
+                let got = spec.eval_shares(n, party, key, &xhat, be);
+                let got = got.map_err(|e| format!("{at} resident: {e}"))?;
+                same(&format!("{at} resident ({run} run)"), &got, &want)?;
+            }
+            be.detach_keys(token);
+        }
+    }
+    Ok(())
+}
+
+fn op_calls(st: &suf_backend::BackendStats, op: &str) -> (u64, u64) {
+    st.ops
+        .iter()
+        .find(|o| o.op == op)
+        .map_or((0, 0), |o| (o.device_calls, o.host_calls))
+}
+
+/// Every component kind of the library's compiled gates at the models' ring (50) and others,
+/// batches 0, 1, 31, 32, 33, keys detached and resident, twice: equal to the CPU bit for bit.
+/// On CUDA the stats must show the fused gate path on the device (and DCF batches in place).
+fn gate_components(dev: Dev) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(21), Csprng::for_tests(21));
+    for (name, be) in instances(dev, Var::One)? {
+        let s0 = be.stats();
+        for (n, f) in [(50u32, 12u32), (37, 12), (64, 16), (24, 8)] {
+            let specs = library_gates(n, f);
+            if specs.len() < 10 {
+                return Err(format!("only {} gates built at n = {n}", specs.len()).into());
+            }
+            for (i, spec) in specs.iter().enumerate() {
+                for cnt in BATCHES {
+                    let resident = cnt == 33;
+                    let token = 0x6a7e_0000 + i as u64;
+                    gate_case(
+                        &name,
+                        be.as_ref(),
+                        &cpu,
+                        spec,
+                        n,
+                        cnt,
+                        resident,
+                        token,
+                        &mut rng,
+                        &mut crng,
+                    )?;
+                }
+            }
+        }
+        if dev == Dev::Cuda {
+            let st = be.stats().since(&s0);
+            for op in ["techc_eval", "floor_eval", "sign_eval"] {
+                let (d, _) = op_calls(&st, op);
+                if d == 0 {
+                    return Err(format!("{name}: no {op} ran on the device").into());
+                }
+            }
+            if st.dcf_resident_batches == 0 {
+                return Err(format!("{name}: no DCF batch was read in place").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 100,000 elements of GeLU's first gate (technique (c)), its selector floor and the GapARS
+/// truncation, keys resident: equal to the CPU (CUDA only; on the CPU it would compare the
+/// CPU with itself).
+fn gate_large(dev: Dev) -> R {
+    if dev == Dev::Cpu {
+        return Ok(());
+    }
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(22), Csprng::for_tests(22));
+    let (n, f) = (50, 12);
+    let s = smooth_specs_with(Smooth::Gelu, n, f, false, Prefer::Aes)?;
+    let specs = [
+        s.gate1.clone(),
+        s.select.clone(),
+        floor_spec(n, 1 << (n - 2), 7, 1 << (n - 2 - 7), Wrap::Free, "arsgap"),
+    ];
+    for (name, be) in instances(dev, Var::One)? {
+        for (i, spec) in specs.iter().enumerate() {
+            gate_case(
+                &name,
+                be.as_ref(),
+                &cpu,
+                spec,
+                n,
+                100_000,
+                true,
+                0x6a7f_0000 + i as u64,
+                &mut rng,
+                &mut crng,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Descriptors that do not match their keys or shares are typed errors, the same on every
+/// backend (checked before any device work).
+fn gate_errors(dev: Dev) -> R {
+    let mut crng = Csprng::for_tests(23);
+    let (k0, _k1) = dcf::gen_batch(8, 16, 2, &[1, 2, 3, 4], &[7; 8], &mut crng)?;
+    let cuts = [100u64];
+    let centers = [0u64, 100];
+    let coeffs = [1u64; 4];
+    let good = TechC {
+        offset: 0,
+        bits: 8,
+        shift: 0,
+        ring: 16,
+        degree: 1,
+        outputs: 1,
+        cuts: &cuts,
+        centers: &centers,
+        coeffs: &coeffs,
+        var: TechVar::View,
+    };
+    let xhat = [1u64, 2, 3, 4];
+    let rpow = [0u64; 4];
+    for (name, be) in instances(dev, Var::One)? {
+        let ok = be.techc_eval(&good, 0, &k0, &rpow, &xhat)?;
+        eq(&format!("{name} output count"), ok.len(), 4)?;
+        let bad_ring = TechC { ring: 17, ..good };
+        match be.techc_eval(&bad_ring, 0, &k0, &rpow, &xhat) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} ring mismatch: {other:?}").into()),
+        }
+        match be.techc_eval(&good, 1, &k0, &rpow, &xhat) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} party mismatch: {other:?}").into()),
+        }
+        match be.techc_eval(&good, 0, &k0, &rpow[..3], &xhat) {
+            Err(BackendError::LengthMismatch { .. }) => {}
+            other => return Err(format!("{name} share length: {other:?}").into()),
+        }
+        match be.techc_eval(&good, 0, &k0, &rpow[..3], &xhat[..3]) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} key count: {other:?}").into()),
+        }
+        let short = [1u64];
+        let bad_coeffs = TechC {
+            coeffs: &short,
+            ..good
+        };
+        match be.techc_eval(&bad_coeffs, 0, &k0, &rpow, &xhat) {
+            Err(BackendError::LengthMismatch { .. }) => {}
+            other => return Err(format!("{name} coefficient count: {other:?}").into()),
+        }
+        let sign = SignDesc {
+            offset: 0,
+            bits: 9,
+            ring: 16,
+            lo: &[(0, 1)],
+            hi: &[(0, 2)],
+        };
+        match be.sign_eval(&sign, 0, &k0, &[0; 4], &xhat) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} sign payload mismatch: {other:?}").into()),
+        }
+        let floor = FloorDesc {
+            offset: 0,
+            bits: 20,
+            shift: 8,
+            ring: 16,
+            select: true,
+            gamma: &[1],
+            kappa: &[0],
+        };
+        match be.floor_eval(&floor, 0, &k0, FloorWrap::Drop, &[0; 12], &xhat) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} floor view wider than ring: {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Opt-in timing (`SUF_GATE_TIMING=1`; prints, asserts equality only): bert-tiny-sized gate
+/// batches (65,536 elements, n = 50, keys resident) through `GateSpec::eval_shares` on the
+/// CUDA backend (fused gate path) and on the CPU backend, median of 5 after a warm-up.
+fn gate_timing(g: &CudaBackend) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(24), Csprng::for_tests(24));
+    let (n, f, cnt) = (50u32, 12u32, 65_536usize);
+    let gelu = smooth_specs_with(Smooth::Gelu, n, f, false, Prefer::Aes)?;
+    let nexp = smooth_specs_with(Smooth::NExp, n, f, false, Prefer::Aes)?;
+    let specs = [
+        gelu.gate1.clone(),
+        gelu.select.clone(),
+        nexp.gate1.clone(),
+        floor_spec(n, 1 << (n - 2), 7, 1 << (n - 2 - 7), Wrap::Free, "arsgap"),
+        relu_spec(n),
+    ];
+    let be = g.sibling()?;
+    let w = width(n)?;
+    for (i, spec) in specs.iter().enumerate() {
+        let r: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
+        let xhat: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
+        let keys = spec.deal(n, &r, &mut crng)?;
+        for party in 0..2u8 {
+            let blob = &keys[party as usize];
+            let (buf, off) = stream_with(blob);
+            let token = 0x7100_0000 + 2 * i as u64 + party as u64;
+            be.attach_keys(token, &buf)?;
+            let key = KeyRef {
+                bytes: &buf[off..off + blob.len()],
+                origin: Some(KeyOrigin {
+                    stream: token,
+                    offset: off as u64,
+                }),
+            };
+            let time = |b: &dyn Backend| -> Result<(f64, Vec<u64>), Failed> {
+                let mut v = spec.eval_shares(n, party, key, &xhat, b)?;
+                let mut ts = Vec::new();
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    v = spec.eval_shares(n, party, key, &xhat, b)?;
+                    ts.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                ts.sort_by(f64::total_cmp);
+                Ok((ts[2], v))
+            };
+            let s0 = be.stats();
+            let (tg, vg) = time(&be)?;
+            let st = be.stats().since(&s0);
+            let (tc, vc) = time(&cpu)?;
+            same(&format!("{} party {party}", spec.label), &vg, &vc)?;
+            let dev: Vec<String> = st
+                .ops
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {}d/{}h {:.2} ms",
+                        o.op,
+                        o.device_calls,
+                        o.host_calls,
+                        (o.device_ms + o.host_ms) / 6.0
+                    )
+                })
+                .collect();
+            eprintln!(
+                "gate_timing {} party {party} cnt {cnt}: cuda {tg:.2} ms, cpu {tc:.2} ms [{}]",
+                spec.label,
+                dev.join(", ")
+            );
+            be.detach_keys(token);
+        }
+    }
+    Ok(())
+}
+
 /// candle's `test_device!`: each body once per backend.
 macro_rules! test_backends {
     ($($body:ident),* $(,)?) => {
@@ -1178,6 +1549,9 @@ fn main() {
         dcf_attached_stream,
         size_rule,
         two_instances_at_once,
+        gate_components,
+        gate_large,
+        gate_errors,
     );
     for (name, body) in generic {
         trials.push(Trial::test(format!("{name}::cpu"), move || body(Dev::Cpu)));
@@ -1203,6 +1577,15 @@ fn main() {
             body(g).map(|()| Completion::Completed)
         }));
     }
+    trials.push(Trial::ignorable_test("gate_timing::cuda", || {
+        if std::env::var("SUF_GATE_TIMING").as_deref() != Ok("1") {
+            return Ok(Completion::ignored_with("set SUF_GATE_TIMING=1"));
+        }
+        let Some(g) = (if cuda_available() { gpu() } else { None }) else {
+            return Ok(Completion::ignored_with(NO_GPU));
+        };
+        gate_timing(g).map(|()| Completion::Completed)
+    }));
     trials.push(Trial::test("mismatch_report", mismatch_report));
     trials.push(Trial::ignorable_test(
         "kernels_compile_with_nvrtc",

@@ -1,0 +1,409 @@
+//! Compiled-gate components on the GPU ([`suf_backend::Backend::techc_eval`],
+//! [`suf_backend::Backend::floor_eval`], [`suf_backend::Backend::sign_eval`]): per batch, x̂
+//! (and the dealer's shares) go up once, the points, the DCF(s) and the recombination run as
+//! kernels on the instance's stream (`kernels/gates.cu`, `kernels/fss.cu`) with no host
+//! synchronization between them, and only the q outputs per element come back.
+//!
+//! The DCF keys are read in place from the attached key stream when the view's origin names
+//! one, else the body is uploaded ([`CudaBackend::device_dcf`], as `dcf_eval` does).
+//!
+//! **Shape rule** (chosen from the arguments, never after a device error): the CPU code of
+//! `suf_backend::gate` runs when the batch is empty or when a DCF's payload is outside
+//! [`CudaBackend::dcf_supported`] (technique (c) with (d + 1)·M > 1024 bits, i.e. more than
+//! 8 AES value blocks per level). Descriptor errors are the CPU code's (the same checks run
+//! first). A device failure is an error ([`suf_backend::BackendError::Device`]).
+//!
+//! [`suf_backend::Backend::bit_eval`] keeps the default (DPF comparisons on the device through
+//! `dpf_lt_eval`, XOR recombination on the host): no model's hot path uses it.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use suf_backend::gate::{self, binom, mask, pow2, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
+use suf_backend::DcfKeys;
+
+use crate::error::{CudaError, DriverContext, Result};
+use crate::CudaBackend;
+
+/// Threads per block of the gate kernels.
+const BLOCK: u32 = 256;
+
+/// The kernels of `kernels/gates.cu`.
+pub(crate) struct GateKernels {
+    points: CudaFunction,
+    techc: CudaFunction,
+    floor: CudaFunction,
+    sign: CudaFunction,
+}
+
+impl GateKernels {
+    /// Look the kernels up in the compiled module.
+    pub(crate) fn load(module: &Arc<CudaModule>) -> Result<Self> {
+        let f = |name: &str| -> Result<CudaFunction> {
+            module.load_function(name).during("looking up a kernel")
+        };
+        Ok(GateKernels {
+            points: f("gate_points")?,
+            techc: f("gate_techc")?,
+            floor: f("gate_floor")?,
+            sign: f("gate_sign")?,
+        })
+    }
+}
+
+fn overflow(what: &'static str) -> CudaError {
+    CudaError::Backend(suf_backend::BackendError::ShapeOverflow { what })
+}
+
+fn u32_of(v: usize, what: &'static str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| overflow(what))
+}
+
+impl CudaBackend {
+    fn gate_cfg(&self, cnt: usize) -> LaunchConfig {
+        let cap = self.info().sm_count.max(1) as usize * 32;
+        LaunchConfig {
+            grid_dim: (cnt.div_ceil(BLOCK as usize).clamp(1, cap) as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// A device buffer of `len` (≥ 1 allocated) u64 that a kernel writes in full before
+    /// anything reads it.
+    fn gate_alloc(&self, len: usize) -> Result<CudaSlice<u64>> {
+        // SAFETY: every caller passes the buffer to a kernel (or a DCF launch) that writes all
+        // `len` elements before any read (the points, DCF and recombination kernels write each
+        // index they own, one per element / point / output), and reads stay below `len`.
+        unsafe { self.stream().alloc::<u64>(len.max(1)) }.during("allocating")
+    }
+
+    /// Launch `gate_points`: per element h = ((x̂ + off) & vmask) >> shift, then h ⊖ a per
+    /// cut (masked to dmask); `cnt·(cuts + 1)` points.
+    #[allow(clippy::too_many_arguments)]
+    fn gate_points(
+        &self,
+        dx: &CudaSlice<u64>,
+        cnt: usize,
+        off: u64,
+        vmask: u64,
+        shift: u32,
+        dmask: u64,
+        cuts: &CudaView<'_, u64>,
+        ncuts: usize,
+    ) -> Result<CudaSlice<u64>> {
+        let per = ncuts.checked_add(1).ok_or(overflow("gate points"))?;
+        let total = cnt.checked_mul(per).ok_or(overflow("gate points"))?;
+        let mut pts = self.gate_alloc(total)?;
+        let (cnt64, nc) = (cnt as u64, u32_of(ncuts, "gate cuts")?);
+        if shift >= 64 {
+            return Err(CudaError::Unsupported(format!(
+                "gate points: shift {shift}"
+            )));
+        }
+        // SAFETY: `gate_points(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32 shift, u64
+        // dmask, const u64* cuts, u32 ncuts, u64* pts)`: xhat holds cnt elements, cuts ncuts
+        // (at least one allocated), pts cnt·(ncuts + 1) (allocated above); shift < 64.
+        unsafe {
+            self.stream()
+                .launch_builder(&self.gate_kernels().points)
+                .arg(dx)
+                .arg(&cnt64)
+                .arg(&off)
+                .arg(&vmask)
+                .arg(&shift)
+                .arg(&dmask)
+                .arg(cuts)
+                .arg(&nc)
+                .arg(&mut pts)
+                .launch(self.gate_cfg(cnt))
+        }
+        .during("launching gate_points")?;
+        Ok(pts)
+    }
+
+    /// DCF outputs of `keys` at the device points `pts` (`t` per key) into a new device
+    /// buffer (`count·t·p`), asynchronous; the keys in place or uploaded (counted in the
+    /// stats by [`CudaBackend::device_dcf`]).
+    fn gate_dcf(
+        &self,
+        keys: &DcfKeys<'_>,
+        pts: &CudaSlice<u64>,
+        npts: usize,
+        t: usize,
+    ) -> Result<CudaSlice<u64>> {
+        let (dk, _) = self.device_dcf(keys)?;
+        let outs = npts
+            .checked_mul(keys.p())
+            .ok_or(overflow("gate DCF outputs"))?;
+        let mut dv = self.gate_alloc(outs)?;
+        self.dcf_eval_device(&dk, pts, npts, t, &mut dv)?;
+        Ok(dv)
+    }
+
+    /// [`suf_backend::Backend::techc_eval`] on the device (see the module docs).
+    pub(crate) fn gate_techc(
+        &self,
+        d: &TechC<'_>,
+        party: u8,
+        keys: &DcfKeys<'_>,
+        rpow: &[u64],
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        let cnt = xhat.len();
+        d.check(party, keys, rpow, cnt)?;
+        let p = d.degree + 1;
+        if cnt == 0 || !Self::dcf_supported(d.ring, p) {
+            return self.on_host("techc_eval", || {
+                gate::techc_host(self, d, party, keys, rpow, xhat)
+            });
+        }
+        let q = d.outputs;
+        self.on_device(
+            "techc_eval",
+            8 * (xhat.len() + rpow.len()),
+            8 * q * cnt,
+            || -> Result<Vec<u64>> {
+                let m = d.intervals();
+                let out_len = q.checked_mul(cnt).ok_or(overflow("gate outputs"))?;
+                let npts = cnt.checked_mul(m).ok_or(overflow("gate points"))?;
+                // One upload of the public tables: cuts | centres | coefficients | C(j, k).
+                let bin: Vec<u64> = (0..p * p).map(|x| binom(x / p, x % p)).collect();
+                let mut tab = Vec::with_capacity(d.cuts.len() + m + d.coeffs.len() + p * p);
+                tab.extend_from_slice(d.cuts);
+                tab.extend_from_slice(d.centers);
+                tab.extend_from_slice(d.coeffs);
+                tab.extend_from_slice(&bin);
+                let dtab = self.htod(&tab)?;
+                let o_cent = d.cuts.len();
+                let o_coef = o_cent + m;
+                let o_bin = o_coef + d.coeffs.len();
+                let dx = self.htod(xhat)?;
+                let drp = self.htod(rpow)?;
+                // (`tab` holds at least m + p² ≥ 2 elements, so this view is never empty.)
+                let dcuts = dtab.slice(0..o_cent.max(1));
+                let vm = mask(d.bits);
+                let pts = self.gate_points(
+                    &dx,
+                    cnt,
+                    d.offset,
+                    vm,
+                    d.shift,
+                    mask(d.cmp_bits()),
+                    &dcuts,
+                    d.cuts.len(),
+                )?;
+                let dv = self.gate_dcf(keys, &pts, npts, m)?;
+                let mut dout = self.gate_alloc(out_len)?;
+                let rm = mask(d.ring);
+                let (cnt64, two_k) = (cnt as u64, pow2(d.bits) & rm);
+                let view_var = (d.var == TechVar::View) as u32;
+                let need_u = d.wrap_terms() as u32;
+                let (party32, d32) = (party as u32, u32_of(d.degree, "degree")?);
+                let (q32, m32) = (u32_of(q, "gate outputs")?, u32_of(m, "gate intervals")?);
+                let centers = dtab.slice(o_cent..o_coef);
+                let coeffs = dtab.slice(o_coef..o_bin);
+                let bins = dtab.slice(o_bin..o_bin + p * p);
+                // SAFETY: `gate_techc(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32
+                // shift, u32 view_var, u32 need_u, u64 two_k, u64 rm, u32 party, u32 d, u32
+                // q, u32 m, const u64* cuts, const u64* centers, const u64* coeffs, const
+                // u64* bin, const u64* rpow, const u64* dv, u64* out)`, in that order. Sizes
+                // (checked by `TechC::check` and above): xhat cnt, cuts m − 1, centres m,
+                // coefficients m·q·p, bin p·p, rpow cnt·d (one element allocated when 0;
+                // read only for k ≥ 1 ≤ d), dv cnt·m·p (the DCF's output), out q·cnt;
+                // p = d + 1 ≤ 9 = the kernel's local arrays; shift < 64.
+                unsafe {
+                    self.stream()
+                        .launch_builder(&self.gate_kernels().techc)
+                        .arg(&dx)
+                        .arg(&cnt64)
+                        .arg(&d.offset)
+                        .arg(&vm)
+                        .arg(&d.shift)
+                        .arg(&view_var)
+                        .arg(&need_u)
+                        .arg(&two_k)
+                        .arg(&rm)
+                        .arg(&party32)
+                        .arg(&d32)
+                        .arg(&q32)
+                        .arg(&m32)
+                        .arg(&dcuts)
+                        .arg(&centers)
+                        .arg(&coeffs)
+                        .arg(&bins)
+                        .arg(&drp)
+                        .arg(&dv)
+                        .arg(&mut dout)
+                        .launch(self.gate_cfg(cnt))
+                }
+                .during("launching gate_techc")?;
+                self.dtoh(&dout, out_len)
+            },
+        )
+    }
+
+    /// [`suf_backend::Backend::floor_eval`] on the device (see the module docs).
+    pub(crate) fn gate_floor(
+        &self,
+        d: &FloorDesc<'_>,
+        party: u8,
+        ckeys: &DcfKeys<'_>,
+        wrap: FloorWrap<'_, '_>,
+        sh: &[u64],
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        let cnt = xhat.len();
+        d.check(party, ckeys, &wrap, sh, cnt)?;
+        let p = d.payload();
+        if cnt == 0 || !Self::dcf_supported(d.ring, p) {
+            return self.on_host("floor_eval", || {
+                gate::floor_host(self, d, party, ckeys, wrap, sh, xhat)
+            });
+        }
+        let q = d.gamma.len();
+        let free_len = match wrap {
+            FloorWrap::Free(fr) => fr.len(),
+            _ => 0,
+        };
+        self.on_device(
+            "floor_eval",
+            8 * (xhat.len() + sh.len() + free_len),
+            8 * q * cnt,
+            || -> Result<Vec<u64>> {
+                let out_len = q.checked_mul(cnt).ok_or(overflow("gate outputs"))?;
+                let mut tab = Vec::with_capacity(2 * q);
+                tab.extend_from_slice(d.gamma);
+                tab.extend_from_slice(d.kappa);
+                let dtab = self.htod(&tab)?;
+                let dx = self.htod(xhat)?;
+                let dsh = self.htod(sh)?;
+                let none = self.htod::<u64>(&[])?;
+                let vm = mask(d.bits);
+                // The view value y: the c-DCF reads its low t bits, the wrap DCF all K (each
+                // DCF kernel reduces its points to its own width).
+                let ys = self.gate_points(&dx, cnt, d.offset, vm, 0, vm, &none.slice(..), 0)?;
+                let cv = self.gate_dcf(ckeys, &ys, cnt, 1)?;
+                let (wv, mode) = match wrap {
+                    FloorWrap::Dcf(w) => (self.gate_dcf(w, &ys, cnt, 1)?, 0u32),
+                    FloorWrap::Free(fr) => (self.htod(fr)?, 1u32),
+                    FloorWrap::Drop => (self.htod::<u64>(&[])?, 2u32),
+                };
+                let mut dout = self.gate_alloc(out_len)?;
+                let (cnt64, sel) = (cnt as u64, d.select as u32);
+                let ntop = d.ring - 1;
+                let fk = pow2(d.bits - d.shift);
+                let nm = mask(d.ring);
+                let (party32, q32) = (party as u32, u32_of(q, "gate outputs")?);
+                let gamma = dtab.slice(0..q);
+                let kappa = dtab.slice(q..2 * q);
+                // SAFETY: `gate_floor(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32 shift,
+                // u32 sel, u32 wrap_mode, u32 ntop, u64 fk, u64 nm, u32 party, u32 q, const
+                // u64* gamma, const u64* kappa, const u64* cv, const u64* wv, const u64* sh,
+                // u64* out)`, in that order. Sizes (`FloorDesc::check`): xhat cnt, gamma and
+                // kappa q, cv cnt·p (the c-DCF's output), wv cnt·p (the wrap DCF's output or
+                // the free-wrap shares; never read in mode 2), sh cnt·(3 or 1), out q·cnt;
+                // shift < K ≤ 64 and ntop = n − 1 < 64.
+                unsafe {
+                    self.stream()
+                        .launch_builder(&self.gate_kernels().floor)
+                        .arg(&dx)
+                        .arg(&cnt64)
+                        .arg(&d.offset)
+                        .arg(&vm)
+                        .arg(&d.shift)
+                        .arg(&sel)
+                        .arg(&mode)
+                        .arg(&ntop)
+                        .arg(&fk)
+                        .arg(&nm)
+                        .arg(&party32)
+                        .arg(&q32)
+                        .arg(&gamma)
+                        .arg(&kappa)
+                        .arg(&cv)
+                        .arg(&wv)
+                        .arg(&dsh)
+                        .arg(&mut dout)
+                        .launch(self.gate_cfg(cnt))
+                }
+                .during("launching gate_floor")?;
+                self.dtoh(&dout, out_len)
+            },
+        )
+    }
+
+    /// [`suf_backend::Backend::sign_eval`] on the device (see the module docs).
+    pub(crate) fn gate_sign(
+        &self,
+        d: &SignDesc<'_>,
+        party: u8,
+        keys: &DcfKeys<'_>,
+        sh: &[u64],
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        let cnt = xhat.len();
+        d.check(party, keys, sh, cnt)?;
+        let slope = d.has_slope();
+        let p = 1 + slope as usize;
+        if cnt == 0 || !Self::dcf_supported(d.ring, p) {
+            return self.on_host("sign_eval", || {
+                gate::sign_host(self, d, party, keys, sh, xhat)
+            });
+        }
+        let q = d.lo.len();
+        self.on_device(
+            "sign_eval",
+            8 * (xhat.len() + sh.len()),
+            8 * q * cnt,
+            || -> Result<Vec<u64>> {
+                let out_len = q.checked_mul(cnt).ok_or(overflow("gate outputs"))?;
+                let mut tab = Vec::with_capacity(4 * q);
+                for &(a, b) in d.lo.iter().chain(d.hi) {
+                    tab.push(a);
+                    tab.push(b);
+                }
+                let dtab = self.htod(&tab)?;
+                let dx = self.htod(xhat)?;
+                let dsh = self.htod(sh)?;
+                let none = self.htod::<u64>(&[])?;
+                let h = d.bits - 1;
+                let hm = mask(h);
+                let pts = self.gate_points(&dx, cnt, d.offset, hm, 0, hm, &none.slice(..), 0)?;
+                let ev = self.gate_dcf(keys, &pts, cnt, 1)?;
+                let mut dout = self.gate_alloc(out_len)?;
+                let (cnt64, slope32) = (cnt as u64, slope as u32);
+                let (kmask, rm) = (mask(d.bits), mask(d.ring));
+                let (party32, q32) = (party as u32, u32_of(q, "gate outputs")?);
+                let lo = dtab.slice(0..2 * q);
+                let hi = dtab.slice(2 * q..4 * q);
+                // SAFETY: `gate_sign(const u64* xhat, u64 cnt, u64 off, u64 kmask, u32 h, u32
+                // slope, u64 rm, u32 party, u32 q, const u64* lo, const u64* hi, const u64*
+                // ev, const u64* sh, u64* out)`, in that order. Sizes (`SignDesc::check`):
+                // xhat cnt, lo and hi 2·q (pairs), ev cnt·p (the DCF's output), sh cnt·(3 or
+                // 1), out q·cnt; h = K − 1 < 64.
+                unsafe {
+                    self.stream()
+                        .launch_builder(&self.gate_kernels().sign)
+                        .arg(&dx)
+                        .arg(&cnt64)
+                        .arg(&d.offset)
+                        .arg(&kmask)
+                        .arg(&h)
+                        .arg(&slope32)
+                        .arg(&rm)
+                        .arg(&party32)
+                        .arg(&q32)
+                        .arg(&lo)
+                        .arg(&hi)
+                        .arg(&ev)
+                        .arg(&dsh)
+                        .arg(&mut dout)
+                        .launch(self.gate_cfg(cnt))
+                }
+                .during("launching gate_sign")?;
+                self.dtoh(&dout, out_len)
+            },
+        )
+    }
+}
