@@ -42,9 +42,13 @@ pub fn pow2(bits: u32) -> u64 {
     }
 }
 
-/// Binomial C(j, k) for j, k ≤ 8 (exact in u64).
+/// Binomial C(j, k) for j, k ≤ 8 (exact in u64); 0 for k > j (a fuzz finding: the loop
+/// below would compute j − i < 0).
 #[inline]
 pub fn binom(j: usize, k: usize) -> u64 {
+    if k > j {
+        return 0;
+    }
     let mut r: u64 = 1;
     for i in 0..k {
         r = r * (j - i) as u64 / (i + 1) as u64;
@@ -724,4 +728,23 @@ pub fn bit_host<B: Backend + ?Sized>(
             out as u64
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binom;
+
+    #[test]
+    fn binomials_are_exact_and_zero_above_the_top() {
+        let pascal = [[1u64, 0, 0, 0], [1, 1, 0, 0], [1, 2, 1, 0], [1, 3, 3, 1]];
+        for (j, row) in pascal.iter().enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                assert_eq!(binom(j, k), v, "C({j}, {k})");
+            }
+        }
+        assert_eq!(binom(8, 4), 70);
+        // The fuzz finding: k > j used to underflow (a panic with overflow checks).
+        assert_eq!(binom(1, 5), 0);
+        assert_eq!(binom(0, 1), 0);
+    }
 }
