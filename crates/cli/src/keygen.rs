@@ -23,6 +23,7 @@ use suf_core::prg::Csprng;
 use suf_runtime::dealer::{run_dealer, run_dealer_with, DealReport};
 use suf_runtime::keystream::DealerStreams;
 
+use crate::models_cmd::BackendChoice;
 use crate::{files, hex, logging, models_cmd, session_program, Format};
 
 /// Safety margin on the estimate: 2 % plus 1 MiB.
@@ -34,7 +35,13 @@ fn with_margin(bytes: u64) -> u64 {
 /// failed write (a full disk) only.
 const SKIP_SPACE_CHECK: &str = "SUF_KEYGEN_SKIP_SPACE_CHECK";
 
-pub(crate) fn run(name: String, seq: usize, out: &Path, mut fmt: Format) -> Result<()> {
+pub(crate) fn run(
+    name: String,
+    seq: usize,
+    out: &Path,
+    mut fmt: Format,
+    backend: BackendChoice,
+) -> Result<()> {
     // 1. Arguments.
     if name != "toy" {
         let m = models_cmd::load(&name, &None, fmt.model_seed)
@@ -100,7 +107,9 @@ pub(crate) fn run(name: String, seq: usize, out: &Path, mut fmt: Format) -> Resu
         );
     }
 
-    // 3. Write into the temporary folder, then rename it into place.
+    // 3. Write into the temporary folder, then rename it into place (the GPU dealer, when
+    // chosen, makes the DCF batches; the same bytes, streamed to disk batch by batch).
+    let _dealer = gpu_dealer(backend, None)?;
     let mut rng = Csprng::from_os()?;
     // The model owner masks the private weights once; the dealer keeps R_W.
     let (what, rw) = suf_runtime::mask_weights(prog.width(), &weights, &mut rng);
@@ -224,6 +233,38 @@ pub(crate) fn estimate_bytes(
     let (s2, s4) = (size_at(2)?, size_at(4)?);
     let per_token = s4.saturating_sub(s2) / 2;
     Ok(s4.saturating_add(per_token.saturating_mul(seq as u64 - 4)))
+}
+
+/// Install the GPU dealer (`suf_cuda::CudaDealer`) for `choice` on device `ordinal` (0 when
+/// not given) until the guard is dropped; `None` (the CPU dealer) for `cpu`, and for `auto`
+/// without a usable GPU. The keys are the same bytes either way.
+pub(crate) fn gpu_dealer(
+    choice: BackendChoice,
+    ordinal: Option<usize>,
+) -> Result<Option<suf_fss::dealer::DealerGuard>> {
+    if choice == BackendChoice::Cpu
+        || (choice == BackendChoice::Auto && !suf_cuda::cuda_available())
+    {
+        return Ok(None);
+    }
+    let open = || -> std::result::Result<suf_cuda::CudaDealer, suf_cuda::CudaError> {
+        let be = suf_cuda::CudaBackend::with_options(suf_cuda::CudaOptions {
+            ordinal: ordinal.unwrap_or(0),
+            ..Default::default()
+        })?;
+        suf_cuda::CudaDealer::new(&be)
+    };
+    match open() {
+        Ok(d) => {
+            tracing::info!(?d, "dealer: DCF keys on the GPU");
+            Ok(Some(suf_fss::dealer::install(std::sync::Arc::new(d))))
+        }
+        Err(e) if choice == BackendChoice::Auto => {
+            tracing::warn!("--backend auto: the GPU dealer did not open ({e}); using the CPU");
+            Ok(None)
+        }
+        Err(e) => bail!("--backend cuda: {e} (use --backend cpu or auto)"),
+    }
 }
 
 /// The dealer's rate, for stderr.

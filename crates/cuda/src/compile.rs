@@ -26,6 +26,7 @@ use crate::error::{CudaError, Result};
 const COMMON: &str = include_str!("../kernels/common.cuh");
 const FSS: &str = include_str!("../kernels/fss.cu");
 const RING: &str = include_str!("../kernels/ring.cu");
+const KEYGEN: &str = include_str!("../kernels/keygen.cu");
 
 /// A compiled kernel module.
 #[derive(Debug, Clone)]
@@ -104,7 +105,12 @@ fn prelude() -> String {
 /// The full kernel source as NVRTC sees it (prelude + `kernels/*.cu`).
 pub fn kernel_source() -> String {
     let mut s = prelude();
-    for (name, text) in [("common.cuh", COMMON), ("fss.cu", FSS), ("ring.cu", RING)] {
+    for (name, text) in [
+        ("common.cuh", COMMON),
+        ("fss.cu", FSS),
+        ("ring.cu", RING),
+        ("keygen.cu", KEYGEN),
+    ] {
         s.push_str(&format!("\n// ---- kernels/{name} ----\n"));
         s.push_str(text);
     }

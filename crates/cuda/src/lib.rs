@@ -49,6 +49,7 @@ pub mod aes_tables;
 pub mod compile;
 mod device;
 pub mod error;
+pub mod keygen;
 mod keys;
 
 pub use cudarc;
@@ -56,4 +57,5 @@ pub use device::{
     cuda_available, AesTable, CudaBackend, CudaOptions, DeviceInfo, ELEMENTWISE_DEVICE_MIN,
 };
 pub use error::{CudaError, Result};
+pub use keygen::{CudaDealer, DeviceDcfPair};
 pub use keys::{DeviceDcfKeys, DeviceDpfKeys};
