@@ -173,3 +173,85 @@ extern "C" __global__ void dcf_gen_t4(const u32* rk_seed, const u64* alphas, con
         }
     }
 }
+
+// ---- DPF comparison keys (suf_fss::dpf::gen_cmp_batch, seeded as suf_fss::dealer) ---------
+//
+// Body (suf_fss::dpf module docs), d = n - min(7, n) levels, nb = ceil(d / 8):
+//   root[count] | scw[d][count] (level-major; bit 0 = left control correction) |
+//   leaf_cw[count] | tcw_R bytes[count][nb]
+// Roots: counter blocks 2k, 2k + 1 under the batch seed with bit 0 cleared. Each thread
+// writes only its own key's fields (byte stores for the tcw_R bytes), so no atomics; both
+// bodies are written whole (party b's root in body b, everything else in both).
+
+extern "C" __global__ void dpf_gen_t4(const u32* rk_seed, const u64* alphas, u64 count, u32 n,
+                                      u8* body0, u8* body1) {
+    extern __shared__ u32 sm[];
+    suf_load_tables<0>(sm);
+    u32* rk = sm + 1024;
+    for (u32 i = threadIdx.x; i < 44; i += blockDim.x) {
+        rk[i] = rk_seed[i];
+    }
+    __syncthreads();
+    const u32 nu = n < 7 ? n : 7;
+    const u32 d = n - nu;
+    const u32 nb = (d + 7) / 8;
+    const uint4 cl = suf_c_child(0);
+    const uint4 cr = suf_c_child(1);
+    for (u64 k = suf_thread_id(); k < count; k += suf_grid_threads()) {
+        uint4 s0 = make_uint4((u32)(2 * k), (u32)((2 * k) >> 32), 0u, 0u);
+        uint4 s1 = make_uint4((u32)(2 * k + 1), (u32)((2 * k + 1) >> 32), 0u, 0u);
+        kg_aes_rk(s0, rk, sm);
+        kg_aes_rk(s1, rk, sm);
+        s0.x &= ~1u;
+        s1.x &= ~1u;
+        ((uint4*)body0)[k] = s0;
+        ((uint4*)body1)[k] = s1;
+        u32 t0 = 0u, t1 = 1u;
+        const u64 alpha = alphas[k];
+        u64 tr = 0;
+        for (u32 l = 0; l < d; l++) {
+            const u32 a = (u32)(alpha >> (n - 1 - l)) & 1u;
+            const uint4 gl0 = suf_mmo<0>(s0, cl, sm, 0);
+            const uint4 gr0 = suf_mmo<0>(s0, cr, sm, 0);
+            const uint4 gl1 = suf_mmo<0>(s1, cl, sm, 0);
+            const uint4 gr1 = suf_mmo<0>(s1, cr, sm, 0);
+            const uint4 lose0 = a ? gl0 : gr0;
+            const uint4 lose1 = a ? gl1 : gr1;
+            const uint4 keep0 = a ? gr0 : gl0;
+            const uint4 keep1 = a ? gr1 : gl1;
+            const uint4 lx = suf_xor(lose0, lose1);
+            const uint4 sc = make_uint4(lx.x & ~1u, lx.y, lx.z, lx.w);
+            const u32 tl = ((gl0.x ^ gl1.x) & 1u) ^ a ^ 1u;
+            const u32 trb = ((gr0.x ^ gr1.x) & 1u) ^ a;
+            const u32 tkeep = a ? trb : tl;
+            const uint4 e = make_uint4(sc.x | tkeep, sc.y, sc.z, sc.w);
+            const uint4 c0 = suf_xor(keep0, suf_and(e, 0u - t0));
+            const uint4 c1 = suf_xor(keep1, suf_and(e, 0u - t1));
+            s0 = make_uint4(c0.x & ~1u, c0.y, c0.z, c0.w);
+            t0 = c0.x & 1u;
+            s1 = make_uint4(c1.x & ~1u, c1.y, c1.z, c1.w);
+            t1 = c1.x & 1u;
+            const uint4 w = make_uint4(sc.x | tl, sc.y, sc.z, sc.w);
+            ((uint4*)body0)[count + (u64)l * count + k] = w;
+            ((uint4*)body1)[count + (u64)l * count + k] = w;
+            tr |= (u64)trb << l;
+        }
+        const uint4 L0 = suf_mmo<0>(s0, suf_c_leaf(), sm, 0);
+        const uint4 L1 = suf_mmo<0>(s1, suf_c_leaf(), sm, 0);
+        const u32 low = (u32)(alpha & ((1ull << nu) - 1));
+        uint4 lc = suf_xor(L0, L1);
+        const u32 bit = 1u << (low & 31);
+        lc.x ^= (low >> 5) == 0 ? bit : 0u;
+        lc.y ^= (low >> 5) == 1 ? bit : 0u;
+        lc.z ^= (low >> 5) == 2 ? bit : 0u;
+        lc.w ^= (low >> 5) == 3 ? bit : 0u;
+        ((uint4*)body0)[count * (1 + (u64)d) + k] = lc;
+        ((uint4*)body1)[count * (1 + (u64)d) + k] = lc;
+        u8* tb0 = body0 + 16 * count * (2 + (u64)d) + k * nb;
+        u8* tb1 = body1 + 16 * count * (2 + (u64)d) + k * nb;
+        for (u32 j = 0; j < nb; j++) {
+            tb0[j] = (u8)(tr >> (8 * j));
+            tb1[j] = (u8)(tr >> (8 * j));
+        }
+    }
+}

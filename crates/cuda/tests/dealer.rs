@@ -15,7 +15,7 @@ use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_cuda::{cuda_available, CudaBackend, CudaDealer, CudaError};
-use suf_fss::dealer::{dcf_gen_cpu, install, DcfDealer};
+use suf_fss::dealer::{dcf_gen_cpu, dpf_cmp_gen_cpu, install, DcfDealer};
 use suf_runtime::dealer::{run_dealer, DealerWeights};
 use suf_runtime::gate::{LessThan, Truncate};
 use suf_runtime::harness::{run_two_party, Link};
@@ -103,6 +103,26 @@ fn dcf_bodies_identical(d: &CudaDealer) -> R {
         }
     }
     Ok(())
+}
+
+/// DPF comparison keys: byte-identical serialized batches.
+fn dpf_identical(d: &CudaDealer) -> R {
+    let mut rng = Csprng::for_tests(80);
+    for n in [1u32, 5, 7, 8, 13, 37, 50, 64] {
+        for &count in &COUNTS {
+            let (alphas, _) = inputs(n, 1, count, &mut rng);
+            let seed = rng.seed();
+            let (c0, c1) = dpf_cmp_gen_cpu(n, &alphas, seed)?;
+            let (g0, g1) = d.dpf_gen_host(n, &alphas, seed)?;
+            if (c0.to_bytes(), c1.to_bytes()) != (g0.to_bytes(), g1.to_bytes()) {
+                return Err(format!("DPF n = {n}, {count} keys: batches differ").into());
+            }
+        }
+    }
+    match d.dpf_gen_host(10, &[1 << 10], [1; 16]) {
+        Err(CudaError::BadKey(_)) => Ok(()),
+        other => Err(format!("DPF alpha 2^10 at n = 10: {other:?}").into()),
+    }
 }
 
 /// The keys stay in device memory and evaluate there: shares reconstruct f(x).
@@ -280,8 +300,9 @@ fn timing(d: &CudaDealer) -> R {
 fn main() {
     let args = Arguments::from_args();
     type Body = fn(&'static CudaDealer) -> R;
-    let bodies: [(&str, Body); 5] = [
+    let bodies: [(&str, Body); 6] = [
         ("dcf_bodies_identical", |d| dcf_bodies_identical(d)),
+        ("dpf_identical", |d| dpf_identical(d)),
         ("device_keys_evaluate", |d| device_keys_evaluate(d)),
         ("errors_and_fallback", |d| errors_and_fallback(d)),
         ("whole_program", whole_program),

@@ -47,6 +47,15 @@ pub trait DcfDealer: Send + Sync {
         betas: &[u64],
         seed: [u8; 16],
     ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)>;
+
+    /// Exactly [`dpf_cmp_gen_cpu`]'s output for the same arguments (the default is that
+    /// function).
+    ///
+    /// # Errors
+    /// As [`dpf::gen_cmp_batch`], or a device failure.
+    fn dpf_cmp_gen(&self, n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
+        dpf_cmp_gen_cpu(n, alphas, seed)
+    }
 }
 
 /// The reference dealer: [`dcf::gen_batch`] on the CPU (rayon over chunks of keys).
@@ -140,13 +149,25 @@ pub fn dcf_gen(
     }
 }
 
-/// A seeded DPF comparison batch: [`dpf::gen_cmp_batch`] with `Csprng::from_seed(seed)`
-/// (roots of key k = AES_σ(2k) & !1, AES_σ(2k + 1) & !1).
+/// A seeded DPF comparison batch on the CPU: [`dpf::gen_cmp_batch`] with
+/// `Csprng::from_seed(seed)` (roots of key k = AES_σ(2k) & !1, AES_σ(2k + 1) & !1).
 ///
 /// # Errors
 /// As [`dpf::gen_cmp_batch`].
-pub fn dpf_cmp_gen(n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
+pub fn dpf_cmp_gen_cpu(n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
     dpf::gen_cmp_batch(n, alphas, &mut Csprng::from_seed(seed))
+}
+
+/// A seeded DPF comparison batch from the installed dealer (the CPU when none is).
+///
+/// # Errors
+/// As [`dpf::gen_cmp_batch`], or the installed dealer's device error.
+pub fn dpf_cmp_gen(n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
+    let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match d {
+        Some(d) => d.dpf_cmp_gen(n, alphas, seed),
+        None => dpf_cmp_gen_cpu(n, alphas, seed),
+    }
 }
 
 #[cfg(test)]
