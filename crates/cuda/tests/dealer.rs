@@ -2,7 +2,8 @@
 //! byte at the shapes the gates use and at several batch sizes, the device-resident keys
 //! evaluated on the GPU, the dealer hook dealing a whole program byte-identical to the CPU
 //! dealer, and its keys driving a two-party run equal to Plain. CUDA trials report "ignored"
-//! (never "passed") without a GPU.
+//! (never "passed") without a GPU; `kernel_logic_on_host` checks the kernels' source on the
+//! CPU (compiled as C++ over stubs of the CUDA built-ins) wherever a C++ compiler exists.
 //!
 //! Run on a GPU host: `cargo test --release -p suf-cuda --test dealer` (with the toolkit's
 //! lib64 on LD_LIBRARY_PATH for NVRTC).
@@ -297,6 +298,173 @@ fn timing(d: &CudaDealer) -> R {
     Ok(())
 }
 
+/// CUDA built-ins for compiling the keygen kernels as plain C++ (one thread walks every key
+/// through the grid-stride loop), and a driver reading cases from argv[1] and writing both
+/// bodies of each to argv[2].
+const HOST_STUB: &str = r#"
+#include <cstdio>
+#include <cstring>
+#include <vector>
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __constant__
+#define __shared__
+struct uint4 { unsigned int x, y, z, w; };
+inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
+struct dim3 { unsigned x, y, z; };
+static dim3 threadIdx{0, 0, 0}, blockIdx{0, 0, 0}, blockDim{1, 1, 1}, gridDim{1, 1, 1};
+inline void __syncthreads() {}
+inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned s) {
+    return (unsigned)((((((unsigned long long)hi) << 32) | lo) << (s & 31)) >> 32);
+}
+inline unsigned long long atomicOr(unsigned long long* a, unsigned long long v) {
+    unsigned long long o = *a; *a |= v; return o;
+}
+"#;
+
+const HOST_MAIN: &str = r#"
+int main(int argc, char** argv) {
+    if (argc != 3) return 2;
+    FILE* f = fopen(argv[1], "rb");
+    FILE* o = fopen(argv[2], "wb");
+    if (!f || !o) return 2;
+    u64 h[14];
+    while (fread(h, 8, 14, f) == 14) {
+        u32 rk[44];
+        if (fread(rk, 4, 44, f) != 44) return 3;
+        const u64 kind = h[0], n = h[1], m = h[2], p = h[3], count = h[4], total = h[13];
+        std::vector<u64> al(count + 1), be(count * p + 1);
+        if (fread(al.data(), 8, count, f) != count) return 3;
+        if (kind == 0 && fread(be.data(), 8, count * p, f) != count * p) return 3;
+        std::vector<u64> g0(total / 8 + 4, 0), g1(total / 8 + 4, 0);
+        if (kind == 0) {
+            dcf_gen_t4(rk, al.data(), be.data(), count, n, m, p, h[5], h[6], h[7], h[8], h[9],
+                       h[10], h[11], (u8*)g0.data(), (u8*)g1.data());
+        } else {
+            dpf_gen_t4(rk, al.data(), count, n, (u8*)g0.data(), (u8*)g1.data());
+        }
+        fwrite(g0.data(), 1, total, o);
+        fwrite(g1.data(), 1, total, o);
+    }
+    fclose(o);
+    return 0;
+}
+"#;
+
+/// The keygen kernels' logic without a GPU: `kernels/keygen.cu` (with the generated prelude and
+/// `common.cuh`) compiled as C++ with the host C++ compiler (`CXX`, default `g++`) over stubs of
+/// the CUDA built-ins, run on DCF and DPF cases, byte-identical to the CPU dealer. Ignored
+/// where no C++ compiler exists. This checks the kernel source in CI, where no GPU is.
+fn kernel_logic_on_host() -> Result<Completion, Failed> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    if std::process::Command::new(&cxx)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Ok(Completion::ignored_with("no C++ compiler (CXX / g++)"));
+    }
+    let src = suf_cuda::compile::kernel_source();
+    let prelude = src
+        .split("// ---- kernels/common.cuh ----")
+        .next()
+        .ok_or("no prelude")?;
+    let shared = |t: &str| t.replace("extern __shared__ u32 sm[];", "static u32 sm[9000];");
+    let common = shared(include_str!("../kernels/common.cuh"));
+    let keygen = shared(include_str!("../kernels/keygen.cu"))
+        .replace("extern \"C\" __global__", "extern \"C\"");
+    let dir = std::env::temp_dir().join(format!("suf-keygen-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cpp = dir.join("keygen_host.cpp");
+    std::fs::write(
+        &cpp,
+        [HOST_STUB, prelude, &common, &keygen, HOST_MAIN].concat(),
+    )?;
+    let exe = dir.join("keygen_host");
+    let out = std::process::Command::new(&cxx)
+        .args(["-std=c++17", "-O1", "-w", "-o"])
+        .arg(&exe)
+        .arg(&cpp)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{cxx}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    // Cases: (kind, n, m, p, count); kind 0 = DCF, 1 = DPF.
+    let mut rng = Csprng::for_tests(81);
+    let mut cases = Vec::new();
+    let mut want: Vec<u8> = Vec::new();
+    let mut shapes: Vec<(u64, u32, u32, usize, usize)> =
+        SHAPES.iter().map(|&(n, m, p)| (0, n, m, p, 33)).collect();
+    shapes.extend([1u32, 5, 7, 8, 13, 37, 50, 64].map(|n| (1, n, 1, 1, 33)));
+    shapes.push((0, 37, 37, 1, 0));
+    for (kind, n, m, p, count) in shapes {
+        let (alphas, betas) = inputs(n, p, count, &mut rng);
+        let seed = rng.seed();
+        let (b0, b1, l) = if kind == 0 {
+            let (k0, k1) = dcf_gen_cpu(n, m, p, &alphas, &betas, seed)?;
+            (k0.body().to_vec(), k1.body().to_vec(), Some(k0.layout()))
+        } else {
+            let (k0, k1) = dpf_cmp_gen_cpu(n, &alphas, seed)?;
+            let h = suf_fss::keyfmt::HEADER_LEN;
+            (
+                k0.to_bytes()[h..].to_vec(),
+                k1.to_bytes()[h..].to_vec(),
+                None,
+            )
+        };
+        let offs = l.map_or([0; 7], |l| {
+            [
+                l.seed,
+                l.scw,
+                l.tcw_l,
+                l.tcw_r,
+                l.vcw,
+                l.vcw_level_stride,
+                l.fcw,
+            ]
+        });
+        let head = [kind, n as u64, m as u64, p as u64, count as u64]
+            .into_iter()
+            .chain(offs.map(|x| x as u64))
+            .chain([0, b0.len() as u64]);
+        for v in head {
+            cases.extend_from_slice(&v.to_le_bytes());
+        }
+        for w in suf_cuda::aes_tables::round_keys(seed) {
+            cases.extend_from_slice(&w.to_le_bytes());
+        }
+        for a in &alphas {
+            cases.extend_from_slice(&a.to_le_bytes());
+        }
+        if kind == 0 {
+            for b in &betas {
+                cases.extend_from_slice(&b.to_le_bytes());
+            }
+        }
+        want.extend_from_slice(&b0);
+        want.extend_from_slice(&b1);
+    }
+    let (cin, cout) = (dir.join("cases.bin"), dir.join("bodies.bin"));
+    std::fs::write(&cin, &cases)?;
+    let st = std::process::Command::new(&exe)
+        .arg(&cin)
+        .arg(&cout)
+        .status()?;
+    let got = std::fs::read(&cout)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !st.success() || got != want {
+        return Err(format!(
+            "host build of keygen.cu: status {st}, {} bytes, first difference at {:?} of {}",
+            got.len(),
+            first_diff(&got, &want),
+            want.len()
+        )
+        .into());
+    }
+    Ok(Completion::Completed)
+}
+
 fn main() {
     let args = Arguments::from_args();
     type Body = fn(&'static CudaDealer) -> R;
@@ -317,5 +485,9 @@ fn main() {
             body(d).map(|()| Completion::Completed)
         }));
     }
+    trials.push(Trial::ignorable_test(
+        "kernel_logic_on_host",
+        kernel_logic_on_host,
+    ));
     libtest_mimic::run(&args, trials).exit();
 }
