@@ -2,8 +2,13 @@
 //! session appears whole or not at all.
 //!
 //! 1. The sequence length must fit the model's position table.
-//! 2. The bytes the session will take are estimated (see [`estimate_bytes`]: a floor, measured
-//!    by dealing 2 and 4 tokens) and compared with the space free on the target filesystem.
+//! 2. The bytes the session will take are computed from the key format's closed forms
+//!    (`suf_runtime::plan::Plan`: exact per party, printed before dealing; when a gate cannot
+//!    say, [`estimate_bytes`], a floor measured by dealing 2 and 4 tokens) and compared with
+//!    the space free on the target filesystem.
+//! 4. While dealing, a progress bar shows the bytes written; at the end the rate (key bytes
+//!    and gate key sets per second) is printed on stderr. The dealer is parallel and
+//!    deterministic per master seed (`suf_runtime::dealer`).
 //! 3. Everything is written into a fresh temporary folder beside `--out`, which is renamed to
 //!    `--out` only once complete; a failure (a full disk included) removes it. `--out` must
 //!    not hold a session already: a session is never overwritten.
@@ -15,9 +20,10 @@ use anyhow::{bail, Context, Result};
 use suf_backend::CpuBackend;
 use suf_cli::session::{Session, MAX_SEQ};
 use suf_core::prg::Csprng;
-use suf_runtime::dealer::run_dealer;
+use suf_runtime::dealer::{run_dealer, run_dealer_with, DealReport};
 use suf_runtime::keystream::DealerStreams;
 
+use crate::models_cmd::BackendChoice;
 use crate::{files, hex, logging, models_cmd, session_program, Format};
 
 /// Safety margin on the estimate: 2 % plus 1 MiB.
@@ -29,7 +35,13 @@ fn with_margin(bytes: u64) -> u64 {
 /// failed write (a full disk) only.
 const SKIP_SPACE_CHECK: &str = "SUF_KEYGEN_SKIP_SPACE_CHECK";
 
-pub(crate) fn run(name: String, seq: usize, out: &Path, mut fmt: Format) -> Result<()> {
+pub(crate) fn run(
+    name: String,
+    seq: usize,
+    out: &Path,
+    mut fmt: Format,
+    backend: BackendChoice,
+) -> Result<()> {
     // 1. Arguments.
     if name != "toy" {
         let m = models_cmd::load(&name, &None, fmt.model_seed)
@@ -64,7 +76,23 @@ pub(crate) fn run(name: String, seq: usize, out: &Path, mut fmt: Format) -> Resu
     // 2. Space (the probes are dealt inside the temporary folder and deleted at once).
     let parent = existing_parent(out)?;
     let tmp = TempDir::new(&parent, out)?;
-    let estimate = estimate_bytes(&name, seq, |l| deal_size(&probe(l), fmt, &tmp.path))?;
+    let planned = suf_runtime::plan::Plan::of(&prog).map(|p| p.key_bytes);
+    let masked = files::encoded_len(weights.iter().map(|(k, v)| (k.as_str(), v.len())));
+    let estimate = match &planned {
+        Ok([k0, k1]) => {
+            eprintln!(
+                "keygen: will write {} for party 0 and {} for party 1 (exact, from the key \
+                 format's closed forms)",
+                human(*k0),
+                human(*k1)
+            );
+            k0.saturating_add(*k1).saturating_add(masked)
+        }
+        Err(e) => {
+            tracing::info!(%e, "keygen: no closed form, measuring a floor");
+            estimate_bytes(&name, seq, |l| deal_size(&probe(l), fmt, &tmp.path))?
+        }
+    };
     let need = with_margin(estimate);
     let free = fs4::available_space(&parent)
         .with_context(|| format!("reading the free space of {}", parent.display()))?;
@@ -79,7 +107,9 @@ pub(crate) fn run(name: String, seq: usize, out: &Path, mut fmt: Format) -> Resu
         );
     }
 
-    // 3. Write into the temporary folder, then rename it into place.
+    // 3. Write into the temporary folder, then rename it into place (the GPU dealer, when
+    // chosen, makes the DCF batches; the same bytes, streamed to disk batch by batch).
+    let _dealer = gpu_dealer(backend, None)?;
     let mut rng = Csprng::from_os()?;
     // The model owner masks the private weights once; the dealer keeps R_W.
     let (what, rw) = suf_runtime::mask_weights(prog.width(), &weights, &mut rng);
@@ -93,10 +123,12 @@ pub(crate) fn run(name: String, seq: usize, out: &Path, mut fmt: Format) -> Resu
         prog.fingerprint(),
         [&tmp.path.join("p0.keys"), &tmp.path.join("p1.keys")],
     )?;
-    let pb = logging::progress(0, "dealer: generating one-time keys");
+    let total = planned.as_ref().map_or(0, |k| k[0].saturating_add(k[1]));
+    let pb = logging::progress(total, "dealer: key bytes");
     pb.enable_steady_tick(Duration::from_millis(120));
-    let rep = run_dealer(&prog, &CpuBackend::new(), ds, &rw)?;
+    let rep = run_dealer_with(&prog, &CpuBackend::new(), ds, &rw, &|b| pb.set_position(b))?;
     pb.finish_and_clear();
+    eprintln!("{}", rate_line(&rep));
     let s = Session {
         program_fp: hex(&prog.fingerprint()),
         key_bytes: rep.key_bytes,
@@ -201,6 +233,51 @@ pub(crate) fn estimate_bytes(
     let (s2, s4) = (size_at(2)?, size_at(4)?);
     let per_token = s4.saturating_sub(s2) / 2;
     Ok(s4.saturating_add(per_token.saturating_mul(seq as u64 - 4)))
+}
+
+/// Install the GPU dealer (`suf_cuda::CudaDealer`) for `choice` on device `ordinal` (0 when
+/// not given) until the guard is dropped; `None` (the CPU dealer) for `cpu`, and for `auto`
+/// without a usable GPU. The keys are the same bytes either way.
+pub(crate) fn gpu_dealer(
+    choice: BackendChoice,
+    ordinal: Option<usize>,
+) -> Result<Option<suf_fss::dealer::DealerGuard>> {
+    if choice == BackendChoice::Cpu
+        || (choice == BackendChoice::Auto && !suf_cuda::cuda_available())
+    {
+        return Ok(None);
+    }
+    let open = || -> std::result::Result<suf_cuda::CudaDealer, suf_cuda::CudaError> {
+        let be = suf_cuda::CudaBackend::with_options(suf_cuda::CudaOptions {
+            ordinal: ordinal.unwrap_or(0),
+            ..Default::default()
+        })?;
+        suf_cuda::CudaDealer::new(&be)
+    };
+    match open() {
+        Ok(d) => {
+            tracing::info!(?d, "dealer: DCF keys on the GPU");
+            Ok(Some(suf_fss::dealer::install(std::sync::Arc::new(d))))
+        }
+        Err(e) if choice == BackendChoice::Auto => {
+            tracing::warn!("--backend auto: the GPU dealer did not open ({e}); using the CPU");
+            Ok(None)
+        }
+        Err(e) => bail!("--backend cuda: {e} (use --backend cpu or auto)"),
+    }
+}
+
+/// The dealer's rate, for stderr.
+pub(crate) fn rate_line(rep: &DealReport) -> String {
+    format!(
+        "keygen: {} in {:.2} s ({} dealer, {} gate batches): {:.1} MB/s, {:.0} key sets/s",
+        human(rep.key_bytes[0].saturating_add(rep.key_bytes[1])),
+        rep.keygen_ms / 1e3,
+        rep.dcf_dealer,
+        rep.gate_batches,
+        rep.bytes_per_s() / 1e6,
+        rep.keys_per_s()
+    )
 }
 
 fn human(b: u64) -> String {

@@ -77,6 +77,9 @@ enum Cmd {
         out: PathBuf,
         #[command(flatten)]
         fmt: Format,
+        /// Dealer: cpu, cuda (DCF keys made on the GPU, byte-identical to the CPU's) or auto.
+        #[arg(long, default_value = "cpu")]
+        backend: BackendChoice,
     },
     /// Client: secret-share the input into two share files in DIR.
     #[command(hide = true)]
@@ -673,7 +676,8 @@ fn run(cli: Cli) -> Result<()> {
             seq,
             out,
             fmt,
-        } => keygen::run(name, seq, &out, fmt),
+            backend,
+        } => keygen::run(name, seq, &out, fmt, backend),
         Cmd::Share {
             dir,
             text,

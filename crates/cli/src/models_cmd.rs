@@ -629,6 +629,15 @@ pub fn bench_model(
     extra: &BenchExtra,
 ) -> Result<Value> {
     let be = backends_on(choice, extra.gpu.gpu.as_ref())?;
+    // On CUDA the dealer's DCF batches are made on the GPU too (same bytes as the CPU's).
+    let _dealer = if be.name == "cuda" {
+        crate::keygen::gpu_dealer(
+            BackendChoice::Cuda,
+            extra.gpu.gpu.as_ref().map(|g| g.for_party(0)),
+        )?
+    } else {
+        None
+    };
     start_trace(&extra.trace)?;
     let BenchProgram {
         m,
@@ -688,6 +697,8 @@ pub fn bench_model(
         "key_bytes": r.deal.key_bytes[0].max(r.deal.key_bytes[1]),
         "key_bytes_per_party": r.deal.key_bytes,
         "keygen_ms": r.deal.keygen_ms,
+        "keygen_dealer": r.deal.dcf_dealer,
+        "keygen_path": "whole dealer into in-memory key streams (host); DCF batches made by keygen_dealer",
         "build_ms": build_ms,
         "matches_plain": all_match,
         "threads": rayon::current_num_threads(),

@@ -64,7 +64,7 @@ use suf_backend::{Backend, BitDesc, FloorDesc, FloorWrap, SignDesc, TechC, TechV
 use suf_core::pack::{pack, unpack};
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
-use suf_fss::dcf::{self, DcfKeys};
+use suf_fss::dcf::DcfKeys;
 use suf_fss::KeyRef;
 use suf_runtime::gate::{join_parts, joined_len, split_parts, GateImpl};
 use suf_runtime::ir::Dtype;
@@ -157,7 +157,7 @@ fn deal_poly(s: &PolySpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
             pows.push(pw);
         }
     }
-    let (k0, k1) = dcf::gen_batch(k, mm, d + 1, &rhos, &betas, rng)?;
+    let (k0, k1) = suf_fss::dealer::dcf_gen(k, mm, d + 1, &rhos, &betas, rng.seed())?;
     let mut out: Dealt = [vec![k0.to_bytes()], vec![k1.to_bytes()]];
     if d > 0 {
         let (s0, s1) = deal_shares(&pows, mm, rng);
@@ -228,7 +228,7 @@ fn deal_halves(s: &HalvesSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<De
             sh.push(rt);
         }
     }
-    let (k0, k1) = dcf::gen_batch(h, s.ring, p, &alphas, &betas, rng)?;
+    let (k0, k1) = suf_fss::dealer::dcf_gen(h, s.ring, p, &alphas, &betas, rng.seed())?;
     let (s0, s1) = deal_shares(&sh, s.ring, rng);
     Ok([vec![k0.to_bytes(), s0], vec![k1.to_bytes(), s1]])
 }
@@ -311,11 +311,11 @@ fn deal_floor(s: &FloorSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Deal
             }
         }
     }
-    let (c0, c1) = dcf::gen_batch(t, n, p, &lows, &betas, rng)?;
+    let (c0, c1) = suf_fss::dealer::dcf_gen(t, n, p, &lows, &betas, rng.seed())?;
     let mut out: Dealt = [vec![c0.to_bytes()], vec![c1.to_bytes()]];
     match s.wrap {
         Wrap::Dcf => {
-            let (w0, w1) = dcf::gen_batch(k, n, p, &rhos, &betas, rng)?;
+            let (w0, w1) = suf_fss::dealer::dcf_gen(k, n, p, &rhos, &betas, rng.seed())?;
             out[0].push(w0.to_bytes());
             out[1].push(w1.to_bytes());
         }
@@ -410,7 +410,7 @@ fn deal_high(s: &HighSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
             pows.push(pw);
         }
     }
-    let (k0, k1) = dcf::gen_batch(k - sh, mm, d + 1, &alphas, &betas, rng)?;
+    let (k0, k1) = suf_fss::dealer::dcf_gen(k - sh, mm, d + 1, &alphas, &betas, rng.seed())?;
     let mut out: Dealt = [vec![k0.to_bytes()], vec![k1.to_bytes()]];
     if d > 0 {
         let (s0, s1) = deal_shares(&pows, mm, rng);
@@ -485,7 +485,7 @@ fn deal_sign(s: &SignSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
             sh.push(rt);
         }
     }
-    let (k0, k1) = dcf::gen_batch(h, s.ring, p, &alphas, &betas, rng)?;
+    let (k0, k1) = suf_fss::dealer::dcf_gen(h, s.ring, p, &alphas, &betas, rng.seed())?;
     let (s0, s1) = deal_shares(&sh, s.ring, rng);
     Ok([vec![k0.to_bytes(), s0], vec![k1.to_bytes(), s1]])
 }
@@ -519,7 +519,7 @@ fn deal_bit(s: &BitSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
         .iter()
         .map(|&v| (v & mask(s.view.bits)) >> s.shift)
         .collect();
-    let (k0, k1) = suf_fss::dpf::gen_cmp_batch(s.high_bits(), &alphas, rng)?;
+    let (k0, k1) = suf_fss::dealer::dpf_cmp_gen(s.high_bits(), &alphas, rng.seed())?;
     Ok([vec![k0.to_bytes()], vec![k1.to_bytes()]])
 }
 

@@ -27,6 +27,7 @@ const COMMON: &str = include_str!("../kernels/common.cuh");
 const FSS: &str = include_str!("../kernels/fss.cu");
 const RING: &str = include_str!("../kernels/ring.cu");
 const GATES: &str = include_str!("../kernels/gates.cu");
+const KEYGEN: &str = include_str!("../kernels/keygen.cu");
 
 /// A compiled kernel module.
 #[derive(Debug, Clone)]
@@ -110,6 +111,7 @@ pub fn kernel_source() -> String {
         ("fss.cu", FSS),
         ("ring.cu", RING),
         ("gates.cu", GATES),
+        ("keygen.cu", KEYGEN),
     ] {
         s.push_str(&format!("\n// ---- kernels/{name} ----\n"));
         s.push_str(text);

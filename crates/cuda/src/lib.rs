@@ -55,6 +55,7 @@ pub mod compile;
 mod device;
 pub mod error;
 mod gates;
+pub mod keygen;
 mod keys;
 
 pub use cudarc;
@@ -62,4 +63,5 @@ pub use device::{
     cuda_available, AesTable, CudaBackend, CudaOptions, DeviceInfo, ELEMENTWISE_DEVICE_MIN,
 };
 pub use error::{CudaError, Result};
+pub use keygen::{CudaDealer, DeviceDcfPair};
 pub use keys::{DeviceDcfKeys, DeviceDpfKeys};

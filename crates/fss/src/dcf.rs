@@ -784,6 +784,40 @@ impl<'a> DcfKeys<'a> {
 }
 
 impl DcfKeys<'static> {
+    /// A batch from its bare body (what a device dealer copies back): party `party` of
+    /// `count` keys with parameters (n, m, p), laid out by [`DcfLayout`]. Checks the
+    /// parameters, the party and that the body is exactly [`DcfLayout::total`] bytes.
+    ///
+    /// # Errors
+    /// [`FssError::BadParams`] for parameters out of range, a party other than 0 or 1, or a
+    /// body of the wrong length.
+    pub fn from_body(
+        n: u32,
+        m: u32,
+        p: usize,
+        party: u8,
+        count: usize,
+        body: Vec<u8>,
+    ) -> Result<DcfKeys<'static>> {
+        check_params(n, m, p).map_err(FssError::BadParams)?;
+        let layout = DcfLayout::new(n, m, p, count)
+            .ok_or_else(|| FssError::BadParams(format!("a batch of {count} keys is too large")))?;
+        if party > 1 || body.len() != layout.total {
+            return Err(FssError::BadParams(format!(
+                "a DCF body of {} bytes for party {party}; (n, m, p, count) = ({n}, {m}, {p}, \
+                 {count}) needs {} bytes",
+                body.len(),
+                layout.total
+            )));
+        }
+        Ok(DcfKeys {
+            layout,
+            party,
+            body: Cow::Owned(body),
+            origin: None,
+        })
+    }
+
     /// Parse a serialized batch into an owned copy, verifying its checksum (for keys outside
     /// a key stream; inside one use [`DcfKeys::view`]). Never panics: every malformed input is
     /// a typed error. No canonical-form scan (see the module docs).

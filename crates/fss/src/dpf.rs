@@ -602,6 +602,28 @@ impl DpfKeys {
         w.finish()
     }
 
+    /// A batch from its bare body (what a device dealer copies back; layout in the module
+    /// docs): party `party` of `count` keys over n bits. The body must be exactly
+    /// `count · key_bytes_per_key(n)` bytes with zero padding bits.
+    ///
+    /// # Errors
+    /// [`FssError::BadParams`] for n out of range, a party other than 0 or 1, or a body of the
+    /// wrong length; [`FssError::BadHeader`] for nonzero padding bits.
+    pub fn from_body(n: u32, party: u8, count: usize, body: &[u8]) -> Result<Self> {
+        check_n(n)?;
+        let want = count.checked_mul(Self::key_bytes_per_key(n));
+        if party > 1 || want != Some(body.len()) {
+            return Err(FssError::BadParams(format!(
+                "a DPF body of {} bytes for party {party}, {count} keys over {n} bits",
+                body.len()
+            )));
+        }
+        let mut r = KeyReader::new(body);
+        let k = Self::read_body(&mut r, n, party, count)?;
+        r.finish()?;
+        Ok(k)
+    }
+
     /// Parse untrusted bytes. Never panics; every failure is a typed [`FssError`].
     ///
     /// # Errors

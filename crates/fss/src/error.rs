@@ -73,6 +73,9 @@ pub enum FssError {
         /// Party in the key.
         got: u8,
     },
+    /// Environment: a device dealer (`crate::dealer::DcfDealer`) failed.
+    #[error("device dealer failed: {0}")]
+    Dealer(String),
 }
 
 /// Result alias for this crate.

@@ -11,6 +11,8 @@
 //!   (views that differ only by their shift share a key), evaluated at shifted public points.
 //! * [`interval`]: vector interval lookup (DCF at the mask point evaluated at the cut points;
 //!   and DPF EvalAll dotted with a public table for small domains).
+//! * [`dealer`]: seeded batches (per-batch seeds, random-access roots) and the hook a device
+//!   dealer installs.
 //! * [`keyfmt`]: the versioned binary key layout (structure of arrays) with typed parse errors,
 //!   and [`KeyRef`] / [`KeyOrigin`]: key bytes borrowed from a loaded key stream, with their
 //!   position in it (DCF batches are evaluated in place from those bytes).
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dcf;
+pub mod dealer;
 pub mod dpf;
 pub mod error;
 pub mod interval;

@@ -4,11 +4,29 @@
 //! Per round: first the open material of every step (shares of its fresh input masks), then
 //! one key blob per gate batch, then the finish material of every non-gate step (shares of the
 //! mask products: [r_a·r_b], [r²], [R_X·R_Y], [R_X·R_W], [ρ_a∧ρ_b], [ρ]).
+//!
+//! # Deterministic and parallel
+//!
+//! The dealer draws one 16-byte *master seed* from the stream's generator
+//! (`DealerStreams::rng`, keyed from the OS by `suf keygen`). Gate key batch j (counting every
+//! batch of the program from 0, in the order the parties consume them) is dealt with its own
+//! generator `Csprng::from_seed(σ_j)`, where
+//! `σ_j = AES_master(GATE_BATCH_DOMAIN ⊕ j)` (AES-128 keyed with the master seed used as a
+//! PRF on the batch index; see [`batch_seed`]). Inside a batch, every DCF/DPF batch takes
+//! its own seed from that generator, and element k's roots are blocks 2k, 2k + 1 of AES-CTR
+//! under it (`suf_fss::dealer`). So a batch's keys depend on (master seed, j, its input masks)
+//! only: the gate batches of a round are dealt in parallel (rayon), together with the
+//! round's mask products, and written in program order. The streams are byte-identical for
+//! one master seed whatever the number of threads (tested), and format version 2 is
+//! unchanged. Masks and party 1's seed-derived shares still come from the stream's
+//! generators in consumption order (AES-CTR, cheap).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use suf_backend::Backend;
+use suf_core::prg::{Csprng, FixedKeyAes};
 
 use crate::error::{Result, RtError};
 use crate::ir::{NodeId, Op, Program};
@@ -28,14 +46,61 @@ pub struct DealReport {
     pub keygen_ms: f64,
     /// Rounds of the program.
     pub rounds: usize,
+    /// Gate key batches dealt.
+    pub gate_batches: u64,
+    /// Gate elements dealt (one key set per element, summed over the batches).
+    pub gate_elements: u64,
+    /// Which generator made the DCF batches ("cpu", or an installed device dealer's name).
+    pub dcf_dealer: String,
+}
+
+impl DealReport {
+    /// Key bytes of both parties per second of key generation.
+    pub fn bytes_per_s(&self) -> f64 {
+        (self.key_bytes[0] + self.key_bytes[1]) as f64 / (self.keygen_ms / 1e3).max(1e-9)
+    }
+
+    /// Gate elements (key sets) per second of key generation.
+    pub fn keys_per_s(&self) -> f64 {
+        self.gate_elements as f64 / (self.keygen_ms / 1e3).max(1e-9)
+    }
+}
+
+/// Domain constant of the gate-batch seeds ("gate batch seed" in the high bytes; the batch
+/// index in the low 64 bits).
+pub const GATE_BATCH_DOMAIN: u128 = u128::from_le_bytes(*b"\0\0\0\0\0\0\0\0gatebtch");
+
+/// The seed of gate batch `j` under `master`: AES-128 keyed with the master seed applied to
+/// `GATE_BATCH_DOMAIN ⊕ j` (a PRF evaluation; distinct j give independent-looking seeds).
+pub fn batch_seed(prf: &FixedKeyAes, j: u64) -> [u8; 16] {
+    prf.permute(GATE_BATCH_DOMAIN ^ j as u128).to_le_bytes()
+}
+
+/// A mask product a step finishes with (the shares are written after the round's blobs).
+enum Finish {
+    Arith(Vec<u64>),
+    Bool(Vec<u64>),
+    None,
 }
 
 /// Write both parties' key streams for one run of `prog`.
 pub fn run_dealer(
     prog: &Program,
     be: &dyn Backend,
+    ds: DealerStreams,
+    rw: &DealerWeights,
+) -> Result<DealReport> {
+    run_dealer_with(prog, be, ds, rw, &|_| {})
+}
+
+/// [`run_dealer`], calling `progress` after every round with the bytes written so far (both
+/// parties together).
+pub fn run_dealer_with(
+    prog: &Program,
+    be: &dyn Backend,
     mut ds: DealerStreams,
     rw: &DealerWeights,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<DealReport> {
     let t0 = Instant::now();
     let w = prog.width();
@@ -47,6 +112,9 @@ pub fn run_dealer(
             .ok_or_else(|| RtError::Weight(wid.clone()))?;
         ds.share_arith(r)?;
     }
+    let prf = FixedKeyAes::with_key(ds.rng.seed());
+    let mut batch_no = 0u64;
+    let mut elements = 0u64;
     for wave in &sched.waves {
         // Open material: fresh masks for every opened operand.
         let mut masks: HashMap<NodeId, Vec<Vec<u64>>> = HashMap::new();
@@ -83,54 +151,85 @@ pub fn run_dealer(
             }
             masks.insert(id, ms);
         }
-        // Gate key batches, then finish material.
-        let groups = Schedule::groups(prog, wave);
-        for g in &groups {
-            if let Group::Gates(_, ids) = g {
-                let all: Vec<u64> = ids
-                    .iter()
-                    .flat_map(|i| masks[i][0].iter().copied())
-                    .collect();
-                let gate = match &prog.node(ids[0]).op {
-                    Op::Gate(_, g) => g.clone(),
-                    _ => unreachable!("gate group holds gates"),
-                };
-                let blobs = gate.deal(w, &all, &mut ds.rng)?;
-                ds.blob(blobs)?;
-            }
-        }
-        for &id in wave {
-            let node = prog.node(id);
-            let ms = &masks[&id];
-            match &node.op {
-                Op::Mul(..) => ds.share_arith(&be.mul(w, &ms[0], &ms[1])?)?,
-                Op::Square(_) => ds.share_arith(&be.mul(w, &ms[0], &ms[0])?)?,
+        // Gate key batches (each with its own seed, in parallel), and the finish material of
+        // the other steps, at the same time.
+        let jobs: Vec<(u64, Vec<NodeId>)> = Schedule::groups(prog, wave)
+            .into_iter()
+            .filter_map(|g| match g {
+                Group::Gates(_, ids) => Some(ids),
+                Group::Single(_) => None,
+            })
+            .zip(batch_no..)
+            .map(|(ids, j)| (j, ids))
+            .collect();
+        batch_no += jobs.len() as u64;
+        elements += jobs
+            .iter()
+            .flat_map(|(_, ids)| ids)
+            .map(|i| match &prog.node(*i).op {
+                Op::Gate(a, _) => prog.numel(*a) as u64,
+                _ => 0,
+            })
+            .sum::<u64>();
+        let deal = |(j, ids): &(u64, Vec<NodeId>)| -> Result<[Vec<u8>; 2]> {
+            let all: Vec<u64> = ids
+                .iter()
+                .flat_map(|i| masks[i][0].iter().copied())
+                .collect();
+            let gate = match &prog.node(ids[0]).op {
+                Op::Gate(_, g) => g.clone(),
+                _ => unreachable!("gate group holds gates"),
+            };
+            gate.deal(w, &all, &mut Csprng::from_seed(batch_seed(&prf, *j)))
+        };
+        let finish = |id: &NodeId| -> Result<Finish> {
+            let node = prog.node(*id);
+            let ms = &masks[id];
+            Ok(match &node.op {
+                Op::Mul(..) => Finish::Arith(be.mul(w, &ms[0], &ms[1])?),
+                Op::Square(_) => Finish::Arith(be.mul(w, &ms[0], &ms[0])?),
                 Op::MatMul(a, b) => {
                     let (sa, sb) = (&prog.node(*a).shape, &prog.node(*b).shape);
-                    ds.share_arith(&be.gemm(w, &ms[0], &ms[1], sa[0], sa[1], sb[1])?)?
+                    Finish::Arith(be.gemm(w, &ms[0], &ms[1], sa[0], sa[1], sb[1])?)
                 }
                 Op::MatMulPrivW { wid, k, n, .. } => {
                     let r = &rw[wid];
-                    ds.share_arith(&be.gemm(w, &ms[0], r, ms[0].len() / k, *k, *n)?)?
+                    Finish::Arith(be.gemm(w, &ms[0], r, ms[0].len() / k, *k, *n)?)
                 }
                 Op::RowMul(..) => {
                     let c = *node.shape.last().unwrap_or(&1);
-                    ds.share_arith(&be.mul_rows(w, &ms[0], &ms[1], c)?)?
+                    Finish::Arith(be.mul_rows(w, &ms[0], &ms[1], c)?)
                 }
-                Op::And(..) => {
-                    let v: Vec<u64> = ms[0].iter().zip(&ms[1]).map(|(a, b)| a & b).collect();
-                    ds.share_bool(&v)?
-                }
-                Op::B2A(_) => ds.share_arith(&ms[0])?,
-                Op::Gate(..) => {}
+                Op::And(..) => Finish::Bool(ms[0].iter().zip(&ms[1]).map(|(a, b)| a & b).collect()),
+                Op::B2A(_) => Finish::Arith(ms[0].clone()),
+                Op::Gate(..) => Finish::None,
                 _ => unreachable!("only interactive steps are scheduled"),
+            })
+        };
+        let (blobs, fins) = rayon::join(
+            || jobs.par_iter().map(deal).collect::<Vec<_>>(),
+            || wave.par_iter().map(finish).collect::<Vec<_>>(),
+        );
+        for b in blobs {
+            ds.blob(b?)?;
+        }
+        for f in fins {
+            match f? {
+                Finish::Arith(v) => ds.share_arith(&v)?,
+                Finish::Bool(v) => ds.share_bool(&v)?,
+                Finish::None => {}
             }
         }
+        let kb = ds.key_bytes();
+        progress(kb[0] + kb[1]);
     }
     let key_bytes = ds.finish()?;
     Ok(DealReport {
         key_bytes,
         keygen_ms: t0.elapsed().as_secs_f64() * 1e3,
         rounds: sched.rounds(),
+        gate_batches: batch_no,
+        gate_elements: elements,
+        dcf_dealer: suf_fss::dealer::installed_name().to_string(),
     })
 }

@@ -213,8 +213,8 @@ impl GateImpl for Truncate {
         let r_h: Vec<u64> = r.iter().map(|&v| w.reduce(v) >> f).collect();
         let ones = vec![1u64; r.len()];
         let wrap = vec![1u64 << (n - f); r.len()];
-        let (a0, a1) = dcf::gen_batch(f, n, 1, &r_l, &ones, rng)?;
-        let (b0, b1) = dcf::gen_batch(n, n, 1, r, &wrap, rng)?;
+        let (a0, a1) = suf_fss::dealer::dcf_gen(f, n, 1, &r_l, &ones, rng.seed())?;
+        let (b0, b1) = suf_fss::dealer::dcf_gen(n, n, 1, r, &wrap, rng.seed())?;
         let h1: Vec<u64> = r_h.iter().map(|_| rng.ring(w)).collect();
         let h0: Vec<u64> = r_h.iter().zip(&h1).map(|(&v, &s)| w.sub(v, s)).collect();
         let pk = |h: &[u64]| suf_core::pack::pack(h, n);
@@ -315,7 +315,7 @@ impl GateImpl for LessThan {
     }
 
     fn deal(&self, w: BitWidth, r: &[u64], rng: &mut Csprng) -> Result<[Vec<u8>; 2]> {
-        let (k0, k1) = suf_fss::dpf::gen_cmp_batch(w.bits(), r, rng)?;
+        let (k0, k1) = suf_fss::dealer::dpf_cmp_gen(w.bits(), r, rng.seed())?;
         Ok([k0.to_bytes(), k1.to_bytes()])
     }
 

@@ -1,0 +1,238 @@
+//! Seeded key generation: the dealer's entry points that make a batch of keys a pure function
+//! of (parameters, inputs, a 16-byte batch seed), so that batches can be dealt in any order, on
+//! any number of threads, or on a device, with byte-identical results.
+//!
+//! # Randomness of a seeded batch, exactly (a device dealer must reproduce this bit for bit)
+//!
+//! A batch seed `σ` keys AES-128 in counter mode ([`Csprng::from_seed`]): block `j` of the
+//! stream is `AES_σ(j)` with the counter `j` as a little-endian u128. A DCF batch
+//! ([`dcf_gen`]) takes key k's root seeds from blocks `2k` (party 0) and `2k + 1` (party 1);
+//! a DPF comparison batch ([`dpf_cmp_gen`]) takes the same blocks with bit 0 cleared. Every
+//! element's seeds are therefore a function of (σ, element index) alone: random access, no
+//! sequential state — what lets a GPU thread per element generate its key. Everything else in
+//! a key is deterministic in the roots, α and β (see [`crate::dcf`] and [`crate::dpf`]).
+//!
+//! # Device dealers
+//!
+//! [`DcfDealer`] is the hook a device backend implements; [`install`] makes one the
+//! process-wide generator of [`dcf_gen`] while the returned guard lives. Because a device
+//! dealer must be byte-identical to [`CpuDcfDealer`] (tested in `crates/cuda/tests/dealer.rs`),
+//! installing one changes where keys are made, never which bytes they are; a device failure
+//! is an error, not a silent fallback.
+
+use std::sync::{Arc, RwLock};
+
+use suf_core::prg::Csprng;
+
+use crate::dcf::{self, DcfKeys};
+use crate::dpf::{self, DpfKeys};
+use crate::error::Result;
+
+/// A generator of seeded DCF batches (the CPU one, or a device's).
+pub trait DcfDealer: Send + Sync {
+    /// A short name for reports ("cpu", "cuda").
+    fn name(&self) -> &'static str;
+    /// Exactly [`CpuDcfDealer`]'s output for the same arguments (see [`dcf_gen_cpu`]).
+    ///
+    /// # Errors
+    /// As [`dcf::gen_batch`]; a device failure as [`crate::FssError::BadParams`]-style typed
+    /// errors of the implementation.
+    #[allow(clippy::type_complexity)]
+    fn dcf_gen(
+        &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+    ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)>;
+
+    /// Exactly [`dpf_cmp_gen_cpu`]'s output for the same arguments (the default is that
+    /// function).
+    ///
+    /// # Errors
+    /// As [`dpf::gen_cmp_batch`], or a device failure.
+    fn dpf_cmp_gen(&self, n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
+        dpf_cmp_gen_cpu(n, alphas, seed)
+    }
+}
+
+/// The reference dealer: [`dcf::gen_batch`] on the CPU (rayon over chunks of keys).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct CpuDcfDealer;
+
+impl DcfDealer for CpuDcfDealer {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn dcf_gen(
+        &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+    ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
+        dcf_gen_cpu(n, m, p, alphas, betas, seed)
+    }
+}
+
+/// A DCF batch from a batch seed on the CPU: [`dcf::gen_batch`] with a fresh
+/// `Csprng::from_seed(seed)` (roots of key k = AES_σ(2k), AES_σ(2k + 1); module docs).
+///
+/// # Errors
+/// As [`dcf::gen_batch`].
+pub fn dcf_gen_cpu(
+    n: u32,
+    m: u32,
+    p: usize,
+    alphas: &[u64],
+    betas: &[u64],
+    seed: [u8; 16],
+) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
+    dcf::gen_batch(n, m, p, alphas, betas, &mut Csprng::from_seed(seed))
+}
+
+static INSTALLED: RwLock<Option<Arc<dyn DcfDealer>>> = RwLock::new(None);
+
+/// Restores the previously installed dealer when dropped.
+#[must_use = "the dealer is uninstalled when the guard is dropped"]
+pub struct DealerGuard {
+    prev: Option<Arc<dyn DcfDealer>>,
+}
+
+impl std::fmt::Debug for DealerGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DealerGuard")
+    }
+}
+
+impl Drop for DealerGuard {
+    fn drop(&mut self) {
+        let mut g = INSTALLED.write().unwrap_or_else(|p| p.into_inner());
+        *g = self.prev.take();
+    }
+}
+
+/// Make `d` the process-wide generator of [`dcf_gen`] until the guard is dropped. Outputs do
+/// not depend on which dealer is installed (a device dealer is byte-identical to the CPU).
+pub fn install(d: Arc<dyn DcfDealer>) -> DealerGuard {
+    let mut g = INSTALLED.write().unwrap_or_else(|p| p.into_inner());
+    DealerGuard { prev: g.replace(d) }
+}
+
+/// The name of the installed dealer ("cpu" when none is).
+pub fn installed_name() -> &'static str {
+    let g = INSTALLED.read().unwrap_or_else(|p| p.into_inner());
+    g.as_ref().map_or("cpu", |d| d.name())
+}
+
+/// A seeded DCF batch from the installed dealer (the CPU when none is installed). Gates deal
+/// their DCFs through this, with a seed drawn from their batch's generator.
+///
+/// # Errors
+/// As [`dcf::gen_batch`], or the installed dealer's device error.
+pub fn dcf_gen(
+    n: u32,
+    m: u32,
+    p: usize,
+    alphas: &[u64],
+    betas: &[u64],
+    seed: [u8; 16],
+) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
+    let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match d {
+        Some(d) => d.dcf_gen(n, m, p, alphas, betas, seed),
+        None => dcf_gen_cpu(n, m, p, alphas, betas, seed),
+    }
+}
+
+/// A seeded DPF comparison batch on the CPU: [`dpf::gen_cmp_batch`] with
+/// `Csprng::from_seed(seed)` (roots of key k = AES_σ(2k) & !1, AES_σ(2k + 1) & !1).
+///
+/// # Errors
+/// As [`dpf::gen_cmp_batch`].
+pub fn dpf_cmp_gen_cpu(n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
+    dpf::gen_cmp_batch(n, alphas, &mut Csprng::from_seed(seed))
+}
+
+/// A seeded DPF comparison batch from the installed dealer (the CPU when none is).
+///
+/// # Errors
+/// As [`dpf::gen_cmp_batch`], or the installed dealer's device error.
+pub fn dpf_cmp_gen(n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
+    let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match d {
+        Some(d) => d.dpf_cmp_gen(n, alphas, seed),
+        None => dpf_cmp_gen_cpu(n, alphas, seed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use suf_core::prg::FixedKeyAes;
+
+    /// The documented random access: key k's roots are AES_σ(2k), AES_σ(2k + 1).
+    #[test]
+    fn roots_are_ctr_blocks_of_the_batch_seed() {
+        let seed = *b"batch seed 00001";
+        let alphas: Vec<u64> = (0..40).map(|i| (i * 37) % 1024).collect();
+        let betas: Vec<u64> = (0..80).map(|i| i * 11 + 3).collect();
+        let (k0, k1) = dcf_gen(10, 20, 2, &alphas, &betas, seed).unwrap();
+        let aes = FixedKeyAes::with_key(seed);
+        for k in [0usize, 1, 17, 39] {
+            assert_eq!(k0.seed(k), aes.permute(2 * k as u128));
+            assert_eq!(k1.seed(k), aes.permute(2 * k as u128 + 1));
+        }
+        // Same seed, same bytes; another seed, other bytes.
+        let (j0, j1) = dcf_gen(10, 20, 2, &alphas, &betas, seed).unwrap();
+        assert_eq!((k0.body(), k1.body()), (j0.body(), j1.body()));
+        let (o0, _) = dcf_gen(10, 20, 2, &alphas, &betas, *b"batch seed 00002").unwrap();
+        assert_ne!(k0.body(), o0.body());
+        let (d0, d1) = dpf_cmp_gen(12, &[5, 4095], seed).unwrap();
+        let (e0, e1) = dpf_cmp_gen(12, &[5, 4095], seed).unwrap();
+        assert_eq!(
+            (d0.to_bytes(), d1.to_bytes()),
+            (e0.to_bytes(), e1.to_bytes())
+        );
+    }
+
+    /// A dealer that counts its calls, to see that `install` routes `dcf_gen` to it.
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl DcfDealer for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn dcf_gen(
+            &self,
+            n: u32,
+            m: u32,
+            p: usize,
+            alphas: &[u64],
+            betas: &[u64],
+            seed: [u8; 16],
+        ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
+            // Count only this test's calls (other tests run in parallel in this process).
+            if seed == [7; 16] {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            dcf_gen_cpu(n, m, p, alphas, betas, seed)
+        }
+    }
+
+    #[test]
+    fn install_routes_and_restores() {
+        let c = Arc::new(Counting(Default::default()));
+        {
+            let _g = install(c.clone());
+            assert_eq!(installed_name(), "counting");
+            dcf_gen(8, 8, 1, &[3], &[1], [7; 16]).unwrap();
+            assert!(dcf_gen(8, 8, 1, &[300], &[1], [7; 16]).is_err());
+        }
+        assert_eq!(c.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(installed_name(), "cpu");
+    }
+}
