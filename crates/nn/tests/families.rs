@@ -99,9 +99,30 @@ fn gpt2_public() {
 fn one_token_inputs() {
     // A one-column softmax (a one-token decoder input) sums to exactly 1: the reciprocal's
     // range must still be valid (it used to be refused with "maximum length 1").
-    check_cfg(tiny("gpt2"), "gpt2 one token", Mode::Public, 50, Link::Mem, &[7]);
-    check_cfg(tiny("llama2-7b"), "llama one token", Mode::Public, 48, Link::Mem, &[7]);
-    check_cfg(tiny("bert-tiny"), "bert one token", Mode::Public, 50, Link::Mem, &[7]);
+    check_cfg(
+        tiny("gpt2"),
+        "gpt2 one token",
+        Mode::Public,
+        50,
+        Link::Mem,
+        &[7],
+    );
+    check_cfg(
+        tiny("llama2-7b"),
+        "llama one token",
+        Mode::Public,
+        48,
+        Link::Mem,
+        &[7],
+    );
+    check_cfg(
+        tiny("bert-tiny"),
+        "bert one token",
+        Mode::Public,
+        50,
+        Link::Mem,
+        &[7],
+    );
 }
 
 #[test]

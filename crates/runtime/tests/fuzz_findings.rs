@@ -66,11 +66,20 @@ fn a_section_length_near_2_pow_64_is_an_error() {
     // bound check. Format v2: the same lengths in a section head and its table-of-contents
     // entry, with every checksum re-sealed, must be refused at open — no panic, no allocation.
     for i in 0..2 {
-        for len in [u64::MAX, u64::MAX - 10, u64::MAX - 31, 1 << 63, (1 << 40) + 3] {
+        for len in [
+            u64::MAX,
+            u64::MAX - 10,
+            u64::MAX - 31,
+            1 << 63,
+            (1 << 40) + 3,
+        ] {
             let b = with_section_len(stream(), i, len);
             let e = consume(b).expect_err("an absurd section length was accepted");
             // Refused for the length, not for a checksum the test failed to re-seal.
-            assert!(!e.to_string().contains("checksum"), "section {i}, length {len}: {e}");
+            assert!(
+                !e.to_string().contains("checksum"),
+                "section {i}, length {len}: {e}"
+            );
         }
     }
 }
