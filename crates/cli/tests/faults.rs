@@ -63,6 +63,10 @@ enum Fault {
     Frame { len: u64, close: bool },
     /// Flip every byte from here on (the peer's frames become garbage).
     Garble,
+    /// Hold every later chunk for `hold`, then forward it in pieces of `piece` bytes (a slow,
+    /// fragmenting link: netem's delay where the kernel has no netem; TCP itself already
+    /// undoes reordering and duplication below the program).
+    Delay { hold: Duration, piece: usize },
 }
 
 /// A loopback proxy to `target` applying `fault` after `HELLO_LEN + after` bytes from the
@@ -108,6 +112,21 @@ fn proxy(target: SocketAddr, after: usize, fault: Fault) -> (SocketAddr, thread:
             moved += pass;
             if pass < n || moved >= limit {
                 match fault {
+                    Fault::Delay { hold, piece } => {
+                        let mut rest = buf[pass..n].to_vec();
+                        'link: loop {
+                            thread::sleep(hold);
+                            for p in rest.chunks(piece.max(1)) {
+                                if s.write_all(p).and_then(|()| s.flush()).is_err() {
+                                    break 'link;
+                                }
+                            }
+                            match c.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => rest = buf[..k].to_vec(),
+                            }
+                        }
+                    }
                     Fault::Garble => {
                         let mut rest: Vec<u8> = buf[pass..n].iter().map(|b| !b).collect();
                         loop {
@@ -219,6 +238,53 @@ fn a_clean_run_through_the_proxy_succeeds() {
         out[0].0.is_ok() && out[1].0.is_ok(),
         "{:?}",
         out[0].0.as_ref().err()
+    );
+}
+
+#[test]
+fn a_slow_fragmenting_link_gives_the_same_result() {
+    // Every chunk from party 1 held for 40 ms and cut into 3-byte pieces: slower, same bits.
+    let p = prog();
+    let clean = run_with(&p, usize::MAX / 2, Fault::Cut);
+    let slow = run_with(
+        &p,
+        100,
+        Fault::Delay {
+            hold: Duration::from_millis(40),
+            piece: 3,
+        },
+    );
+    for j in 0..2 {
+        let (a, b) = (clean[j].0.as_ref().unwrap(), slow[j].0.as_ref());
+        let b = b.unwrap_or_else(|e| panic!("party {j} failed over the slow link: {e}"));
+        assert_eq!(a.outputs, b.outputs, "party {j}: output shares differ");
+    }
+    assert!(
+        slow[0].1 > Duration::from_millis(40),
+        "the delay did not apply"
+    );
+}
+
+#[test]
+fn a_link_slower_than_the_timeout_times_out_on_both_sides() {
+    let out = run_with(
+        &prog(),
+        3 * 1000,
+        Fault::Delay {
+            hold: TIMEOUT * 2,
+            piece: 64,
+        },
+    );
+    for (p, o) in out.iter().enumerate() {
+        assert!(o.0.is_err(), "party {p} produced a result");
+        assert!(o.1 < TIMEOUT * 2 + SLACK, "party {p} took {:?}", o.1);
+    }
+    assert!(
+        out.iter()
+            .any(|o| matches!(net_err(o), NetError::Timeout { .. })),
+        "{} / {}",
+        net_err(&out[0]),
+        net_err(&out[1])
     );
 }
 
