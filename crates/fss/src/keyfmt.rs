@@ -149,13 +149,12 @@ pub struct Header {
 pub fn checksum(bytes: &[u8]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut h: u64 = 0x243F_6A88_85A3_08D3;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+    let (chunks, rem) = bytes.as_chunks::<8>();
+    for c in chunks {
+        let w = u64::from_le_bytes(*c);
         h = (h ^ w).wrapping_mul(K);
         h ^= h >> 29;
     }
-    let rem = chunks.remainder();
     if !rem.is_empty() {
         let mut b = [0u8; 8];
         b[..rem.len()].copy_from_slice(rem);
@@ -283,8 +282,11 @@ pub fn parse_header_view(bytes: &[u8], kind: KeyKind) -> Result<(Header, &[u8], 
         return Err(FssError::BadMagic);
     }
     let u16at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
-    let u32at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
-    let u64at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    let u32at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let u64at = |o: usize| {
+        let (w, _) = bytes[o..].as_chunks::<8>();
+        w.first().map_or(0, |&w| u64::from_le_bytes(w))
+    };
     let version = u16at(4);
     if version != VERSION {
         return Err(FssError::VersionMismatch {
@@ -389,8 +391,10 @@ impl<'a> KeyReader<'a> {
             available: self.buf.len() - self.pos,
         })?;
         let s = self.take(bytes)?;
-        Ok(s.chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        Ok(s.as_chunks::<8>()
+            .0
+            .iter()
+            .map(|&c| u64::from_le_bytes(c))
             .collect())
     }
 
@@ -401,8 +405,10 @@ impl<'a> KeyReader<'a> {
             available: self.buf.len() - self.pos,
         })?;
         let s = self.take(bytes)?;
-        Ok(s.chunks_exact(16)
-            .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+        Ok(s.as_chunks::<16>()
+            .0
+            .iter()
+            .map(|&c| u128::from_le_bytes(c))
             .collect())
     }
 

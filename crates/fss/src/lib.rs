@@ -22,6 +22,9 @@
 //!
 //! Depends on `suf-core` only: no I/O, no network, no GPU.
 #![forbid(unsafe_code)]
+// Key streams and key batches come from files and peers: no unwrap/expect outside tests
+// (each remaining `expect` states an invariant the code itself establishes, with an allow).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod dcf;
 pub mod dealer;

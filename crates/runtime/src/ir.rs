@@ -481,7 +481,9 @@ impl Builder {
             );
         }
         let mut s = self.shape(x).to_vec();
-        *s.last_mut().expect("non-empty shape") = n;
+        if let Some(l) = s.last_mut() {
+            *l = n;
+        }
         let _ = rows;
         Ok(self.push(Op::MatMulPub { x: x.0, w, k, n }, s, Dtype::Arith))
     }
@@ -514,7 +516,9 @@ impl Builder {
             );
         }
         let mut s = self.shape(x).to_vec();
-        *s.last_mut().expect("non-empty shape") = n;
+        if let Some(l) = s.last_mut() {
+            *l = n;
+        }
         Ok(self.push(
             Op::MatMulPrivW {
                 x: x.0,
@@ -534,7 +538,9 @@ impl Builder {
         if s.is_empty() {
             return shape_err("sum_last", "scalar");
         }
-        *s.last_mut().expect("non-empty") = 1;
+        if let Some(l) = s.last_mut() {
+            *l = 1;
+        }
         Ok(self.push(Op::SumLast(a.0), s, Dtype::Arith))
     }
 

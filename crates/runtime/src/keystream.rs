@@ -267,7 +267,7 @@ impl Write for MemSink {
 impl MemSink {
     /// The bytes written so far.
     pub fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.0.lock().expect("mem sink lock"))
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

@@ -9,6 +9,7 @@ use suf_core::BitWidth;
 use crate::error::{Result, RtError};
 use crate::ir::{Node, Op};
 
+#[allow(clippy::expect_used, reason = "a constant: 1 is a valid ring width")]
 fn z2() -> BitWidth {
     BitWidth::new(1).expect("Z_2 is a valid ring")
 }

@@ -31,6 +31,7 @@ use crate::report::{BackendReport, Counter, RoundTime, RunReport, Tracer};
 use crate::sched::{Group, Schedule};
 
 /// XOR-shared bits are elements of Z_2: XOR is addition, AND multiplication.
+#[allow(clippy::expect_used, reason = "a constant: 1 is a valid ring width")]
 fn z2() -> BitWidth {
     BitWidth::new(1).expect("Z_2 is a valid ring")
 }
@@ -642,7 +643,10 @@ impl<'a> Party<'a> {
             let ms = &masks[wi];
             let be = self.be;
             let v = match &node.op {
-                Op::Gate(..) => results.remove(&id).expect("gate result computed"),
+                Op::Gate(..) => results.remove(&id).ok_or_else(|| RtError::Shape {
+                    op: "gate",
+                    detail: format!("node {id:?}: no gate result in its round"),
+                })?,
                 Op::Mul(..) => {
                     let c = keys.take_arith(node.numel())?;
                     let ab = be.mul(w, &o[0], &o[1])?;

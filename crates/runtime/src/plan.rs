@@ -434,6 +434,7 @@ impl Plan {
 
 /// Per-layer sums of per-operator plans, in order of first appearance; a layer's rounds are
 /// the rounds in which it opens values.
+#[allow(clippy::expect_used, reason = "last_mut right after a push")]
 fn layers_of(ops: &[OpPlan], waves: &[Vec<String>]) -> Vec<LayerPlan> {
     let mut out: Vec<LayerPlan> = Vec::new();
     for o in ops {

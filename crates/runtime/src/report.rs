@@ -162,6 +162,7 @@ pub(crate) struct Counter {
 }
 
 impl Counter {
+    #[allow(clippy::expect_used, reason = "get_mut right after an insert")]
     fn entry(&mut self, layer: &str, op: &str) -> &mut OpReport {
         let k = (layer.to_string(), op.to_string());
         if !self.ops.contains_key(&k) {
@@ -205,6 +206,7 @@ impl Counter {
         }
     }
 
+    #[allow(clippy::expect_used, reason = "last_mut right after a push")]
     pub(crate) fn finish(self, rep: &mut RunReport) {
         let mut layers: Vec<LayerReport> = Vec::new();
         for k in &self.order {
