@@ -294,13 +294,25 @@ fn sequential_and_concurrent_requests_equal_plain_then_the_pool_runs_dry() {
         e.contains("key pool is empty") && e.contains("retry"),
         "{e}"
     );
-    let o = ok(suf()
-        .args(["client", "--metrics", "--p0", &a.api, "--p1", &b.api])
-        .arg("--certs")
-        .arg(s.p("certs/client"))
-        .output()
-        .unwrap());
-    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The client returns at the first refusal; the other server may still be finishing that
+    // request (e.g. the leader waiting on its peer's answer): wait, bounded, for it to settle.
+    let metrics = || -> Value {
+        let o = ok(suf()
+            .args(["client", "--metrics", "--p0", &a.api, "--p1", &b.api])
+            .arg("--certs")
+            .arg(s.p("certs/client"))
+            .output()
+            .unwrap());
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let mut m = metrics();
+    for _ in 0..100 {
+        if m["p0"]["in_flight"] == 0 && m["p1"]["in_flight"] == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        m = metrics();
+    }
     for p in ["p0", "p1"] {
         assert_eq!(m[p]["served"], 6, "{m}");
         assert_eq!(m[p]["remaining_streams"], 0, "{m}");
