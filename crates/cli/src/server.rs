@@ -136,15 +136,12 @@ const MAX_IDLE_LINKS: usize = 8;
 const AUTH_LABEL: &[u8] = b"suf-peer-auth-v1";
 
 fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
-    // HMAC-SHA-256 (RFC 2104) with a 32-byte key, padded to the 64-byte block.
-    let mut k = [0u8; 64];
-    k[..32].copy_from_slice(key);
-    let pad = |x: u8| -> Vec<u8> { k.iter().map(|b| b ^ x).collect() };
-    let mut inner = pad(0x36);
-    inner.extend_from_slice(msg);
-    let mut outer = pad(0x5c);
-    outer.extend_from_slice(&suf_net::fingerprint(&inner));
-    suf_net::fingerprint(&outer)
+    // HMAC-SHA-256 (RFC 2104) from RustCrypto's `hmac`.
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {

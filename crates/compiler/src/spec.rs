@@ -30,15 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{spec_err, Result};
 
-/// 2^bits − 1 (all ones for 64).
-#[inline]
-pub fn mask(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
+/// 2^bits − 1 (all ones for 64): the one definition, shared with the backend's gate
+/// evaluation.
+pub use suf_backend::gate::mask;
 
 /// A bit view of the gate input: x_u = (x + offset) mod 2^bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
