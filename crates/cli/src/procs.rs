@@ -12,10 +12,11 @@
 //!   spawn ──────────────────────────────▶  build program, backend, resident weights
 //!         ◀──────────────────────────────  {"ready": true, "addr": ..}      (stdout, JSON)
 //!   per run i (one warm-up, then --runs):
-//!   deal keys → DIR/run<i>.p<j>.keys (0600)
 //!   share input → DIR/run<i>.input<j>
-//!   "run i" ────────────────────────────▶  key load: read the key file, prepare the run
-//!                                          (the backend makes the stream resident)
+//!   "run i" ────────────────────────────▶  connect to DIR/keys<j>.sock
+//!   deal keys ══ DIR/keys<j>.sock ═══════▶  key load: receive the stream into memory,
+//!                                          check it, prepare the run (the backend makes
+//!                                          the stream resident)
 //!                                          connect (party 0 accepts, party 1 connects)
 //!                                          online phase (the clock runs here only)
 //!         ◀──────────────────────────────  {"run": i, "online_ms": .., ..} + DIR/run<i>.output<j>
@@ -23,14 +24,21 @@
 //!   reconstruct, compare with plain, delete the run's files
 //! ```
 //!
-//! Keys are one-time: every run has fresh keys (the one-time marker is created as usual).
-//! DIR is a private temporary directory (0700) removed at the end.
+//! Keys are one-time: every run has fresh keys, dealt by the parent while the parties
+//! receive them, each party's half over its own Unix socket in DIR (no key file: a bert-base
+//! run deals ≈ 2 × 22 GB, which files made the bottleneck). A party's stream lives only in
+//! its memory and is consumed by value. DIR is a private temporary directory (0700) removed at
+//! the end, so no other user can connect to the sockets; a party that does not connect within
+//! `--timeout` fails the run. With `--backend cuda` (or auto on a GPU host) the dealer makes
+//! its DCF keys on the GPU (`suf_cuda::CudaDealer`, byte-identical to the CPU's); the JSON's
+//! `dealer` says which path was timed.
 //!
 //! `--gpu N[,M]` gives each party process its CUDA device (party 0 on N, party 1 on M); the
 //! parent resolves the list and passes each party its one ordinal.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,8 +104,30 @@ pub struct PartyArgs {
     trace: bool,
 }
 
-fn key_path(dir: &Path, run: usize, party: u8) -> PathBuf {
-    dir.join(format!("run{run}.p{party}.keys"))
+fn key_socket(dir: &Path, party: u8) -> PathBuf {
+    dir.join(format!("keys{party}.sock"))
+}
+
+/// Accept one connection on `l` within `timeout` (a party that died before connecting must
+/// not hang the dealer).
+fn accept_within(l: &UnixListener, timeout: Duration, party: u8) -> Result<UnixStream> {
+    l.set_nonblocking(true)?;
+    let t = Instant::now();
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if t.elapsed() > timeout {
+                    bail!("party {party} did not connect for its keys within {timeout:?}");
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e).context("accepting a party's key connection"),
+        }
+    }
 }
 
 fn input_path(dir: &Path, run: usize, party: u8) -> PathBuf {
@@ -290,6 +320,21 @@ pub fn bench_processes(
     restrict(&wpath, 0o600)?;
     let cpu = CpuBackend::new();
     let plain = run_plain(prog, &cpu, &x, &built.private)?;
+    let listeners = [
+        UnixListener::bind(key_socket(dir, 0)).context("binding party 0's key socket")?,
+        UnixListener::bind(key_socket(dir, 1)).context("binding party 1's key socket")?,
+    ];
+    // DCF keys on the GPU when the parties run there (same bytes as the CPU dealer's).
+    let gpu_dealer = crate::keygen::gpu_dealer(
+        choice,
+        extra.gpu.gpu.as_ref().map(|g| g.for_party(0)),
+    )?;
+    let dealer_name = if gpu_dealer.is_some() {
+        "parent process, DCF keys on the GPU (CudaDealer), streamed to each party over a Unix socket"
+    } else {
+        "parent process, CPU, streamed to each party over a Unix socket"
+    };
+    let sock_timeout = Duration::from_secs(timeout.max(1));
 
     let gpus = extra.gpu.gpu.as_ref();
     let sa = |peer, party: u8| SpawnArgs {
@@ -317,28 +362,34 @@ pub fn bench_processes(
     let mut all_match = true;
     for i in 0..total {
         pb.inc(1);
-        let kp = [key_path(dir, i, 0), key_path(dir, i, 1)];
         let mut session = [0u8; 16];
         session.copy_from_slice(&rng.seed());
-        let ds = DealerStreams::to_files(
-            w,
-            Csprng::from_os()?,
-            session,
-            prog.fingerprint(),
-            [&kp[0], &kp[1]],
-        )?;
-        let deal = run_dealer(prog, &cpu, ds, &rw)?;
-        keygen.push(deal.keygen_ms);
-        key_bytes = deal.key_bytes;
         let shares = suf_runtime::share_inputs(w, &x, &mut rng);
         for j in 0..2u8 {
-            restrict(&kp[j as usize], 0o600)?;
             let ip = input_path(dir, i, j);
             files::write(&ip, &shares[j as usize])?;
             restrict(&ip, 0o600)?;
         }
         p0.send(&format!("run {i}"))?;
         p1.send(&format!("run {i}"))?;
+        // The dealer writes both streams while the parties receive them.
+        let socks = [
+            accept_within(&listeners[0], sock_timeout, 0)?,
+            accept_within(&listeners[1], sock_timeout, 1)?,
+        ];
+        let sinks: [Box<dyn Write + Send>; 2] =
+            socks.map(|s| Box::new(std::io::BufWriter::with_capacity(1 << 22, s)) as _);
+        let ds = DealerStreams::to_writers(
+            w,
+            Csprng::from_os()?,
+            session,
+            prog.fingerprint(),
+            sinks,
+            ["<party 0's key socket>", "<party 1's key socket>"],
+        )?;
+        let deal = run_dealer(prog, &cpu, ds, &rw)?;
+        keygen.push(deal.keygen_ms);
+        key_bytes = deal.key_bytes;
         let r0 = p0.recv()?;
         let r1 = p1.recv()?;
         let (o0, o1) = (
@@ -390,6 +441,7 @@ pub fn bench_processes(
     pb.finish_and_clear();
     p0.finish()?;
     p1.finish()?;
+    drop(gpu_dealer);
 
     let slower = |k: &str| -> Vec<f64> {
         per_run
@@ -473,6 +525,7 @@ pub fn bench_processes(
         "key_bytes": key_bytes[0].max(key_bytes[1]),
         "key_bytes_per_party": key_bytes,
         "keygen_ms": median(keygen),
+        "dealer": dealer_name,
         "build_ms": build_ms,
         "matches_plain": all_match,
         "per_party": per_party,
@@ -545,6 +598,7 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         "weights_ms": weights_ms, "threads": rayon::current_num_threads(), "gpu": a.gpu,
     }))?;
     let timeout = Duration::from_secs(a.timeout.max(1));
+    let mut last_len = 0usize;
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading the parent's command")?;
         let Some(run) = line
@@ -553,19 +607,24 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         else {
             bail!("unknown command {line:?} from the parent");
         };
-        // Key load: the one-time marker and the header checks, the whole file into memory,
-        // then the run's preparation. None of it is online time.
+        // Key load: receive this run's stream from the dealer (the dealer deals while it
+        // arrives), check it (header, TOC, every checksum), then the run's preparation. None
+        // of it is online time.
         let t_load = Instant::now();
-        let kp = key_path(&a.dir, run, party);
-        drop(PartyStream::open_file_for(
-            &kp,
-            party,
-            &prog.fingerprint(),
-            prog.width().bits(),
-        )?);
-        let bytes = std::fs::read(&kp).with_context(|| format!("reading {}", kp.display()))?;
+        let ks = key_socket(&a.dir, party);
+        let mut sock = UnixStream::connect(&ks)
+            .with_context(|| format!("connecting to the dealer at {}", ks.display()))?;
+        sock.set_read_timeout(Some(timeout))?;
+        // Every run's stream has the same length (shapes never depend on the masks).
+        let mut bytes = Vec::with_capacity(last_len);
+        std::io::Read::read_to_end(&mut sock, &mut bytes)
+            .context("receiving the key stream from the dealer")?;
+        drop(sock);
+        last_len = bytes.len();
         let key_file_bytes = bytes.len();
-        let mut keys = PartyStream::from_bytes(bytes)?;
+        let keys = PartyStream::from_bytes(bytes)?;
+        keys.check(party, &prog.fingerprint(), prog.width().bits())?;
+        let mut keys = keys;
         let key_read_ms = ms(t_load);
         let t_prep = Instant::now();
         let prep = p.prepare(&res, &mut keys)?;

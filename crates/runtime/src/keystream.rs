@@ -330,6 +330,27 @@ impl DealerStreams {
         Self::new(w, rng, session, program_fp, [mk(paths[0])?, mk(paths[1])?])
     }
 
+    /// Streams into two writers (e.g. one local socket per party; `labels` name them in
+    /// errors). The writers are flushed by [`DealerStreams::finish`] and closed when the
+    /// streams are dropped.
+    pub fn to_writers(
+        w: BitWidth,
+        rng: Csprng,
+        session: [u8; 16],
+        program_fp: [u8; 32],
+        sinks: [Box<dyn Write + Send>; 2],
+        labels: [&str; 2],
+    ) -> Result<Self> {
+        let [s0, s1] = sinks;
+        Self::new(
+            w,
+            rng,
+            session,
+            program_fp,
+            [(s0, PathBuf::from(labels[0])), (s1, PathBuf::from(labels[1]))],
+        )
+    }
+
     /// Streams into memory.
     pub fn to_memory(
         w: BitWidth,
