@@ -325,10 +325,8 @@ pub fn bench_processes(
         UnixListener::bind(key_socket(dir, 1)).context("binding party 1's key socket")?,
     ];
     // DCF keys on the GPU when the parties run there (same bytes as the CPU dealer's).
-    let gpu_dealer = crate::keygen::gpu_dealer(
-        choice,
-        extra.gpu.gpu.as_ref().map(|g| g.for_party(0)),
-    )?;
+    let gpu_dealer =
+        crate::keygen::gpu_dealer(choice, extra.gpu.gpu.as_ref().map(|g| g.for_party(0)))?;
     let dealer_name = if gpu_dealer.is_some() {
         "parent process, DCF keys on the GPU (CudaDealer), streamed to each party over a Unix socket"
     } else {

@@ -169,9 +169,86 @@ pub fn shares_payload(count: u64, bits: u32) -> u64 {
     (count as u128 * bits as u128).div_ceil(8) as u64
 }
 
+/// Where a [`SectionWriter`]'s bytes go: straight into the sink, or to a writer thread that
+/// owns the sink (the dealer hands it owned buffers and goes on dealing while it writes).
+enum Sink {
+    Direct(Box<dyn Write + Send>),
+    Threaded {
+        tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    },
+}
+
+impl Sink {
+    /// A writer thread over `sink`; up to `depth` buffers wait in its queue.
+    fn threaded(mut sink: Box<dyn Write + Send>, depth: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(depth);
+        let thread = std::thread::spawn(move || -> std::io::Result<()> {
+            for b in rx {
+                sink.write_all(&b)?;
+            }
+            sink.flush()
+        });
+        Sink::Threaded {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The writer thread's own error once it has stopped (its channel closed early).
+    fn thread_error(&mut self) -> std::io::Error {
+        match self {
+            Sink::Threaded { tx, thread } => {
+                *tx = None;
+                match thread.take().map(|t| t.join()) {
+                    Some(Ok(Err(e))) => e,
+                    Some(Err(_)) => std::io::Error::other("the key writer thread panicked"),
+                    _ => std::io::Error::other("the key writer thread stopped"),
+                }
+            }
+            Sink::Direct(_) => std::io::Error::other("no writer thread"),
+        }
+    }
+
+    fn write_owned(&mut self, b: Vec<u8>) -> std::io::Result<()> {
+        match self {
+            Sink::Direct(w) => w.write_all(&b),
+            Sink::Threaded { tx: Some(tx), .. } => match tx.send(b) {
+                Ok(()) => Ok(()),
+                Err(_) => Err(self.thread_error()),
+            },
+            Sink::Threaded { tx: None, .. } => {
+                Err(std::io::Error::other("the key stream is closed"))
+            }
+        }
+    }
+
+    /// Flush; for a writer thread: close its queue and wait until it has written everything.
+    fn close(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Direct(w) => w.flush(),
+            Sink::Threaded { tx, thread } => {
+                *tx = None;
+                match thread.take().map(|t| t.join()) {
+                    Some(Ok(r)) => r,
+                    Some(Err(_)) => Err(std::io::Error::other("the key writer thread panicked")),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // An abandoned stream (an error elsewhere): let the thread drain and end.
+        let _ = self.close();
+    }
+}
+
 /// Writes one party's sections, then its table of contents and footer.
 struct SectionWriter {
-    sink: Box<dyn Write + Send>,
+    sink: Sink,
     path: PathBuf,
     /// Bytes written so far (the position of the next byte).
     pos: u64,
@@ -180,49 +257,57 @@ struct SectionWriter {
 }
 
 impl SectionWriter {
-    fn write(&mut self, b: &[u8]) -> Result<()> {
-        self.sink.write_all(b).map_err(|e| io_err(&self.path, e))?;
-        self.pos += b.len() as u64;
+    fn write(&mut self, b: Vec<u8>) -> Result<()> {
+        let n = b.len() as u64;
+        self.sink
+            .write_owned(b)
+            .map_err(|e| io_err(&self.path, e))?;
+        self.pos += n;
         Ok(())
     }
 
-    fn pad(&mut self) -> Result<()> {
-        let pad = pad_len(self.pos) as usize;
-        self.write(&[0u8; ALIGN][..pad])
-    }
-
-    fn section(&mut self, tag: u8, count: u64, payload: &[u8]) -> Result<()> {
+    fn section(&mut self, tag: u8, count: u64, payload: Vec<u8>) -> Result<()> {
         let mut head = [0u8; HEAD_LEN];
         head[0] = tag;
         head[8..16].copy_from_slice(&count.to_le_bytes());
         head[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        head[24..32].copy_from_slice(&payload_sum(payload).to_le_bytes());
+        head[24..32].copy_from_slice(&payload_sum(&payload).to_le_bytes());
         let mut entry = [0u8; TOC_ENTRY];
         entry[0] = tag;
         entry[8..16].copy_from_slice(&count.to_le_bytes());
         entry[16..24].copy_from_slice(&(self.pos + HEAD_LEN as u64).to_le_bytes());
         entry[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
         self.toc.extend_from_slice(&entry);
-        self.write(&head)?;
+        let pad = pad_len(self.pos + (HEAD_LEN + payload.len()) as u64) as usize;
+        if payload.len() < 1 << 16 {
+            // Small sections in one buffer.
+            let mut b = Vec::with_capacity(HEAD_LEN + payload.len() + pad);
+            b.extend_from_slice(&head);
+            b.extend_from_slice(&payload);
+            b.resize(b.len() + pad, 0);
+            return self.write(b);
+        }
+        self.write(head.to_vec())?;
         self.write(payload)?;
-        self.pad()
+        self.write(vec![0u8; pad])
     }
 
     fn finish(&mut self) -> Result<()> {
         let toc = std::mem::take(&mut self.toc);
         let toc_off = self.pos;
         let sections = (toc.len() / TOC_ENTRY) as u64;
-        self.write(&toc)?;
+        let toc_sum = checksum(&toc);
+        self.write(toc)?;
         let mut f = Vec::with_capacity(FOOTER_LEN);
         f.extend_from_slice(&END_MARKER);
         f.extend_from_slice(&sections.to_le_bytes());
         f.extend_from_slice(&toc_off.to_le_bytes());
         f.extend_from_slice(&(self.pos + FOOTER_LEN as u64).to_le_bytes());
-        f.extend_from_slice(&checksum(&toc).to_le_bytes());
+        f.extend_from_slice(&toc_sum.to_le_bytes());
         let c = checksum(&f);
         f.extend_from_slice(&c.to_le_bytes());
-        self.write(&f)?;
-        self.sink.flush().map_err(|e| io_err(&self.path, e))
+        self.write(f)?;
+        self.sink.close().map_err(|e| io_err(&self.path, e))
     }
 }
 
@@ -278,13 +363,18 @@ impl DealerStreams {
         session: [u8; 16],
         program_fp: [u8; 32],
         sinks: [(Box<dyn Write + Send>, PathBuf); 2],
+        threaded: bool,
     ) -> Result<Self> {
         let mut keys_fp = [0u8; 32];
         keys_fp[..16].copy_from_slice(&rng.seed());
         keys_fp[16..].copy_from_slice(&rng.seed());
         let seed1 = rng.seed();
         let mut out = sinks.map(|(sink, path)| SectionWriter {
-            sink,
+            sink: if threaded {
+                Sink::threaded(sink, 8)
+            } else {
+                Sink::Direct(sink)
+            },
             path,
             pos: 0,
             toc: Vec::new(),
@@ -297,7 +387,7 @@ impl DealerStreams {
                 program_fp,
                 keys_fp,
             };
-            o.write(&header_bytes(&id, if party == 1 { seed1 } else { [0; 16] }))?;
+            o.write(header_bytes(&id, if party == 1 { seed1 } else { [0; 16] }))?;
         }
         Ok(DealerStreams {
             w,
@@ -327,7 +417,14 @@ impl DealerStreams {
                 p.to_path_buf(),
             ))
         };
-        Self::new(w, rng, session, program_fp, [mk(paths[0])?, mk(paths[1])?])
+        Self::new(
+            w,
+            rng,
+            session,
+            program_fp,
+            [mk(paths[0])?, mk(paths[1])?],
+            true,
+        )
     }
 
     /// Streams into two writers (e.g. one local socket per party; `labels` name them in
@@ -347,7 +444,11 @@ impl DealerStreams {
             rng,
             session,
             program_fp,
-            [(s0, PathBuf::from(labels[0])), (s1, PathBuf::from(labels[1]))],
+            [
+                (s0, PathBuf::from(labels[0])),
+                (s1, PathBuf::from(labels[1])),
+            ],
+            true,
         )
     }
 
@@ -368,6 +469,7 @@ impl DealerStreams {
                 (Box::new(sinks[0].clone()), PathBuf::from("<memory:0>")),
                 (Box::new(sinks[1].clone()), PathBuf::from("<memory:1>")),
             ],
+            false,
         )?;
         Ok((d, sinks))
     }
@@ -382,13 +484,13 @@ impl DealerStreams {
     pub fn share_arith(&mut self, v: &[u64]) -> Result<()> {
         let w = self.w;
         let s0: Vec<u64> = v.iter().map(|&x| w.sub(x, self.p1.ring(w))).collect();
-        self.out[0].section(TAG_ARITH, v.len() as u64, &pack(&s0, w.bits()))
+        self.out[0].section(TAG_ARITH, v.len() as u64, pack(&s0, w.bits()))
     }
 
     /// XOR-share bits (values 0/1).
     pub fn share_bool(&mut self, v: &[u64]) -> Result<()> {
         let s0: Vec<u64> = v.iter().map(|&x| (x ^ self.p1.next_u64()) & 1).collect();
-        self.out[0].section(TAG_BOOL, v.len() as u64, &pack(&s0, 1))
+        self.out[0].section(TAG_BOOL, v.len() as u64, pack(&s0, 1))
     }
 
     /// Uniform masks for `count` elements.
@@ -404,7 +506,7 @@ impl DealerStreams {
     /// One key blob per party. The payload starts 16-aligned in the stream, so a blob made by
     /// `gate::join_parts` has every part 16-aligned too.
     pub fn blob(&mut self, b: [Vec<u8>; 2]) -> Result<()> {
-        for (o, blob) in self.out.iter_mut().zip(b.iter()) {
+        for (o, blob) in self.out.iter_mut().zip(b) {
             o.section(TAG_BLOB, blob.len() as u64, blob)?;
         }
         Ok(())
