@@ -226,6 +226,24 @@ impl KeyWriter {
     }
 }
 
+/// Bytes per chunk of [`body_checksum`].
+pub const SUM_CHUNK: usize = 1 << 20;
+
+/// The checksum of a key body or stream section: [`checksum`] itself up to one chunk
+/// ([`SUM_CHUNK`] bytes), and above that the checksum of the chunks' checksums, computed in
+/// parallel (a large GPU-dealt batch is checked at memory speed instead of one core's).
+pub fn body_checksum(bytes: &[u8]) -> u64 {
+    use rayon::prelude::*;
+    if bytes.len() <= SUM_CHUNK {
+        return checksum(bytes);
+    }
+    let sums: Vec<u8> = bytes
+        .par_chunks(SUM_CHUNK)
+        .flat_map_iter(|c| checksum(c).to_le_bytes())
+        .collect();
+    checksum(&sums)
+}
+
 /// Header + `body` as one key file (one allocation).
 pub fn write_key(
     kind: KeyKind,
@@ -248,7 +266,7 @@ pub fn write_key(
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&checksum(body).to_le_bytes());
+    out.extend_from_slice(&body_checksum(body).to_le_bytes());
     debug_assert_eq!(out.len(), HEADER_LEN);
     out.extend_from_slice(body);
     out
@@ -259,7 +277,7 @@ pub fn write_key(
 /// [`expect_body_len`] before reading sections.
 pub fn parse_header(bytes: &[u8], kind: KeyKind) -> Result<(Header, &[u8])> {
     let (h, body, sum) = parse_header_view(bytes, kind)?;
-    if checksum(body) != sum {
+    if body_checksum(body) != sum {
         return Err(FssError::Checksum);
     }
     Ok((h, body))
@@ -430,6 +448,30 @@ impl<'a> KeyReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_checksum_is_the_plain_checksum_up_to_a_chunk_and_sees_every_byte_above() {
+        let mut b: Vec<u8> = (0..3 * SUM_CHUNK + 77)
+            .map(|i| (i * 131 % 251) as u8)
+            .collect();
+        for len in [0, 1, 7, 8, SUM_CHUNK - 1, SUM_CHUNK] {
+            assert_eq!(body_checksum(&b[..len]), checksum(&b[..len]), "len {len}");
+        }
+        let whole = body_checksum(&b);
+        assert_ne!(whole, checksum(&b));
+        // The chunked form over the chunk sums, in order.
+        let sums: Vec<u8> = b
+            .chunks(SUM_CHUNK)
+            .flat_map(|c| checksum(c).to_le_bytes())
+            .collect();
+        assert_eq!(whole, checksum(&sums));
+        for at in [0, SUM_CHUNK - 1, SUM_CHUNK, 2 * SUM_CHUNK + 5, b.len() - 1] {
+            b[at] ^= 0x10;
+            assert_ne!(body_checksum(&b), whole, "flip at {at}");
+            b[at] ^= 0x10;
+        }
+        assert_eq!(body_checksum(&b), whole);
+    }
 
     #[test]
     fn header_roundtrip_and_errors() {

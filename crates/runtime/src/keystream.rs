@@ -132,16 +132,9 @@ fn io_err(path: &Path, source: std::io::Error) -> RtError {
     }
 }
 
-/// Payload bytes per checksum chunk.
-const SUM_CHUNK: usize = 1 << 20;
-
-/// The checksum of a section payload: the checksum of its chunks' checksums (in parallel).
+/// The checksum of a section payload (the key bodies' chunked checksum, in parallel).
 fn payload_sum(p: &[u8]) -> u64 {
-    let sums: Vec<u8> = p
-        .par_chunks(SUM_CHUNK)
-        .flat_map_iter(|c| checksum(c).to_le_bytes())
-        .collect();
-    checksum(&sums)
+    suf_fss::keyfmt::body_checksum(p)
 }
 
 /// Zero bytes that bring `len` to a multiple of [`ALIGN`].
