@@ -98,9 +98,29 @@ pub fn run_dealer(
 pub fn run_dealer_with(
     prog: &Program,
     be: &dyn Backend,
+    ds: DealerStreams,
+    rw: &DealerWeights,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<DealReport> {
+    run_dealer_windowed(prog, be, ds, rw, progress, WINDOW)
+}
+
+/// Rounds dealt together (see [`run_dealer_windowed`]).
+pub const WINDOW: usize = 8;
+
+/// [`run_dealer_with`], dealing `window` rounds at a time (≥ 1): the masks of the window's
+/// rounds are drawn first (in program order, from the stream's generator), then every gate
+/// batch and mask product of the window is dealt in parallel, then everything is written in
+/// program order. Masks and party 1's shares come from two separate generators whose order
+/// is unchanged, and each gate batch has its own seed, so the bytes do not depend on
+/// `window` (tested); a larger window keeps more cores busy when rounds are small.
+pub fn run_dealer_windowed(
+    prog: &Program,
+    be: &dyn Backend,
     mut ds: DealerStreams,
     rw: &DealerWeights,
     progress: &(dyn Fn(u64) + Sync),
+    window: usize,
 ) -> Result<DealReport> {
     let t0 = Instant::now();
     let w = prog.width();
@@ -115,63 +135,55 @@ pub fn run_dealer_with(
     let prf = FixedKeyAes::with_key(ds.rng.seed());
     let mut batch_no = 0u64;
     let mut elements = 0u64;
-    for wave in &sched.waves {
-        // Open material: fresh masks for every opened operand.
+    for window in sched.waves.chunks(window.max(1)) {
+        // Open material: fresh masks for every opened operand, in program order.
+        let mut opens: Vec<Vec<(NodeId, bool)>> = Vec::with_capacity(window.len());
         let mut masks: HashMap<NodeId, Vec<Vec<u64>>> = HashMap::new();
-        for &id in wave {
-            let node = prog.node(id);
-            let numel = |d: &NodeId| prog.numel(*d);
-            let mut ms = Vec::new();
-            match &node.op {
-                Op::Mul(a, b) | Op::MatMul(a, b) | Op::RowMul(a, b) => {
-                    for d in [a, b] {
-                        let m = ds.masks(numel(d));
-                        ds.share_arith(&m)?;
-                        ms.push(m);
+        for wave in window {
+            let mut order = Vec::with_capacity(wave.len());
+            for &id in wave {
+                let node = prog.node(id);
+                let numel = |d: &NodeId| prog.numel(*d);
+                let (ms, boolean) = match &node.op {
+                    Op::Mul(a, b) | Op::MatMul(a, b) | Op::RowMul(a, b) => {
+                        ([a, b].map(|d| ds.masks(numel(d))).to_vec(), false)
                     }
-                }
-                Op::Square(a) | Op::MatMulPrivW { x: a, .. } | Op::Gate(a, _) => {
-                    let m = ds.masks(numel(a));
-                    ds.share_arith(&m)?;
-                    ms.push(m);
-                }
-                Op::And(a, b) => {
-                    for d in [a, b] {
-                        let m = ds.bit_masks(numel(d));
-                        ds.share_bool(&m)?;
-                        ms.push(m);
+                    Op::Square(a) | Op::MatMulPrivW { x: a, .. } | Op::Gate(a, _) => {
+                        (vec![ds.masks(numel(a))], false)
                     }
-                }
-                Op::B2A(a) => {
-                    let m = ds.bit_masks(numel(a));
-                    ds.share_bool(&m)?;
-                    ms.push(m);
-                }
-                _ => unreachable!("only interactive steps are scheduled"),
+                    Op::And(a, b) => ([a, b].map(|d| ds.bit_masks(numel(d))).to_vec(), true),
+                    Op::B2A(a) => (vec![ds.bit_masks(numel(a))], true),
+                    _ => unreachable!("only interactive steps are scheduled"),
+                };
+                masks.insert(id, ms);
+                order.push((id, boolean));
             }
-            masks.insert(id, ms);
+            opens.push(order);
         }
-        // Gate key batches (each with its own seed, in parallel), and the finish material of
-        // the other steps, at the same time.
-        let jobs: Vec<(u64, Vec<NodeId>)> = Schedule::groups(prog, wave)
-            .into_iter()
-            .filter_map(|g| match g {
-                Group::Gates(_, ids) => Some(ids),
-                Group::Single(_) => None,
-            })
-            .zip(batch_no..)
-            .map(|(ids, j)| (j, ids))
-            .collect();
-        batch_no += jobs.len() as u64;
+        // Gate key batches (each with its own seed) and the finish material of the other
+        // steps, of every round of the window, in parallel.
+        let mut jobs: Vec<(usize, u64, Vec<NodeId>)> = Vec::new();
+        for (wi, wave) in window.iter().enumerate() {
+            for ids in Schedule::groups(prog, wave)
+                .into_iter()
+                .filter_map(|g| match g {
+                    Group::Gates(_, ids) => Some(ids),
+                    Group::Single(_) => None,
+                })
+            {
+                jobs.push((wi, batch_no, ids));
+                batch_no += 1;
+            }
+        }
         elements += jobs
             .iter()
-            .flat_map(|(_, ids)| ids)
+            .flat_map(|(_, _, ids)| ids)
             .map(|i| match &prog.node(*i).op {
                 Op::Gate(a, _) => prog.numel(*a) as u64,
                 _ => 0,
             })
             .sum::<u64>();
-        let deal = |(j, ids): &(u64, Vec<NodeId>)| -> Result<[Vec<u8>; 2]> {
+        let deal = |(_, j, ids): &(usize, u64, Vec<NodeId>)| -> Result<[Vec<u8>; 2]> {
             let all: Vec<u64> = ids
                 .iter()
                 .flat_map(|i| masks[i][0].iter().copied())
@@ -206,22 +218,46 @@ pub fn run_dealer_with(
                 _ => unreachable!("only interactive steps are scheduled"),
             })
         };
+        let steps: Vec<(usize, NodeId)> = window
+            .iter()
+            .enumerate()
+            .flat_map(|(wi, wave)| wave.iter().map(move |&id| (wi, id)))
+            .collect();
         let (blobs, fins) = rayon::join(
             || jobs.par_iter().map(deal).collect::<Vec<_>>(),
-            || wave.par_iter().map(finish).collect::<Vec<_>>(),
+            || {
+                steps
+                    .par_iter()
+                    .map(|(_, id)| finish(id))
+                    .collect::<Vec<_>>()
+            },
         );
-        for b in blobs {
-            ds.blob(b?)?;
-        }
-        for f in fins {
-            match f? {
-                Finish::Arith(v) => ds.share_arith(&v)?,
-                Finish::Bool(v) => ds.share_bool(&v)?,
-                Finish::None => {}
+        // Written in program order: per round, the open material, the blobs, the finishes.
+        let mut blobs = jobs.iter().map(|(wi, _, _)| *wi).zip(blobs).peekable();
+        let mut fins = steps.iter().map(|(wi, _)| *wi).zip(fins).peekable();
+        for (wi, order) in opens.iter().enumerate() {
+            for (id, boolean) in order {
+                for m in masks.remove(id).unwrap_or_default() {
+                    if *boolean {
+                        ds.share_bool(&m)?;
+                    } else {
+                        ds.share_arith(&m)?;
+                    }
+                }
             }
+            while let Some((_, b)) = blobs.next_if(|(bw, _)| *bw == wi) {
+                ds.blob(b?)?;
+            }
+            while let Some((_, f)) = fins.next_if(|(fw, _)| *fw == wi) {
+                match f? {
+                    Finish::Arith(v) => ds.share_arith(&v)?,
+                    Finish::Bool(v) => ds.share_bool(&v)?,
+                    Finish::None => {}
+                }
+            }
+            let kb = ds.key_bytes();
+            progress(kb[0] + kb[1]);
         }
-        let kb = ds.key_bytes();
-        progress(kb[0] + kb[1]);
     }
     let key_bytes = ds.finish()?;
     Ok(DealReport {

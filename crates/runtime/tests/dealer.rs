@@ -9,7 +9,9 @@ use std::sync::Arc;
 use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::{Csprng, FixedKeyAes};
-use suf_runtime::dealer::{batch_seed, run_dealer, run_dealer_with, DealerWeights};
+use suf_runtime::dealer::{
+    batch_seed, run_dealer, run_dealer_windowed, run_dealer_with, DealerWeights,
+};
 use suf_runtime::gate::{LessThan, Truncate};
 use suf_runtime::harness::{run_two_party, Link};
 use suf_runtime::ir::{Builder, Program};
@@ -86,6 +88,64 @@ fn streams_identical_across_thread_counts() {
         assert_eq!(diff[0].len(), one[0].len());
         assert_ne!(diff[0], one[0]);
         assert_ne!(diff[1], one[1]);
+    }
+}
+
+/// Three rounds of gates and products (each round depends on the last).
+fn deep_program(n: u32) -> Program {
+    let fp = FixedPoint::new(n, 8).unwrap();
+    let mut g = Builder::new(fp);
+    g.layer("deep");
+    let mut x = g.input("x", &[5, 6]).unwrap();
+    let y = g.input("y", &[5, 6]).unwrap();
+    for r in 0..3 {
+        let m = g.mul(x, y).unwrap();
+        let t = g
+            .gate(m, Arc::new(Truncate { f: 8, signed: true }))
+            .unwrap();
+        let u = g
+            .gate(
+                y,
+                Arc::new(Truncate {
+                    f: 2 + r,
+                    signed: false,
+                }),
+            )
+            .unwrap();
+        g.output(u).unwrap();
+        x = t;
+    }
+    g.output(x).unwrap();
+    g.finish()
+}
+
+#[test]
+fn streams_identical_for_every_window() {
+    let deal = |prog: &Program, window: usize| -> [Vec<u8>; 2] {
+        let (ds, sinks) = DealerStreams::to_memory(
+            prog.width(),
+            Csprng::for_tests(77),
+            [4; 16],
+            prog.fingerprint(),
+        )
+        .unwrap();
+        run_dealer_windowed(
+            prog,
+            &CpuBackend::new(),
+            ds,
+            &DealerWeights::new(),
+            &|_| {},
+            window,
+        )
+        .unwrap();
+        [sinks[0].take(), sinks[1].take()]
+    };
+    for prog in [program(50), deep_program(37), deep_program(64)] {
+        let one = deal(&prog, 1);
+        assert!(one[0].len() > 1000);
+        for window in [0, 2, 3, 8, 100] {
+            assert!(deal(&prog, window) == one, "window {window} differs from 1");
+        }
     }
 }
 
