@@ -7,6 +7,7 @@
 //! sockets or files.
 #![forbid(unsafe_code)]
 
+pub mod bucket;
 pub mod decode;
 pub mod gates;
 pub mod layers;
