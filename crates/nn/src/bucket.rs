@@ -357,6 +357,16 @@ pub(crate) fn last_real_row(g: &mut Builder, h: T) -> Result<T> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn padding_bits_need_room() {
+        let fp = FixedPoint::new(50, 12).unwrap();
+        // Scores of a bits: the mask needs a + 4 ≤ n and a + 1 ≥ f + 4.
+        assert_eq!(padded_bits(fp, 37).unwrap(), 41);
+        assert!(padded_bits(fp, 47).is_err());
+        assert!(padded_bits(fp, 14).is_err());
+        assert_eq!(padded_bits(fp, 15).unwrap(), 19);
+    }
+
     /// The layout's constants are `div_by`'s: checked against its formula for both ways.
     #[test]
     fn division_ways_match_div_by() {
