@@ -3,6 +3,9 @@
 //! program, secret-shares the input, sends each server **only its own share** with the
 //! request's commitment metadata ([`crate::api`]), checks that both results answer this
 //! request and input, and reconstructs.
+//!
+//! With a length-bucket pool the text may have any length up to the bucket's: the client
+//! shares the unpadded input and the servers pad their shares (see [`crate::server`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +46,10 @@ pub struct ClientArgs {
     /// Seconds to wait for each server.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Keep only the first N tokens of the text (bucket pools; a synthetic model without a
+    /// tokenizer always gives the bucket's full length).
+    #[arg(long)]
+    pub tokens: Option<usize>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -112,6 +119,34 @@ fn error_of(status: u16, body: &[u8]) -> String {
     }
 }
 
+type Inputs = std::collections::BTreeMap<String, Vec<u64>>;
+
+/// A bucket session's input: the unpadded embedded text, the padded Plain inputs and L.
+fn bucket_inputs(
+    s: &Session,
+    fmt: crate::Format,
+    b: &suf_nn::bucket::Bucket,
+    text: Option<&str>,
+    tokens: Option<usize>,
+) -> Result<(Inputs, Inputs, usize)> {
+    let text = text.context("--text is required for a model pool")?;
+    let m = crate::models_cmd::load(&s.program, &None, fmt.model_seed)?;
+    let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+    let mut ids = crate::models_cmd::token_ids(&m, text, Some(b.len))?;
+    if let Some(t) = tokens {
+        if t == 0 || t > ids.len() {
+            bail!("--tokens {t}: the text gives 1..={} tokens", ids.len());
+        }
+        ids.truncate(t);
+    }
+    let x = suf_nn::model::client_input(&m.cfg, &m.weights, fp, &ids)?;
+    let mut plain = b.public_inputs(ids.len())?;
+    plain.insert("x".into(), b.pad_input(&x, m.cfg.hidden)?);
+    let mut xs = Inputs::new();
+    xs.insert("x".into(), x);
+    Ok((xs, plain, ids.len()))
+}
+
 /// `suf client`.
 pub fn run(a: &ClientArgs) -> Result<()> {
     let timeout = Duration::from_secs(a.timeout.clamp(1, 7 * 24 * 3600));
@@ -170,13 +205,33 @@ pub fn run(a: &ClientArgs) -> Result<()> {
         frac: s.frac,
         model_seed: s.model_seed,
     };
-    let (prog, weights) = crate::session_program(s, fmt)?;
+    let (prog, weights, bucket) = if s.bucket {
+        let b = crate::session_built(s, fmt)?;
+        (b.prog, b.private, b.bucket)
+    } else {
+        let (p, w) = crate::session_program(s, fmt)?;
+        (p, w, None)
+    };
     let fpv = prog.fingerprint();
     if hex(&fpv) != s.program_fp {
         bail!("this client builds another program than the servers' (fingerprint differs)");
     }
     let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
-    let x = crate::client_inputs(s, fmt, a.text.as_deref(), a.input_seed)?;
+    // The input (unpadded for a bucket) and what Plain runs on (padded, with the public
+    // inputs of the valid length).
+    let (x, plain_in, len) = match &bucket {
+        Some(b) => bucket_inputs(s, fmt, b, a.text.as_deref(), a.tokens)?,
+        None => {
+            if a.tokens.is_some() {
+                bail!(
+                    "--tokens is for length-bucket pools (these keys are for {} tokens)",
+                    s.seq
+                );
+            }
+            let x = crate::client_inputs(s, fmt, a.text.as_deref(), a.input_seed)?;
+            (x.clone(), x, s.seq)
+        }
+    };
     let mut rng = Csprng::from_os()?;
     let sh = suf_runtime::share_inputs(fp.width, &x, &mut rng);
     let enc = [files::encode(&sh[0]), files::encode(&sh[1])];
@@ -254,7 +309,7 @@ pub fn run(a: &ClientArgs) -> Result<()> {
         };
         rec.push(suf_runtime::reconstruct_output(&prog, k, x0, x1));
     }
-    let plain = run_plain(&prog, &CpuBackend::new(), &x, &weights)?;
+    let plain = run_plain(&prog, &CpuBackend::new(), &plain_in, &weights)?;
     let vals: Vec<f64> = rec
         .first()
         .map(|o| o.iter().map(|&v| fp.decode(v)).collect())
@@ -262,6 +317,10 @@ pub fn run(a: &ClientArgs) -> Result<()> {
     let mut v = crate::models_cmd::describe(&s.program, &vals)?;
     v["matches_plain"] = json!(rec == plain);
     v["request_id"] = json!(hex(&rid));
+    v["tokens"] = json!(len);
+    if s.bucket {
+        v["bucket"] = json!(s.seq);
+    }
     v["session"] = json!(metas[0].session);
     v["latency_ms"] = json!(latency_ms);
     v["online_ms"] = json!(metas[0].online_ms.max(metas[1].online_ms));

@@ -12,6 +12,13 @@
 //! unused stream with that session and fingerprints. Only then do both consume the stream
 //! (registry record first) and run the online phase over that link. A stranger, a refused
 //! handshake, a missing certificate, a peer that never comes or a refusal consume nothing.
+//!
+//! **Length buckets.** A bucket pool (`suf dealer --bucket`/`--buckets`) serves every input of
+//! 1..=L_b tokens: the client sends its share of the unpadded input (`[L, hidden]`); each
+//! server pads its share with zero rows to L_b (a share of the zero-padded input) and supplies
+//! the public inputs of the valid length L (`suf_nn::bucket`). L is public (the share's
+//! length shows it, as a per-length program would); the two servers check they agree on it
+//! when they pair the request.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -66,6 +73,8 @@ struct Metrics {
 /// A request waiting at party 0 for party 1's pairing.
 struct Pending {
     checked: Checked,
+    /// Valid length of a bucket request (0 otherwise).
+    len: usize,
     inputs: files::Named,
     tx: tokio::sync::oneshot::Sender<Result<Vec<u8>, ApiError>>,
 }
@@ -112,6 +121,8 @@ impl IntoResponse for ApiError {
 pub struct Server {
     party: u8,
     prog: Program,
+    /// A bucket pool's bucket and the model's hidden width.
+    bucket: Option<(suf_nn::bucket::Bucket, usize)>,
     /// `prog.fingerprint()`, computed once (it hashes every public weight).
     fp: [u8; 32],
     be: OneBackend,
@@ -266,7 +277,12 @@ impl Server {
     }
 
     /// Party 1: lead one request.
-    fn lead(&self, checked: &Checked, inputs: &files::Named) -> Result<Vec<u8>, ApiError> {
+    fn lead(
+        &self,
+        checked: &Checked,
+        len: usize,
+        inputs: &files::Named,
+    ) -> Result<Vec<u8>, ApiError> {
         let t0 = Instant::now();
         let res = self
             .pool
@@ -278,7 +294,7 @@ impl Server {
         let pair = serde_json::to_vec(&json!({
             "request_id": hex(&checked.rid), "session": hex(&h.session),
             "keys_fp": hex(&h.keys_fp), "program_fp": hex(&h.program_fp),
-            "commitment": hex(&checked.commitment),
+            "commitment": hex(&checked.commitment), "len": len,
         }))
         .map_err(|e| unpaired(e.into()))?;
         let ask = |net: &mut TcpTransport| -> Result<Value> {
@@ -399,6 +415,11 @@ impl Server {
             };
             let _ = pending.tx.send(Err(e));
         };
+        if msg["len"].as_u64() != Some(pending.len as u64) {
+            let why = "the two servers see different valid lengths for this request".to_string();
+            fail(pending, ApiError::Bad(why.clone()));
+            return refuse(net, why);
+        }
         if pending.checked.commitment != c {
             let why = "the two servers received different inputs for this request".to_string();
             fail(pending, ApiError::Bad(why.clone()));
@@ -510,11 +531,28 @@ async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
     let bad = |e: anyhow::Error| ApiError::Bad(format!("{e:#}"));
     let (meta, share): (RequestMeta, &[u8]) = api::unframe(&body).map_err(bad)?;
     let checked = api::check_request(&meta, share, s.party, &s.fp).map_err(bad)?;
-    let inputs = files::parse(share).map_err(bad)?;
+    let mut inputs = files::parse(share).map_err(bad)?;
     let got: Vec<(String, usize)> = inputs.iter().map(|(k, v)| (k.clone(), v.len())).collect();
     let mut want = files::input_records(&s.prog);
     want.sort();
-    if got != want {
+    let mut len = 0;
+    if let Some((b, hidden)) = &s.bucket {
+        // A share of the unpadded input: padded here, the valid length's public inputs added.
+        let x = match inputs.get("x") {
+            Some(x) if inputs.len() == 1 => x,
+            _ => {
+                return Err(ApiError::Bad(format!(
+                    "the share holds {got:?}, the bucket takes x of at most {} rows of {hidden}",
+                    b.len
+                )))
+            }
+        };
+        len = x.len() / (*hidden).max(1);
+        let padded = b.pad_input(x, *hidden).map_err(|e| bad(e.into()))?;
+        let public = b.public_inputs(len).map_err(|e| bad(e.into()))?;
+        inputs.insert("x".into(), padded);
+        inputs.extend(public);
+    } else if got != want {
         return Err(ApiError::Bad(format!(
             "the share holds {got:?}, the program takes {want:?}"
         )));
@@ -522,7 +560,7 @@ async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
     tracing::info!(party = s.party, request = %hex(&checked.rid), "request");
     if s.party == 1 {
         let s2 = s.clone();
-        return tokio::task::spawn_blocking(move || s2.lead(&checked, &inputs))
+        return tokio::task::spawn_blocking(move || s2.lead(&checked, len, &inputs))
             .await
             .map_err(|e| ApiError::Failed(e.to_string()))?;
     }
@@ -543,6 +581,7 @@ async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
             rid,
             Pending {
                 checked,
+                len,
                 inputs,
                 tx,
             },
@@ -630,7 +669,21 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
         frac: pool.manifest.frac,
         model_seed: pool.manifest.model_seed,
     };
-    let (prog, _) = crate::session_program(&pool.manifest, fmt)?;
+    let (prog, bucket) = if pool.manifest.bucket {
+        let b = crate::session_built(&pool.manifest, fmt)?;
+        let hidden = b
+            .prog
+            .inputs
+            .get("x")
+            .map(|&x| b.prog.node(x).shape.last().copied().unwrap_or(0))
+            .context("a bucket program without input x")?;
+        let bk = b
+            .bucket
+            .context("a bucket session built without its bucket")?;
+        (b.prog, Some((bk, hidden)))
+    } else {
+        (crate::session_program(&pool.manifest, fmt)?.0, None)
+    };
     let fp = prog.fingerprint();
     if hex(&fp) != pool.manifest.program_fp {
         bail!("the pool's keys were made for another program build (fingerprint differs)");
@@ -660,6 +713,7 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
         party,
         fp: cfg.model_fp,
         prog,
+        bucket,
         be: c.be,
         pool,
         reg,

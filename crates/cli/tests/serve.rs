@@ -717,3 +717,61 @@ fn sigterm_lets_an_in_flight_request_finish() {
         .unwrap()
         .contains("request served"));
 }
+
+fn client_tokens(s: &Setup, a: &Srv, b: &Srv, tokens: usize) -> Output {
+    suf()
+        .args([
+            "client",
+            "--json",
+            "--timeout",
+            "60",
+            "--text",
+            "any text",
+            "--tokens",
+            &tokens.to_string(),
+            "--p0",
+            &a.api,
+            "--p1",
+            &b.api,
+        ])
+        .arg("--certs")
+        .arg(s.p("certs/client"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_bucket_pool_serves_shorter_inputs() {
+    // bert-tiny (synthetic weights, one block) with keys for the bucket of 8 tokens: a
+    // 3-token and an 8-token request each use one of the bucket's streams and equal the
+    // padded Plain run (which equals the unpadded one bit for bit: suf-nn's bucket tests).
+    let s = Setup::with_program(&["--program", "bert-tiny", "--seq", "8", "--bucket"], 2);
+    let m: Value = serde_json::from_slice(&std::fs::read(s.p("pool0/pool.json")).unwrap()).unwrap();
+    assert_eq!(m["bucket"], Value::Bool(true));
+    let port = free_port();
+    let a = Srv::start(&s, 0, "pool0", port, &[]);
+    let b = Srv::start(&s, 1, "pool1", port, &[]);
+    // Too long for the bucket: refused by the client, nothing consumed.
+    let o = client_tokens(&s, &a, &b, 9);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--tokens 9"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!((registry_lines(&s, 0), registry_lines(&s, 1)), (0, 0));
+    for (i, t) in [3usize, 8].into_iter().enumerate() {
+        let v: Value = serde_json::from_slice(&ok(client_tokens(&s, &a, &b, t)).stdout).unwrap();
+        assert_eq!(v["matches_plain"], Value::Bool(true), "{v}");
+        assert_eq!(v["tokens"], Value::from(t));
+        assert_eq!(v["bucket"], Value::from(8));
+        assert_eq!(
+            (registry_lines(&s, 0), registry_lines(&s, 1)),
+            (i + 1, i + 1)
+        );
+    }
+    assert_eq!(
+        (streams_in(&s.p("pool0"), 0), streams_in(&s.p("pool1"), 1)),
+        (0, 0)
+    );
+}
