@@ -70,6 +70,9 @@ pub struct ResponseMeta {
     /// phase.
     #[serde(default)]
     pub prepare_ms: f64,
+    /// The length bucket whose keys served the request (0: not a bucket pool).
+    #[serde(default)]
+    pub bucket: usize,
 }
 
 fn sha(parts: &[&[u8]]) -> [u8; 32] {
@@ -239,6 +242,7 @@ mod tests {
             pair_ms: 0.5,
             key_load_ms: 0.5,
             prepare_ms: 0.5,
+            bucket: 0,
         };
         check_response(&r, 0, &[1; 16], &[2; 32]).unwrap();
         let e = check_response(&r, 0, &[4; 16], &[2; 32]).unwrap_err();

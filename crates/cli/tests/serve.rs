@@ -775,3 +775,33 @@ fn a_bucket_pool_serves_shorter_inputs() {
         (0, 0)
     );
 }
+
+#[test]
+fn a_folder_of_buckets_takes_the_smallest_with_keys_left() {
+    // `--buckets 4,8`, one stream each: 3 tokens take bucket 4; 2 tokens then find bucket 4
+    // empty and take bucket 8; a third request finds no keys (503, nothing consumed).
+    let s = Setup::with_program(&["--program", "bert-tiny", "--buckets", "8,4"], 1);
+    for b in ["b4", "b8"] {
+        assert_eq!(streams_in(&s.p(&format!("pool0/{b}")), 0), 1);
+        assert_eq!(streams_in(&s.p(&format!("pool1/{b}")), 1), 1);
+    }
+    let port = free_port();
+    let a = Srv::start(&s, 0, "pool0", port, &[]);
+    let b = Srv::start(&s, 1, "pool1", port, &[]);
+    for (t, bucket) in [(3usize, 4usize), (2, 8)] {
+        let v: Value = serde_json::from_slice(&ok(client_tokens(&s, &a, &b, t)).stdout).unwrap();
+        assert_eq!(v["matches_plain"], Value::Bool(true), "{v}");
+        assert_eq!(
+            (v["tokens"].clone(), v["bucket"].clone()),
+            (t.into(), bucket.into())
+        );
+    }
+    assert_eq!(streams_in(&s.p("pool0/b8"), 0), 0);
+    let o = client_tokens(&s, &a, &b, 1);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("503"), "{e}");
+    assert_eq!((registry_lines(&s, 0), registry_lines(&s, 1)), (2, 2));
+    // Nine tokens fit no bucket: refused by the client before anything is sent.
+    assert!(!client_tokens(&s, &a, &b, 9).status.success());
+}
