@@ -87,6 +87,9 @@ pub fn run(a: &DealerArgs) -> Result<()> {
         if a.seq != 0 || a.bucket {
             bail!("--buckets replaces --seq/--bucket");
         }
+        if a.buckets.contains(&0) {
+            bail!("--buckets: a bucket length must be at least 1");
+        }
         let mut ls = a.buckets.clone();
         ls.sort_unstable();
         ls.dedup();
@@ -104,6 +107,9 @@ pub fn run(a: &DealerArgs) -> Result<()> {
         return Ok(());
     }
     let mut fmt = a.fmt;
+    if a.bucket && a.program == "toy" {
+        bail!("--bucket is for models (the toy program has no sequence)");
+    }
     if a.program != "toy" {
         let m = crate::models_cmd::load(&a.program, &None, fmt.model_seed)
             .with_context(|| format!("unknown program `{}`", a.program))?;

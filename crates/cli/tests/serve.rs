@@ -805,3 +805,49 @@ fn a_folder_of_buckets_takes_the_smallest_with_keys_left() {
     // Nine tokens fit no bucket: refused by the client before anything is sent.
     assert!(!client_tokens(&s, &a, &b, 9).status.success());
 }
+
+#[test]
+fn bucket_dealer_arguments_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = suf()
+            .arg("dealer")
+            .args(args)
+            .arg("--pool0")
+            .arg(tmp.path().join("p0"))
+            .arg("--pool1")
+            .arg(tmp.path().join("p1"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(run(&["--program", "toy", "--bucket"]).contains("for models"));
+    let e = run(&["--program", "bert-tiny", "--buckets", "4", "--seq", "4"]);
+    assert!(e.contains("replaces"), "{e}");
+    assert!(run(&["--program", "bert-tiny", "--buckets", "0,4"]).contains("at least 1"));
+    assert!(run(&["--program", "bert-tiny", "--buckets", "100000"]).contains("positions"));
+    // A pool of one length is not extended with bucket keys (another program).
+    let ok_args = ["--program", "bert-tiny", "--seq", "4"];
+    ok(suf()
+        .arg("dealer")
+        .args(ok_args)
+        .arg("--pool0")
+        .arg(tmp.path().join("q0"))
+        .arg("--pool1")
+        .arg(tmp.path().join("q1"))
+        .output()
+        .unwrap());
+    let o = suf()
+        .arg("dealer")
+        .args(ok_args)
+        .arg("--bucket")
+        .arg("--pool0")
+        .arg(tmp.path().join("q0"))
+        .arg("--pool1")
+        .arg(tmp.path().join("q1"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a pool serves one program"));
+}

@@ -4,6 +4,11 @@
 //! Tensors are row-major; matrix operations read a tensor of shape `[.., k]` as a matrix of
 //! `numel / k` rows. Every node has a data type: additive shares in Z_{2^n} (`Arith`) or
 //! XOR-shared bits (`Bool`, one bit per element held in a `u64`).
+//!
+//! Public run-time inputs ([`Builder::public_input`], handle [`P`]) are tensors both parties
+//! know in the clear but that are not part of the program (not in its fingerprint): one
+//! program and one key stream serve every value, e.g. a length bucket's valid-length masks.
+//! They are supplied in the same input map as the shares, the same value to both parties.
 
 use std::collections::BTreeMap;
 use std::fmt;
