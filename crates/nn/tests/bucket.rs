@@ -64,7 +64,7 @@ fn check(cfg: &ModelConfig, name: &str, mode: Mode, n: u32, lb: usize, party_at:
         let want = run_plain(&reference.prog, &be, &rin, &reference.private).unwrap();
         assert_eq!(got, want, "{name}: padded at {lb} != unpadded at {l}");
         // Independently: the float model on the L real tokens.
-        let fl = float::forward(cfg, &w, &[t.clone()]).unwrap();
+        let fl = float::forward(cfg, &w, std::slice::from_ref(&t)).unwrap();
         let refv = if cfg.family.is_encoder() {
             fl.pooled.unwrap().remove(0)
         } else {
