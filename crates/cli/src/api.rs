@@ -15,7 +15,8 @@
 //! hiding: a server cannot test guesses of the input against the other share's digest.
 //!
 //! **Response** (200): `u32 LE length | JSON {"request_id","commitment","session","party",
-//! "online_ms","rounds"} | output share file`. The client refuses any response whose request
+//! "online_ms","rounds","bucket"} | output share file` (`bucket`: the length bucket whose keys
+//! served it, 0 for a pool of one length). The client refuses any response whose request
 //! id or commitment is not the one it sent, or whose two halves name different sessions.
 //! Errors are JSON `{"error": ...}`: 400 a malformed request, 409 a request id already
 //! pending, 503 the pool is empty (with `Retry-After`), 504 the other server never paired the
@@ -70,6 +71,9 @@ pub struct ResponseMeta {
     /// phase.
     #[serde(default)]
     pub prepare_ms: f64,
+    /// The length bucket whose keys served the request (0: not a bucket pool).
+    #[serde(default)]
+    pub bucket: usize,
 }
 
 fn sha(parts: &[&[u8]]) -> [u8; 32] {
@@ -239,6 +243,7 @@ mod tests {
             pair_ms: 0.5,
             key_load_ms: 0.5,
             prepare_ms: 0.5,
+            bucket: 0,
         };
         check_response(&r, 0, &[1; 16], &[2; 32]).unwrap();
         let e = check_response(&r, 0, &[4; 16], &[2; 32]).unwrap_err();

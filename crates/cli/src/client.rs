@@ -3,6 +3,9 @@
 //! program, secret-shares the input, sends each server **only its own share** with the
 //! request's commitment metadata ([`crate::api`]), checks that both results answer this
 //! request and input, and reconstructs.
+//!
+//! With a length-bucket pool the text may have any length up to the bucket's: the client
+//! shares the unpadded input and the servers pad their shares (see [`crate::server`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +46,10 @@ pub struct ClientArgs {
     /// Seconds to wait for each server.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Keep only the first N tokens of the text (bucket pools; a synthetic model without a
+    /// tokenizer always gives the bucket's full length).
+    #[arg(long)]
+    pub tokens: Option<usize>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -112,6 +119,44 @@ fn error_of(status: u16, body: &[u8]) -> String {
     }
 }
 
+type Inputs = std::collections::BTreeMap<String, Vec<u64>>;
+
+/// A bucket session's tokens: the text's, at most `max` (the largest bucket).
+fn bucket_ids(
+    s: &Session,
+    fmt: crate::Format,
+    max: usize,
+    text: Option<&str>,
+    tokens: Option<usize>,
+) -> Result<(suf_models::LoadedModel, Vec<u32>)> {
+    let text = text.context("--text is required for a model pool")?;
+    let m = crate::models_cmd::load(&s.program, &None, fmt.model_seed)?;
+    let mut ids = crate::models_cmd::token_ids(&m, text, Some(max))?;
+    if let Some(t) = tokens {
+        if t == 0 || t > ids.len() {
+            bail!("--tokens {t}: the text gives 1..={} tokens", ids.len());
+        }
+        ids.truncate(t);
+    }
+    Ok((m, ids))
+}
+
+/// A bucket session's input: the unpadded embedded text, the padded Plain inputs and L.
+fn bucket_inputs(
+    m: &suf_models::LoadedModel,
+    fmt: crate::Format,
+    b: &suf_nn::bucket::Bucket,
+    ids: &[u32],
+) -> Result<(Inputs, Inputs, usize)> {
+    let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
+    let x = suf_nn::model::client_input(&m.cfg, &m.weights, fp, ids)?;
+    let mut plain = b.public_inputs(ids.len())?;
+    plain.insert("x".into(), b.pad_input(&x, m.cfg.hidden)?);
+    let mut xs = Inputs::new();
+    xs.insert("x".into(), x);
+    Ok((xs, plain, ids.len()))
+}
+
 /// `suf client`.
 pub fn run(a: &ClientArgs) -> Result<()> {
     let timeout = Duration::from_secs(a.timeout.clamp(1, 7 * 24 * 3600));
@@ -149,6 +194,7 @@ pub fn run(a: &ClientArgs) -> Result<()> {
         Ok([h0?, h1?])
     })?;
     let mut sessions = Vec::new();
+    let mut buckets = Vec::new();
     for (j, (st, b)) in info.iter().enumerate() {
         if *st != 200 {
             bail!("party {j}'s health: {}", error_of(*st, b));
@@ -160,23 +206,71 @@ pub fn run(a: &ClientArgs) -> Result<()> {
         let s: Session = serde_json::from_value(v["session"].clone())?;
         s.validate()?;
         sessions.push(s);
+        buckets.push(serde_json::from_value::<Option<Vec<usize>>>(
+            v["buckets"].clone(),
+        )?);
     }
-    if sessions[0] != sessions[1] {
+    if sessions[0] != sessions[1] || buckets[0] != buckets[1] {
         bail!("the two servers serve different programs");
     }
-    let s = &sessions[0];
+    let s0 = &sessions[0];
     let fmt = crate::Format {
-        bits: s.bits,
-        frac: s.frac,
-        model_seed: s.model_seed,
+        bits: s0.bits,
+        frac: s0.frac,
+        model_seed: s0.model_seed,
     };
-    let (prog, weights) = crate::session_program(s, fmt)?;
+    // A bucket server: the text's tokens first, then the smallest bucket that fits (the
+    // servers may serve it from a larger one with keys left).
+    let lens = buckets[0].clone().unwrap_or_default();
+    let ids = if s0.bucket {
+        let max = lens.iter().copied().max().unwrap_or(s0.seq);
+        Some(bucket_ids(s0, fmt, max, a.text.as_deref(), a.tokens)?)
+    } else {
+        None
+    };
+    let chosen = match &ids {
+        Some((_, ids)) => {
+            let l = lens
+                .iter()
+                .copied()
+                .filter(|&b| b >= ids.len())
+                .min()
+                .unwrap_or(s0.seq);
+            Session {
+                seq: l,
+                ..s0.clone()
+            }
+        }
+        None => s0.clone(),
+    };
+    let s = &chosen;
+    let (prog, weights, bucket) = if s.bucket {
+        let b = crate::session_built(s, fmt)?;
+        (b.prog, b.private, b.bucket)
+    } else {
+        let (p, w) = crate::session_program(s, fmt)?;
+        (p, w, None)
+    };
     let fpv = prog.fingerprint();
-    if hex(&fpv) != s.program_fp {
+    if s.seq == s0.seq && hex(&fpv) != s0.program_fp {
         bail!("this client builds another program than the servers' (fingerprint differs)");
     }
     let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
-    let x = crate::client_inputs(s, fmt, a.text.as_deref(), a.input_seed)?;
+    // The input (unpadded for a bucket) and what Plain runs on (padded, with the public
+    // inputs of the valid length).
+    let (x, mut plain_in, len) = match (&bucket, &ids) {
+        (Some(b), Some((m, ids))) => bucket_inputs(m, fmt, b, ids)?,
+        _ => {
+            if a.tokens.is_some() {
+                bail!(
+                    "--tokens is for length-bucket pools (these keys are for {} tokens)",
+                    s.seq
+                );
+            }
+            let x = crate::client_inputs(s, fmt, a.text.as_deref(), a.input_seed)?;
+            (x.clone(), x, s.seq)
+        }
+    };
     let mut rng = Csprng::from_os()?;
     let sh = suf_runtime::share_inputs(fp.width, &x, &mut rng);
     let enc = [files::encode(&sh[0]), files::encode(&sh[1])];
@@ -243,9 +337,29 @@ pub fn run(a: &ClientArgs) -> Result<()> {
         outs.push(o);
         metas.push(m);
     }
-    if metas[0].session != metas[1].session {
+    if metas[0].session != metas[1].session || metas[0].bucket != metas[1].bucket {
         bail!("the two results come from different key streams: refused");
     }
+    // Served from a larger bucket (the smaller one had no keys left): its program.
+    let served = metas[0].bucket;
+    let (prog, weights) = match &ids {
+        Some((m, ids)) if served != s.seq => {
+            if !lens.contains(&served) || served < len {
+                bail!("the servers answered from bucket {served}, which cannot serve {len} tokens");
+            }
+            let sb = Session {
+                seq: served,
+                ..s.clone()
+            };
+            let b = crate::session_built(&sb, fmt)?;
+            let bk = b
+                .bucket
+                .context("a bucket session built without its bucket")?;
+            plain_in = bucket_inputs(m, fmt, &bk, ids)?.1;
+            (b.prog, b.private)
+        }
+        _ => (prog, weights),
+    };
     let mut rec = Vec::new();
     for k in 0..prog.outputs.len() {
         let name = format!("out{k}");
@@ -254,7 +368,7 @@ pub fn run(a: &ClientArgs) -> Result<()> {
         };
         rec.push(suf_runtime::reconstruct_output(&prog, k, x0, x1));
     }
-    let plain = run_plain(&prog, &CpuBackend::new(), &x, &weights)?;
+    let plain = run_plain(&prog, &CpuBackend::new(), &plain_in, &weights)?;
     let vals: Vec<f64> = rec
         .first()
         .map(|o| o.iter().map(|&v| fp.decode(v)).collect())
@@ -262,6 +376,10 @@ pub fn run(a: &ClientArgs) -> Result<()> {
     let mut v = crate::models_cmd::describe(&s.program, &vals)?;
     v["matches_plain"] = json!(rec == plain);
     v["request_id"] = json!(hex(&rid));
+    v["tokens"] = json!(len);
+    if s.bucket {
+        v["bucket"] = json!(served);
+    }
     v["session"] = json!(metas[0].session);
     v["latency_ms"] = json!(latency_ms);
     v["online_ms"] = json!(metas[0].online_ms.max(metas[1].online_ms));

@@ -28,6 +28,14 @@ pub struct DealerArgs {
     /// Sequence length (models).
     #[arg(long, default_value_t = 0)]
     pub seq: usize,
+    /// Keys for the length bucket --seq: they serve every input of 1..=seq tokens (padded;
+    /// the valid length is public). `--buckets` makes one such pool per length.
+    #[arg(long)]
+    pub bucket: bool,
+    /// Length buckets, e.g. `16,32,64,128`: one bucket pool per length, in `b<L>` inside
+    /// --pool0/--pool1 (`suf serve --pool` on the folder serves them all).
+    #[arg(long, value_delimiter = ',')]
+    pub buckets: Vec<usize>,
     /// Key streams to make.
     #[arg(long, default_value_t = 1)]
     pub count: usize,
@@ -75,7 +83,33 @@ fn ensure_secret(pools: &[&Path; 2], rng: &mut Csprng) -> Result<()> {
 
 /// `suf dealer`.
 pub fn run(a: &DealerArgs) -> Result<()> {
+    if !a.buckets.is_empty() {
+        if a.seq != 0 || a.bucket {
+            bail!("--buckets replaces --seq/--bucket");
+        }
+        if a.buckets.contains(&0) {
+            bail!("--buckets: a bucket length must be at least 1");
+        }
+        let mut ls = a.buckets.clone();
+        ls.sort_unstable();
+        ls.dedup();
+        for l in ls {
+            let one = DealerArgs {
+                seq: l,
+                bucket: true,
+                buckets: Vec::new(),
+                pool0: a.pool0.join(format!("b{l}")),
+                pool1: a.pool1.join(format!("b{l}")),
+                ..a.clone()
+            };
+            run(&one)?;
+        }
+        return Ok(());
+    }
     let mut fmt = a.fmt;
+    if a.bucket && a.program == "toy" {
+        bail!("--bucket is for models (the toy program has no sequence)");
+    }
     if a.program != "toy" {
         let m = crate::models_cmd::load(&a.program, &None, fmt.model_seed)
             .with_context(|| format!("unknown program `{}`", a.program))?;
@@ -102,6 +136,7 @@ pub fn run(a: &DealerArgs) -> Result<()> {
         key_bytes: [0, 0],
         keygen_ms: 0.0,
         rounds: 0,
+        bucket: a.bucket,
     };
     let (prog, weights) = crate::session_program(&s, fmt)?;
     s.program_fp = hex(&prog.fingerprint());
@@ -124,6 +159,7 @@ pub fn run(a: &DealerArgs) -> Result<()> {
                 old.frac,
                 old.model_seed,
                 &old.program_fp,
+                old.bucket,
             ) != (
                 &s.program,
                 s.seq,
@@ -131,6 +167,7 @@ pub fn run(a: &DealerArgs) -> Result<()> {
                 s.frac,
                 s.model_seed,
                 &s.program_fp,
+                s.bucket,
             ) {
                 bail!(
                     "{} holds keys for {} (seq {}): a pool serves one program; use another folder",
@@ -166,7 +203,7 @@ pub fn run(a: &DealerArgs) -> Result<()> {
     }
     println!(
         "{}",
-        json!({"program": s.program, "seq": s.seq, "streams": a.count,
+        json!({"program": s.program, "seq": s.seq, "bucket": s.bucket, "streams": a.count,
                "key_bytes_per_stream": s.key_bytes, "keygen_ms_per_stream": ms / a.count as f64,
                "pools": [pools[0].display().to_string(), pools[1].display().to_string()]})
     );

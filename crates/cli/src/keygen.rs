@@ -70,6 +70,7 @@ pub(crate) fn run(
         key_bytes: [0, 0],
         keygen_ms: 0.0,
         rounds: 0,
+        bucket: false,
     };
     let (prog, weights) = session_program(&probe(seq), fmt)?;
 

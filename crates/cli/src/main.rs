@@ -499,10 +499,21 @@ fn session_program(
     if s.program == "toy" {
         return program("toy", fmt);
     }
+    let b = session_built(s, fmt)?;
+    Ok((b.prog, b.private))
+}
+
+/// A model session's built program (a length bucket's padded program for a bucket session).
+fn session_built(s: &Session, fmt: Format) -> Result<suf_nn::model::Built> {
     let m = models_cmd::load(&s.program, &None, fmt.model_seed)?;
     let fp = FixedPoint::new(fmt.bits, fmt.frac)?;
-    let b = models_cmd::program(&m, fp, suf_nn::layers::Mode::Public, s.seq, None)?;
-    Ok((b.prog, b.private))
+    let mode = suf_nn::layers::Mode::Public;
+    if s.bucket {
+        return Ok(suf_nn::bucket::build_bucket(
+            &m.cfg, &m.weights, fp, mode, s.seq, None,
+        )?);
+    }
+    models_cmd::program(&m, fp, mode, s.seq, None)
 }
 
 /// The client's plaintext input for a session: the toy's seeded input, or the embedded text.

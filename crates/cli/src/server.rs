@@ -12,6 +12,15 @@
 //! unused stream with that session and fingerprints. Only then do both consume the stream
 //! (registry record first) and run the online phase over that link. A stranger, a refused
 //! handshake, a missing certificate, a peer that never comes or a refusal consume nothing.
+//!
+//! **Length buckets.** A bucket pool (`suf dealer --bucket`/`--buckets`) serves every input of
+//! 1..=L_b tokens: the client sends its share of the unpadded input (`[L, hidden]`); each
+//! server pads its share with zero rows to L_b (a share of the zero-padded input) and supplies
+//! the public inputs of the valid length L (`suf_nn::bucket`). L is public (the share's
+//! length shows it, as a per-length program would); the two servers check they agree on it
+//! when they pair the request. A folder of bucket pools (`suf dealer --buckets 16,32,…`:
+//! `b16/`, `b32/`, …) is served by one server: a request of L tokens takes the smallest
+//! bucket ≥ L that has keys left (party 1 chooses; the pairing names the bucket's program).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -66,6 +75,8 @@ struct Metrics {
 /// A request waiting at party 0 for party 1's pairing.
 struct Pending {
     checked: Checked,
+    /// Valid length of a bucket request (0 otherwise).
+    len: usize,
     inputs: files::Named,
     tx: tokio::sync::oneshot::Sender<Result<Vec<u8>, ApiError>>,
 }
@@ -108,14 +119,50 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// One party server.
-pub struct Server {
-    party: u8,
+/// One program a server serves from one pool (a folder of bucket pools: one per bucket).
+struct Lane {
     prog: Program,
     /// `prog.fingerprint()`, computed once (it hashes every public weight).
     fp: [u8; 32],
-    be: OneBackend,
     pool: Arc<Pool>,
+    /// A bucket pool's bucket and the model's hidden width.
+    bucket: Option<(suf_nn::bucket::Bucket, usize)>,
+}
+
+impl Lane {
+    /// Whether a request of valid length `len` fits (any request fits a non-bucket pool: its
+    /// share was checked against the program on arrival).
+    fn fits(&self, len: usize) -> bool {
+        self.bucket.as_ref().is_none_or(|(b, _)| len <= b.len)
+    }
+
+    /// The bucket length (0: not a bucket).
+    fn bucket_len(&self) -> usize {
+        self.bucket.as_ref().map_or(0, |(b, _)| b.len)
+    }
+
+    /// This lane's program inputs from a request's share: a bucket pads `x` and adds the
+    /// public inputs of the valid length.
+    fn inputs(&self, share: &files::Named, len: usize) -> Result<files::Named> {
+        let Some((b, hidden)) = &self.bucket else {
+            return Ok(share.clone());
+        };
+        let x = share.get("x").context("the share holds no x")?;
+        let mut m = b.public_inputs(len)?;
+        m.insert("x".into(), b.pad_input(x, *hidden)?);
+        Ok(m)
+    }
+}
+
+/// One party server.
+pub struct Server {
+    party: u8,
+    /// What it serves, by increasing bucket length.
+    lanes: Vec<Lane>,
+    /// The lanes' fingerprint (the one lane's program fingerprint, or a hash of all of
+    /// them): both servers must serve the same, checked when their link is authenticated.
+    fp: [u8; 32],
+    be: OneBackend,
     reg: Registry,
     cfg: LinkConfig,
     secret: Option<[u8; 32]>,
@@ -193,7 +240,16 @@ pub fn authenticate(net: &mut dyn Transport, secret: &[u8; 32], fp: &[u8; 32]) -
 
 impl Server {
     fn remaining(&self) -> usize {
-        self.pool.remaining(&self.reg)
+        self.lanes.iter().map(|l| l.pool.remaining(&self.reg)).sum()
+    }
+
+    /// Streams left for a request of valid length `len`.
+    fn remaining_for(&self, len: usize) -> usize {
+        self.lanes
+            .iter()
+            .filter(|l| l.fits(len))
+            .map(|l| l.pool.remaining(&self.reg))
+            .sum()
     }
 
     fn link_cfg(&self) -> LinkConfig {
@@ -216,6 +272,7 @@ impl Server {
 
     fn run_online(
         &self,
+        lane: &Lane,
         keys: &mut suf_runtime::keystream::PartyStream,
         weights: &files::Named,
         net: &mut TcpTransport,
@@ -223,7 +280,7 @@ impl Server {
     ) -> Result<(suf_runtime::party::PartyOutput, f64)> {
         net.reset_stats();
         let p = Party {
-            prog: &self.prog,
+            prog: &lane.prog,
             party: self.party,
             be: self.be.be.as_ref(),
             weights,
@@ -240,6 +297,7 @@ impl Server {
 
     fn respond(
         &self,
+        lane: &Lane,
         checked: &Checked,
         session: &[u8; 16],
         out: &suf_runtime::party::PartyOutput,
@@ -260,25 +318,42 @@ impl Server {
                 pair_ms: t[0],
                 key_load_ms: t[1],
                 prepare_ms: t[2],
+                bucket: lane.bucket_len(),
             },
             &files::encode(&m),
         )
     }
 
     /// Party 1: lead one request.
-    fn lead(&self, checked: &Checked, inputs: &files::Named) -> Result<Vec<u8>, ApiError> {
+    fn lead(
+        &self,
+        checked: &Checked,
+        len: usize,
+        share: &files::Named,
+    ) -> Result<Vec<u8>, ApiError> {
         let t0 = Instant::now();
-        let res = self
-            .pool
-            .reserve(None, &self.reg)
-            .map_err(|e| ApiError::Failed(format!("{e:#}")))?
-            .ok_or(ApiError::PoolEmpty)?;
+        // The smallest bucket that fits and has keys left.
+        let mut chosen = None;
+        for lane in self.lanes.iter().filter(|l| l.fits(len)) {
+            if let Some(r) = lane
+                .pool
+                .reserve(None, &self.reg)
+                .map_err(|e| ApiError::Failed(format!("{e:#}")))?
+            {
+                chosen = Some((lane, r));
+                break;
+            }
+        }
+        let (lane, res) = chosen.ok_or(ApiError::PoolEmpty)?;
+        let inputs = &lane
+            .inputs(share, len)
+            .map_err(|e| ApiError::Bad(format!("{e:#}")))?;
         let unpaired = |e: anyhow::Error| ApiError::Unpaired(format!("{e:#} (nothing consumed)"));
         let h = res.header;
         let pair = serde_json::to_vec(&json!({
             "request_id": hex(&checked.rid), "session": hex(&h.session),
             "keys_fp": hex(&h.keys_fp), "program_fp": hex(&h.program_fp),
-            "commitment": hex(&checked.commitment),
+            "commitment": hex(&checked.commitment), "len": len,
         }))
         .map_err(|e| unpaired(e.into()))?;
         let ask = |net: &mut TcpTransport| -> Result<Value> {
@@ -310,20 +385,20 @@ impl Server {
         let pair_ms = ms(t0);
         let failed = |e: anyhow::Error| ApiError::Failed(format!("{e:#} (keys consumed)"));
         let t1 = Instant::now();
-        let (mut keys, w) = self
+        let (mut keys, w) = lane
             .pool
-            .consume(&res, &self.reg, &files::weight_records(&self.prog))
+            .consume(&res, &self.reg, &files::weight_records(&lane.prog))
             .map_err(failed)?;
         let load_ms = ms(t1);
         let (out, prep_ms) = self
-            .run_online(&mut keys, &w, &mut net, inputs)
+            .run_online(lane, &mut keys, &w, &mut net, inputs)
             .map_err(failed)?;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_LINKS {
             idle.push(net);
         }
         drop(idle);
-        self.respond(checked, &h.session, &out, [pair_ms, load_ms, prep_ms])
+        self.respond(lane, checked, &h.session, &out, [pair_ms, load_ms, prep_ms])
             .map_err(failed)
     }
 
@@ -367,9 +442,9 @@ impl Server {
         ) else {
             return refuse(net, "malformed pairing message".into());
         };
-        if fp != self.fp {
+        let Some(lane) = self.lanes.iter().find(|l| l.fp == fp) else {
             return refuse(net, "another program".into());
-        }
+        };
         // Wait for the client's request to reach us too.
         let deadline = Instant::now() + self.cfg.timeout.min(Duration::from_secs(30));
         let pending = {
@@ -399,12 +474,30 @@ impl Server {
             };
             let _ = pending.tx.send(Err(e));
         };
+        if msg["len"].as_u64() != Some(pending.len as u64) {
+            let why = "the two servers see different valid lengths for this request".to_string();
+            fail(pending, ApiError::Bad(why.clone()));
+            return refuse(net, why);
+        }
+        let inputs = match lane.inputs(&pending.inputs, pending.len) {
+            Ok(i) if lane.fits(pending.len) => i,
+            Ok(_) => {
+                let why = format!("{} tokens do not fit this bucket", pending.len);
+                fail(pending, ApiError::Bad(why.clone()));
+                return refuse(net, why);
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                fail(pending, ApiError::Bad(why.clone()));
+                return refuse(net, why);
+            }
+        };
         if pending.checked.commitment != c {
             let why = "the two servers received different inputs for this request".to_string();
             fail(pending, ApiError::Bad(why.clone()));
             return refuse(net, why);
         }
-        let res = match self.pool.reserve(Some(session), &self.reg) {
+        let res = match lane.pool.reserve(Some(session), &self.reg) {
             Ok(Some(r)) if r.header.keys_fp == keys_fp && r.header.program_fp == fp => r,
             Ok(_) => {
                 let why = format!("key stream {} does not match", hex(&session));
@@ -422,11 +515,12 @@ impl Server {
         let r = (|| -> Result<Vec<u8>> {
             let t1 = Instant::now();
             let (mut keys, w) =
-                self.pool
-                    .consume(&res, &self.reg, &files::weight_records(&self.prog))?;
+                lane.pool
+                    .consume(&res, &self.reg, &files::weight_records(&lane.prog))?;
             let load_ms = ms(t1);
-            let (out, prep_ms) = self.run_online(&mut keys, &w, net, &pending.inputs)?;
+            let (out, prep_ms) = self.run_online(lane, &mut keys, &w, net, &inputs)?;
             self.respond(
+                lane,
                 &pending.checked,
                 &session,
                 &out,
@@ -461,15 +555,28 @@ impl Drop for PendingGuard {
 }
 
 async fn health(State(s): State<Srv>) -> axum::Json<Value> {
-    axum::Json(json!({"status": "ok", "party": s.party, "session": s.pool.manifest}))
+    let buckets: Vec<usize> = s.lanes.iter().map(Lane::bucket_len).collect();
+    let mut v = json!({"status": "ok", "party": s.party, "session": s.lanes[0].pool.manifest});
+    if buckets.iter().any(|&b| b > 0) {
+        v["buckets"] = json!(buckets);
+    }
+    axum::Json(v)
 }
 
 async fn metrics(State(s): State<Srv>) -> axum::Json<Value> {
     let m = &s.metrics;
     let s2 = s.clone();
-    let remaining = tokio::task::spawn_blocking(move || s2.remaining())
-        .await
-        .unwrap_or(0);
+    let (remaining, per_bucket) = tokio::task::spawn_blocking(move || {
+        let per: serde_json::Map<String, Value> = s2
+            .lanes
+            .iter()
+            .filter(|l| l.bucket.is_some())
+            .map(|l| (l.bucket_len().to_string(), json!(l.pool.remaining(&s2.reg))))
+            .collect();
+        (s2.remaining(), per)
+    })
+    .await
+    .unwrap_or_default();
     axum::Json(json!({
         "party": s.party,
         "served": m.served.load(Ordering::Relaxed),
@@ -477,6 +584,7 @@ async fn metrics(State(s): State<Srv>) -> axum::Json<Value> {
         "refused": m.refused.load(Ordering::Relaxed),
         "in_flight": m.in_flight.load(Ordering::Relaxed),
         "remaining_streams": remaining,
+        "remaining_by_bucket": per_bucket,
         "used_sessions": s.reg.len(),
         "uptime_s": s.started.elapsed().as_secs_f64(),
     }))
@@ -509,12 +617,34 @@ async fn infer(State(s): State<Srv>, body: Bytes) -> Response {
 async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
     let bad = |e: anyhow::Error| ApiError::Bad(format!("{e:#}"));
     let (meta, share): (RequestMeta, &[u8]) = api::unframe(&body).map_err(bad)?;
-    let checked = api::check_request(&meta, share, s.party, &s.fp).map_err(bad)?;
+    // The request names one of the lanes' programs (a bucket client names the smallest
+    // bucket that fits; a larger one may serve it).
+    let lane = unhex::<32>(&meta.program_fp)
+        .and_then(|f| s.lanes.iter().find(|l| l.fp == f))
+        .unwrap_or(&s.lanes[0]);
+    let checked = api::check_request(&meta, share, s.party, &lane.fp).map_err(bad)?;
     let inputs = files::parse(share).map_err(bad)?;
     let got: Vec<(String, usize)> = inputs.iter().map(|(k, v)| (k.clone(), v.len())).collect();
-    let mut want = files::input_records(&s.prog);
+    let mut want = files::input_records(&lane.prog);
     want.sort();
-    if got != want {
+    let mut len = 0;
+    if let Some((_, hidden)) = &lane.bucket {
+        // A share of the unpadded input (padded once the bucket is chosen): L whole rows,
+        // 1 ≤ L ≤ the largest bucket.
+        let max = s.lanes.iter().map(Lane::bucket_len).max().unwrap_or(0);
+        let rows = match inputs.get("x") {
+            Some(x) if inputs.len() == 1 && *hidden > 0 && x.len().is_multiple_of(*hidden) => {
+                x.len() / hidden
+            }
+            _ => 0,
+        };
+        if rows == 0 || rows > max {
+            return Err(ApiError::Bad(format!(
+                "the share holds {got:?}; the buckets take x of 1..={max} rows of {hidden}"
+            )));
+        }
+        len = rows;
+    } else if got != want {
         return Err(ApiError::Bad(format!(
             "the share holds {got:?}, the program takes {want:?}"
         )));
@@ -522,11 +652,11 @@ async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
     tracing::info!(party = s.party, request = %hex(&checked.rid), "request");
     if s.party == 1 {
         let s2 = s.clone();
-        return tokio::task::spawn_blocking(move || s2.lead(&checked, &inputs))
+        return tokio::task::spawn_blocking(move || s2.lead(&checked, len, &inputs))
             .await
             .map_err(|e| ApiError::Failed(e.to_string()))?;
     }
-    if s.remaining() == 0 {
+    if s.remaining_for(len) == 0 {
         return Err(ApiError::PoolEmpty);
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -543,6 +673,7 @@ async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
             rid,
             Pending {
                 checked,
+                len,
                 inputs,
                 tx,
             },
@@ -605,6 +736,94 @@ pub fn read_identity(dir: &std::path::Path, party: u8) -> Result<suf_net::TlsCon
     })
 }
 
+/// One lane: a pool and its program, checked against the pool's manifest.
+fn open_lane(dir: &std::path::Path, party: u8) -> Result<Lane> {
+    let pool = Arc::new(Pool::open(dir, party)?);
+    let fmt = crate::Format {
+        bits: pool.manifest.bits,
+        frac: pool.manifest.frac,
+        model_seed: pool.manifest.model_seed,
+    };
+    let (prog, bucket) = if pool.manifest.bucket {
+        let b = crate::session_built(&pool.manifest, fmt)?;
+        let hidden = b
+            .prog
+            .inputs
+            .get("x")
+            .map(|&x| b.prog.node(x).shape.last().copied().unwrap_or(0))
+            .context("a bucket program without input x")?;
+        let bk = b
+            .bucket
+            .context("a bucket session built without its bucket")?;
+        (b.prog, Some((bk, hidden)))
+    } else {
+        (crate::session_program(&pool.manifest, fmt)?.0, None)
+    };
+    let fp = prog.fingerprint();
+    if hex(&fp) != pool.manifest.program_fp {
+        bail!(
+            "{}: the pool's keys were made for another program build (fingerprint differs)",
+            dir.display()
+        );
+    }
+    Ok(Lane {
+        prog,
+        fp,
+        pool,
+        bucket,
+    })
+}
+
+/// The lanes of `--pool DIR`: DIR itself when it is a pool, else its bucket pools `b<L>`
+/// (`suf dealer --buckets`), by increasing length, all of one model and ring.
+fn open_lanes(dir: &std::path::Path, party: u8) -> Result<Vec<Lane>> {
+    if dir.join(crate::pool::POOL_MANIFEST).exists() {
+        return Ok(vec![open_lane(dir, party)?]);
+    }
+    let mut subs: Vec<(usize, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(l) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('b'))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if e.path().join(crate::pool::POOL_MANIFEST).exists() {
+            subs.push((l, e.path()));
+        }
+    }
+    subs.sort();
+    if subs.is_empty() {
+        bail!(
+            "{} is not a key pool nor a folder of bucket pools (run `suf dealer`)",
+            dir.display()
+        );
+    }
+    let lanes = subs
+        .iter()
+        .map(|(_, p)| open_lane(p, party))
+        .collect::<Result<Vec<_>>>()?;
+    let m0 = &lanes[0].pool.manifest;
+    for (l, (len, p)) in lanes.iter().zip(&subs) {
+        let m = &l.pool.manifest;
+        if !m.bucket
+            || m.seq != *len
+            || (&m.program, m.bits, m.frac, m.model_seed)
+                != (&m0.program, m0.bits, m0.frac, m0.model_seed)
+        {
+            bail!(
+                "{}: not a bucket pool of length {len} for {} like the others",
+                p.display(),
+                m0.program
+            );
+        }
+    }
+    Ok(lanes)
+}
+
 /// `suf serve --pool`: run until Ctrl-C / SIGTERM.
 pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
     let party = c.party;
@@ -624,17 +843,17 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
          never copied or restored)",
     )?;
     let reg = Registry::open(&state)?;
-    let pool = Arc::new(Pool::open(&pool_dir, party)?);
-    let fmt = crate::Format {
-        bits: pool.manifest.bits,
-        frac: pool.manifest.frac,
-        model_seed: pool.manifest.model_seed,
+    let lanes = open_lanes(&pool_dir, party)?;
+    let fp = if lanes.len() == 1 {
+        lanes[0].fp
+    } else {
+        let mut b = b"suf-bucket-lanes-v1".to_vec();
+        for l in &lanes {
+            b.extend_from_slice(&l.fp);
+        }
+        suf_net::fingerprint(&b)
     };
-    let (prog, _) = crate::session_program(&pool.manifest, fmt)?;
-    let fp = prog.fingerprint();
-    if hex(&fp) != pool.manifest.program_fp {
-        bail!("the pool's keys were made for another program build (fingerprint differs)");
-    }
+    let pool = lanes[0].pool.clone();
     let mut cfg = LinkConfig::new(party);
     cfg.model_fp = fp;
     cfg.timeout = c.timeout;
@@ -659,9 +878,8 @@ pub fn serve(a: ServeArgs, c: Common) -> Result<()> {
     let srv = Arc::new(Server {
         party,
         fp: cfg.model_fp,
-        prog,
+        lanes,
         be: c.be,
-        pool,
         reg,
         cfg,
         secret,
@@ -739,13 +957,20 @@ async fn shutdown_signal() {
 }
 
 async fn http_main(s: Srv, addr: SocketAddr, tls: rustls::ServerConfig) -> Result<()> {
-    let limit = usize::try_from(files::encoded_len(
-        files::input_records(&s.prog)
-            .iter()
-            .map(|(n, c)| (n.as_str(), *c)),
-    ))
-    .unwrap_or(usize::MAX)
-    .saturating_add(api::MAX_META + 4);
+    let limit = s
+        .lanes
+        .iter()
+        .map(|l| {
+            usize::try_from(files::encoded_len(
+                files::input_records(&l.prog)
+                    .iter()
+                    .map(|(n, c)| (n.as_str(), *c)),
+            ))
+            .unwrap_or(usize::MAX)
+        })
+        .max()
+        .unwrap_or(0)
+        .saturating_add(api::MAX_META + 4);
     let app = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/metrics", get(metrics))

@@ -34,6 +34,10 @@ pub struct Session {
     pub keygen_ms: f64,
     /// Rounds of the program.
     pub rounds: usize,
+    /// A length bucket (models): the keys serve every input of 1..=`seq` tokens, padded to
+    /// `seq` with the valid length public (`suf_nn::bucket`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bucket: bool,
 }
 
 impl Session {
@@ -60,6 +64,9 @@ impl Session {
                 self.frac,
                 self.bits
             );
+        }
+        if self.bucket && (self.program == "toy" || self.seq == 0) {
+            bail!("a length bucket needs a model and its length (seq)");
         }
         if self.seq > MAX_SEQ {
             bail!("sequence length {} above {MAX_SEQ}", self.seq);
@@ -112,6 +119,7 @@ mod tests {
             key_bytes: [1, 2],
             keygen_ms: 1.0,
             rounds: 3,
+            bucket: false,
         }
     }
 
@@ -120,6 +128,22 @@ mod tests {
         let s = good();
         let b = serde_json::to_vec(&s).unwrap();
         assert_eq!(parse(&b).unwrap(), s);
+        // A bucket manifest round-trips; an old one without the field is not a bucket.
+        let sb = Session {
+            bucket: true,
+            ..good()
+        };
+        assert_eq!(parse(&serde_json::to_vec(&sb).unwrap()).unwrap(), sb);
+        assert!(!String::from_utf8(b.clone()).unwrap().contains("bucket"));
+        let e = parse(
+            &serde_json::to_vec(&Session {
+                program: "toy".into(),
+                ..sb
+            })
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bucket"), "{e}");
         for (bad, needle) in [
             (Session { bits: 0, ..good() }, "ring bits"),
             (Session { bits: 65, ..good() }, "ring bits"),

@@ -717,3 +717,137 @@ fn sigterm_lets_an_in_flight_request_finish() {
         .unwrap()
         .contains("request served"));
 }
+
+fn client_tokens(s: &Setup, a: &Srv, b: &Srv, tokens: usize) -> Output {
+    suf()
+        .args([
+            "client",
+            "--json",
+            "--timeout",
+            "60",
+            "--text",
+            "any text",
+            "--tokens",
+            &tokens.to_string(),
+            "--p0",
+            &a.api,
+            "--p1",
+            &b.api,
+        ])
+        .arg("--certs")
+        .arg(s.p("certs/client"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_bucket_pool_serves_shorter_inputs() {
+    // bert-tiny (synthetic weights, one block) with keys for the bucket of 8 tokens: a
+    // 3-token and an 8-token request each use one of the bucket's streams and equal the
+    // padded Plain run (which equals the unpadded one bit for bit: suf-nn's bucket tests).
+    let s = Setup::with_program(&["--program", "bert-tiny", "--seq", "8", "--bucket"], 2);
+    let m: Value = serde_json::from_slice(&std::fs::read(s.p("pool0/pool.json")).unwrap()).unwrap();
+    assert_eq!(m["bucket"], Value::Bool(true));
+    let port = free_port();
+    let a = Srv::start(&s, 0, "pool0", port, &[]);
+    let b = Srv::start(&s, 1, "pool1", port, &[]);
+    // Too long for the bucket: refused by the client, nothing consumed.
+    let o = client_tokens(&s, &a, &b, 9);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--tokens 9"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!((registry_lines(&s, 0), registry_lines(&s, 1)), (0, 0));
+    for (i, t) in [3usize, 8].into_iter().enumerate() {
+        let v: Value = serde_json::from_slice(&ok(client_tokens(&s, &a, &b, t)).stdout).unwrap();
+        assert_eq!(v["matches_plain"], Value::Bool(true), "{v}");
+        assert_eq!(v["tokens"], Value::from(t));
+        assert_eq!(v["bucket"], Value::from(8));
+        assert_eq!(
+            (registry_lines(&s, 0), registry_lines(&s, 1)),
+            (i + 1, i + 1)
+        );
+    }
+    assert_eq!(
+        (streams_in(&s.p("pool0"), 0), streams_in(&s.p("pool1"), 1)),
+        (0, 0)
+    );
+}
+
+#[test]
+fn a_folder_of_buckets_takes_the_smallest_with_keys_left() {
+    // `--buckets 4,8`, one stream each: 3 tokens take bucket 4; 2 tokens then find bucket 4
+    // empty and take bucket 8; a third request finds no keys (503, nothing consumed).
+    let s = Setup::with_program(&["--program", "bert-tiny", "--buckets", "8,4"], 1);
+    for b in ["b4", "b8"] {
+        assert_eq!(streams_in(&s.p(&format!("pool0/{b}")), 0), 1);
+        assert_eq!(streams_in(&s.p(&format!("pool1/{b}")), 1), 1);
+    }
+    let port = free_port();
+    let a = Srv::start(&s, 0, "pool0", port, &[]);
+    let b = Srv::start(&s, 1, "pool1", port, &[]);
+    for (t, bucket) in [(3usize, 4usize), (2, 8)] {
+        let v: Value = serde_json::from_slice(&ok(client_tokens(&s, &a, &b, t)).stdout).unwrap();
+        assert_eq!(v["matches_plain"], Value::Bool(true), "{v}");
+        assert_eq!(
+            (v["tokens"].clone(), v["bucket"].clone()),
+            (t.into(), bucket.into())
+        );
+    }
+    assert_eq!(streams_in(&s.p("pool0/b8"), 0), 0);
+    let o = client_tokens(&s, &a, &b, 1);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("503"), "{e}");
+    assert_eq!((registry_lines(&s, 0), registry_lines(&s, 1)), (2, 2));
+    // Nine tokens fit no bucket: refused by the client before anything is sent.
+    assert!(!client_tokens(&s, &a, &b, 9).status.success());
+}
+
+#[test]
+fn bucket_dealer_arguments_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = suf()
+            .arg("dealer")
+            .args(args)
+            .arg("--pool0")
+            .arg(tmp.path().join("p0"))
+            .arg("--pool1")
+            .arg(tmp.path().join("p1"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(run(&["--program", "toy", "--bucket"]).contains("for models"));
+    let e = run(&["--program", "bert-tiny", "--buckets", "4", "--seq", "4"]);
+    assert!(e.contains("replaces"), "{e}");
+    assert!(run(&["--program", "bert-tiny", "--buckets", "0,4"]).contains("at least 1"));
+    assert!(run(&["--program", "bert-tiny", "--buckets", "100000"]).contains("positions"));
+    // A pool of one length is not extended with bucket keys (another program).
+    let ok_args = ["--program", "bert-tiny", "--seq", "4"];
+    ok(suf()
+        .arg("dealer")
+        .args(ok_args)
+        .arg("--pool0")
+        .arg(tmp.path().join("q0"))
+        .arg("--pool1")
+        .arg(tmp.path().join("q1"))
+        .output()
+        .unwrap());
+    let o = suf()
+        .arg("dealer")
+        .args(ok_args)
+        .arg("--bucket")
+        .arg("--pool0")
+        .arg(tmp.path().join("q0"))
+        .arg("--pool1")
+        .arg(tmp.path().join("q1"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a pool serves one program"));
+}

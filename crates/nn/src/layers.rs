@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use suf_core::fixed::FixedPoint;
-use suf_runtime::ir::{Builder, T};
+use suf_runtime::ir::{Builder, P, T};
 
 use crate::gates;
 use crate::{NnError, Result};
@@ -307,7 +307,23 @@ fn normalize(
 /// exactly 0 after nExp). `bits`: the scores plus bias lie in [−2^{bits−1}, 2^{bits−1})
 /// (declared; the max tree and nExp compare only those bits).
 pub fn softmax(g: &mut Builder, ctx: &Ctx, x: T, bias: Option<Vec<u64>>, bits: u32) -> Result<T> {
-    let (e, inv, s_inv) = softmax_parts(g, ctx, x, bias, bits)?;
+    let (_, c) = dims(g, x);
+    softmax_masked(g, ctx, x, bias, None, bits, c)
+}
+
+/// [`softmax`] with a public run-time bias `pad` (one row over the columns, added after
+/// `bias`: a length bucket's padding mask) and the denominator's range [1, `max_len`]
+/// (≥ the columns; a bucket's programs share the bucket's).
+pub fn softmax_masked(
+    g: &mut Builder,
+    ctx: &Ctx,
+    x: T,
+    bias: Option<Vec<u64>>,
+    pad: Option<P>,
+    bits: u32,
+    max_len: usize,
+) -> Result<T> {
+    let (e, inv, s_inv) = softmax_parts_masked(g, ctx, x, bias, pad, bits, max_len)?;
     let p = g.row_mul(e, inv)?;
     gates::ars(g, p, s_inv)
 }
@@ -323,8 +339,32 @@ pub fn softmax_parts(
     bits: u32,
 ) -> Result<(T, T, u32)> {
     let (_, c) = dims(g, x);
+    softmax_parts_masked(g, ctx, x, bias, None, bits, c)
+}
+
+/// [`softmax_parts`] with a public run-time bias and a denominator range, as
+/// [`softmax_masked`].
+pub fn softmax_parts_masked(
+    g: &mut Builder,
+    ctx: &Ctx,
+    x: T,
+    bias: Option<Vec<u64>>,
+    pad: Option<P>,
+    bits: u32,
+    max_len: usize,
+) -> Result<(T, T, u32)> {
+    let (_, c) = dims(g, x);
+    if max_len < c {
+        return Err(NnError::Config(format!(
+            "softmax over {c} columns with a denominator range up to {max_len}"
+        )));
+    }
     let x = match bias {
         Some(b) => g.add_pub(x, Arc::new(b))?,
+        None => x,
+    };
+    let x = match pad {
+        Some(p) => g.add_pub_in(x, p)?,
         None => x,
     };
     let m = gates::row_max(g, x, bits)?;
@@ -334,7 +374,7 @@ pub fn softmax_parts(
     let s = g.sum_last(e)?;
     // The row's maximum contributes nExp(0) = 1, so the sum lies in [1, c]; the reciprocal's
     // range starts at 2 (a one-column row, e.g. a one-token decoder input, sums to exactly 1).
-    let (inv, s_inv) = gates::reciprocal(g, s, c.max(2))?;
+    let (inv, s_inv) = gates::reciprocal(g, s, max_len.max(2))?;
     let _ = ctx;
     Ok((e, inv, s_inv))
 }

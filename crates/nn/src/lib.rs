@@ -5,8 +5,12 @@
 //! program. Nonlinear gates come from `suf-compiler` ([`gates`] is the one place that names
 //! them). Depends on suf-core, suf-runtime and suf-compiler; knows nothing of backends,
 //! sockets or files.
+//!
+//! [`bucket`] builds a model for a length bucket: one program and key stream for every input
+//! of up to L_b tokens, the valid length a public run-time input.
 #![forbid(unsafe_code)]
 
+pub mod bucket;
 pub mod decode;
 pub mod gates;
 pub mod layers;

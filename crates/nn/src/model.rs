@@ -13,11 +13,13 @@ use std::sync::Arc;
 use suf_core::fixed::FixedPoint;
 use suf_models::arch::{self, Block, Globals, Linear, Norm};
 use suf_models::{Family, ModelConfig, NormKind, RopeStyle, Weights};
-use suf_runtime::ir::{Builder, Program, T};
+use suf_runtime::ir::{Builder, Program, P, T};
 use suf_runtime::plain::PlainWeights;
 
 use crate::gates;
-use crate::layers::{layernorm, linear, linear_from, rmsnorm, softmax, softmax_parts, Ctx, Mode};
+use crate::layers::{
+    layernorm, linear, linear_from, rmsnorm, softmax_masked, softmax_parts_masked, Ctx, Mode,
+};
 use crate::{NnError, Result};
 
 /// A built model: the program and the model owner's private weights (empty in public mode).
@@ -27,6 +29,9 @@ pub struct Built {
     pub prog: Program,
     /// W of every private matmul (for the Plain interpreter and the owner's masking).
     pub private: PlainWeights,
+    /// For a length-bucket program ([`build_bucket`]): how to make its public inputs for a
+    /// valid length.
+    pub bucket: Option<crate::bucket::Bucket>,
 }
 
 /// Build the secure part of `cfg` for `seq` tokens, with its first `layers` blocks
@@ -53,6 +58,31 @@ pub fn build_batch(
     seq: usize,
     batch: usize,
     layers: Option<usize>,
+) -> Result<Built> {
+    build_inner(cfg, w, fp, mode, seq, batch, layers, None)
+}
+
+/// How a program is built for a length bucket (see [`crate::bucket`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Design {
+    /// The bucket length L_b: the numerics (the softmax denominator's range, where the
+    /// normalisation happens, the scores' declared range) are those of L_b.
+    pub len: usize,
+    /// Whether the program takes the valid length as public inputs (the padded program, with
+    /// `seq` = L_b); otherwise it is the unpadded program for `seq` ≤ L_b tokens.
+    pub padded: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_inner(
+    cfg: &ModelConfig,
+    w: &Weights,
+    fp: FixedPoint,
+    mode: Mode,
+    seq: usize,
+    batch: usize,
+    layers: Option<usize>,
+    design: Option<Design>,
 ) -> Result<Built> {
     if batch == 0 {
         return Err(NnError::Config("batch must be at least 1".into()));
@@ -91,7 +121,31 @@ pub fn build_batch(
         }
         _ => None,
     };
-    let a_bits = attention_bits(cfg, fp, &rel);
+    let dlen = design.map_or(seq, |d| d.len);
+    let a_bits = match (design, &glob.rel_bias, cfg.family) {
+        (Some(d), Some(t), Family::MpNet) if d.len != seq => {
+            // The scores' declared range is the bucket's (its relative biases reach further).
+            let b = arch::mpnet_position_bias(cfg, t, d.len);
+            let per = vec![b
+                .iter()
+                .map(|&v| ctx.enc_scaled(v, fp.frac))
+                .collect::<Result<Vec<u64>>>()?];
+            attention_bits(cfg, fp, &Some(per))
+        }
+        _ => attention_bits(cfg, fp, &rel),
+    };
+    // A bucket's encoder leaves room for the padding bias −2^{a+2} (as a causal mask does).
+    let sm_bits = match design {
+        Some(_) if !cfg.causal() => crate::bucket::padded_bits(fp, a_bits.0)?,
+        _ => a_bits.1,
+    };
+    let pad = match design {
+        Some(d) if d.padded && !cfg.causal() => {
+            g.layer("input");
+            Some(g.public_input(crate::bucket::PAD_BIAS, &[seq])?)
+        }
+        _ => None,
+    };
     let causal_bias = if cfg.causal() {
         // Masked scores sit 2^{a+2} below: nExp of them is exactly 0 (d > 2^{a+1} ≥ 16).
         let big = fp.width.from_signed(-(1i64 << (a_bits.0 + 2)));
@@ -116,20 +170,38 @@ pub fn build_batch(
             batch,
             &rel,
             &causal_bias,
-            a_bits.1,
+            sm_bits,
+            dlen,
+            pad,
         )?;
     }
+    let padded = design.is_some_and(|d| d.padded);
     let out = if cfg.family.is_encoder() {
         g.layer("pool");
-        mean_pool(&mut g, &ctx, h, seq, batch)?
+        if padded {
+            crate::bucket::mean_pool_padded(&mut g, &ctx, h, seq)?
+        } else {
+            mean_pool(&mut g, &ctx, h, seq, batch)?
+        }
     } else {
         g.layer("head");
-        head(&mut g, &mut ctx, cfg, &glob, h, seq, batch)?
+        let h = if padded {
+            crate::bucket::last_real_row(&mut g, h)?
+        } else {
+            h
+        };
+        let rows = if padded { 1 } else { seq };
+        head(&mut g, &mut ctx, cfg, &glob, h, rows, batch)?
     };
     g.output(out)?;
+    let bucket = match design {
+        Some(d) if d.padded => Some(crate::bucket::Bucket::new(cfg, fp, seq, a_bits.0)?),
+        _ => None,
+    };
     Ok(Built {
         prog: g.finish(),
         private: ctx.private,
+        bucket,
     })
 }
 
@@ -161,6 +233,8 @@ fn block(
     rel: &Option<Vec<Vec<u64>>>,
     causal: &Option<Vec<u64>>,
     sm_bits: u32,
+    dlen: usize,
+    pad: Option<P>,
 ) -> Result<T> {
     let post = cfg.post_norm();
     g.layer(&format!("block{l}.attention"));
@@ -178,7 +252,7 @@ fn block(
     let k = g.slice_cols(qkv, dq, dq + dk)?;
     let v = g.slice_cols(qkv, dq + dk, dq + dk + dv)?;
     let att = if batch == 1 {
-        attention(g, ctx, cfg, q, k, v, seq, rel, causal, sm_bits)?
+        attention(g, ctx, cfg, q, k, v, seq, rel, causal, sm_bits, dlen, pad)?
     } else {
         let mut parts = Vec::with_capacity(batch);
         for bi in 0..batch {
@@ -189,7 +263,7 @@ fn block(
                 rows(g, v, s0, s1)?,
             );
             parts.push(attention(
-                g, ctx, cfg, qb, kb, vb, seq, rel, causal, sm_bits,
+                g, ctx, cfg, qb, kb, vb, seq, rel, causal, sm_bits, seq, None,
             )?);
         }
         stack_rows(g, &parts)?
@@ -267,6 +341,9 @@ pub(crate) fn ffn(
     Ok(d)
 }
 
+/// Attention of one sequence. `dlen` (≥ `seq`; `seq` outside buckets) is the length whose
+/// numerics are used: the softmax denominator's range [1, dlen] and the choice of normalising
+/// after e·V. `pad`: a bucket's public padding bias on the key columns (one row, broadcast).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     g: &mut Builder,
@@ -279,6 +356,8 @@ pub fn attention(
     rel: &Option<Vec<Vec<u64>>>,
     causal: &Option<Vec<u64>>,
     sm_bits: u32,
+    dlen: usize,
+    pad: Option<P>,
 ) -> Result<T> {
     let fp = ctx.fp;
     let f = fp.frac;
@@ -292,8 +371,8 @@ pub fn attention(
     let pow4 = head_dim_pow4(dh).filter(|&k| k <= f);
     // e·V (e ≤ 1 at scale f, a row of `seq`) at scale 2f must stay below 2^{n−2} for values
     // up to 2^act_bits, and there must be fewer head columns than keys.
-    let lb = usize::BITS - seq.saturating_sub(1).leading_zeros();
-    let late_norm = dh < seq && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
+    let lb = usize::BITS - dlen.saturating_sub(1).leading_zeros();
+    let late_norm = dh < dlen && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
     let mut kt = Vec::new();
     let mut vh = Vec::new();
     for j in 0..cfg.kv_heads {
@@ -336,13 +415,13 @@ pub fn attention(
         if late_norm {
             // Normalise after e·V: the truncation of the [seq, seq] probabilities becomes one
             // of the [seq, d_head] output (floor of e·V, then of its product with 1/Σe).
-            let (e, inv, s_inv) = softmax_parts(g, ctx, s, bias, sm_bits)?;
+            let (e, inv, s_inv) = softmax_parts_masked(g, ctx, s, bias, pad, sm_bits, dlen)?;
             let o = g.matmul(e, vh[hh / group])?;
             let o = gates::ars(g, o, f)?;
             let o = g.row_mul(o, inv)?;
             heads.push(gates::ars(g, o, s_inv)?);
         } else {
-            let p = softmax(g, ctx, s, bias, sm_bits)?;
+            let p = softmax_masked(g, ctx, s, bias, pad, sm_bits, dlen)?;
             let o = g.matmul(p, vh[hh / group])?;
             heads.push(gates::ars(g, o, f)?);
         }
@@ -478,7 +557,7 @@ pub fn stack_rows(g: &mut Builder, parts: &[T]) -> Result<T> {
     Ok(g.transpose(c)?)
 }
 
-fn mean_pool(g: &mut Builder, ctx: &Ctx, x: T, seq: usize, batch: usize) -> Result<T> {
+pub(crate) fn mean_pool(g: &mut Builder, ctx: &Ctx, x: T, seq: usize, batch: usize) -> Result<T> {
     let xt = g.transpose(x)?; // [d, batch·seq]
     let mut sums = Vec::with_capacity(batch);
     for bi in 0..batch {

@@ -17,7 +17,7 @@ use crate::keystream::{DealerStreams, PartyStream};
 use crate::party::{Party, PartyWeights};
 use crate::plain::{run_plain, PlainWeights};
 use crate::report::{RunReport, Tracer};
-use crate::{mask_weights, reconstruct_output, share_inputs};
+use crate::{mask_weights, reconstruct_output, share_program_inputs};
 
 /// Which link the two parties use.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn run_two_party_observed(
     let deal = run_dealer(prog, be, ds, &rw)?;
     let k0 = PartyStream::from_bytes(sinks[0].take())?;
     let k1 = PartyStream::from_bytes(sinks[1].take())?;
-    let shares = share_inputs(w, inputs, rng);
+    let shares = share_program_inputs(prog, inputs, rng);
     let timeout = Duration::from_secs(60);
     let (o0, o1) = match link {
         Link::Mem => {

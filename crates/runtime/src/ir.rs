@@ -4,6 +4,11 @@
 //! Tensors are row-major; matrix operations read a tensor of shape `[.., k]` as a matrix of
 //! `numel / k` rows. Every node has a data type: additive shares in Z_{2^n} (`Arith`) or
 //! XOR-shared bits (`Bool`, one bit per element held in a `u64`).
+//!
+//! Public run-time inputs ([`Builder::public_input`], handle [`P`]) are tensors both parties
+//! know in the clear but that are not part of the program (not in its fingerprint): one
+//! program and one key stream serve every value, e.g. a length bucket's valid-length masks.
+//! They are supplied in the same input map as the shares, the same value to both parties.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +41,13 @@ pub enum Dtype {
 /// A public tensor shared by reference (weights, biases, constants).
 pub type Public = Arc<Vec<u64>>;
 
+/// A handle on a public run-time input ([`Builder::public_input`]): a tensor both parties
+/// know in the clear but that is not part of the program (its value does not enter the
+/// fingerprint, so one key stream serves every value). It is deliberately not a [`T`]: it
+/// enters the computation only through [`Builder::add_pub_in`] and [`Builder::mul_pub_in`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct P(pub NodeId);
+
 /// One protocol step.
 #[derive(Clone)]
 pub enum Op {
@@ -44,6 +56,17 @@ pub enum Op {
         /// Name under which the input is supplied.
         name: String,
     },
+    /// A public tensor supplied at run time under `name`, the same value at both parties
+    /// (not a share); used only by [`Op::AddPubIn`] and [`Op::MulPubIn`].
+    PublicInput {
+        /// Name under which the value is supplied.
+        name: String,
+    },
+    /// a + p for a public run-time input p (same shape, or one row broadcast over rows):
+    /// party 0 adds it.
+    AddPubIn(NodeId, NodeId),
+    /// a ⊙ p for a public run-time input p (same shape, or one row broadcast); no truncation.
+    MulPubIn(NodeId, NodeId),
     /// a + b.
     Add(NodeId, NodeId),
     /// a − b.
@@ -119,6 +142,9 @@ impl Op {
     pub fn name(&self) -> String {
         match self {
             Op::Input { .. } => "input".into(),
+            Op::PublicInput { .. } => "public_input".into(),
+            Op::AddPubIn(..) => "add_pub_in".into(),
+            Op::MulPubIn(..) => "mul_pub_in".into(),
             Op::Add(..) => "add".into(),
             Op::Sub(..) => "sub".into(),
             Op::Neg(..) => "neg".into(),
@@ -150,7 +176,8 @@ impl Op {
     /// Operands.
     pub fn deps(&self) -> Vec<NodeId> {
         match self {
-            Op::Input { .. } => vec![],
+            Op::Input { .. } | Op::PublicInput { .. } => vec![],
+            Op::AddPubIn(a, b) | Op::MulPubIn(a, b) => vec![*a, *b],
             Op::Add(a, b)
             | Op::Sub(a, b)
             | Op::Xor(a, b)
@@ -233,6 +260,9 @@ pub struct Program {
     pub outputs: Vec<NodeId>,
     /// Private weights: name → (k, n).
     pub private_weights: BTreeMap<String, (usize, usize)>,
+    /// Public run-time inputs by name ([`Builder::public_input`]): supplied in the clear, the
+    /// same value to both parties (and to Plain), in the same input map as the shares.
+    pub public_inputs: BTreeMap<String, NodeId>,
 }
 
 impl Program {
@@ -277,7 +307,7 @@ impl Program {
                     h.update((*b as u64).to_le_bytes());
                 }
                 Op::MatMulPrivW { wid, .. } => h.update(wid.as_bytes()),
-                Op::Input { name } => h.update(name.as_bytes()),
+                Op::Input { name } | Op::PublicInput { name } => h.update(name.as_bytes()),
                 Op::Gate(_, g) => h.update(g.fingerprint()),
                 Op::Take(_, i) => h.update((*i as u64).to_le_bytes()),
                 _ => {}
@@ -315,6 +345,7 @@ impl Builder {
                 inputs: BTreeMap::new(),
                 outputs: Vec::new(),
                 private_weights: BTreeMap::new(),
+                public_inputs: BTreeMap::new(),
             },
             layer: Arc::from("main"),
         }
@@ -396,6 +427,54 @@ impl Builder {
         );
         self.prog.inputs.insert(name.into(), t.0);
         Ok(t)
+    }
+
+    /// A public run-time input of `shape`, supplied in the clear under `name` to both parties
+    /// (and to Plain) at every run; its value is not part of the program, so the program and
+    /// its key stream are the same whatever the value (e.g. a valid sequence length's masks).
+    pub fn public_input(&mut self, name: &str, shape: &[usize]) -> Result<P> {
+        if self.prog.inputs.contains_key(name) || self.prog.public_inputs.contains_key(name) {
+            return Err(RtError::Input {
+                name: name.into(),
+                detail: "declared twice".into(),
+            });
+        }
+        let t = self.push(
+            Op::PublicInput { name: name.into() },
+            shape.to_vec(),
+            Dtype::Arith,
+        );
+        self.prog.public_inputs.insert(name.into(), t.0);
+        Ok(P(t.0))
+    }
+
+    fn check_pub_in(&self, op: &'static str, a: T, p: P) -> Result<()> {
+        self.want(op, a, Dtype::Arith)?;
+        let ps = &self.prog.nodes[p.0 .0 as usize].shape;
+        let pn: usize = ps.iter().product();
+        let (_, cols) = rows_cols(self.shape(a));
+        let n: usize = self.shape(a).iter().product();
+        if pn != n && pn != cols {
+            return shape_err(
+                op,
+                format!("public input of shape {ps:?} for shape {:?}", self.shape(a)),
+            );
+        }
+        Ok(())
+    }
+
+    /// a + p for a public run-time input p (same shape, or one row broadcast over all rows).
+    pub fn add_pub_in(&mut self, a: T, p: P) -> Result<T> {
+        self.check_pub_in("add_pub_in", a, p)?;
+        let s = self.shape(a).to_vec();
+        Ok(self.push(Op::AddPubIn(a.0, p.0), s, Dtype::Arith))
+    }
+
+    /// a ⊙ p for a public run-time input p (same shape, or one row broadcast); no truncation.
+    pub fn mul_pub_in(&mut self, a: T, p: P) -> Result<T> {
+        self.check_pub_in("mul_pub_in", a, p)?;
+        let s = self.shape(a).to_vec();
+        Ok(self.push(Op::MulPubIn(a.0, p.0), s, Dtype::Arith))
     }
 
     /// a + b (arithmetic) or a ⊕ b (bits).

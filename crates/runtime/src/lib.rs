@@ -69,6 +69,26 @@ pub fn share_inputs(
     out
 }
 
+/// The two parties' input maps for `prog`: the secret inputs split into additive shares as
+/// [`share_inputs`] does, and the program's public run-time inputs
+/// ([`ir::Builder::public_input`]) copied in the clear into both maps (they are public: the
+/// same value at both parties).
+pub fn share_program_inputs(
+    prog: &ir::Program,
+    inputs: &BTreeMap<String, Vec<u64>>,
+    rng: &mut Csprng,
+) -> [BTreeMap<String, Vec<u64>>; 2] {
+    let (public, secret): (BTreeMap<_, _>, BTreeMap<_, _>) = inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| prog.public_inputs.contains_key(k));
+    let mut out = share_inputs(prog.width(), &secret, rng);
+    for m in &mut out {
+        m.extend(public.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    out
+}
+
 /// Private-weight helpers: the model owner masks W once with R_W (bound to this model).
 pub fn mask_weights(
     w: BitWidth,

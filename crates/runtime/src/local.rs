@@ -39,6 +39,14 @@ pub(crate) fn eval_local(
             }
         }
         Op::MulPub(_, c) => be.mul_bcast(w, args[0], c)?,
+        Op::AddPubIn(..) => {
+            if lead {
+                be.add_bcast(w, args[0], args[1])?
+            } else {
+                args[0].to_vec()
+            }
+        }
+        Op::MulPubIn(..) => be.mul_bcast(w, args[0], args[1])?,
         Op::MulConst(_, c) => be.scale(w, args[0], *c)?,
         Op::AddConst(_, c) => {
             if lead {

@@ -156,7 +156,7 @@ impl Exec<'_, '_, '_> {
         let node = prog.node(id);
         let t = Instant::now();
         let v = match &node.op {
-            Op::Input { name } => {
+            Op::Input { name } | Op::PublicInput { name } => {
                 let x = inputs.get(name).ok_or_else(|| RtError::Input {
                     name: name.clone(),
                     detail: "share not supplied".into(),

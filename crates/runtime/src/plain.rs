@@ -29,7 +29,7 @@ pub fn run_plain(
             .map(|d| prog.node(*d).shape.as_slice())
             .collect();
         let v = match &node.op {
-            Op::Input { name } => {
+            Op::Input { name } | Op::PublicInput { name } => {
                 let x = inputs.get(name).ok_or_else(|| RtError::Input {
                     name: name.clone(),
                     detail: "not supplied".into(),
