@@ -349,7 +349,11 @@ mod tests {
             panic!("pre {pre} len {len}: first difference at {i}");
         }
         for _ in 0..20 {
-            assert_eq!(a.next_u64(), b.next_u64(), "state after pre {pre} len {len}");
+            assert_eq!(
+                a.next_u64(),
+                b.next_u64(),
+                "state after pre {pre} len {len}"
+            );
         }
     }
 
