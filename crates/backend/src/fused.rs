@@ -14,7 +14,7 @@
 //! the mask, `[c]` its share of the dealer's product correlation.
 
 use rayon::prelude::*;
-use suf_core::pack::{pack_into, packed_len, unpack_into};
+use suf_core::pack::{pack_to, packed_len, unpack_to};
 use suf_core::BitWidth;
 
 use crate::error::{check_len, shape_mul, BackendError, Result};
@@ -62,30 +62,26 @@ pub fn mask_pack(w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result
     check_len("mask_pack r", x.len(), r.len())?;
     let bits = w.bits();
     let mut m = vec![0u64; x.len()];
-    let chunk = |((mc, xc), rc): ((&mut [u64], &[u64]), &[u64]), buf: &mut Vec<u8>| {
+    let start = out.len();
+    out.resize(start + packed_len(x.len(), bits), 0);
+    let dst = &mut out[start..];
+    let chunk = |(((mc, xc), rc), oc): (((&mut [u64], &[u64]), &[u64]), &mut [u8])| {
         for ((o, &a), &b) in mc.iter_mut().zip(xc).zip(rc) {
             *o = w.add(a, b);
         }
-        pack_into(mc, bits, buf);
+        pack_to(mc, bits, oc);
     };
     if x.len() < 2 * PACK_CHUNK {
-        chunk(((&mut m, x), r), out);
+        chunk((((&mut m, x), r), dst));
         return Ok(m);
     }
-    let parts: Vec<Vec<u8>> = m
-        .par_chunks_mut(PACK_CHUNK)
+    // Every full chunk packs into exactly PACK_CHUNK·n/8 bytes; the last one holds the rest.
+    let chunk_bytes = PACK_CHUNK * bits as usize / 8;
+    m.par_chunks_mut(PACK_CHUNK)
         .zip(x.par_chunks(PACK_CHUNK))
         .zip(r.par_chunks(PACK_CHUNK))
-        .map(|c| {
-            let mut buf = Vec::with_capacity(packed_len(PACK_CHUNK, bits));
-            chunk(c, &mut buf);
-            buf
-        })
-        .collect();
-    out.reserve(packed_len(x.len(), bits));
-    for p in &parts {
-        out.extend_from_slice(p);
-    }
+        .zip(dst.par_chunks_mut(chunk_bytes))
+        .for_each(chunk);
     Ok(m)
 }
 
@@ -98,33 +94,26 @@ pub fn mask_pack(w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result
 pub fn unpack_add(w: BitWidth, bytes: &[u8], mine: &[u64]) -> Result<Vec<u64>> {
     let bits = w.bits();
     let count = mine.len();
-    let add = |v: &mut [u64], m: &[u64]| {
-        for (x, &y) in v.iter_mut().zip(m) {
+    let chunk = |((o, b), m): ((&mut [u64], &[u8]), &[u64])| -> Result<()> {
+        unpack_to(b, bits, o)?;
+        for (x, &y) in o.iter_mut().zip(m) {
             *x = w.add(*x, y);
         }
+        Ok(())
     };
+    let mut out = vec![0u64; count];
     if count < 2 * PACK_CHUNK || bytes.len() != packed_len(count, bits) {
-        // Small, or wrong length: the serial unpack (and its error).
-        let mut v = Vec::with_capacity(count);
-        unpack_into(bytes, bits, count, &mut v)?;
-        add(&mut v, mine);
-        return Ok(v);
+        // Small, or the wrong length: one piece (and the serial error).
+        chunk(((&mut out, bytes), mine))?;
+        return Ok(out);
     }
     // Every full chunk is exactly PACK_CHUNK·n/8 bytes; only the last one has padding.
     let chunk_bytes = PACK_CHUNK * bits as usize / 8;
-    let parts: Vec<Vec<u64>> = mine
-        .par_chunks(PACK_CHUNK)
-        .enumerate()
-        .map(|(ci, m)| {
-            let start = ci * chunk_bytes;
-            let end = (start + chunk_bytes).min(bytes.len());
-            let mut v = Vec::with_capacity(m.len());
-            unpack_into(&bytes[start..end], bits, m.len(), &mut v)?;
-            add(&mut v, m);
-            Ok(v)
-        })
-        .collect::<Result<_>>()?;
-    Ok(parts.concat())
+    out.par_chunks_mut(PACK_CHUNK)
+        .zip(bytes.par_chunks(chunk_bytes))
+        .zip(mine.par_chunks(PACK_CHUNK))
+        .try_for_each(chunk)?;
+    Ok(out)
 }
 
 /// Share of a·b from â, b̂, `[r_a]`, `[r_b]`, `[c]` (c = r_a·r_b):
@@ -363,7 +352,7 @@ mod tests {
         let m = be.mask_pack(w, &a, &ra, &mut msg).unwrap();
         diff(&what("mask_pack masked"), &m, &be.add(w, &a, &ra).unwrap());
         let mut want_msg = vec![0xAB];
-        pack_into(&m, bits, &mut want_msg);
+        suf_core::pack::pack_into(&m, bits, &mut want_msg);
         assert!(
             msg == want_msg,
             "{}: packed bytes differ",
