@@ -65,7 +65,8 @@ pub fn mask_pack(w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result
     let start = out.len();
     out.resize(start + packed_len(x.len(), bits), 0);
     let dst = &mut out[start..];
-    let chunk = |(((mc, xc), rc), oc): (((&mut [u64], &[u64]), &[u64]), &mut [u8])| {
+    type Chunk<'a> = (((&'a mut [u64], &'a [u64]), &'a [u64]), &'a mut [u8]);
+    let chunk = |(((mc, xc), rc), oc): Chunk<'_>| {
         for ((o, &a), &b) in mc.iter_mut().zip(xc).zip(rc) {
             *o = w.add(a, b);
         }
