@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use suf_core::BitWidth;
 
 use crate::error::{check_len, shape_mul, BackendError, Result};
+use crate::fused;
 use crate::gemm::{self, BLayout};
 use crate::{Backend, DcfKeys, DpfKeys};
 
@@ -342,6 +343,64 @@ impl Backend for CpuBackend {
                 .collect()
         });
         Ok(parts.concat())
+    }
+
+    fn mask_pack(&self, w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result<Vec<u64>> {
+        self.install(|| fused::mask_pack(w, x, r, out))
+    }
+
+    fn unpack_add(&self, w: BitWidth, bytes: &[u8], mine: &[u64]) -> Result<Vec<u64>> {
+        self.install(|| fused::unpack_add(w, bytes, mine))
+    }
+
+    fn beaver_mul(
+        &self,
+        w: BitWidth,
+        party: u8,
+        a: &[u64],
+        b: &[u64],
+        ra: &[u64],
+        rb: &[u64],
+        c: &[u64],
+    ) -> Result<Vec<u64>> {
+        self.install(|| fused::beaver_mul(w, party, a, b, ra, rb, c))
+    }
+
+    fn beaver_square(
+        &self,
+        w: BitWidth,
+        party: u8,
+        a: &[u64],
+        ra: &[u64],
+        c: &[u64],
+    ) -> Result<Vec<u64>> {
+        self.install(|| fused::beaver_square(w, party, a, ra, c))
+    }
+
+    fn beaver_mul_rows(
+        &self,
+        w: BitWidth,
+        party: u8,
+        a: &[u64],
+        b: &[u64],
+        ra: &[u64],
+        rb: &[u64],
+        c: &[u64],
+        cols: usize,
+    ) -> Result<Vec<u64>> {
+        self.install(|| fused::beaver_mul_rows(w, party, a, b, ra, rb, c, cols))
+    }
+
+    fn b2a(&self, w: BitWidth, party: u8, bh: &[u64], rho: &[u64]) -> Result<Vec<u64>> {
+        self.install(|| fused::b2a(w, party, bh, rho))
+    }
+
+    fn scale_sub(&self, w: BitWidth, c: u64, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+        self.install(|| fused::scale_sub(w, c, a, b))
+    }
+
+    fn sub_add(&self, w: BitWidth, a: &[u64], b: &[u64], c: &[u64]) -> Result<Vec<u64>> {
+        self.install(|| fused::sub_add(w, a, b, c))
     }
 
     fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>> {

@@ -25,6 +25,7 @@ use std::borrow::Cow;
 pub mod bench;
 pub mod cpu;
 pub mod error;
+pub mod fused;
 pub mod gate;
 pub mod gemm;
 pub mod resident;
@@ -381,4 +382,101 @@ pub trait Backend: Send + Sync {
     /// `Core(BadBitWidth)` if `bits` is outside 1..=64; `Core(PackedLength)` if the buffer
     /// has the wrong length or non-zero padding.
     fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>>;
+
+    // ---- fused online steps (`fused`; defaults: the host passes there) --------------------
+
+    /// The masked opening m = x + r mod 2^n and its packing appended to `out`; returns m.
+    /// Default: [`fused::mask_pack`].
+    ///
+    /// # Errors
+    /// `LengthMismatch` if `x` and `r` differ in length.
+    fn mask_pack(&self, w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result<Vec<u64>> {
+        fused::mask_pack(w, x, r, out)
+    }
+
+    /// The peer's packed share unpacked and added to `mine` mod 2^n. Default:
+    /// [`fused::unpack_add`].
+    ///
+    /// # Errors
+    /// `Core(PackedLength)` for a buffer of the wrong length or non-zero padding.
+    fn unpack_add(&self, w: BitWidth, bytes: &[u8], mine: &[u64]) -> Result<Vec<u64>> {
+        fused::unpack_add(w, bytes, mine)
+    }
+
+    /// Beaver product `j·â·b̂ − â·[r_b] − b̂·[r_a] + [c]` mod 2^n in one pass. Default:
+    /// [`fused::beaver_mul`].
+    ///
+    /// # Errors
+    /// `LengthMismatch` for operands of different lengths; `Gate` for a party above 1.
+    #[allow(clippy::too_many_arguments)]
+    fn beaver_mul(
+        &self,
+        w: BitWidth,
+        party: u8,
+        a: &[u64],
+        b: &[u64],
+        ra: &[u64],
+        rb: &[u64],
+        c: &[u64],
+    ) -> Result<Vec<u64>> {
+        fused::beaver_mul(w, party, a, b, ra, rb, c)
+    }
+
+    /// Beaver square `j·â² − 2·â·[r_a] + [c]` mod 2^n. Default: [`fused::beaver_square`].
+    ///
+    /// # Errors
+    /// As [`Backend::beaver_mul`].
+    fn beaver_square(
+        &self,
+        w: BitWidth,
+        party: u8,
+        a: &[u64],
+        ra: &[u64],
+        c: &[u64],
+    ) -> Result<Vec<u64>> {
+        fused::beaver_square(w, party, a, ra, c)
+    }
+
+    /// Beaver row product (one factor per row). Default: [`fused::beaver_mul_rows`].
+    ///
+    /// # Errors
+    /// As [`Backend::beaver_mul`].
+    #[allow(clippy::too_many_arguments)]
+    fn beaver_mul_rows(
+        &self,
+        w: BitWidth,
+        party: u8,
+        a: &[u64],
+        b: &[u64],
+        ra: &[u64],
+        rb: &[u64],
+        c: &[u64],
+        cols: usize,
+    ) -> Result<Vec<u64>> {
+        fused::beaver_mul_rows(w, party, a, b, ra, rb, c, cols)
+    }
+
+    /// Bit to arithmetic share `j·b̂ + [ρ] − 2·b̂·[ρ]` mod 2^n. Default: [`fused::b2a`].
+    ///
+    /// # Errors
+    /// As [`Backend::beaver_mul`].
+    fn b2a(&self, w: BitWidth, party: u8, bh: &[u64], rho: &[u64]) -> Result<Vec<u64>> {
+        fused::b2a(w, party, bh, rho)
+    }
+
+    /// `c·a − b` mod 2^n. Default: [`fused::scale_sub`].
+    ///
+    /// # Errors
+    /// `LengthMismatch` if `a` and `b` differ in length.
+    fn scale_sub(&self, w: BitWidth, c: u64, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+        fused::scale_sub(w, c, a, b)
+    }
+
+    /// `a − b + c` mod 2^n. Default: [`fused::sub_add`].
+    ///
+    /// # Errors
+    /// `LengthMismatch` if the operands differ in length.
+    fn sub_add(&self, w: BitWidth, a: &[u64], b: &[u64], c: &[u64]) -> Result<Vec<u64>> {
+        fused::sub_add(w, a, b, c)
+    }
 }

@@ -96,8 +96,9 @@ fn read_shares(blob: &[u8], party: u8, bits: u32, count: usize) -> Result<Vec<u6
             .try_into()
             .map_err(|_| CompilerError::Key(format!("share seed of {} bytes", blob.len())))?;
         let mut g = Csprng::from_seed(seed);
-        let m = mask(bits);
-        Ok((0..count).map(|_| g.next_u64() & m).collect())
+        let mut out = vec![0u64; count];
+        g.fill_masked(mask(bits), &mut out);
+        Ok(out)
     } else {
         unpack(blob, bits, count).map_err(|e| CompilerError::Key(format!("shares: {e}")))
     }

@@ -24,29 +24,47 @@ fn check_k(k: u32) {
 pub fn pack_into(vals: &[u64], k: u32, out: &mut Vec<u8>) {
     check_k(k);
     let start = out.len();
-    out.reserve(packed_len(vals.len(), k));
+    out.resize(start + packed_len(vals.len(), k), 0);
+    pack_to(vals, k, &mut out[start..]);
+}
+
+/// Write the packing of `vals` (each reduced mod 2^k) into `out`, which must be exactly
+/// [`packed_len`] bytes long (a chunk of a larger buffer: chunks of a multiple of 8 values
+/// start on byte boundaries, so packing them one by one gives the stream of the whole).
+///
+/// # Panics
+/// If `k` is outside 1..=64 or `out` has another length (caller bugs).
+pub fn pack_to(vals: &[u64], k: u32, out: &mut [u8]) {
+    check_k(k);
+    assert_eq!(
+        out.len(),
+        packed_len(vals.len(), k),
+        "pack_to buffer length"
+    );
     if k.is_multiple_of(8) {
         let b = (k / 8) as usize;
-        for &v in vals {
-            out.extend_from_slice(&v.to_le_bytes()[..b]);
+        for (&v, o) in vals.iter().zip(out.chunks_exact_mut(b)) {
+            o.copy_from_slice(&v.to_le_bytes()[..b]);
         }
         return;
     }
     let mask = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
     let mut acc: u128 = 0;
     let mut nbits: u32 = 0;
+    let mut pos = 0;
     for &v in vals {
         acc |= ((v & mask) as u128) << nbits;
         nbits += k;
         while nbits >= 64 {
-            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            out[pos..pos + 8].copy_from_slice(&(acc as u64).to_le_bytes());
+            pos += 8;
             acc >>= 64;
             nbits -= 64;
         }
     }
     let tail = nbits.div_ceil(8) as usize;
-    out.extend_from_slice(&(acc as u64).to_le_bytes()[..tail]);
-    debug_assert_eq!(out.len() - start, packed_len(vals.len(), k));
+    out[pos..pos + tail].copy_from_slice(&(acc as u64).to_le_bytes()[..tail]);
+    debug_assert_eq!(pos + tail, out.len());
 }
 
 /// The packing of `vals` as a fresh buffer.
@@ -67,9 +85,32 @@ pub fn unpack(bytes: &[u8], k: u32, count: usize) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Like [`unpack`], appending to `out`.
+/// Like [`unpack`], appending to `out` (unchanged on error).
+///
+/// # Errors
+/// As [`unpack`].
 pub fn unpack_into(bytes: &[u8], k: u32, count: usize, out: &mut Vec<u64>) -> Result<()> {
     check_k(k);
+    check_packed(bytes, k, count)?;
+    let start = out.len();
+    out.resize(start + count, 0);
+    decode(bytes, k, &mut out[start..]);
+    Ok(())
+}
+
+/// Like [`unpack`], into `out` (`out.len()` values; unchanged on error).
+///
+/// # Errors
+/// As [`unpack`].
+pub fn unpack_to(bytes: &[u8], k: u32, out: &mut [u64]) -> Result<()> {
+    check_k(k);
+    check_packed(bytes, k, out.len())?;
+    decode(bytes, k, out);
+    Ok(())
+}
+
+/// Exactly [`packed_len`] bytes with zero padding bits.
+fn check_packed(bytes: &[u8], k: u32, count: usize) -> Result<()> {
     let expected = packed_len(count, k);
     let err = || CoreError::PackedLength {
         expected,
@@ -85,20 +126,25 @@ pub fn unpack_into(bytes: &[u8], k: u32, count: usize, out: &mut Vec<u64>) -> Re
     if pad > 0 && (bytes[expected - 1] >> (8 - pad)) != 0 {
         return Err(err());
     }
+    Ok(())
+}
+
+/// Decode `out.len()` values from `bytes` (length already checked).
+fn decode(bytes: &[u8], k: u32, out: &mut [u64]) {
     if k.is_multiple_of(8) {
         let b = (k / 8) as usize;
-        out.extend(bytes.chunks_exact(b).map(|c| {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(b)) {
             let mut w = [0u8; 8];
             w[..b].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        }));
-        return Ok(());
+            *o = u64::from_le_bytes(w);
+        }
+        return;
     }
     let mask = (1u64 << k) - 1;
     let mut acc: u128 = 0;
     let mut nbits: u32 = 0;
     let mut chunks = bytes.chunks(8);
-    for _ in 0..count {
+    for o in out.iter_mut() {
         if nbits < k {
             // Load up to 8 more bytes.
             let c = chunks.next().unwrap_or(&[]);
@@ -107,11 +153,10 @@ pub fn unpack_into(bytes: &[u8], k: u32, count: usize, out: &mut Vec<u64>) -> Re
             acc |= (u64::from_le_bytes(w) as u128) << nbits;
             nbits += 8 * c.len() as u32;
         }
-        out.push((acc as u64) & mask);
+        *o = (acc as u64) & mask;
         acc >>= k;
         nbits -= k;
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -160,6 +205,40 @@ mod tests {
             unpack(&r, 5, 3),
             Err(CoreError::PackedLength { .. })
         ));
+    }
+
+    /// Packing and unpacking in chunks of a multiple of 8 values gives the whole stream.
+    #[test]
+    fn chunks_give_the_whole_stream() {
+        for k in [1u32, 7, 8, 13, 37, 64] {
+            for count in [0usize, 1, 31, 32, 33, 1000] {
+                let vals: Vec<u64> = (0..count as u64)
+                    .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                    .collect();
+                let whole = pack(&vals, k);
+                let mut parts = vec![0u8; whole.len()];
+                let mut pos = 0;
+                for c in vals.chunks(16) {
+                    let len = packed_len(c.len(), k);
+                    pack_to(c, k, &mut parts[pos..pos + len]);
+                    pos += len;
+                }
+                assert_eq!(parts, whole, "k={k} count={count}");
+                let mut back = vec![0u64; count];
+                let mut pos = 0;
+                for o in back.chunks_mut(16) {
+                    let len = packed_len(o.len(), k);
+                    unpack_to(&whole[pos..pos + len], k, o).unwrap();
+                    pos += len;
+                }
+                assert_eq!(back, unpack(&whole, k, count).unwrap());
+            }
+        }
+        let mut o = [7u64; 3];
+        assert!(unpack_to(&[0u8; 2], 5, &mut o).is_ok());
+        assert!(unpack_to(&[0u8; 3], 5, &mut o).is_err());
+        assert!(unpack_to(&[0x80, 0], 5, &mut o).is_ok());
+        assert!(unpack_to(&[0, 0x80], 5, &mut o).is_err());
     }
 
     proptest! {

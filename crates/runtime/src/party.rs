@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use suf_backend::{BLayout, Backend, Resident};
-use suf_core::pack::{pack_into, packed_len, unpack};
+use suf_core::pack::packed_len;
 use suf_core::BitWidth;
 use suf_net::Transport;
 
@@ -423,21 +423,21 @@ impl<'a> Party<'a> {
                 for d in &deps {
                     let dn = prog.node(*d);
                     let x = ex.val(*d)?;
+                    let bits = bits_of(dn.dtype, w);
+                    let before = msg.len();
+                    // Mask and pack in one pass (`suf_backend::fused::mask_pack`).
                     let (r, masked) = match dn.dtype {
                         Dtype::Arith => {
                             let r = keys.take_arith(dn.numel())?;
-                            let m = self.be.add(w, &x, &r)?;
+                            let m = self.be.mask_pack(w, &x, &r, &mut msg)?;
                             (r, m)
                         }
                         Dtype::Bool => {
                             let r = keys.take_bool(dn.numel())?;
-                            let m = self.be.add(z2(), &x, &r)?;
+                            let m = self.be.mask_pack(z2(), &x, &r, &mut msg)?;
                             (r, m)
                         }
                     };
-                    let bits = bits_of(dn.dtype, w);
-                    let before = msg.len();
-                    pack_into(&masked, bits, &mut msg);
                     layout.push((masked.len(), bits));
                     let sent = (msg.len() - before) as u64;
                     ex.counter
@@ -569,13 +569,21 @@ impl<'a> Party<'a> {
                 let (c, b) = layout[li];
                 li += 1;
                 let len = packed_len(c, b);
-                let peer = unpack(&theirs[pos..pos + len], b, c)
-                    .map_err(|e| RtError::Peer(format!("round {}: {e}", k + 1)))?;
+                let ring = match prog.node(*d).dtype {
+                    Dtype::Arith => w,
+                    Dtype::Bool => z2(),
+                };
+                let peer = theirs
+                    .get(pos..pos + len)
+                    .ok_or_else(|| RtError::Peer(format!("round {}: message too short", k + 1)))?;
                 pos += len;
-                o.push(match prog.node(*d).dtype {
-                    Dtype::Arith => self.be.add(w, m, &peer)?,
-                    Dtype::Bool => self.be.add(z2(), m, &peer)?,
-                });
+                // Unpack and add in one pass; a length/padding error is the peer's fault.
+                o.push(self.be.unpack_add(ring, peer, m).map_err(|e| match e {
+                    suf_backend::BackendError::Core(e) => {
+                        RtError::Peer(format!("round {}: {e}", k + 1))
+                    }
+                    e => RtError::Backend(e),
+                })?);
             }
             opened.push(o);
         }
@@ -586,10 +594,15 @@ impl<'a> Party<'a> {
         for g in &groups {
             if let Group::Gates(name, ids) = g {
                 let t = Instant::now();
-                let xhat: Vec<u64> = ids
-                    .iter()
-                    .flat_map(|id| opened[index[id]][0].iter().copied())
-                    .collect();
+                // One gate: its opened input as is; several: gathered into one batch.
+                let xhat: std::borrow::Cow<'_, [u64]> = match ids.as_slice() {
+                    [one] => std::borrow::Cow::Borrowed(&opened[index[one]][0]),
+                    _ => ids
+                        .iter()
+                        .flat_map(|id| opened[index[id]][0].iter().copied())
+                        .collect::<Vec<u64>>()
+                        .into(),
+                };
                 let gate = match &prog.node(ids[0]).op {
                     Op::Gate(_, g) => g.clone(),
                     _ => unreachable!("gate group holds gates"),
@@ -616,6 +629,13 @@ impl<'a> Party<'a> {
                         "elements": xhat.len(), "key_bytes": blob.len(), "eval_us": ms * 1e3,
                         "device_us": dev_us,
                     }));
+                }
+                if let [one] = ids.as_slice() {
+                    let nd = prog.node(*one);
+                    ex.counter
+                        .time(&nd.layer, &nd.op.name(), nd.numel() / q, ms);
+                    results.insert(*one, out);
+                    continue;
                 }
                 let mut pos = 0;
                 for id in ids {
@@ -649,33 +669,20 @@ impl<'a> Party<'a> {
                 })?,
                 Op::Mul(..) => {
                     let c = keys.take_arith(node.numel())?;
-                    let ab = be.mul(w, &o[0], &o[1])?;
-                    let t1 = be.mul(w, &o[0], &ms[1])?;
-                    let t2 = be.mul(w, &o[1], &ms[0])?;
-                    let s = be.scale(w, &ab, j)?;
-                    let s = be.sub(w, &s, &t1)?;
-                    let s = be.sub(w, &s, &t2)?;
-                    be.add(w, &s, &c)?
+                    be.beaver_mul(w, self.party, &o[0], &o[1], &ms[0], &ms[1], &c)?
                 }
                 Op::Square(_) => {
                     let c = keys.take_arith(node.numel())?;
-                    let aa = be.mul(w, &o[0], &o[0])?;
-                    let t1 = be.mul(w, &o[0], &ms[0])?;
-                    let s = be.scale(w, &aa, j)?;
-                    let t1 = be.scale(w, &t1, 2)?;
-                    let s = be.sub(w, &s, &t1)?;
-                    be.add(w, &s, &c)?
+                    be.beaver_square(w, self.party, &o[0], &ms[0], &c)?
                 }
                 Op::MatMul(a, b) => {
                     let (sa, sb) = (&prog.node(*a).shape, &prog.node(*b).shape);
                     let (m, kk, n) = (sa[0], sa[1], sb[1]);
                     let c = keys.take_arith(m * n)?;
-                    let jy = be.scale(w, &o[1], j)?;
-                    let left = be.sub(w, &jy, &ms[1])?;
+                    let left = be.scale_sub(w, j, &o[1], &ms[1])?;
                     let p1 = be.gemm(w, &o[0], &left, m, kk, n)?;
                     let p2 = be.gemm(w, &ms[0], &o[1], m, kk, n)?;
-                    let s = be.sub(w, &p1, &p2)?;
-                    be.add(w, &s, &c)?
+                    be.sub_add(w, &p1, &p2, &c)?
                 }
                 Op::MatMulPrivW { wid, k: kk, n, .. } => {
                     let m = o[0].len() / kk;
@@ -686,40 +693,23 @@ impl<'a> Party<'a> {
                     let what = ex.prep.weights.masked.get(wid).ok_or_else(missing)?;
                     let p1 = be.gemm_resident(w, &o[0], left, m, *kk, *n, BLayout::RowMajor)?;
                     let p2 = be.gemm_resident(w, &ms[0], what, m, *kk, *n, BLayout::RowMajor)?;
-                    let s = be.sub(w, &p1, &p2)?;
-                    be.add(w, &s, &c)?
+                    be.sub_add(w, &p1, &p2, &c)?
                 }
                 Op::RowMul(..) => {
                     let cols = *node.shape.last().unwrap_or(&1);
                     let c = keys.take_arith(node.numel())?;
-                    let ab = be.mul_rows(w, &o[0], &o[1], cols)?;
-                    let t1 = be.mul_rows(w, &o[0], &ms[1], cols)?;
-                    let t2 = be.mul_rows(w, &ms[0], &o[1], cols)?;
-                    let s = be.scale(w, &ab, j)?;
-                    let s = be.sub(w, &s, &t1)?;
-                    let s = be.sub(w, &s, &t2)?;
-                    be.add(w, &s, &c)?
+                    be.beaver_mul_rows(w, self.party, &o[0], &o[1], &ms[0], &ms[1], &c, cols)?
                 }
                 Op::And(..) => {
                     // Bits as Z_2: AND is a product, XOR a sum.
+                    // (Over Z_2 the Beaver product's subtractions are XORs.)
                     let c = keys.take_bool(node.numel())?;
-                    let ab = be.mul(z2(), &o[0], &o[1])?;
-                    let ab = be.scale(z2(), &ab, j)?;
-                    let t1 = be.mul(z2(), &o[0], &ms[1])?;
-                    let t2 = be.mul(z2(), &o[1], &ms[0])?;
-                    let s = be.add(z2(), &ab, &t1)?;
-                    let s = be.add(z2(), &s, &t2)?;
-                    be.add(z2(), &s, &c)?
+                    be.beaver_mul(z2(), self.party, &o[0], &o[1], &ms[0], &ms[1], &c)?
                 }
                 Op::B2A(_) => {
                     // [b] = j·b̂ + [ρ] − 2·b̂·[ρ].
                     let rho = keys.take_arith(node.numel())?;
-                    let bh = be.reduce(w, &o[0])?;
-                    let prod = be.mul(w, &bh, &rho)?;
-                    let s = be.scale(w, &bh, j)?;
-                    let s = be.add(w, &s, &rho)?;
-                    let p2 = be.scale(w, &prod, 2)?;
-                    be.sub(w, &s, &p2)?
+                    be.b2a(w, self.party, &o[0], &rho)?
                 }
                 _ => unreachable!("only interactive steps are scheduled"),
             };
