@@ -476,13 +476,16 @@ impl DealerStreams {
     /// written.
     pub fn share_arith(&mut self, v: &[u64]) -> Result<()> {
         let w = self.w;
-        let s0: Vec<u64> = v.iter().map(|&x| w.sub(x, self.p1.ring(w))).collect();
+        let r1 = self.p1.ring_vec(w, v.len());
+        let s0: Vec<u64> = v.iter().zip(&r1).map(|(&x, &r)| w.sub(x, r)).collect();
         self.out[0].section(TAG_ARITH, v.len() as u64, pack(&s0, w.bits()))
     }
 
     /// XOR-share bits (values 0/1).
     pub fn share_bool(&mut self, v: &[u64]) -> Result<()> {
-        let s0: Vec<u64> = v.iter().map(|&x| (x ^ self.p1.next_u64()) & 1).collect();
+        let mut r1 = vec![0u64; v.len()];
+        self.p1.fill_masked(1, &mut r1);
+        let s0: Vec<u64> = v.iter().zip(&r1).map(|(&x, &r)| (x ^ r) & 1).collect();
         self.out[0].section(TAG_BOOL, v.len() as u64, pack(&s0, 1))
     }
 
@@ -898,7 +901,11 @@ impl PartyStream {
     /// This party's XOR shares of `count` bits.
     pub fn take_bool(&mut self, count: usize) -> Result<Vec<u64>> {
         match &mut self.prg {
-            Some(p) => Ok((0..count).map(|_| p.next_u64() & 1).collect()),
+            Some(p) => {
+                let mut v = vec![0u64; count];
+                p.fill_masked(1, &mut v);
+                Ok(v)
+            }
             None => {
                 let r = self.section(TAG_BOOL, count as u64)?;
                 unpack(&self.buf[r], 1, count).map_err(|e| RtError::KeyStream(e.to_string()))
