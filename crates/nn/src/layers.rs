@@ -327,8 +327,10 @@ fn normalize(
             None => y,
         });
     }
-    // Keep e extra bits after the first shift.
-    let e = 8u32.min(n.saturating_sub(2 * f + 4));
+    // Keep e extra bits after the first shift (at most 8), as many as GapARS allows on
+    // y·γ√d at scale 2f + e with the margin of `merged_gamma_scale`.
+    let l = gamma_bits(&gs)?;
+    let e = 8u32.min(n.saturating_sub(3 + 2 * f + l));
     let (rs, s_rs) = if s_rs > s_max {
         (gates::ars(g, rs, s_rs - s_max)?, s_max)
     } else {
@@ -362,17 +364,23 @@ pub const MERGED_GAMMA_MIN_FRAC: u32 = 6;
 /// path's scale for γ√d). Each output then carries γ√d with a relative rounding error of
 /// 2^{−fg−1}/|γ√d|, against the rsqrt's 0.3 %.
 pub fn merged_gamma_scale(n: u32, f: u32, s_rs: u32, gs: &[f32]) -> Option<u32> {
+    let l = gamma_bits(gs).ok()?;
+    let fg = n.checked_sub(3 + f + s_rs + l)?.min(f);
+    (fg >= MERGED_GAMMA_MIN_FRAC).then_some(fg)
+}
+
+/// ⌈log2(1.004·max|γ√d|)⌉ (0 when that is at most 1): the bits |y·γ√d| can reach above
+/// |y|, with the rsqrt's relative error (≤ 0.3 %) folded in.
+fn gamma_bits(gs: &[f32]) -> Result<u32> {
     let gmax = gs.iter().fold(0f64, |m, &v| m.max((v as f64).abs())) * 1.004;
-    if !gmax.is_finite() {
-        return None;
+    if !gmax.is_finite() || gs.iter().any(|v| !v.is_finite()) {
+        return Err(NnError::Config("LayerNorm gain is not finite".into()));
     }
-    let l = if gmax <= 1.0 {
+    Ok(if gmax <= 1.0 {
         0
     } else {
         gmax.log2().ceil() as u32
-    };
-    let fg = n.checked_sub(3 + f + s_rs + l)?.min(f);
-    (fg >= MERGED_GAMMA_MIN_FRAC).then_some(fg)
+    })
 }
 
 /// Softmax over the last axis of `[r, c]` scores at scale f. `bias` (public, scale f, `[r, c]`)
