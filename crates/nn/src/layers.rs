@@ -217,14 +217,6 @@ pub fn div_by(g: &mut Builder, ctx: &Ctx, x: T, d: usize, mag_bits: u32) -> Resu
     gates::ars(g, y, s)
 }
 
-/// Mean over the last axis at scale f.
-pub fn mean_last(g: &mut Builder, ctx: &Ctx, x: T) -> Result<T> {
-    let (_, d) = dims(g, x);
-    let s = g.sum_last(x)?;
-    // |mean| < 2^8 at scale f: the sum's magnitude after division.
-    div_by(g, ctx, s, d, ctx.fp.frac + 9)
-}
-
 /// LayerNorm over the last axis (eps folded in at scale 2f), then γ, β.
 pub fn layernorm(
     g: &mut Builder,
@@ -236,21 +228,53 @@ pub fn layernorm(
 ) -> Result<T> {
     let (_, d) = dims(g, x);
     let f = ctx.fp.frac;
-    let mu = mean_last(g, ctx, x)?;
+    let s = g.sum_last(x)?;
+    // |mean| < 2^8 at scale f: the sum's magnitude after division.
+    let mu = div_by(g, ctx, s, d, f + 9)?;
     let mub = broadcast_col(g, mu, d)?;
     let xc = g.sub(x, mub)?;
-    normalize(g, ctx, xc, gamma, Some(beta), eps, f)
+    // The variance's input xc/2^p is taken as ⌊x/2^p⌋ − ⌊Σx/(d·2^p)⌋, which needs no mean
+    // first: both truncations run in the mean's round (one round fewer per LayerNorm than
+    // ⌊(x − mean)/2^p⌋). It differs from xc/2^p by less than 2 units of scale f − p (one per
+    // floor; a non-power-of-two divisor's multiplier adds below 2^{−16} of |mean|), so its
+    // squares keep the bound `square_shift` gives them (p leaves two bits of slack over
+    // Σxc² ≤ Σx² ≤ d·2^{2·act_bits}).
+    let p = square_shift(ctx, d, f);
+    let xs = if p > 0 {
+        let xr = gates::ars(g, x, p)?;
+        let ms = div_by(g, ctx, s, d << p, f + 9 - p)?;
+        let msb = broadcast_col(g, ms, d)?;
+        Some(g.sub(xr, msb)?)
+    } else {
+        None
+    };
+    normalize(g, ctx, xc, xs, gamma, Some(beta), eps, f)
+}
+
+/// Fractional bits p dropped from the normalised values before they are squared: Σxc² must
+/// fit the ring for activations up to 2^act_bits (|xc| < 2^{act_bits+1}), at most f − 2.
+fn square_shift(ctx: &Ctx, d: usize, f: u32) -> u32 {
+    let n = ctx.fp.width.bits();
+    let log_d = usize::BITS - d.leading_zeros();
+    let need = (2 * (f + ctx.act_bits) + log_d + 2) as i64 - n as i64;
+    let p = ((need.max(0) + 1) / 2) as u32;
+    p.min(f - 2)
 }
 
 /// RMSNorm over the last axis, then γ.
 pub fn rmsnorm(g: &mut Builder, ctx: &Ctx, x: T, gamma: &[f32], eps: f64) -> Result<T> {
-    normalize(g, ctx, x, gamma, None, eps, ctx.fp.frac)
+    normalize(g, ctx, x, None, gamma, None, eps, ctx.fp.frac)
 }
 
+/// Normalise xc (centred for LayerNorm) by its root mean square, then γ (and β). `xs`: the
+/// square's input xc/2^p at scale f − p (p = [`square_shift`]) when the caller has it; else
+/// it is ⌊xc/2^p⌋ (one more round when p > 0).
+#[allow(clippy::too_many_arguments)]
 fn normalize(
     g: &mut Builder,
     ctx: &Ctx,
     xc: T,
+    xs: Option<T>,
     gamma: &[f32],
     beta: Option<&[f32]>,
     eps: f64,
@@ -260,11 +284,13 @@ fn normalize(
     let n = ctx.fp.width.bits();
     let log_d = usize::BITS - d.leading_zeros();
     // Σ xc² must fit the ring for activations up to 2^act_bits: square a copy of xc with p
-    // fractional bits dropped when the ring is too narrow (one more round).
-    let need = (2 * (f + ctx.act_bits) + log_d + 2) as i64 - n as i64;
-    let p = ((need.max(0) + 1) / 2) as u32;
-    let p = p.min(f - 2);
-    let xs = if p > 0 { gates::ars(g, xc, p)? } else { xc };
+    // fractional bits dropped when the ring is too narrow.
+    let p = square_shift(ctx, d, f);
+    let xs = match xs {
+        Some(xs) => xs,
+        None if p > 0 => gates::ars(g, xc, p)?,
+        None => xc,
+    };
     let fs = f - p;
     let sq = g.square(xs)?;
     let ss = g.sum_last(sq)?; // Σ xc² at scale 2·fs
@@ -278,8 +304,33 @@ fn normalize(
     let s_need = 10 + ctx.act_bits + log_d.div_ceil(2);
     let s_max = n.saturating_sub(3 + f).min(s_need);
     let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi, s_max)?;
-    // Keep e extra bits after the first shift.
-    let e = 8u32.min(n.saturating_sub(2 * f + 4));
+    let sd = (d as f32).sqrt();
+    let gs: Vec<f32> = gamma.iter().map(|&v| v * sd).collect();
+    if let Some(fg) = merged_gamma_scale(n, f, s_rs.min(s_max), &gs) {
+        // One truncation instead of two: y = xc·rs (|y| ≤ 1 + the rsqrt's error at scale
+        // f + s_rs) times γ√d encoded at scale fg, then ⌊·/2^{s_rs + fg}⌋. The ring bound of
+        // that product is read off the public γ (see `merged_gamma_scale`).
+        let (rs, s_rs) = if s_rs > s_max {
+            (gates::ars(g, rs, s_rs - s_max)?, s_max)
+        } else {
+            (rs, s_rs)
+        };
+        let y = g.row_mul(xc, rs)?; // scale f + s_rs
+        let gq = gs
+            .iter()
+            .map(|&v| ctx.enc_scaled(v as f64, fg))
+            .collect::<Result<Vec<u64>>>()?;
+        let y = g.mul_pub(y, Arc::new(gq))?; // scale f + s_rs + fg
+        let y = gates::ars(g, y, s_rs + fg)?;
+        return Ok(match beta {
+            Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
+            None => y,
+        });
+    }
+    // Keep e extra bits after the first shift (at most 8), as many as GapARS allows on
+    // y·γ√d at scale 2f + e with the margin of `merged_gamma_scale`.
+    let l = gamma_bits(&gs)?;
+    let e = 8u32.min(n.saturating_sub(3 + 2 * f + l));
     let (rs, s_rs) = if s_rs > s_max {
         (gates::ars(g, rs, s_rs - s_max)?, s_max)
     } else {
@@ -292,13 +343,43 @@ fn normalize(
         y
     }; // scale f + min(e, s_rs)
     let e = e.min(s_rs);
-    let sd = (d as f32).sqrt();
-    let gs: Vec<f32> = gamma.iter().map(|&v| v * sd).collect();
     let y = g.mul_pub(y, Arc::new(ctx.enc(&gs)?))?; // scale 2f + e
     let y = gates::ars(g, y, f + e)?;
     Ok(match beta {
         Some(b) => g.add_pub(y, Arc::new(ctx.enc(b)?))?,
         None => y,
+    })
+}
+
+/// Least fractional bits of γ√d for the one-truncation LayerNorm tail.
+pub const MERGED_GAMMA_MIN_FRAC: u32 = 6;
+
+/// The scale fg at which the LayerNorm tail can multiply y = xc·rs (scale f + s_rs) by γ√d
+/// before its only truncation, or `None` when the ring has no room for fg ≥
+/// [`MERGED_GAMMA_MIN_FRAC`] (then y is truncated first, γ√d multiplied at scale f, and
+/// truncated again). GapARS needs |y·γ√d| < 2^{n−2} at scale f + s_rs + fg. |xc·rs| ≤ 1 up to
+/// the rsqrt's relative error (≤ 0.3 %, below 2^{−8}); like the two-truncation path, which
+/// keeps y one bit below 2^{n−2}, one bit of margin is kept for the floors that feed rs:
+/// f + s_rs + fg + ⌈log2(1.004·max|γ√d|)⌉ ≤ n − 3. fg is capped at f (the two-truncation
+/// path's scale for γ√d). Each output then carries γ√d with a relative rounding error of
+/// 2^{−fg−1}/|γ√d|, against the rsqrt's 0.3 %.
+pub fn merged_gamma_scale(n: u32, f: u32, s_rs: u32, gs: &[f32]) -> Option<u32> {
+    let l = gamma_bits(gs).ok()?;
+    let fg = n.checked_sub(3 + f + s_rs + l)?.min(f);
+    (fg >= MERGED_GAMMA_MIN_FRAC).then_some(fg)
+}
+
+/// ⌈log2(1.004·max|γ√d|)⌉ (0 when that is at most 1): the bits |y·γ√d| can reach above
+/// |y|, with the rsqrt's relative error (≤ 0.3 %) folded in.
+fn gamma_bits(gs: &[f32]) -> Result<u32> {
+    let gmax = gs.iter().fold(0f64, |m, &v| m.max((v as f64).abs())) * 1.004;
+    if !gmax.is_finite() || gs.iter().any(|v| !v.is_finite()) {
+        return Err(NnError::Config("LayerNorm gain is not finite".into()));
+    }
+    Ok(if gmax <= 1.0 {
+        0
+    } else {
+        gmax.log2().ceil() as u32
     })
 }
 
