@@ -592,9 +592,18 @@ async fn metrics(State(s): State<Srv>) -> axum::Json<Value> {
 
 async fn infer(State(s): State<Srv>, body: Bytes) -> Response {
     let t = Instant::now();
+    // Counted down on drop too: a client that hangs up (e.g. after the other server's
+    // refusal) drops this future mid-request.
+    struct InFlight(Srv);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
     s.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let guard = InFlight(s.clone());
     let r = infer_inner(s.clone(), body).await;
-    s.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(guard);
     let ms = t.elapsed().as_secs_f64() * 1e3;
     match r {
         Ok(b) => {
