@@ -117,6 +117,8 @@ fn accept_within(l: &UnixListener, timeout: Duration, party: u8) -> Result<UnixS
         match l.accept() {
             Ok((s, _)) => {
                 s.set_nonblocking(false)?;
+                // A party that stops reading fails the run instead of stalling the dealer.
+                s.set_write_timeout(Some(timeout))?;
                 return Ok(s);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
