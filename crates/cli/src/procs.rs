@@ -683,3 +683,25 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_party_that_never_connects_for_its_keys_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = UnixListener::bind(key_socket(dir.path(), 1)).unwrap();
+        let t = Instant::now();
+        let e = accept_within(&l, Duration::from_millis(150), 1).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        assert!(
+            format!("{e:#}").contains("party 1 did not connect"),
+            "{e:#}"
+        );
+        // One that connects is accepted, with blocking reads and a write timeout.
+        let _c = UnixStream::connect(key_socket(dir.path(), 1)).unwrap();
+        let s = accept_within(&l, Duration::from_secs(5), 1).unwrap();
+        assert_eq!(s.write_timeout().unwrap(), Some(Duration::from_secs(5)));
+    }
+}

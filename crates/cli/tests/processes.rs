@@ -47,6 +47,7 @@ fn two_party_processes_on_the_cpu() {
         assert_eq!(v["processes"], 2);
         assert_eq!(v["backend"], "cpu");
         assert_eq!(v["matches_plain"], true, "{mode}");
+        assert!(v["dealer"].as_str().unwrap().contains("Unix socket"), "{v}");
         assert_eq!(v["online_ms_runs"].as_array().unwrap().len(), runs);
         let online = v["online_ms"].as_f64().unwrap();
         let load = v["key_load_ms"].as_f64().unwrap();
