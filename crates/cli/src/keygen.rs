@@ -271,13 +271,17 @@ pub(crate) fn gpu_dealer(
 /// The dealer's rate, for stderr.
 pub(crate) fn rate_line(rep: &DealReport) -> String {
     format!(
-        "keygen: {} in {:.2} s ({} dealer, {} gate batches): {:.1} MB/s, {:.0} key sets/s",
+        "keygen: {} in {:.2} s ({} dealer, {} gate batches): {:.1} MB/s, {:.0} key sets/s \
+         (masks {:.2} s, dealing {:.2} s, writing {:.2} s)",
         human(rep.key_bytes[0].saturating_add(rep.key_bytes[1])),
         rep.keygen_ms / 1e3,
         rep.dcf_dealer,
         rep.gate_batches,
         rep.bytes_per_s() / 1e6,
-        rep.keys_per_s()
+        rep.keys_per_s(),
+        rep.masks_ms / 1e3,
+        rep.deal_ms / 1e3,
+        rep.write_ms / 1e3
     )
 }
 

@@ -358,6 +358,7 @@ pub fn bench_processes(
     let pb = crate::logging::progress(total as u64, "secure inferences (2 processes)");
     let mut per_run: Vec<[Value; 2]> = Vec::new();
     let mut keygen = Vec::new();
+    let mut phases: Vec<[f64; 3]> = Vec::new();
     let mut key_bytes = [0u64; 2];
     let mut all_match = true;
     for i in 0..total {
@@ -389,6 +390,7 @@ pub fn bench_processes(
         )?;
         let deal = run_dealer(prog, &cpu, ds, &rw)?;
         keygen.push(deal.keygen_ms);
+        phases.push([deal.masks_ms, deal.deal_ms, deal.write_ms]);
         key_bytes = deal.key_bytes;
         let r0 = p0.recv()?;
         let r1 = p1.recv()?;
@@ -526,6 +528,11 @@ pub fn bench_processes(
         "key_bytes_per_party": key_bytes,
         "keygen_ms": median(keygen),
         "dealer": dealer_name,
+        "keygen_phases_ms": {
+            "masks": median(phases.iter().map(|p| p[0]).collect()),
+            "deal": median(phases.iter().map(|p| p[1]).collect()),
+            "write": median(phases.iter().map(|p| p[2]).collect()),
+        },
         "build_ms": build_ms,
         "matches_plain": all_match,
         "per_party": per_party,

@@ -52,6 +52,13 @@ pub struct DealReport {
     pub gate_elements: u64,
     /// Which generator made the DCF batches ("cpu", or an installed device dealer's name).
     pub dcf_dealer: String,
+    /// Where `keygen_ms` went: drawing the masks (one thread, in program order).
+    pub masks_ms: f64,
+    /// Dealing the gate batches and mask products (in parallel, a window of rounds at a time).
+    pub deal_ms: f64,
+    /// Writing in program order: party 1's seeded share expansion, packing, and waiting for
+    /// the sinks (a writer thread per party; a slow sink shows up here), plus the footers.
+    pub write_ms: f64,
 }
 
 impl DealReport {
@@ -133,10 +140,13 @@ pub fn run_dealer_windowed(
         ds.share_arith(r)?;
     }
     let prf = FixedKeyAes::with_key(ds.rng.seed());
+    let (mut masks_ms, mut deal_ms, mut write_ms) = (0.0, 0.0, 0.0);
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let mut batch_no = 0u64;
     let mut elements = 0u64;
     for window in sched.waves.chunks(window.max(1)) {
         // Open material: fresh masks for every opened operand, in program order.
+        let t_masks = Instant::now();
         let mut opens: Vec<Vec<(NodeId, bool)>> = Vec::with_capacity(window.len());
         let mut masks: HashMap<NodeId, Vec<Vec<u64>>> = HashMap::new();
         for wave in window {
@@ -160,8 +170,10 @@ pub fn run_dealer_windowed(
             }
             opens.push(order);
         }
+        masks_ms += ms(t_masks);
         // Gate key batches (each with its own seed) and the finish material of the other
         // steps, of every round of the window, in parallel.
+        let t_deal = Instant::now();
         let mut jobs: Vec<(usize, u64, Vec<NodeId>)> = Vec::new();
         for (wi, wave) in window.iter().enumerate() {
             for ids in Schedule::groups(prog, wave)
@@ -232,7 +244,9 @@ pub fn run_dealer_windowed(
                     .collect::<Vec<_>>()
             },
         );
+        deal_ms += ms(t_deal);
         // Written in program order: per round, the open material, the blobs, the finishes.
+        let t_write = Instant::now();
         let mut blobs = jobs.iter().map(|(wi, _, _)| *wi).zip(blobs).peekable();
         let mut fins = steps.iter().map(|(wi, _)| *wi).zip(fins).peekable();
         for (wi, order) in opens.iter().enumerate() {
@@ -258,8 +272,11 @@ pub fn run_dealer_windowed(
             let kb = ds.key_bytes();
             progress(kb[0] + kb[1]);
         }
+        write_ms += ms(t_write);
     }
+    let t_fin = Instant::now();
     let key_bytes = ds.finish()?;
+    write_ms += ms(t_fin);
     Ok(DealReport {
         key_bytes,
         keygen_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -267,5 +284,8 @@ pub fn run_dealer_windowed(
         gate_batches: batch_no,
         gate_elements: elements,
         dcf_dealer: suf_fss::dealer::installed_name().to_string(),
+        masks_ms,
+        deal_ms,
+        write_ms,
     })
 }
