@@ -3,38 +3,19 @@
 //! Party equals Plain on the padded program; mean pooling and the decoders' last position
 //! ignore the padding; bad lengths are typed errors.
 
+mod common;
+use common::tiny;
 use std::collections::BTreeMap;
 
 use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
-use suf_models::{config::zoo, float, ModelConfig, Weights};
+use suf_models::{float, ModelConfig, Weights};
 use suf_nn::bucket::{build_bucket, build_unpadded, PAD_BIAS, ROW_MASK};
 use suf_nn::layers::Mode;
 use suf_nn::model::{build, client_input};
 use suf_runtime::harness::{run_two_party, Link};
 use suf_runtime::plain::run_plain;
-
-fn tiny(name: &str) -> ModelConfig {
-    let mut c = zoo(if name == "mpnet" { "bert-base" } else { name }).unwrap();
-    if name == "mpnet" {
-        c.family = suf_models::Family::MpNet;
-        c.rel_buckets = 32;
-        c.rel_max_distance = 128;
-        c.pos_offset = 2;
-        c.type_vocab = 0;
-        c.norm_eps = 1e-5;
-    }
-    c.layers = 1;
-    c.hidden = 16;
-    c.heads = 2;
-    c.kv_heads = if name.starts_with("llama") { 1 } else { 2 };
-    c.head_dim = 8;
-    c.ffn = 32;
-    c.vocab = 40;
-    c.max_pos = 64;
-    c
-}
 
 fn ids(len: usize, salt: u32) -> Vec<u32> {
     (0..len as u32)

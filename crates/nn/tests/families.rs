@@ -1,34 +1,15 @@
 //! Every family on a tiny synthetic shape: the Party interpreter equals the Plain interpreter
 //! bit for bit (public and private weights), and Plain tracks the f64 reference.
 
+mod common;
+use common::tiny;
 use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
-use suf_models::{config::zoo, float, ModelConfig, Weights};
+use suf_models::{float, ModelConfig, Weights};
 use suf_nn::layers::Mode;
 use suf_nn::model::{build, client_input};
 use suf_runtime::harness::{run_two_party, Link};
-
-fn tiny(name: &str) -> ModelConfig {
-    let mut c = zoo(if name == "mpnet" { "bert-base" } else { name }).unwrap();
-    if name == "mpnet" {
-        c.family = suf_models::Family::MpNet;
-        c.rel_buckets = 32;
-        c.rel_max_distance = 128;
-        c.pos_offset = 2;
-        c.type_vocab = 0;
-        c.norm_eps = 1e-5;
-    }
-    c.layers = 1;
-    c.hidden = 16;
-    c.heads = 2;
-    c.kv_heads = if name.starts_with("llama") { 1 } else { 2 };
-    c.head_dim = 8;
-    c.ffn = 32;
-    c.vocab = 40;
-    c.max_pos = 64;
-    c
-}
 
 fn check(name: &str, mode: Mode, n: u32, link: Link) {
     check_cfg(tiny(name), name, mode, n, link, &[3, 17, 5, 29, 11]);
