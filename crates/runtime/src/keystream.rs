@@ -190,16 +190,9 @@ impl Sink {
 
     /// The writer thread's own error once it has stopped (its channel closed early).
     fn thread_error(&mut self) -> std::io::Error {
-        match self {
-            Sink::Threaded { tx, thread } => {
-                *tx = None;
-                match thread.take().map(|t| t.join()) {
-                    Some(Ok(Err(e))) => e,
-                    Some(Err(_)) => std::io::Error::other("the key writer thread panicked"),
-                    _ => std::io::Error::other("the key writer thread stopped"),
-                }
-            }
-            Sink::Direct(_) => std::io::Error::other("no writer thread"),
+        match self.close() {
+            Err(e) => e,
+            Ok(()) => std::io::Error::other("the key writer thread stopped"),
         }
     }
 
