@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 use suf_fss::dcf::DcfKeys;
-use suf_fss::dpf::DpfKeys;
+use suf_fss::dpf::DpfView;
 
 use crate::error::{BackendError, Result};
 use crate::Backend;
@@ -667,6 +667,44 @@ pub struct BitDesc<'a> {
     pub values: &'a [bool],
 }
 
+impl BitDesc<'_> {
+    /// High-part bits K − s (the DPF's domain).
+    pub fn high_bits(&self) -> u32 {
+        self.bits - self.shift
+    }
+
+    /// Check the descriptor against `keys` (one DPF key per element of `cnt`, the party's,
+    /// over K − s bits): what every backend checks before any work.
+    ///
+    /// # Errors
+    /// [`BackendError::Gate`] for a malformed descriptor or keys of another shape,
+    /// [`BackendError::LengthMismatch`] for interval values that do not match the cuts.
+    pub fn check(&self, party: u8, keys: &DpfView<'_>, cnt: usize) -> Result<()> {
+        check_party(party)?;
+        if self.bits == 0 || self.bits > 64 || self.shift == 0 || self.shift >= self.bits {
+            return bad(format!(
+                "bit: view {} bits, shift {}",
+                self.bits, self.shift
+            ));
+        }
+        check_len(
+            "bit interval values",
+            Some(self.cuts.len() + 1),
+            self.values.len(),
+        )?;
+        let hb = self.high_bits();
+        if keys.count() != cnt || keys.party() != party || keys.n() != hb {
+            return bad(format!(
+                "DPF batch (party {}, {} bits, {} keys) does not match (party {party}, {hb}, {cnt})",
+                keys.party(),
+                keys.n(),
+                keys.count()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// [`crate::Backend::bit_eval`] on the host (the comparisons through `be.dpf_lt_eval`):
 /// bit = values[0] ⊕ ⊕_j (values[j−1] ⊕ values[j])·(1 ⊕ L(a_j)),
 /// 1 ⊕ L(a) = 1 ⊕ C(ĥ ⊖ a) ⊕ C(ĥ) ⊕ 1{ĥ < a}; party 0 adds the public terms.
@@ -677,28 +715,13 @@ pub fn bit_host<B: Backend + ?Sized>(
     be: &B,
     d: &BitDesc<'_>,
     party: u8,
-    keys: &DpfKeys,
+    keys: &DpfView<'_>,
     xhat: &[u64],
 ) -> Result<Vec<u64>> {
-    check_party(party)?;
-    if d.bits == 0 || d.bits > 64 || d.shift == 0 || d.shift >= d.bits {
-        return bad(format!("bit: view {} bits, shift {}", d.bits, d.shift));
-    }
-    check_len(
-        "bit interval values",
-        Some(d.cuts.len() + 1),
-        d.values.len(),
-    )?;
-    let hb = d.bits - d.shift;
     let cnt = xhat.len();
-    if keys.count() != cnt || keys.party() != party || keys.n() != hb {
-        return bad(format!(
-            "DPF batch (party {}, {} bits, {} keys) does not match (party {party}, {hb}, {cnt})",
-            keys.party(),
-            keys.n(),
-            keys.count()
-        ));
-    }
+    d.check(party, keys, cnt)?;
+    let keys = keys.to_keys()?;
+    let hb = d.high_bits();
     let hm = mask(hb);
     let vm = mask(d.bits);
     let m = d.cuts.len() + 1;
@@ -713,7 +736,7 @@ pub fn bit_host<B: Backend + ?Sized>(
             pts.push(h.wrapping_sub(a) & hm);
         }
     }
-    let c = be.dpf_lt_eval(keys, &pts, m)?;
+    let c = be.dpf_lt_eval(&keys, &pts, m)?;
     let p0 = (party == 0) as u8;
     Ok((0..cnt)
         .map(|e| {

@@ -40,7 +40,7 @@ pub use resident::Resident;
 pub use stats::{BackendStats, OpStats};
 pub use suf_core::BitWidth;
 pub use suf_fss::dcf::DcfKeys;
-pub use suf_fss::dpf::DpfKeys;
+pub use suf_fss::dpf::{DpfKeys, DpfView};
 
 /// A compute backend. All methods take whole batches; lengths are checked and mismatches
 /// are errors. Results are always reduced mod 2^n (for the ring width `w` given).
@@ -363,7 +363,7 @@ pub trait Backend: Send + Sync {
         &self,
         d: &BitDesc<'_>,
         party: u8,
-        keys: &DpfKeys,
+        keys: &DpfView<'_>,
         xhat: &[u64],
     ) -> Result<Vec<u64>> {
         gate::bit_host(self, d, party, keys, xhat)

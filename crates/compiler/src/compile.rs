@@ -531,17 +531,9 @@ fn eval_bit(
     xhat: &[u64],
     be: &dyn Backend,
 ) -> Result<Vec<u64>> {
-    let hb = s.high_bits();
-    let cnt = xhat.len();
-    let keys = suf_fss::dpf::DpfKeys::from_bytes(parts[0].bytes)?;
-    if keys.count() != cnt || keys.party() != party || keys.n() != hb {
-        return key_err(format!(
-            "DPF batch (party {}, {} bits, {} keys) does not match (party {party}, {hb}, {cnt})",
-            keys.party(),
-            keys.n(),
-            keys.count()
-        ));
-    }
+    // A zero-copy view: the backend reads the body where it lies (on the GPU, inside the
+    // resident key stream); the descriptor and key shape are checked by `BitDesc::check`.
+    let keys = suf_fss::dpf::DpfView::view(parts[0])?;
     let desc = BitDesc {
         offset: s.view.offset,
         bits: s.view.bits,

@@ -189,3 +189,26 @@ extern "C" __global__ void gate_sign(const u64* __restrict__ xhat, u64 cnt, u64 
         }
     }
 }
+
+// Bit component (suf_backend::gate::bit_host): c holds the m = ncuts + 1 DPF comparison shares
+// of each element ([e][0] at ĥ, [e][1 + j] at ĥ ⊖ a_j, from gate_points); tab = cuts[ncuts] |
+// flip[ncuts] with flip[j] = values[j] ≠ values[j + 1]; v0 = values[0]. The output is the
+// party's XOR share of the bit, one 0/1 word per element.
+extern "C" __global__ void gate_bit(const u64* __restrict__ xhat, u64 cnt, u64 off, u64 vmask,
+                                    u32 shift, u32 party, u32 v0, const u64* __restrict__ tab,
+                                    u32 ncuts, const u8* __restrict__ c, u64* __restrict__ out) {
+    const u64 m = (u64)ncuts + 1;
+    const u32 p0 = party == 0 ? 1u : 0u;
+    for (u64 e = suf_thread_id(); e < cnt; e += suf_grid_threads()) {
+        const u64 h = ((xhat[e] + off) & vmask) >> shift;
+        const u8* ce = c + e * m;
+        u32 o = p0 & v0;
+        for (u32 j = 0; j < ncuts; j++) {
+            if (tab[ncuts + j]) {
+                const u32 pub = p0 & (1u ^ (h < tab[j] ? 1u : 0u));
+                o ^= (u32)ce[j + 1] ^ (u32)ce[0] ^ pub;
+            }
+        }
+        out[e] = (u64)(o & 1u);
+    }
+}

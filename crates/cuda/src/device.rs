@@ -21,7 +21,7 @@ use suf_fss::keyfmt::KeyKind;
 
 use crate::compile::{self, nvrtc_available};
 use crate::error::{CudaError, DriverContext, Result};
-use crate::keys::{self, DcfBody, DeviceDcfKeys, DeviceDpfKeys, Head};
+use crate::keys::{self, DeviceDcfKeys, DeviceDpfKeys, Head, KeyBody};
 
 /// Threads per block of the FSS and elementwise kernels.
 const BLOCK: u32 = 256;
@@ -675,7 +675,7 @@ impl CudaBackend {
     pub fn upload_dpf_bytes(&self, parts: &[&[u8]]) -> Result<DeviceDpfKeys> {
         let (h, body) = self.upload_parts(KeyKind::Dpf, parts)?;
         Ok(DeviceDpfKeys {
-            body,
+            body: KeyBody::Owned(body),
             n: h.n,
             party: h.party,
             count: h.count,
@@ -720,7 +720,7 @@ impl CudaBackend {
                 .during("uploading keys")?;
         }
         Ok(DeviceDcfKeys {
-            body: DcfBody::Owned(body),
+            body: KeyBody::Owned(body),
             layout: l,
             party: keys.party(),
         })
@@ -752,7 +752,7 @@ impl CudaBackend {
                 lock(&self.stats).dcf_resident_batches += 1;
                 return Ok((
                     DeviceDcfKeys {
-                        body: DcfBody::InStream {
+                        body: KeyBody::InStream {
                             buf: rs.buf.clone(),
                             offset,
                         },
@@ -768,6 +768,60 @@ impl CudaBackend {
         st.dcf_uploaded_batches += 1;
         st.dcf_uploaded_bytes += l.total as u64;
         Ok((dk, l.total))
+    }
+
+    /// The device batch of a DPF view: read in place from an attached key stream when its
+    /// origin names one (nothing moves), else its body uploaded as it is (no host conversion).
+    /// Returns the batch and the bytes uploaded (0 in place).
+    ///
+    /// # Errors
+    /// [`CudaError::BadKey`] for an origin outside its attached stream or not 16-aligned; a
+    /// driver error.
+    pub fn device_dpf(&self, keys: &suf_fss::dpf::DpfView<'_>) -> Result<(DeviceDpfKeys, usize)> {
+        let total = keys.body().len();
+        let (n, party, count) = (keys.n(), keys.party(), keys.count());
+        if let Some(o) = keys.origin() {
+            if let Some(rs) = self.attached(o.stream) {
+                let Some(offset) = usize::try_from(o.offset).ok() else {
+                    return Err(CudaError::BadKey("DPF origin offset overflows".into()));
+                };
+                let end = offset.checked_add(total);
+                if !offset.is_multiple_of(16) || end.is_none_or(|e| e > rs.len) {
+                    return Err(CudaError::BadKey(format!(
+                        "DPF batch of {total} bytes at offset {offset} of an attached stream of \
+                         {} bytes (bodies start 16-aligned inside the stream)",
+                        rs.len
+                    )));
+                }
+                return Ok((
+                    DeviceDpfKeys {
+                        body: KeyBody::InStream {
+                            buf: rs.buf.clone(),
+                            offset,
+                        },
+                        n,
+                        party,
+                        count,
+                    },
+                    0,
+                ));
+            }
+        }
+        let mut body = self.alloc_bytes(total.max(1))?;
+        if total > 0 {
+            self.stream
+                .memcpy_htod(keys.body(), &mut body.slice_mut(..total))
+                .during("uploading keys")?;
+        }
+        Ok((
+            DeviceDpfKeys {
+                body: KeyBody::Owned(body),
+                n,
+                party,
+                count,
+            },
+            total,
+        ))
     }
 
     // ---- key streams ------------------------------------------------------------------------
@@ -922,7 +976,7 @@ impl CudaBackend {
         eq: bool,
         out: &mut CudaSlice<u8>,
     ) -> Result<()> {
-        self.own("DPF keys", &keys.body)?;
+        self.own("DPF keys", keys.body.buffer())?;
         self.own("DPF points", xs)?;
         self.own("DPF output", out)?;
         let total = Self::check_points(keys.count, t, xs_len, "DPF points (count·t)")?;
@@ -952,7 +1006,7 @@ impl CudaBackend {
         unsafe {
             self.stream
                 .launch_builder(&self.dev.k.dpf[table.idx()])
-                .arg(&keys.body)
+                .arg(&keys.body.view())
                 .arg(&count)
                 .arg(&n)
                 .arg(&party)
@@ -1815,6 +1869,16 @@ impl Backend for CudaBackend {
         xhat: &[u64],
     ) -> suf_backend::Result<Vec<u64>> {
         self.gate_sign(d, party, keys, sh, xhat)
+    }
+
+    fn bit_eval(
+        &self,
+        d: &suf_backend::BitDesc<'_>,
+        party: u8,
+        keys: &suf_backend::DpfView<'_>,
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        self.gate_bit(d, party, keys, xhat)
     }
 
     fn pack(&self, vals: &[u64], bits: u32) -> suf_backend::Result<Vec<u8>> {

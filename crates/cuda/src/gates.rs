@@ -1,5 +1,6 @@
 //! Compiled-gate components on the GPU ([`suf_backend::Backend::techc_eval`],
-//! [`suf_backend::Backend::floor_eval`], [`suf_backend::Backend::sign_eval`]): per batch, x̂
+//! [`suf_backend::Backend::floor_eval`], [`suf_backend::Backend::sign_eval`],
+//! [`suf_backend::Backend::bit_eval`]): per batch, x̂
 //! (and the dealer's shares) go up once, the points, the DCF(s) and the recombination run as
 //! kernels on the instance's stream (`kernels/gates.cu`, `kernels/fss.cu`) with no host
 //! synchronization between them, and only the q outputs per element come back.
@@ -13,14 +14,16 @@
 //! 8 AES value blocks per level). Descriptor errors are the CPU code's (the same checks run
 //! first). A device failure is an error ([`suf_backend::BackendError::Device`]).
 //!
-//! [`suf_backend::Backend::bit_eval`] keeps the default (DPF comparisons on the device through
-//! `dpf_lt_eval`, XOR recombination on the host): no model's hot path uses it.
+//! [`suf_backend::Backend::bit_eval`] (nExp's clamp on a declared range) the same way: the
+//! points, the DPF comparisons on the key body in place, the XOR recombination, as kernels.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
-use suf_backend::gate::{self, binom, mask, pow2, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
-use suf_backend::DcfKeys;
+use suf_backend::gate::{
+    self, binom, mask, pow2, BitDesc, FloorDesc, FloorWrap, SignDesc, TechC, TechVar,
+};
+use suf_backend::{DcfKeys, DpfView};
 
 use crate::error::{CudaError, DriverContext, Result};
 use crate::CudaBackend;
@@ -31,6 +34,7 @@ const BLOCK: u32 = 256;
 /// The kernels of `kernels/gates.cu`.
 pub(crate) struct GateKernels {
     points: CudaFunction,
+    bit: CudaFunction,
     techc: CudaFunction,
     floor: CudaFunction,
     sign: CudaFunction,
@@ -44,6 +48,7 @@ impl GateKernels {
         };
         Ok(GateKernels {
             points: f("gate_points")?,
+            bit: f("gate_bit")?,
             techc: f("gate_techc")?,
             floor: f("gate_floor")?,
             sign: f("gate_sign")?,
@@ -403,6 +408,70 @@ impl CudaBackend {
                 }
                 .during("launching gate_sign")?;
                 self.dtoh(&dout, out_len)
+            },
+        )
+    }
+
+    /// [`suf_backend::Backend::bit_eval`] on the device (see the module docs).
+    pub(crate) fn gate_bit(
+        &self,
+        d: &BitDesc<'_>,
+        party: u8,
+        keys: &DpfView<'_>,
+        xhat: &[u64],
+    ) -> suf_backend::Result<Vec<u64>> {
+        let cnt = xhat.len();
+        d.check(party, keys, cnt)?;
+        if cnt == 0 {
+            return self.on_host("bit_eval", || gate::bit_host(self, d, party, keys, xhat));
+        }
+        self.on_device(
+            "bit_eval",
+            8 * xhat.len(),
+            8 * cnt,
+            || -> Result<Vec<u64>> {
+                let nc = d.cuts.len();
+                let m = nc.checked_add(1).ok_or(overflow("gate points"))?;
+                let npts = cnt.checked_mul(m).ok_or(overflow("gate points"))?;
+                // One upload of the public tables: cuts | flips.
+                let mut tab = Vec::with_capacity(2 * nc);
+                tab.extend_from_slice(d.cuts);
+                tab.extend(d.values.windows(2).map(|w| (w[0] != w[1]) as u64));
+                let dtab = self.htod(&tab)?;
+                let dx = self.htod(xhat)?;
+                let vm = mask(d.bits);
+                let hm = mask(d.high_bits());
+                let pts =
+                    self.gate_points(&dx, cnt, d.offset, vm, d.shift, hm, &dtab.slice(..), nc)?;
+                let (dk, _) = self.device_dpf(keys)?;
+                let mut c = self.alloc_zeros::<u8>(npts)?;
+                self.dpf_eval_device(&dk, &pts, npts, m, false, &mut c)?;
+                let mut dout = self.gate_alloc(cnt)?;
+                let (cnt64, party32, v0) = (cnt as u64, party as u32, d.values[0] as u32);
+                let nc32 = u32_of(nc, "gate cuts")?;
+                // SAFETY: `gate_bit(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32 shift, u32
+                // party, u32 v0, const u64* tab, u32 ncuts, const u8* c, u64* out)`, in that order.
+                // Sizes (`BitDesc::check`): xhat cnt, tab 2·ncuts (one element allocated when 0;
+                // read only below 2·ncuts), c cnt·(ncuts + 1) (the DPF's output), out cnt;
+                // shift < K ≤ 64.
+                unsafe {
+                    self.stream()
+                        .launch_builder(&self.gate_kernels().bit)
+                        .arg(&dx)
+                        .arg(&cnt64)
+                        .arg(&d.offset)
+                        .arg(&vm)
+                        .arg(&d.shift)
+                        .arg(&party32)
+                        .arg(&v0)
+                        .arg(&dtab)
+                        .arg(&nc32)
+                        .arg(&c)
+                        .arg(&mut dout)
+                        .launch(self.gate_cfg(cnt))
+                }
+                .during("launching gate_bit")?;
+                self.dtoh(&dout, cnt)
             },
         )
     }

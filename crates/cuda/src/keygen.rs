@@ -35,7 +35,7 @@ use suf_fss::FssError;
 use crate::aes_tables::round_keys;
 use crate::compile;
 use crate::error::{CudaError, DriverContext, Result};
-use crate::keys::{dcf_alloc_len, DcfBody, DeviceDcfKeys};
+use crate::keys::{dcf_alloc_len, DeviceDcfKeys, KeyBody};
 use crate::CudaBackend;
 
 /// Most payload elements per key of the keygen kernel.
@@ -212,7 +212,7 @@ impl CudaDealer {
             kernel_ms = e0.elapsed_ms(&e1).during("timing dcf_gen")? as f64;
         }
         let mk = |buf, party| DeviceDcfKeys {
-            body: DcfBody::Owned(buf),
+            body: KeyBody::Owned(buf),
             layout,
             party,
         };

@@ -21,10 +21,11 @@ use suf_fss::keyfmt::{HEADER_LEN, MAGIC, VERSION};
 
 use crate::error::{CudaError, Result};
 
-/// A batch of DPF keys (comparison / point function) in device memory.
+/// A batch of DPF keys (comparison / point function) in device memory: a buffer of its own,
+/// or read in place inside a resident key stream.
 #[derive(Debug)]
 pub struct DeviceDpfKeys {
-    pub(crate) body: CudaSlice<u8>,
+    pub(crate) body: KeyBody,
     pub(crate) n: u32,
     pub(crate) party: u8,
     pub(crate) count: usize,
@@ -43,15 +44,20 @@ impl DeviceDpfKeys {
     pub fn count(&self) -> usize {
         self.count
     }
-    /// Device bytes held.
+    /// Body bytes (`count · key_bytes_per_key(n)`).
     pub fn bytes(&self) -> usize {
-        self.body.len()
+        self.count
+            .saturating_mul(suf_fss::dpf::DpfKeys::key_bytes_per_key(self.n))
+    }
+    /// Whether the body lies inside a resident key stream (nothing was uploaded for it).
+    pub fn in_stream(&self) -> bool {
+        matches!(self.body, KeyBody::InStream { .. })
     }
 }
 
-/// Where a device DCF batch's body lies.
+/// Where a device key batch's body lies.
 #[derive(Debug)]
-pub(crate) enum DcfBody {
+pub(crate) enum KeyBody {
     /// A buffer of its own holding the uploaded body (padded, see [`dcf_alloc_len`]).
     Owned(CudaSlice<u8>),
     /// Inside a resident key stream, at a 16-aligned byte offset.
@@ -63,11 +69,28 @@ pub(crate) enum DcfBody {
     },
 }
 
+impl KeyBody {
+    /// The device buffer that holds the body (for the ownership check).
+    pub(crate) fn buffer(&self) -> &CudaSlice<u8> {
+        match self {
+            KeyBody::Owned(b) => b,
+            KeyBody::InStream { buf, .. } => buf,
+        }
+    }
+    /// The body as a device view starting at its first byte (to its buffer's end).
+    pub(crate) fn view(&self) -> CudaView<'_, u8> {
+        match self {
+            KeyBody::Owned(b) => b.slice(..),
+            KeyBody::InStream { buf, offset } => buf.slice(*offset..),
+        }
+    }
+}
+
 /// A batch of DCF keys (key format version 2) in device memory: read in place by the
 /// kernels at the offsets of its [`DcfLayout`].
 #[derive(Debug)]
 pub struct DeviceDcfKeys {
-    pub(crate) body: DcfBody,
+    pub(crate) body: KeyBody,
     pub(crate) layout: DcfLayout,
     pub(crate) party: u8,
 }
@@ -103,21 +126,15 @@ impl DeviceDcfKeys {
     }
     /// Whether the body lies inside a resident key stream (nothing was uploaded for it).
     pub fn in_stream(&self) -> bool {
-        matches!(self.body, DcfBody::InStream { .. })
+        matches!(self.body, KeyBody::InStream { .. })
     }
     /// The device buffer that holds the body (for the ownership check).
     pub(crate) fn buffer(&self) -> &CudaSlice<u8> {
-        match &self.body {
-            DcfBody::Owned(b) => b,
-            DcfBody::InStream { buf, .. } => buf,
-        }
+        self.body.buffer()
     }
     /// The body as a device view starting at its first byte (to its buffer's end).
     pub(crate) fn view(&self) -> CudaView<'_, u8> {
-        match &self.body {
-            DcfBody::Owned(b) => b.slice(..),
-            DcfBody::InStream { buf, offset } => buf.slice(*offset..),
-        }
+        self.body.view()
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use suf_backend::{BLayout, Backend, BackendError, BitWidth, CpuBackend};
-use suf_backend::{FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
+use suf_backend::{BitDesc, DpfView, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
 use suf_compiler::gates::{
     floor_spec, recip_specs, relu_spec, relu_spec_in, rsqrt_specs, smooth_specs_in,
     smooth_specs_with, Prefer, Smooth,
@@ -1324,7 +1324,7 @@ fn gate_components(dev: Dev) -> R {
         }
         if dev == Dev::Cuda {
             let st = be.stats().since(&s0);
-            for op in ["techc_eval", "floor_eval", "sign_eval"] {
+            for op in ["techc_eval", "floor_eval", "sign_eval", "bit_eval"] {
                 let (d, _) = op_calls(&st, op);
                 if d == 0 {
                     return Err(format!("{name}: no {op} ran on the device").into());
@@ -1338,8 +1338,8 @@ fn gate_components(dev: Dev) -> R {
     Ok(())
 }
 
-/// 100,000 elements of GeLU's first gate (technique (c)), its selector floor and the GapARS
-/// truncation, keys resident: equal to the CPU (CUDA only; on the CPU it would compare the
+/// 100,000 elements of GeLU's first gate (technique (c)), its selector floor, the GapARS
+/// truncation and nExp on a 34-bit declared range (its Bit component), keys resident: equal to the CPU (CUDA only; on the CPU it would compare the
 /// CPU with itself).
 fn gate_large(dev: Dev) -> R {
     if dev == Dev::Cpu {
@@ -1349,10 +1349,14 @@ fn gate_large(dev: Dev) -> R {
     let (mut rng, mut crng) = (Rng(22), Csprng::for_tests(22));
     let (n, f) = (50, 12);
     let s = smooth_specs_with(Smooth::Gelu, n, f, false, Prefer::Aes)?;
+    // bert-base's softmax exponent: a 34-bit declared range (a Bit component's DPF clamp).
+    let e = smooth_specs_in(Smooth::NExp, n, f, 34, Prefer::Keys)?;
     let specs = [
         s.gate1.clone(),
         s.select.clone(),
         floor_spec(n, 1 << (n - 2), 7, 1 << (n - 2 - 7), Wrap::Free, "arsgap"),
+        e.gate1.clone(),
+        e.select.clone(),
     ];
     for (name, be) in instances(dev, Var::One)? {
         for (i, spec) in specs.iter().enumerate() {
@@ -1378,6 +1382,8 @@ fn gate_large(dev: Dev) -> R {
 fn gate_errors(dev: Dev) -> R {
     let mut crng = Csprng::for_tests(23);
     let (k0, _k1) = dcf::gen_batch(8, 16, 2, &[1, 2, 3, 4], &[7; 8], &mut crng)?;
+    let (d0, d1) = dpf::gen_cmp_batch(8, &[1, 2, 3, 4], &mut crng)?;
+    let (d0, d1) = (d0.to_bytes(), d1.to_bytes());
     let cuts = [100u64];
     let centers = [0u64, 100];
     let coeffs = [1u64; 4];
@@ -1447,6 +1453,37 @@ fn gate_errors(dev: Dev) -> R {
         match be.floor_eval(&floor, 0, &k0, FloorWrap::Drop, &[0; 12], &xhat) {
             Err(BackendError::Gate(_)) => {}
             other => return Err(format!("{name} floor view wider than ring: {other:?}").into()),
+        }
+        let bit = BitDesc {
+            offset: 3,
+            bits: 12,
+            shift: 4,
+            cuts: &[3],
+            values: &[false, true],
+        };
+        let got = be.bit_eval(&bit, 0, &DpfView::view(KeyRef::detached(&d0))?, &xhat)?;
+        eq(&format!("{name} bit output count"), got.len(), 4)?;
+        let v1 = DpfView::view(KeyRef::detached(&d1))?;
+        match be.bit_eval(&bit, 0, &v1, &xhat) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} bit party mismatch: {other:?}").into()),
+        }
+        match be.bit_eval(&bit, 1, &v1, &xhat[..3]) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} bit key count: {other:?}").into()),
+        }
+        let wide = BitDesc { shift: 3, ..bit };
+        match be.bit_eval(&wide, 1, &v1, &xhat) {
+            Err(BackendError::Gate(_)) => {}
+            other => return Err(format!("{name} bit key width: {other:?}").into()),
+        }
+        let short = BitDesc {
+            values: &[true],
+            ..bit
+        };
+        match be.bit_eval(&short, 1, &v1, &xhat) {
+            Err(BackendError::LengthMismatch { .. }) => {}
+            other => return Err(format!("{name} bit values: {other:?}").into()),
         }
     }
     Ok(())

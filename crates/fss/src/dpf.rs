@@ -651,10 +651,123 @@ impl DpfKeys {
     }
 }
 
+/// A zero-copy view of a serialized DPF batch (header + body), as [`crate::dcf::DcfKeys::view`]
+/// is for DCF keys: the header and the exact body length are checked in O(1); no checksum (a key
+/// stream's section checksum was verified when it was opened), no scan, no copy. The origin is
+/// the body's position in a loaded stream, so that a backend holding the stream in its own
+/// memory reads the body where it lies.
+#[derive(Clone, Copy, Debug)]
+pub struct DpfView<'a> {
+    n: u32,
+    party: u8,
+    count: usize,
+    body: &'a [u8],
+    origin: Option<keyfmt::KeyOrigin>,
+}
+
+impl<'a> DpfView<'a> {
+    /// View `k` (a whole serialized batch).
+    ///
+    /// # Errors
+    /// Any header error of [`keyfmt::parse_header_view`], [`FssError::BadHeader`] for
+    /// parameters other than `[1, ν, 0, 0]` or a count that does not fit in memory,
+    /// [`FssError::SizeMismatch`] if the body is not `count · key_bytes_per_key(n)` bytes.
+    pub fn view(k: keyfmt::KeyRef<'a>) -> Result<Self> {
+        let (h, _, _) = keyfmt::parse_header_view(k.bytes, KeyKind::Dpf)?;
+        let want = [1, leaf_bits(h.n), 0, 0];
+        if h.params != want {
+            return Err(FssError::BadHeader(format!(
+                "DPF parameters {:?}, expected {want:?}",
+                h.params
+            )));
+        }
+        let expected = h.count.checked_mul(DpfKeys::key_bytes_per_key(h.n) as u64);
+        keyfmt::expect_body_len(&h, expected)?;
+        let count = usize::try_from(h.count)
+            .map_err(|_| FssError::BadHeader("DPF key count does not fit in memory".into()))?;
+        let body = k
+            .sub(keyfmt::HEADER_LEN..k.bytes.len())
+            .ok_or(FssError::Truncated {
+                needed: keyfmt::HEADER_LEN,
+                available: k.bytes.len(),
+            })?;
+        Ok(DpfView {
+            n: h.n,
+            party: h.party,
+            count,
+            body: body.bytes,
+            origin: body.origin,
+        })
+    }
+
+    /// Input bits n.
+    pub fn n(&self) -> u32 {
+        self.n
+    }
+    /// The party (0 or 1).
+    pub fn party(&self) -> u8 {
+        self.party
+    }
+    /// Keys in the batch.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    /// The body bytes (layout in the module docs), `count · key_bytes_per_key(n)` of them.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+    /// Where the body sits in a loaded key stream (`None` for detached bytes).
+    pub fn origin(&self) -> Option<keyfmt::KeyOrigin> {
+        self.origin
+    }
+    /// The batch as host key structures (the CPU evaluator's form); checks the padding bits.
+    ///
+    /// # Errors
+    /// [`FssError::BadHeader`] for nonzero padding bits.
+    pub fn to_keys(&self) -> Result<DpfKeys> {
+        DpfKeys::from_body(self.n, self.party, self.count, self.body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_view_equals_the_parsed_batch_and_rejects_what_parsing_rejects() {
+        let mut rng = Csprng::from_seed([9; 16]);
+        for n in [1u32, 7, 8, 13, 34] {
+            let alphas: Vec<u64> = (0..5).map(|_| rand_below(&mut rng, n)).collect();
+            let (k0, _) = gen_cmp_batch(n, &alphas, &mut rng).unwrap();
+            let b = k0.to_bytes();
+            let v = DpfView::view(keyfmt::KeyRef {
+                bytes: &b,
+                origin: Some(keyfmt::KeyOrigin {
+                    stream: 3,
+                    offset: 128,
+                }),
+            })
+            .unwrap();
+            assert_eq!((v.n(), v.party(), v.count()), (n, 0, 5));
+            assert_eq!(v.body(), &b[keyfmt::HEADER_LEN..]);
+            assert_eq!(v.origin().unwrap().offset, 128 + keyfmt::HEADER_LEN as u64);
+            let xs: Vec<u64> = (0..5).map(|_| rand_below(&mut rng, n)).collect();
+            assert_eq!(
+                v.to_keys().unwrap().eval_lt_batch(&xs).unwrap(),
+                k0.eval_lt_batch(&xs).unwrap()
+            );
+            for cut in 0..b.len() {
+                assert!(
+                    DpfView::view(keyfmt::KeyRef::detached(&b[..cut])).is_err(),
+                    "cut {cut}"
+                );
+            }
+            let mut long = b.clone();
+            long.push(0);
+            assert!(DpfView::view(keyfmt::KeyRef::detached(&long)).is_err());
+        }
+    }
 
     fn rand_below(rng: &mut Csprng, n: u32) -> u64 {
         rng.next_u64() & domain_mask(n)
