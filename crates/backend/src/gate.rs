@@ -18,9 +18,84 @@
 use rayon::prelude::*;
 use suf_fss::dcf::DcfKeys;
 use suf_fss::dpf::DpfView;
+use suf_fss::KeyRef;
 
 use crate::error::{BackendError, Result};
 use crate::Backend;
+
+/// Dealer shares a compiled gate reads (powers of the mask, ρ terms, free-wrap shares): where
+/// they lie, so that a backend can produce them in its own memory (the GPU unpacks party 0's
+/// in place in the resident key stream and expands party 1's on the device).
+#[derive(Clone, Copy, Debug)]
+pub enum Shares<'a> {
+    /// Values on the host.
+    Host(&'a [u64]),
+    /// Party 0: `count` values of `bits` bits packed LSB first (`suf_core::pack`), exactly
+    /// `packed_len(count, bits)` bytes of a key part.
+    Packed {
+        /// The packed bytes (with their origin in a loaded key stream, if any).
+        bytes: KeyRef<'a>,
+        /// Bits per value (1..=64).
+        bits: u32,
+        /// Values.
+        count: usize,
+    },
+    /// Party 1: the first `count` outputs of `Csprng::from_seed(seed)` reduced to `bits` bits
+    /// (AES-128-CTR under the seed, counters 0, 1, …, the low 64 bits of each block).
+    Seed {
+        /// The 16-byte seed of the key part.
+        seed: [u8; 16],
+        /// Bits per value (1..=64).
+        bits: u32,
+        /// Values.
+        count: usize,
+    },
+}
+
+impl<'a> Shares<'a> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Shares::Host(v) => v.len(),
+            Shares::Packed { count, .. } | Shares::Seed { count, .. } => *count,
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values on the host (borrowed when they already are).
+    ///
+    /// # Errors
+    /// [`BackendError::Gate`] for a bit width outside 1..=64; `Core` for packed bytes of the
+    /// wrong length or with nonzero padding bits.
+    pub fn to_host(&self) -> Result<std::borrow::Cow<'a, [u64]>> {
+        use std::borrow::Cow;
+        match *self {
+            Shares::Host(v) => Ok(Cow::Borrowed(v)),
+            Shares::Packed { bytes, bits, count } => {
+                if !(1..=64).contains(&bits) {
+                    return bad(format!("packed shares of {bits} bits"));
+                }
+                Ok(Cow::Owned(suf_core::pack::unpack(
+                    bytes.bytes,
+                    bits,
+                    count,
+                )?))
+            }
+            Shares::Seed { seed, bits, count } => {
+                if !(1..=64).contains(&bits) {
+                    return bad(format!("seeded shares of {bits} bits"));
+                }
+                let mut out = vec![0u64; count];
+                suf_core::prg::Csprng::from_seed(seed).fill_masked(mask(bits), &mut out);
+                Ok(Cow::Owned(out))
+            }
+        }
+    }
+}
 
 /// 2^bits − 1 (all ones for 64 and above).
 #[inline]
@@ -172,7 +247,13 @@ impl TechC<'_> {
     /// # Errors
     /// [`BackendError::Gate`] for an invalid descriptor or keys of another shape;
     /// `LengthMismatch` for share or table lengths.
-    pub fn check(&self, party: u8, keys: &DcfKeys<'_>, rpow: &[u64], cnt: usize) -> Result<()> {
+    pub fn check(
+        &self,
+        party: u8,
+        keys: &DcfKeys<'_>,
+        rpow: &Shares<'_>,
+        cnt: usize,
+    ) -> Result<()> {
         check_party(party)?;
         if self.bits == 0 || self.bits > 64 || self.shift >= self.bits {
             return bad(format!(
@@ -236,11 +317,13 @@ pub fn techc_host<B: Backend + ?Sized>(
     d: &TechC<'_>,
     party: u8,
     keys: &DcfKeys<'_>,
-    rpow: &[u64],
+    rpow: Shares<'_>,
     xhat: &[u64],
 ) -> Result<Vec<u64>> {
     let cnt = xhat.len();
-    d.check(party, keys, rpow, cnt)?;
+    d.check(party, keys, &rpow, cnt)?;
+    let rpow = rpow.to_host()?;
+    let rpow: &[u64] = &rpow;
     let (dg, q) = (d.degree, d.outputs);
     let p = dg + 1;
     let m = d.intervals();
@@ -352,7 +435,7 @@ pub enum FloorWrap<'k, 'a> {
     Dcf(&'k DcfKeys<'a>),
     /// Free wrap (full-width view, x_u < 2^{n−1} guaranteed): shares of ρ_T (and ρ_0·ρ_T with
     /// the selector), `p` per element; the wrap share is (1 − ŷ_T)·share.
-    Free(&'k [u64]),
+    Free(Shares<'k>),
     /// No wrap term.
     Drop,
 }
@@ -401,7 +484,7 @@ impl FloorDesc<'_> {
         party: u8,
         ckeys: &DcfKeys<'_>,
         wrap: &FloorWrap<'_, '_>,
-        sh: &[u64],
+        sh: &Shares<'_>,
         cnt: usize,
     ) -> Result<()> {
         check_party(party)?;
@@ -455,11 +538,13 @@ pub fn floor_host<B: Backend + ?Sized>(
     party: u8,
     ckeys: &DcfKeys<'_>,
     wrap: FloorWrap<'_, '_>,
-    sh: &[u64],
+    sh: Shares<'_>,
     xhat: &[u64],
 ) -> Result<Vec<u64>> {
     let cnt = xhat.len();
-    d.check(party, ckeys, &wrap, sh, cnt)?;
+    d.check(party, ckeys, &wrap, &sh, cnt)?;
+    let sh = sh.to_host()?;
+    let sh: &[u64] = &sh;
     let (k, t, n) = (d.bits, d.shift, d.ring);
     let sel = d.select;
     let p = d.payload();
@@ -472,12 +557,15 @@ pub fn floor_host<B: Backend + ?Sized>(
     let cv = be.dcf_eval(ckeys, &lows, 1)?;
     let wv: Vec<u64> = match wrap {
         FloorWrap::Dcf(w) => be.dcf_eval(w, &yh, 1)?,
-        FloorWrap::Free(fr) => (0..cnt * p)
-            .map(|i| {
-                let yt = (yh[i / p] >> (n - 1)) & 1;
-                (1 - yt).wrapping_mul(fr[i])
-            })
-            .collect(),
+        FloorWrap::Free(fr) => {
+            let fr = fr.to_host()?;
+            (0..cnt * p)
+                .map(|i| {
+                    let yt = (yh[i / p] >> (n - 1)) & 1;
+                    (1 - yt).wrapping_mul(fr[i])
+                })
+                .collect()
+        }
         FloorWrap::Drop => vec![0u64; cnt * p],
     };
     let nm = mask(n);
@@ -563,7 +651,7 @@ impl SignDesc<'_> {
     ///
     /// # Errors
     /// As [`TechC::check`].
-    pub fn check(&self, party: u8, keys: &DcfKeys<'_>, sh: &[u64], cnt: usize) -> Result<()> {
+    pub fn check(&self, party: u8, keys: &DcfKeys<'_>, sh: &Shares<'_>, cnt: usize) -> Result<()> {
         check_party(party)?;
         if self.bits < 2 || self.bits > 64 || self.ring == 0 || self.ring > 64 {
             return bad(format!("sign: view {} bits, ring {}", self.bits, self.ring));
@@ -599,11 +687,13 @@ pub fn sign_host<B: Backend + ?Sized>(
     d: &SignDesc<'_>,
     party: u8,
     keys: &DcfKeys<'_>,
-    sh: &[u64],
+    sh: Shares<'_>,
     xhat: &[u64],
 ) -> Result<Vec<u64>> {
     let cnt = xhat.len();
-    d.check(party, keys, sh, cnt)?;
+    d.check(party, keys, &sh, cnt)?;
+    let sh = sh.to_host()?;
+    let sh: &[u64] = &sh;
     let h = d.bits - 1;
     let slope = d.has_slope();
     let p = 1 + slope as usize;
@@ -756,6 +846,62 @@ pub fn bit_host<B: Backend + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::binom;
+
+    #[test]
+    fn shares_materialize_as_the_dealer_wrote_them() {
+        use super::Shares;
+        use suf_core::prg::Csprng;
+        use suf_fss::KeyRef;
+        let vals: Vec<u64> = (0..37u64)
+            .map(|i| (i * 0x9e37_79b9) & ((1 << 37) - 1))
+            .collect();
+        let packed = suf_core::pack::pack(&vals, 37);
+        let p = Shares::Packed {
+            bytes: KeyRef::detached(&packed),
+            bits: 37,
+            count: 37,
+        };
+        assert_eq!((p.len(), p.to_host().unwrap().to_vec()), (37, vals.clone()));
+        let mut g = Csprng::from_seed([4; 16]);
+        let want: Vec<u64> = (0..40).map(|_| g.next_u64() & ((1 << 50) - 1)).collect();
+        let s = Shares::Seed {
+            seed: [4; 16],
+            bits: 50,
+            count: 40,
+        };
+        assert_eq!(s.to_host().unwrap().to_vec(), want);
+        assert_eq!(Shares::Host(&vals).to_host().unwrap().to_vec(), vals);
+        // Wrong lengths, padding bits and widths are errors, never panics.
+        let short = Shares::Packed {
+            bytes: KeyRef::detached(&packed[1..]),
+            bits: 37,
+            count: 37,
+        };
+        assert!(short.to_host().is_err());
+        let mut pad = packed.clone();
+        *pad.last_mut().unwrap() |= 0x80;
+        let padded = Shares::Packed {
+            bytes: KeyRef::detached(&pad),
+            bits: 37,
+            count: 37,
+        };
+        assert!(padded.to_host().is_err());
+        for bits in [0u32, 65] {
+            assert!(Shares::Seed {
+                seed: [0; 16],
+                bits,
+                count: 1
+            }
+            .to_host()
+            .is_err());
+            let b = Shares::Packed {
+                bytes: KeyRef::detached(&packed),
+                bits,
+                count: 1,
+            };
+            assert!(b.to_host().is_err());
+        }
+    }
 
     #[test]
     fn binomials_are_exact_and_zero_above_the_top() {

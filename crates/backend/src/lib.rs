@@ -34,7 +34,7 @@ pub mod stats;
 pub use bench::bench_gemm;
 pub use cpu::CpuBackend;
 pub use error::{BackendError, Result};
-pub use gate::{BitDesc, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
+pub use gate::{BitDesc, FloorDesc, FloorWrap, Shares, SignDesc, TechC, TechVar};
 pub use gemm::BLayout;
 pub use resident::Resident;
 pub use stats::{BackendStats, OpStats};
@@ -312,7 +312,7 @@ pub trait Backend: Send + Sync {
         d: &TechC<'_>,
         party: u8,
         keys: &DcfKeys<'_>,
-        rpow: &[u64],
+        rpow: Shares<'_>,
         xhat: &[u64],
     ) -> Result<Vec<u64>> {
         gate::techc_host(self, d, party, keys, rpow, xhat)
@@ -330,7 +330,7 @@ pub trait Backend: Send + Sync {
         party: u8,
         ckeys: &DcfKeys<'_>,
         wrap: FloorWrap<'_, '_>,
-        sh: &[u64],
+        sh: Shares<'_>,
         xhat: &[u64],
     ) -> Result<Vec<u64>> {
         gate::floor_host(self, d, party, ckeys, wrap, sh, xhat)
@@ -347,7 +347,7 @@ pub trait Backend: Send + Sync {
         d: &SignDesc<'_>,
         party: u8,
         keys: &DcfKeys<'_>,
-        sh: &[u64],
+        sh: Shares<'_>,
         xhat: &[u64],
     ) -> Result<Vec<u64>> {
         gate::sign_host(self, d, party, keys, sh, xhat)

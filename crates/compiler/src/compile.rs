@@ -60,8 +60,8 @@
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use suf_backend::{Backend, BitDesc, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
-use suf_core::pack::{pack, unpack};
+use suf_backend::{Backend, BitDesc, FloorDesc, FloorWrap, Shares, SignDesc, TechC, TechVar};
+use suf_core::pack::pack;
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_fss::dcf::DcfKeys;
@@ -90,18 +90,29 @@ fn deal_shares(vals: &[u64], bits: u32, rng: &mut Csprng) -> (Vec<u8>, Vec<u8>) 
     (pack(&s0, bits), seed.to_vec())
 }
 
-fn read_shares(blob: &[u8], party: u8, bits: u32, count: usize) -> Result<Vec<u64>> {
+/// The dealer shares of a key part, where they lie (no copy): party 0's packed values (length
+/// checked here; the padding bits when they are unpacked), party 1's 16-byte seed. The backend
+/// produces the values in its own memory (`suf_backend::Shares`).
+fn shares_of<'a>(part: KeyRef<'a>, party: u8, bits: u32, count: usize) -> Result<Shares<'a>> {
     if party == 1 {
-        let seed: [u8; 16] = blob
+        let seed: [u8; 16] = part
+            .bytes
             .try_into()
-            .map_err(|_| CompilerError::Key(format!("share seed of {} bytes", blob.len())))?;
-        let mut g = Csprng::from_seed(seed);
-        let mut out = vec![0u64; count];
-        g.fill_masked(mask(bits), &mut out);
-        Ok(out)
-    } else {
-        unpack(blob, bits, count).map_err(|e| CompilerError::Key(format!("shares: {e}")))
+            .map_err(|_| CompilerError::Key(format!("share seed of {} bytes", part.len())))?;
+        return Ok(Shares::Seed { seed, bits, count });
     }
+    let want = suf_core::pack::packed_len(count, bits);
+    if part.len() != want {
+        return key_err(format!(
+            "shares: {} bytes for {count} values of {bits} bits (expected {want})",
+            part.len()
+        ));
+    }
+    Ok(Shares::Packed {
+        bytes: part,
+        bits,
+        count,
+    })
 }
 
 /// A zero-copy view of a DCF part (header and length checked, no scan; see
@@ -179,9 +190,9 @@ fn eval_poly(
     let cnt = xhat.len();
     let keys = read_dcf(parts[0], party, k, mm, d + 1, cnt)?;
     let rpow = if d > 0 {
-        read_shares(parts[1].bytes, party, mm, cnt * d)?
+        shares_of(parts[1], party, mm, cnt * d)?
     } else {
-        Vec::new()
+        Shares::Host(&[])
     };
     let desc = TechC {
         offset: s.view.offset,
@@ -195,7 +206,7 @@ fn eval_poly(
         coeffs: &s.coeffs,
         var: TechVar::View,
     };
-    Ok(be.techc_eval(&desc, party, &keys, &rpow, xhat)?)
+    Ok(be.techc_eval(&desc, party, &keys, rpow, xhat)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,13 +275,8 @@ fn eval_sign_desc(
     let cnt = xhat.len();
     let p = 1 + desc.has_slope() as usize;
     let keys = read_dcf(parts[0], party, desc.bits - 1, desc.ring, p, cnt)?;
-    let sh = read_shares(
-        parts[1].bytes,
-        party,
-        desc.ring,
-        cnt * desc.shares_per_elem(),
-    )?;
-    Ok(be.sign_eval(desc, party, &keys, &sh, xhat)?)
+    let sh = shares_of(parts[1], party, desc.ring, cnt * desc.shares_per_elem())?;
+    Ok(be.sign_eval(desc, party, &keys, sh, xhat)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,21 +363,21 @@ fn eval_floor(
         gamma: &s.gamma,
         kappa: &s.kappa,
     };
-    let sh = read_shares(parts[2].bytes, party, n, cnt * desc.shares_per_elem())?;
+    let sh = shares_of(parts[2], party, n, cnt * desc.shares_per_elem())?;
     match s.wrap {
         Wrap::Dcf => {
             let wkeys = read_dcf(parts[1], party, k, n, p, cnt)?;
-            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Dcf(&wkeys), &sh, xhat)?)
+            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Dcf(&wkeys), sh, xhat)?)
         }
         Wrap::Free => {
-            let fr = read_shares(parts[1].bytes, party, n, cnt * p)?;
-            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Free(&fr), &sh, xhat)?)
+            let fr = shares_of(parts[1], party, n, cnt * p)?;
+            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Free(fr), sh, xhat)?)
         }
         Wrap::Drop => {
             if !parts[1].is_empty() {
                 return key_err("floor without wrap: unexpected wrap part");
             }
-            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Drop, &sh, xhat)?)
+            Ok(be.floor_eval(&desc, party, &ckeys, FloorWrap::Drop, sh, xhat)?)
         }
     }
 }
@@ -432,9 +438,9 @@ fn eval_high(
     let cnt = xhat.len();
     let keys = read_dcf(parts[0], party, hb, mm, d + 1, cnt)?;
     let rpow = if d > 0 {
-        read_shares(parts[1].bytes, party, mm, cnt * d)?
+        shares_of(parts[1], party, mm, cnt * d)?
     } else {
-        Vec::new()
+        Shares::Host(&[])
     };
     let desc = TechC {
         offset: s.view.offset,
@@ -448,7 +454,7 @@ fn eval_high(
         coeffs: &s.coeffs,
         var: TechVar::Full,
     };
-    Ok(be.techc_eval(&desc, party, &keys, &rpow, xhat)?)
+    Ok(be.techc_eval(&desc, party, &keys, rpow, xhat)?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -212,3 +212,20 @@ extern "C" __global__ void gate_bit(const u64* __restrict__ xhat, u64 cnt, u64 o
         out[e] = (u64)(o & 1u);
     }
 }
+
+// Dealer shares packed LSB first at k bits each (suf_core::pack; party 0's key parts), read
+// in place: out[e] = bits [e·k, e·k + k) of the word stream w (8-aligned; every word holding a
+// needed bit is readable, the host checks round_up_8 of the packed length).
+extern "C" __global__ void share_unpack(const u64* __restrict__ w, u64 cnt, u32 k, u64 mask,
+                                        u64* __restrict__ out) {
+    for (u64 e = suf_thread_id(); e < cnt; e += suf_grid_threads()) {
+        const u64 bit = e * (u64)k;
+        const u64 wi = bit >> 6;
+        const u32 sh = (u32)(bit & 63);
+        u64 v = w[wi] >> sh;
+        if (sh + k > 64) {
+            v |= w[wi + 1] << (64 - sh);  // sh > 0 here, so the shift is in 1..63
+        }
+        out[e] = v & mask;
+    }
+}

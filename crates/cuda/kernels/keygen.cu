@@ -255,3 +255,21 @@ extern "C" __global__ void dpf_gen_t4(const u32* rk_seed, const u64* alphas, u64
         }
     }
 }
+
+// Dealer shares from a seed (party 1's key parts): out[e] = low 64 bits of AES-128 under the
+// seed (round keys rk_in, expanded on the host) of the counter block e (u128 LE), & mask —
+// exactly suf_core::prg::Csprng::from_seed(seed).fill_masked(mask).
+extern "C" __global__ void share_ctr(const u32* rk_in, u64 cnt, u64 mask, u64* __restrict__ out) {
+    extern __shared__ u32 sm[];
+    suf_load_tables<0>(sm);
+    u32* rk = sm + 1024;
+    for (u32 i = threadIdx.x; i < 44; i += blockDim.x) {
+        rk[i] = rk_in[i];
+    }
+    __syncthreads();
+    for (u64 e = suf_thread_id(); e < cnt; e += suf_grid_threads()) {
+        uint4 b = make_uint4((u32)e, (u32)(e >> 32), 0u, 0u);
+        kg_aes_rk(b, rk, sm);
+        out[e] = ((u64)b.x | ((u64)b.y << 32)) & mask;
+    }
+}

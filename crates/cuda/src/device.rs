@@ -824,6 +824,45 @@ impl CudaBackend {
         ))
     }
 
+    /// The bytes `[offset, offset + len)` of an attached key stream, in place, when `origin`
+    /// names one: the buffer and the offset. `readable` bytes from the offset must lie inside
+    /// the buffer (a kernel may read whole words past `len`), and the offset must be a
+    /// multiple of `align`.
+    ///
+    /// # Errors
+    /// [`CudaError::BadKey`] for a run outside its attached stream or misaligned.
+    pub(crate) fn in_stream(
+        &self,
+        origin: Option<suf_fss::KeyOrigin>,
+        len: usize,
+        readable: usize,
+        align: usize,
+    ) -> Result<Option<KeyBody>> {
+        let Some(o) = origin else {
+            return Ok(None);
+        };
+        let Some(rs) = self.attached(o.stream) else {
+            return Ok(None);
+        };
+        let offset = usize::try_from(o.offset).ok();
+        let fits = offset.is_some_and(|off| {
+            off.is_multiple_of(align.max(1))
+                && off.checked_add(len).is_some_and(|e| e <= rs.len)
+                && off.checked_add(readable).is_some_and(|e| e <= rs.buf.len())
+        });
+        match offset {
+            Some(offset) if fits => Ok(Some(KeyBody::InStream {
+                buf: rs.buf.clone(),
+                offset,
+            })),
+            _ => Err(CudaError::BadKey(format!(
+                "{len} key bytes at offset {} of an attached stream of {} bytes (runs start \
+                 {align}-aligned inside the stream)",
+                o.offset, rs.len
+            ))),
+        }
+    }
+
     // ---- key streams ------------------------------------------------------------------------
 
     fn attached(&self, token: u64) -> Option<Arc<ResidentStream>> {
@@ -1842,7 +1881,7 @@ impl Backend for CudaBackend {
         d: &suf_backend::TechC<'_>,
         party: u8,
         keys: &DcfKeys<'_>,
-        rpow: &[u64],
+        rpow: suf_backend::Shares<'_>,
         xhat: &[u64],
     ) -> suf_backend::Result<Vec<u64>> {
         self.gate_techc(d, party, keys, rpow, xhat)
@@ -1854,7 +1893,7 @@ impl Backend for CudaBackend {
         party: u8,
         ckeys: &DcfKeys<'_>,
         wrap: suf_backend::FloorWrap<'_, '_>,
-        sh: &[u64],
+        sh: suf_backend::Shares<'_>,
         xhat: &[u64],
     ) -> suf_backend::Result<Vec<u64>> {
         self.gate_floor(d, party, ckeys, wrap, sh, xhat)
@@ -1865,7 +1904,7 @@ impl Backend for CudaBackend {
         d: &suf_backend::SignDesc<'_>,
         party: u8,
         keys: &DcfKeys<'_>,
-        sh: &[u64],
+        sh: suf_backend::Shares<'_>,
         xhat: &[u64],
     ) -> suf_backend::Result<Vec<u64>> {
         self.gate_sign(d, party, keys, sh, xhat)

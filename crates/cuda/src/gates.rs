@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use suf_backend::gate::{
-    self, binom, mask, pow2, BitDesc, FloorDesc, FloorWrap, SignDesc, TechC, TechVar,
+    self, binom, mask, pow2, BitDesc, FloorDesc, FloorWrap, Shares, SignDesc, TechC, TechVar,
 };
 use suf_backend::{DcfKeys, DpfView};
 
@@ -35,6 +35,8 @@ const BLOCK: u32 = 256;
 pub(crate) struct GateKernels {
     points: CudaFunction,
     bit: CudaFunction,
+    unpack: CudaFunction,
+    ctr: CudaFunction,
     techc: CudaFunction,
     floor: CudaFunction,
     sign: CudaFunction,
@@ -49,6 +51,8 @@ impl GateKernels {
         Ok(GateKernels {
             points: f("gate_points")?,
             bit: f("gate_bit")?,
+            unpack: f("share_unpack")?,
+            ctr: f("share_ctr")?,
             techc: f("gate_techc")?,
             floor: f("gate_floor")?,
             sign: f("gate_sign")?,
@@ -58,6 +62,16 @@ impl GateKernels {
 
 fn overflow(what: &'static str) -> CudaError {
     CudaError::Backend(suf_backend::BackendError::ShapeOverflow { what })
+}
+
+/// Bytes of dealer shares copied to the device for the stats: host values (packed and seeded
+/// shares are produced on the device; packed ones outside an attached stream, which only
+/// standalone tests pass, are not counted).
+fn host_bytes(sh: &Shares<'_>) -> usize {
+    match sh {
+        Shares::Host(v) => 8 * v.len(),
+        _ => 0,
+    }
 }
 
 fn u32_of(v: usize, what: &'static str) -> Result<u32> {
@@ -146,17 +160,86 @@ impl CudaBackend {
         Ok(dv)
     }
 
+    /// The dealer shares `sh` in a new device buffer (asynchronous): party 0's packed values
+    /// unpacked in place in the resident key stream, party 1's expanded from their seed
+    /// (AES-128-CTR) on the device, host values (and packed values outside an attached
+    /// stream) copied up. Returns the buffer (at least one element allocated).
+    fn device_shares(&self, sh: &Shares<'_>) -> Result<CudaSlice<u64>> {
+        let cnt = sh.len();
+        match *sh {
+            Shares::Packed { bytes, bits, count } if count > 0 => {
+                let len = bytes.len();
+                let readable = len.checked_next_multiple_of(8).ok_or(overflow("shares"))?;
+                let Some(body) = self.in_stream(bytes.origin, len, readable, 8)? else {
+                    return self.htod(&sh.to_host().map_err(CudaError::Backend)?);
+                };
+                if !(1..=64).contains(&bits) || suf_core::pack::packed_len(count, bits) != len {
+                    return Err(CudaError::BadKey(format!(
+                        "{len} bytes of packed shares for {count} values of {bits} bits"
+                    )));
+                }
+                let mut out = self.gate_alloc(cnt)?;
+                let (cnt64, m) = (cnt as u64, mask(bits));
+                let w = body.view();
+                // SAFETY: `share_unpack(const u64* w, u64 cnt, u32 k, u64 mask, u64* out)`:
+                // w starts 8-aligned inside the attached stream with round_up_8(len) readable
+                // bytes (`in_stream`), len = packed_len(cnt, k) so every word holding a bit of
+                // value e < cnt is readable; out holds cnt elements; 1 ≤ k ≤ 64.
+                unsafe {
+                    self.stream()
+                        .launch_builder(&self.gate_kernels().unpack)
+                        .arg(&w)
+                        .arg(&cnt64)
+                        .arg(&bits)
+                        .arg(&m)
+                        .arg(&mut out)
+                        .launch(self.gate_cfg(cnt))
+                }
+                .during("launching share_unpack")?;
+                Ok(out)
+            }
+            Shares::Seed { seed, bits, count } if count > 0 => {
+                if !(1..=64).contains(&bits) {
+                    return Err(CudaError::BadKey(format!("seeded shares of {bits} bits")));
+                }
+                let rk = self.htod(&crate::aes_tables::round_keys(seed))?;
+                let mut out = self.gate_alloc(cnt)?;
+                let (cnt64, m) = (cnt as u64, mask(bits));
+                let cfg = LaunchConfig {
+                    shared_mem_bytes: 4096 + 44 * 4,
+                    ..self.gate_cfg(cnt)
+                };
+                // SAFETY: `share_ctr(const u32* rk, u64 cnt, u64 mask, u64* out)`: rk holds
+                // the 44 round-key words, out cnt elements; the dynamic shared memory holds the
+                // four T-tables (4 KB) and the round keys, as the kernel indexes them.
+                unsafe {
+                    self.stream()
+                        .launch_builder(&self.gate_kernels().ctr)
+                        .arg(&rk)
+                        .arg(&cnt64)
+                        .arg(&m)
+                        .arg(&mut out)
+                        .launch(cfg)
+                }
+                .during("launching share_ctr")?;
+                Ok(out)
+            }
+            Shares::Host(v) => self.htod(v),
+            _ => self.htod::<u64>(&[]),
+        }
+    }
+
     /// [`suf_backend::Backend::techc_eval`] on the device (see the module docs).
     pub(crate) fn gate_techc(
         &self,
         d: &TechC<'_>,
         party: u8,
         keys: &DcfKeys<'_>,
-        rpow: &[u64],
+        rpow: Shares<'_>,
         xhat: &[u64],
     ) -> suf_backend::Result<Vec<u64>> {
         let cnt = xhat.len();
-        d.check(party, keys, rpow, cnt)?;
+        d.check(party, keys, &rpow, cnt)?;
         let p = d.degree + 1;
         if cnt == 0 || !Self::dcf_supported(d.ring, p) {
             return self.on_host("techc_eval", || {
@@ -166,7 +249,7 @@ impl CudaBackend {
         let q = d.outputs;
         self.on_device(
             "techc_eval",
-            8 * (xhat.len() + rpow.len()),
+            8 * xhat.len() + host_bytes(&rpow),
             8 * q * cnt,
             || -> Result<Vec<u64>> {
                 let m = d.intervals();
@@ -184,7 +267,7 @@ impl CudaBackend {
                 let o_coef = o_cent + m;
                 let o_bin = o_coef + d.coeffs.len();
                 let dx = self.htod(xhat)?;
-                let drp = self.htod(rpow)?;
+                let drp = self.device_shares(&rpow)?;
                 // (`tab` holds at least m + p² ≥ 2 elements, so this view is never empty.)
                 let dcuts = dtab.slice(0..o_cent.max(1));
                 let vm = mask(d.bits);
@@ -255,11 +338,11 @@ impl CudaBackend {
         party: u8,
         ckeys: &DcfKeys<'_>,
         wrap: FloorWrap<'_, '_>,
-        sh: &[u64],
+        sh: Shares<'_>,
         xhat: &[u64],
     ) -> suf_backend::Result<Vec<u64>> {
         let cnt = xhat.len();
-        d.check(party, ckeys, &wrap, sh, cnt)?;
+        d.check(party, ckeys, &wrap, &sh, cnt)?;
         let p = d.payload();
         if cnt == 0 || !Self::dcf_supported(d.ring, p) {
             return self.on_host("floor_eval", || {
@@ -267,13 +350,13 @@ impl CudaBackend {
             });
         }
         let q = d.gamma.len();
-        let free_len = match wrap {
-            FloorWrap::Free(fr) => fr.len(),
+        let free_bytes = match wrap {
+            FloorWrap::Free(fr) => host_bytes(&fr),
             _ => 0,
         };
         self.on_device(
             "floor_eval",
-            8 * (xhat.len() + sh.len() + free_len),
+            8 * xhat.len() + host_bytes(&sh) + free_bytes,
             8 * q * cnt,
             || -> Result<Vec<u64>> {
                 let out_len = q.checked_mul(cnt).ok_or(overflow("gate outputs"))?;
@@ -282,7 +365,7 @@ impl CudaBackend {
                 tab.extend_from_slice(d.kappa);
                 let dtab = self.htod(&tab)?;
                 let dx = self.htod(xhat)?;
-                let dsh = self.htod(sh)?;
+                let dsh = self.device_shares(&sh)?;
                 let none = self.htod::<u64>(&[])?;
                 let vm = mask(d.bits);
                 // The view value y: the c-DCF reads its low t bits, the wrap DCF all K (each
@@ -291,7 +374,7 @@ impl CudaBackend {
                 let cv = self.gate_dcf(ckeys, &ys, cnt, 1)?;
                 let (wv, mode) = match wrap {
                     FloorWrap::Dcf(w) => (self.gate_dcf(w, &ys, cnt, 1)?, 0u32),
-                    FloorWrap::Free(fr) => (self.htod(fr)?, 1u32),
+                    FloorWrap::Free(fr) => (self.device_shares(&fr)?, 1u32),
                     FloorWrap::Drop => (self.htod::<u64>(&[])?, 2u32),
                 };
                 let mut dout = self.gate_alloc(out_len)?;
@@ -344,11 +427,11 @@ impl CudaBackend {
         d: &SignDesc<'_>,
         party: u8,
         keys: &DcfKeys<'_>,
-        sh: &[u64],
+        sh: Shares<'_>,
         xhat: &[u64],
     ) -> suf_backend::Result<Vec<u64>> {
         let cnt = xhat.len();
-        d.check(party, keys, sh, cnt)?;
+        d.check(party, keys, &sh, cnt)?;
         let slope = d.has_slope();
         let p = 1 + slope as usize;
         if cnt == 0 || !Self::dcf_supported(d.ring, p) {
@@ -359,7 +442,7 @@ impl CudaBackend {
         let q = d.lo.len();
         self.on_device(
             "sign_eval",
-            8 * (xhat.len() + sh.len()),
+            8 * xhat.len() + host_bytes(&sh),
             8 * q * cnt,
             || -> Result<Vec<u64>> {
                 let out_len = q.checked_mul(cnt).ok_or(overflow("gate outputs"))?;
@@ -370,7 +453,7 @@ impl CudaBackend {
                 }
                 let dtab = self.htod(&tab)?;
                 let dx = self.htod(xhat)?;
-                let dsh = self.htod(sh)?;
+                let dsh = self.device_shares(&sh)?;
                 let none = self.htod::<u64>(&[])?;
                 let h = d.bits - 1;
                 let hm = mask(h);

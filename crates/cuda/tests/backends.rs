@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use suf_backend::{BLayout, Backend, BackendError, BitWidth, CpuBackend};
-use suf_backend::{BitDesc, DpfView, FloorDesc, FloorWrap, SignDesc, TechC, TechVar};
+use suf_backend::{BitDesc, DpfView, FloorDesc, FloorWrap, Shares, SignDesc, TechC, TechVar};
 use suf_compiler::gates::{
     floor_spec, recip_specs, relu_spec, relu_spec_in, rsqrt_specs, smooth_specs_in,
     smooth_specs_with, Prefer, Smooth,
@@ -1402,22 +1402,22 @@ fn gate_errors(dev: Dev) -> R {
     let xhat = [1u64, 2, 3, 4];
     let rpow = [0u64; 4];
     for (name, be) in instances(dev, Var::One)? {
-        let ok = be.techc_eval(&good, 0, &k0, &rpow, &xhat)?;
+        let ok = be.techc_eval(&good, 0, &k0, Shares::Host(&rpow), &xhat)?;
         eq(&format!("{name} output count"), ok.len(), 4)?;
         let bad_ring = TechC { ring: 17, ..good };
-        match be.techc_eval(&bad_ring, 0, &k0, &rpow, &xhat) {
+        match be.techc_eval(&bad_ring, 0, &k0, Shares::Host(&rpow), &xhat) {
             Err(BackendError::Gate(_)) => {}
             other => return Err(format!("{name} ring mismatch: {other:?}").into()),
         }
-        match be.techc_eval(&good, 1, &k0, &rpow, &xhat) {
+        match be.techc_eval(&good, 1, &k0, Shares::Host(&rpow), &xhat) {
             Err(BackendError::Gate(_)) => {}
             other => return Err(format!("{name} party mismatch: {other:?}").into()),
         }
-        match be.techc_eval(&good, 0, &k0, &rpow[..3], &xhat) {
+        match be.techc_eval(&good, 0, &k0, Shares::Host(&rpow[..3]), &xhat) {
             Err(BackendError::LengthMismatch { .. }) => {}
             other => return Err(format!("{name} share length: {other:?}").into()),
         }
-        match be.techc_eval(&good, 0, &k0, &rpow[..3], &xhat[..3]) {
+        match be.techc_eval(&good, 0, &k0, Shares::Host(&rpow[..3]), &xhat[..3]) {
             Err(BackendError::Gate(_)) => {}
             other => return Err(format!("{name} key count: {other:?}").into()),
         }
@@ -1426,7 +1426,7 @@ fn gate_errors(dev: Dev) -> R {
             coeffs: &short,
             ..good
         };
-        match be.techc_eval(&bad_coeffs, 0, &k0, &rpow, &xhat) {
+        match be.techc_eval(&bad_coeffs, 0, &k0, Shares::Host(&rpow), &xhat) {
             Err(BackendError::LengthMismatch { .. }) => {}
             other => return Err(format!("{name} coefficient count: {other:?}").into()),
         }
@@ -1437,7 +1437,7 @@ fn gate_errors(dev: Dev) -> R {
             lo: &[(0, 1)],
             hi: &[(0, 2)],
         };
-        match be.sign_eval(&sign, 0, &k0, &[0; 4], &xhat) {
+        match be.sign_eval(&sign, 0, &k0, Shares::Host(&[0; 4]), &xhat) {
             Err(BackendError::Gate(_)) => {}
             other => return Err(format!("{name} sign payload mismatch: {other:?}").into()),
         }
@@ -1450,7 +1450,14 @@ fn gate_errors(dev: Dev) -> R {
             gamma: &[1],
             kappa: &[0],
         };
-        match be.floor_eval(&floor, 0, &k0, FloorWrap::Drop, &[0; 12], &xhat) {
+        match be.floor_eval(
+            &floor,
+            0,
+            &k0,
+            FloorWrap::Drop,
+            Shares::Host(&[0; 12]),
+            &xhat,
+        ) {
             Err(BackendError::Gate(_)) => {}
             other => return Err(format!("{name} floor view wider than ring: {other:?}").into()),
         }
