@@ -9,7 +9,8 @@
 # each; default 3), PASSES (sweeps over all links, interleaving them against a machine whose
 # load drifts; default 1), LINKS (default "loopback lan wan"; also "tun0": the delay line with no delay
 # and no rate limit, its own overhead), NICE (niceness of the benches; default 0), BACKEND
-# (default cpu), EXTRA (more `suf bench model` flags, e.g. "--cache DIR"), SHAPER (below).
+# (default cpu), EXTRA (more `suf bench model` flags, e.g. "--cache DIR"), SHAPER (below),
+# MTU (of the delay line's TUN devices; default 64000).
 # Links: lan = 1 GB/s (8 Gbit/s) and 0.5 ms one way; wan = 400 MB/s (3.2 Gbit/s) and 4 ms one
 # way, each direction shaped on its own. loopback = both parties in this namespace over
 # 127.0.0.1 (the compute baseline).
@@ -33,7 +34,7 @@ if [ $# -lt 3 ]; then
 fi
 SUF=$(realpath "$1") OUT=$2
 shift 2
-RUNS=${RUNS:-3} PASSES=${PASSES:-1} LINKS=${LINKS:-loopback lan wan} NICE=${NICE:-0} BACKEND=${BACKEND:-cpu}
+MTU=${MTU:-64000} RUNS=${RUNS:-3} PASSES=${PASSES:-1} LINKS=${LINKS:-loopback lan wan} NICE=${NICE:-0} BACKEND=${BACKEND:-cpu}
 EXTRA=${EXTRA:-}
 SHAPER=${SHAPER:-auto}
 NS0=suf-p0 NS1=suf-p1 IF0=suf-v0 IF1=suf-v1 IP0=10.77.0.1 IP1=10.77.0.2
@@ -119,10 +120,11 @@ shape() {
   ip link set $IF1 netns $NS1
   ip -n $NS0 addr add $IP0 peer $IP1 dev $IF0
   ip -n $NS1 addr add $IP1 peer $IP0 dev $IF1
-  # Packets up to 64 KB, as TSO/GSO hand them to a real NIC: fewer packets for the user-space
-  # forwarder; the rate is charged per byte either way.
-  ip -n $NS0 link set $IF0 mtu 64000 up
-  ip -n $NS1 link set $IF1 mtu 64000 up
+  # By default packets up to 64 KB, as TSO/GSO hand them to a real NIC: fewer packets for the
+  # user-space forwarder; the rate is charged per byte either way. TCP's initial window is
+  # 10 segments, so a large MTU shortens slow start (MTU=1500 for a plain Ethernet path).
+  ip -n $NS0 link set $IF0 mtu "$MTU" up
+  ip -n $NS1 link set $IF1 mtu "$MTU" up
 }
 
 # The shaping check: median TCP round trip of 1-byte ping-pongs (TCP_NODELAY) and the
@@ -192,19 +194,35 @@ for link in $LINKS; do
     flags=(--peer-tls)
     [ "$link" != loopback ] && flags+=(--netns $NS0,$NS1 --peer-ip $IP0)
     load0=$(cut -d' ' -f1-3 /proc/loadavg)
+    rm -f "$W/trace.jsonl"
     # shellcheck disable=SC2086 # EXTRA is a list of flags
     nice -n "$NICE" "$SUF" bench model --model "$model" --seq "$seq" --mode "$mode" --processes 2 \
-      --backend "$BACKEND" --runs "$RUNS" "${flags[@]}" $EXTRA --json --json-out "$f" > /dev/null
+      --backend "$BACKEND" --runs "$RUNS" "${flags[@]}" $EXTRA --trace "$W/trace.jsonl" --json --json-out "$f" > /dev/null
     load1=$(cut -d' ' -f1-3 /proc/loadavg)
-    python3 - "$f" "$link" "$load0" "$load1" << 'PY'
-import json, sys
-f, link, l0, l1 = sys.argv[1:]
+    python3 - "$f" "$link" "$load0" "$load1" "$W/trace.jsonl" "$MTU" "$SHAPER" << 'PY'
+import collections, json, sys
+f, link, l0, l1, trace, mtu, shaper = sys.argv[1:]
 d = json.load(open(f))
-d["netem"] = {"link": link, "loadavg_before": l0, "loadavg_after": l1}
+d["netem"] = {"link": link, "loadavg_before": l0, "loadavg_after": l1,
+              "mtu": int(mtu) if shaper == "delayline" and link != "loopback" else None}
+# From the per-round trace of every timed run: the critical compute, the sum over rounds of the
+# slower party's round time less its wait for the peer, and the rest of the online time, which
+# is the link's (latency, transfer, TCP) plus what no round accounts for. Machine load inflates
+# the first and hardly the second.
+rounds = collections.defaultdict(dict)
+for line in open(trace):
+    v = json.loads(line)
+    if "wait_ms" in v:
+        rounds[v["run"]].setdefault(v["round"], {})[v["party"]] = v["ms"] - v["wait_ms"]
+crit = [sum(max(p.values()) for p in rounds[r].values()) for r in sorted(rounds)]
+if len(crit) == len(d["online_ms_runs"]):
+    d["netem"]["critical_compute_ms_runs"] = crit
+    d["netem"]["rest_ms_runs"] = [o - c for o, c in zip(d["online_ms_runs"], crit)]
 json.dump(d, open(f, "w"), indent=1)
 if str(d["seq"]) != f.split("-")[-4]:
     print(f"note: {d['model']} ran {d['seq']} tokens (a real model's bench text), not the case's", file=sys.stderr)
-print(f"{d['model']} seq {d['seq']} {d['mode']} on {link}: online {d['online_ms']:.0f} ms (runs {[round(x) for x in d['online_ms_runs']]}), load {l0} -> {l1}")
+print(f"{d['model']} seq {d['seq']} {d['mode']} on {link}: online {d['online_ms']:.0f} ms (runs {[round(x) for x in d['online_ms_runs']]}; "
+      f"not compute {[round(x) for x in d['netem'].get('rest_ms_runs', [])]}), load {l0} -> {l1}")
 PY
   done
   # The delay line's statistics of this link (packets, lateness, CPU) go to its JSON file.
