@@ -41,7 +41,15 @@ fn bad_link_flags_are_refused_before_any_run() {
     let o = bench(&["--processes", "2", "--netns", "a,b", "--peer-tls"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("give --peer-ip"), "{}", stderr(&o));
-    let o = bench(&["--processes", "2", "--netns", "a;b", "--peer-ip", "10.7.0.1", "--peer-tls"]);
+    let o = bench(&[
+        "--processes",
+        "2",
+        "--netns",
+        "a;b",
+        "--peer-ip",
+        "10.7.0.1",
+        "--peer-tls",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("two namespace names"), "{}", stderr(&o));
     let o = bench(&["--peer-tls"]);
