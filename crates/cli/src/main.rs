@@ -12,6 +12,7 @@ mod logging;
 mod models_cmd;
 mod models_list;
 mod output;
+mod peerlink;
 mod plan_cmd;
 mod pool;
 mod procs;
@@ -462,6 +463,8 @@ enum BenchCmd {
         timeout: u64,
         #[command(flatten)]
         extra: models_cmd::BenchExtra,
+        #[command(flatten)]
+        link: peerlink::PeerLinkArgs,
     },
     /// (internal) One party of `suf bench model --processes 2`.
     #[command(hide = true)]
@@ -591,6 +594,7 @@ fn run(cli: Cli) -> Result<()> {
                 processes,
                 timeout,
                 extra,
+                link,
             } => {
                 let spec = models_cmd::BenchSpec {
                     model,
@@ -601,8 +605,11 @@ fn run(cli: Cli) -> Result<()> {
                     cache,
                 };
                 let v = match processes {
-                    1 => models_cmd::bench_model(&spec, backend, runs, &extra)?,
-                    2 => procs::bench_processes(&spec, backend, runs, timeout, &extra)?,
+                    1 => {
+                        link.refuse_for_one_process()?;
+                        models_cmd::bench_model(&spec, backend, runs, &extra)?
+                    }
+                    2 => procs::bench_processes(&spec, backend, runs, timeout, &extra, &link)?,
                     _ => bail!("--processes must be 1 (both parties in this process) or 2"),
                 };
                 emit(&v, &out)

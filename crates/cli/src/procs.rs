@@ -56,6 +56,7 @@ use suf_runtime::report::Tracer;
 
 use crate::files;
 use crate::models_cmd::{self, median, BackendChoice, BenchProgram, BenchSpec};
+use crate::peerlink::{PeerLink, PeerLinkArgs};
 
 /// Arguments of the hidden `suf bench party` (one party of `--processes 2`).
 #[derive(clap::Args, Debug)]
@@ -102,6 +103,9 @@ pub struct PartyArgs {
     /// Write each run's trace to DIR/run<i>.trace<party>.
     #[arg(long)]
     trace: bool,
+    /// TLS on the parties' link: this party's folder in the layout of `suf certs`.
+    #[arg(long)]
+    tls: Option<PathBuf>,
 }
 
 fn key_socket(dir: &Path, party: u8) -> PathBuf {
@@ -172,7 +176,16 @@ struct PartyProc {
 impl PartyProc {
     fn spawn(party: u8, spec: &BenchSpec, seq: usize, a: &SpawnArgs<'_>) -> Result<Self> {
         let exe = std::env::current_exe().context("locating the suf binary")?;
-        let mut cmd = Command::new(exe);
+        // In a network namespace of its own: `ip netns exec NS suf …` (it execs, so the child
+        // is the party itself).
+        let mut cmd = match &a.link.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns[party as usize]]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         cmd.args(["bench", "party", "--party", &party.to_string()])
             .arg("--dir")
             .arg(a.dir)
@@ -192,8 +205,11 @@ impl PartyProc {
         if a.trace {
             cmd.arg("--trace");
         }
+        if let Some(t) = &a.tls[party as usize] {
+            cmd.arg("--tls").arg(t);
+        }
         match a.peer {
-            None => cmd.args(["--listen", "127.0.0.1:0"]),
+            None => cmd.args(["--listen", &a.link.listen_addr().to_string()]),
             Some(addr) => cmd.args(["--connect", addr]),
         };
         let mut child = cmd
@@ -278,6 +294,8 @@ struct SpawnArgs<'a> {
     peer: Option<&'a str>,
     gpu: Option<usize>,
     trace: bool,
+    link: &'a PeerLink,
+    tls: &'a [Option<PathBuf>; 2],
 }
 
 fn f64_of(v: &Value, k: &str) -> f64 {
@@ -291,7 +309,9 @@ pub fn bench_processes(
     runs: usize,
     timeout: u64,
     extra: &models_cmd::BenchExtra,
+    link: &PeerLinkArgs,
 ) -> Result<Value> {
+    let link = link.resolve()?;
     if choice == BackendChoice::Cpu {
         if let Some(g) = &extra.gpu.gpu {
             bail!("--gpu {g} selects a CUDA device, but --backend is cpu (use --backend cuda or auto)");
@@ -335,6 +355,10 @@ pub fn bench_processes(
         "parent process, CPU, streamed to each party over a Unix socket"
     };
     let sock_timeout = Duration::from_secs(timeout.max(1));
+    let tls: [Option<PathBuf>; 2] = match link.tls {
+        true => crate::peerlink::write_identities(dir)?.map(Some),
+        false => [None, None],
+    };
 
     let gpus = extra.gpu.gpu.as_ref();
     let sa = |peer, party: u8| SpawnArgs {
@@ -344,6 +368,8 @@ pub fn bench_processes(
         peer,
         gpu: gpus.map(|g| g.for_party(party)),
         trace: extra.trace.is_some(),
+        link: &link,
+        tls: &tls,
     };
     let mut p0 = PartyProc::spawn(0, spec, seq, &sa(None, 0))?;
     let ready0 = p0.recv()?;
@@ -515,6 +541,7 @@ pub fn bench_processes(
         "model": spec.model, "seq": seq, "batch": spec.batch,
         "backend": ready0["backend"], "device": ready0["device"], "mode": spec.mode,
         "processes": 2,
+        "peer_link": link.json(),
         "layers_run": spec.layers.unwrap_or(m.cfg.layers).min(m.cfg.layers),
         "ring_bits": fp.width.bits(), "frac_bits": fp.frac,
         "online_ms": median(online.clone()), "online_ms_runs": online,
@@ -600,6 +627,10 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         Some(l) => Some(l.local_addr()?.to_string()),
         None => None,
     };
+    let tls = match &a.tls {
+        Some(d) => Some(crate::peerlink::tls_config(d, party)?),
+        None => None,
+    };
     say(json!({
         "ready": true, "party": party, "addr": addr, "backend": be.name, "device": be.device,
         "weights_ms": weights_ms, "threads": rayon::current_num_threads(), "gpu": a.gpu,
@@ -646,6 +677,7 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         cfg.keys_fp = keys.id().keys_fp;
         cfg.timeout = timeout;
         cfg.connect_timeout = timeout;
+        cfg.tls = tls.clone();
         let mut net = match (&listener, a.connect) {
             (Some(l), _) => TcpTransport::accept(l, &cfg)?,
             (None, Some(addr)) => TcpTransport::connect(addr, &cfg)
