@@ -656,6 +656,8 @@ impl<'a> Party<'a> {
                 }
             }
         }
+        // Products of a batched run (below), by node, until the wave reaches them.
+        let mut batched: HashMap<NodeId, Vec<u64>> = HashMap::new();
         for (wi, &id) in wave.iter().enumerate() {
             let node = prog.node(id);
             let t = Instant::now();
@@ -675,15 +677,52 @@ impl<'a> Party<'a> {
                     let c = keys.take_arith(node.numel())?;
                     be.beaver_square(w, self.party, &o[0], &ms[0], &c)?
                 }
-                Op::MatMul(a, b) => {
-                    let (sa, sb) = (&prog.node(*a).shape, &prog.node(*b).shape);
-                    let (m, kk, n) = (sa[0], sa[1], sb[1]);
-                    let c = keys.take_arith(m * n)?;
-                    let left = be.scale_sub(w, j, &o[1], &ms[1])?;
-                    let p1 = be.gemm(w, &o[0], &left, m, kk, n)?;
-                    let p2 = be.gemm(w, &ms[0], &o[1], m, kk, n)?;
-                    be.sub_add(w, &p1, &p2, &c)?
-                }
+                Op::MatMul(a, b) => match batched.remove(&id) {
+                    Some(v) => v,
+                    None => {
+                        // A run of products of this shape consecutive in the wave (one per
+                        // attention head): the Beaver products as two batched GEMMs; the
+                        // triples are taken in wave order, as one node at a time would.
+                        let (sa, sb) = (&prog.node(*a).shape, &prog.node(*b).shape);
+                        let (m, kk, n) = (sa[0], sa[1], sb[1]);
+                        let run: Vec<usize> = (wi..wave.len())
+                            .take_while(|&x| match &prog.node(wave[x]).op {
+                                Op::MatMul(a2, b2) => {
+                                    prog.node(*a2).shape == *sa && prog.node(*b2).shape == *sb
+                                }
+                                _ => false,
+                            })
+                            .collect();
+                        let bt = run.len();
+                        let (mut a1, mut l1) = (Vec::new(), Vec::new());
+                        let (mut a2, mut b2) = (Vec::new(), Vec::new());
+                        for &x in &run {
+                            let (ox, mx) = (&opened[x], &masks[x]);
+                            a1.extend_from_slice(&ox[0]);
+                            l1.extend(be.scale_sub(w, j, &ox[1], &mx[1])?);
+                            a2.extend_from_slice(&mx[0]);
+                            b2.extend_from_slice(&ox[1]);
+                        }
+                        let p1 = be.gemm_batch(w, &a1, &l1, bt, m, kk, n, BLayout::RowMajor)?;
+                        let p2 = be.gemm_batch(w, &a2, &b2, bt, m, kk, n, BLayout::RowMajor)?;
+                        let mn = m * n;
+                        let mut first = None;
+                        for (r, &x) in run.iter().enumerate() {
+                            let c = keys.take_arith(mn)?;
+                            let span = r * mn..(r + 1) * mn;
+                            let v = be.sub_add(w, &p1[span.clone()], &p2[span], &c)?;
+                            if r == 0 {
+                                first = Some(v);
+                            } else {
+                                batched.insert(wave[x], v);
+                            }
+                        }
+                        first.ok_or_else(|| RtError::Shape {
+                            op: "matmul",
+                            detail: format!("node {id:?}: empty product run"),
+                        })?
+                    }
+                },
                 Op::MatMulPrivW { wid, k: kk, n, .. } => {
                     let m = o[0].len() / kk;
                     let c = keys.take_arith(m * n)?;
