@@ -191,3 +191,32 @@ fn parallel_dealer_keys_run_equal_to_plain() {
     run_dealer(&prog, &CpuBackend::new(), ds, &DealerWeights::new()).unwrap();
     assert!([sinks[0].take(), sinks[1].take()] == deal_on(&prog, 2, 5));
 }
+
+/// The dealer's bytes are pinned: checksums of both streams for fixed seeds, taken from the
+/// dealer before its issue-11 speed-ups (a faster generation routine must give the same
+/// bytes; a deliberate format change updates these constants with the reason).
+#[test]
+fn streams_match_pinned_checksums() {
+    let sum = |prog: &Program, seed: u64| -> [u64; 2] {
+        let (ds, sinks) = DealerStreams::to_memory(
+            prog.width(),
+            Csprng::for_tests(seed),
+            [9; 16],
+            prog.fingerprint(),
+        )
+        .unwrap();
+        run_dealer(prog, &CpuBackend::new(), ds, &DealerWeights::new()).unwrap();
+        sinks.map(|s| suf_fss::keyfmt::checksum(&s.take()))
+    };
+    let got = [
+        sum(&program(37), 11),
+        sum(&program(64), 12),
+        sum(&deep_program(50), 13),
+    ];
+    let pinned: [[u64; 2]; 3] = [
+        [0xfd90_9a41_37f3_65e4, 0x1e04_cf56_19ca_e224],
+        [0x94d2_e9c9_c019_af6d, 0x215e_2b34_b924_fcc1],
+        [0x6965_aea2_14a1_eb14, 0x2265_0577_dccd_d9de],
+    ];
+    assert_eq!(got, pinned, "{got:x?}");
+}
