@@ -8,8 +8,16 @@
 //! deals both parties' key streams into `DIR/p0.keys`, `DIR/p1.keys` (deleted afterwards; use
 //! a tmpfs such as /dev/shm), or into a sink that drops the bytes when no DIR is given. Prints
 //! the dealer's report (phases and the per-kind split) as JSON on stdout.
+//!
+//! With `DEAL_MODEL_SEED=N` (and no DIR) the generators are seeded deterministically
+//! (`Csprng::for_tests`) and the SHA-256 of both streams is printed: the same seed must give
+//! the same hashes before and after a change to a generation routine (bert-tiny seq 16 takes
+//! seconds).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use anyhow::{Context, Result};
 use suf_backend::CpuBackend;
@@ -44,8 +52,18 @@ fn main() -> Result<()> {
     )?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     let prog = &built.prog;
-    let mut rng = Csprng::from_os()?;
+    let seed: Option<u64> = match std::env::var("DEAL_MODEL_SEED") {
+        Ok(v) => Some(v.parse().context("DEAL_MODEL_SEED")?),
+        Err(_) => None,
+    };
+    let fresh = |k: u64| match seed {
+        Some(s) => Ok(Csprng::for_tests(s.wrapping_mul(2).wrapping_add(k))),
+        None => Csprng::from_os(),
+    };
+    let mut rng = fresh(0)?;
     let (_what, rw) = suf_runtime::mask_weights(prog.width(), &built.private, &mut rng);
+    let rng = fresh(1)?;
+    let hashes = [0, 1].map(|_| Arc::new(Mutex::new(Sha256::new())));
     let paths = dir.as_ref().map(|d| [d.join("p0.keys"), d.join("p1.keys")]);
     let ds = match &paths {
         Some(p) => DealerStreams::to_files(
@@ -60,7 +78,9 @@ fn main() -> Result<()> {
             rng,
             [0; 16],
             prog.fingerprint(),
-            [Box::new(std::io::sink()), Box::new(std::io::sink())],
+            hashes
+                .clone()
+                .map(|h| Box::new(HashSink(h)) as Box<dyn std::io::Write + Send>),
             ["<sink 0>", "<sink 1>"],
         )?,
     };
@@ -74,6 +94,29 @@ fn main() -> Result<()> {
     v["model"] = serde_json::json!(name);
     v["seq"] = serde_json::json!(seq);
     v["layers"] = serde_json::json!(layers);
+    if seed.is_some() && dir.is_none() {
+        let hex = |h: &Arc<Mutex<Sha256>>| -> String {
+            let d = h.lock().map(|g| g.clone().finalize()).unwrap_or_default();
+            d.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        v["sha256"] = serde_json::json!([hex(&hashes[0]), hex(&hashes[1])]);
+    }
     println!("{v}");
     Ok(())
+}
+
+/// A sink that hashes what it is given.
+struct HashSink(Arc<Mutex<Sha256>>);
+
+impl std::io::Write for HashSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("hash lock poisoned"))?
+            .update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
