@@ -130,6 +130,7 @@ pub(crate) fn run(
     let rep = run_dealer_with(&prog, &CpuBackend::new(), ds, &rw, &|b| pb.set_position(b))?;
     pb.finish_and_clear();
     eprintln!("{}", rate_line(&rep));
+    eprint!("{}", split_lines(&rep, 12));
     let s = Session {
         program_fp: hex(&prog.fingerprint()),
         key_bytes: rep.key_bytes,
@@ -283,6 +284,38 @@ pub(crate) fn rate_line(rep: &DealReport) -> String {
         rep.deal_ms / 1e3,
         rep.write_ms / 1e3
     )
+}
+
+/// Where the dealing went (task times summed over threads: see `DealReport::kinds`), and the
+/// `top` most expensive kinds, for stderr.
+pub(crate) fn split_lines(rep: &DealReport, top: usize) -> String {
+    let s = &rep.split_ms;
+    let mut out = format!(
+        "keygen: dealing split ({}): DCF {:.2} s, DPF {:.2} s, other gate work {:.2} s, mask \
+         products {:.2} s\n",
+        if rep.serial {
+            "gate batches one at a time: wall-clock"
+        } else {
+            "task time summed over threads; SUF_DEALER_SERIAL=1 for wall-clock"
+        },
+        s.dcf / 1e3,
+        s.dpf / 1e3,
+        s.gate_other / 1e3,
+        s.products / 1e3
+    );
+    for k in rep.kinds.iter().take(top) {
+        out.push_str(&format!(
+            "keygen:   {:<40} {:>8.1} ms (DCF {:>7.1}, DPF {:>6.1}) {:>4} tasks {:>9} elements {}\n",
+            k.kind.chars().take(40).collect::<String>(),
+            k.ms,
+            k.dcf_ms,
+            k.dpf_ms,
+            k.tasks,
+            k.elements,
+            human(k.bytes)
+        ));
+    }
+    out
 }
 
 fn human(b: u64) -> String {
