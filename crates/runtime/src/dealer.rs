@@ -59,6 +59,8 @@ pub struct DealReport {
     pub deal_ms: f64,
     /// Writing in program order: party 1's seeded share expansion, packing, and waiting for
     /// the sinks (a writer thread per party; a slow sink shows up here), plus the footers.
+    /// Window k is written while window k + 1 is dealt, so `write_ms` overlaps `deal_ms`
+    /// (except with `serial`) and the phases can sum to more than `keygen_ms`.
     pub write_ms: f64,
     /// Where the dealing went, per gate batch signature (the gate's name) and per mask
     /// product kind (`mul`, `square`, `matmul`, `matmul_privw`, `rowmul`, `and`, `b2a`),
@@ -170,8 +172,8 @@ pub const WINDOW: usize = 8;
 
 /// [`run_dealer_with`], dealing `window` rounds at a time (≥ 1): the masks of the window's
 /// rounds are drawn first (in program order, from the stream's generator), then every gate
-/// batch and mask product of the window is dealt in parallel, then everything is written in
-/// program order. Masks and party 1's shares come from two separate generators whose order
+/// batch and mask product of the window is dealt in parallel while the previous window is
+/// written in program order. Masks and party 1's shares come from two separate generators whose order
 /// is unchanged, and each gate batch has its own seed, so the bytes do not depend on
 /// `window` (tested); a larger window keeps more cores busy when rounds are small.
 pub fn run_dealer_windowed(
@@ -206,6 +208,54 @@ fn step_kind(op: &Op) -> &'static str {
         Op::B2A(_) => "b2a",
         _ => "other",
     }
+}
+
+/// A dealt window, waiting to be written: its rounds' open material (which steps, boolean or
+/// not, in program order) with their masks, and its blobs and finishes tagged with the round
+/// (index in the window) they belong to.
+struct Dealt {
+    opens: Vec<Vec<(NodeId, bool)>>,
+    masks: HashMap<NodeId, Vec<Vec<u64>>>,
+    blobs: Vec<(usize, Result<[Vec<u8>; 2]>)>,
+    fins: Vec<(usize, Result<Finish>)>,
+}
+
+/// Write a dealt window in program order: per round, the open material, the blobs, the
+/// finishes; `progress` after every round. Returns the milliseconds it took.
+fn write_window(ds: &mut DealerStreams, d: Dealt, progress: &(dyn Fn(u64) + Sync)) -> Result<f64> {
+    let t = Instant::now();
+    let Dealt {
+        opens,
+        mut masks,
+        blobs,
+        fins,
+    } = d;
+    let mut blobs = blobs.into_iter().peekable();
+    let mut fins = fins.into_iter().peekable();
+    for (wi, order) in opens.iter().enumerate() {
+        for (id, boolean) in order {
+            for m in masks.remove(id).unwrap_or_default() {
+                if *boolean {
+                    ds.share_bool(&m)?;
+                } else {
+                    ds.share_arith(&m)?;
+                }
+            }
+        }
+        while let Some((_, b)) = blobs.next_if(|(bw, _)| *bw == wi) {
+            ds.blob(b?)?;
+        }
+        while let Some((_, f)) = fins.next_if(|(fw, _)| *fw == wi) {
+            match f? {
+                Finish::Arith(v) => ds.share_arith(&v)?,
+                Finish::Bool(v) => ds.share_bool(&v)?,
+                Finish::None => {}
+            }
+        }
+        let kb = ds.key_bytes();
+        progress(kb[0] + kb[1]);
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// [`run_dealer_windowed`]; with `serial`, the gate batches of a window are dealt one after
@@ -254,6 +304,10 @@ pub fn run_dealer_profiled(
             split.products += ms;
         }
     };
+    // Window k is written while window k + 1 is dealt (its masks are drawn first: masks come
+    // from the stream's generator, party 1's shares from another, so the order of each is
+    // unchanged and so are the bytes).
+    let mut pending: Option<Dealt> = None;
     for window in sched.waves.chunks(window.max(1)) {
         // Open material: fresh masks for every opened operand, in program order.
         let t_masks = Instant::now();
@@ -283,7 +337,6 @@ pub fn run_dealer_profiled(
         masks_ms += ms(t_masks);
         // Gate key batches (each with its own seed) and the finish material of the other
         // steps, of every round of the window, in parallel.
-        let t_deal = Instant::now();
         let mut jobs: Vec<(usize, u64, Vec<NodeId>)> = Vec::new();
         for (wi, wave) in window.iter().enumerate() {
             for ids in Schedule::groups(prog, wave)
@@ -355,16 +408,35 @@ pub fn run_dealer_profiled(
             };
             (f, (step_kind(&prog.node(*id).op), n as u64, ms))
         };
-        let (blobs, fins): (Vec<_>, Vec<_>) = if serial {
-            let b = jobs.iter().map(deal).collect();
-            (b, steps.par_iter().map(finish_timed).collect())
+        let deal_window = || {
+            let t_deal = Instant::now();
+            let (blobs, fins): (Vec<_>, Vec<_>) = if serial {
+                let b = jobs.iter().map(deal).collect();
+                (b, steps.par_iter().map(finish_timed).collect())
+            } else {
+                rayon::join(
+                    || jobs.par_iter().map(deal).collect(),
+                    || steps.par_iter().map(finish_timed).collect(),
+                )
+            };
+            (blobs, fins, ms(t_deal))
+        };
+        // The previous window is written while this one is dealt (one after the other when
+        // serial, so that the per-kind times stay wall-clock).
+        let prev = pending.take();
+        let (written, (blobs, fins, t_deal)) = if serial {
+            let wr = prev.map(|p| write_window(&mut ds, p, progress));
+            (wr, deal_window())
         } else {
             rayon::join(
-                || jobs.par_iter().map(deal).collect(),
-                || steps.par_iter().map(finish_timed).collect(),
+                || prev.map(|p| write_window(&mut ds, p, progress)),
+                deal_window,
             )
         };
-        deal_ms += ms(t_deal);
+        if let Some(t) = written.transpose()? {
+            write_ms += t;
+        }
+        deal_ms += t_deal;
         let (blobs, gate_times): (Vec<_>, Vec<_>) = blobs.into_iter().unzip();
         for (b, (name, n, ms, g)) in blobs.iter().zip(gate_times) {
             let bytes = b.as_ref().map_or(0, |b| (b[0].len() + b[1].len()) as u64);
@@ -382,34 +454,15 @@ pub fn run_dealer_profiled(
             };
             account(kind.to_string(), n, bytes, ms, GenTimes::default(), false);
         }
-        // Written in program order: per round, the open material, the blobs, the finishes.
-        let t_write = Instant::now();
-        let mut blobs = jobs.iter().map(|(wi, _, _)| *wi).zip(blobs).peekable();
-        let mut fins = steps.iter().map(|(wi, _)| *wi).zip(fins).peekable();
-        for (wi, order) in opens.iter().enumerate() {
-            for (id, boolean) in order {
-                for m in masks.remove(id).unwrap_or_default() {
-                    if *boolean {
-                        ds.share_bool(&m)?;
-                    } else {
-                        ds.share_arith(&m)?;
-                    }
-                }
-            }
-            while let Some((_, b)) = blobs.next_if(|(bw, _)| *bw == wi) {
-                ds.blob(b?)?;
-            }
-            while let Some((_, f)) = fins.next_if(|(fw, _)| *fw == wi) {
-                match f? {
-                    Finish::Arith(v) => ds.share_arith(&v)?,
-                    Finish::Bool(v) => ds.share_bool(&v)?,
-                    Finish::None => {}
-                }
-            }
-            let kb = ds.key_bytes();
-            progress(kb[0] + kb[1]);
-        }
-        write_ms += ms(t_write);
+        pending = Some(Dealt {
+            opens,
+            masks,
+            blobs: jobs.iter().map(|(wi, _, _)| *wi).zip(blobs).collect(),
+            fins: steps.iter().map(|(wi, _)| *wi).zip(fins).collect(),
+        });
+    }
+    if let Some(p) = pending.take() {
+        write_ms += write_window(&mut ds, p, progress)?;
     }
     let t_fin = Instant::now();
     let key_bytes = ds.finish()?;
