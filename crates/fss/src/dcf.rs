@@ -879,8 +879,8 @@ pub fn gen_batch(
     // Both bodies are allocated zeroed (untouched pages) and every chunk of keys writes its
     // correction words straight into its own ranges of both, in parallel: no intermediate
     // copy, and the pages are first touched by the thread that fills them.
-    let mut body0 = vec![0u8; layout.total];
-    let mut body1 = vec![0u8; layout.total];
+    let mut body0 = crate::dealer::zeroed_buffer(layout.total);
+    let mut body1 = crate::dealer::zeroed_buffer(layout.total);
     let dst: Vec<(ChunkDst<'_>, ChunkDst<'_>)> = ChunkDst::split(&layout, &mut body0)
         .into_iter()
         .zip(ChunkDst::split(&layout, &mut body1))

@@ -21,7 +21,7 @@
 //! is an error, not a silent fallback.
 
 use std::cell::Cell;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use suf_core::prg::Csprng;
@@ -143,6 +143,77 @@ fn add_gen_time(dcf: bool, t: Instant, keys: usize) {
     });
 }
 
+/// Large byte buffers kept for reuse: a dealer's key buffers are hundreds of MB each, and a
+/// freshly allocated one is mapped page by page by the kernel on first touch (on CPU-2 the
+/// page faults of the key copies were ≈ 23 % of the dealer's CPU time). The key stream's
+/// writer threads hand back every buffer they have written ([`recycle_buffer`]); key bodies,
+/// key files and gate blobs take one ([`zeroed_buffer`]) when one of a fitting size is free.
+struct BufferPool {
+    bufs: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+static POOL: Mutex<BufferPool> = Mutex::new(BufferPool {
+    bufs: Vec::new(),
+    bytes: 0,
+});
+
+/// Buffers below this size are not pooled: glibc's allocator serves them from its heaps and
+/// reuses freed ones itself (measured: pooling them too gave more page faults), while every
+/// block above its largest mmap threshold (32 MiB) is mapped fresh and unmapped on free.
+pub const POOL_MIN_BYTES: usize = 32 << 20;
+/// At most this many bytes of capacity are kept in the pool.
+pub const POOL_MAX_BYTES: usize = 1 << 31;
+
+/// `len` zero bytes: a pooled buffer of capacity in [len, 2·len + 32 MiB] when one is free
+/// (zeroed with a memset over pages already mapped), else a fresh zeroed allocation.
+pub fn zeroed_buffer(len: usize) -> Vec<u8> {
+    if len >= POOL_MIN_BYTES {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = len.saturating_mul(2).saturating_add(POOL_MIN_BYTES);
+        let best = pool
+            .bufs
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| (len..=limit).contains(&b.capacity()))
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let mut v = pool.bufs.swap_remove(i);
+            pool.bytes -= v.capacity();
+            drop(pool);
+            v.clear();
+            v.resize(len, 0);
+            return v;
+        }
+    }
+    vec![0u8; len]
+}
+
+/// Give a buffer that is no longer needed to the pool (dropped when it is small or the pool
+/// is full).
+pub fn recycle_buffer(v: Vec<u8>) {
+    let cap = v.capacity();
+    if cap < POOL_MIN_BYTES {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if pool.bytes.saturating_add(cap) <= POOL_MAX_BYTES {
+        pool.bytes += cap;
+        pool.bufs.push(v);
+    }
+}
+
+/// Free every pooled buffer (the dealer calls this when a stream is finished).
+pub fn release_buffers() {
+    let bufs = {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        pool.bytes = 0;
+        std::mem::take(&mut pool.bufs)
+    };
+    drop(bufs);
+}
+
 static INSTALLED: RwLock<Option<Arc<dyn DcfDealer>>> = RwLock::new(None);
 
 /// Restores the previously installed dealer when dropped.
@@ -252,6 +323,24 @@ mod tests {
             (d0.to_bytes(), d1.to_bytes()),
             (e0.to_bytes(), e1.to_bytes())
         );
+    }
+
+    /// Pooled buffers come back zeroed, of the asked length, and only when they fit.
+    #[test]
+    fn pooled_buffers_are_zeroed_and_fit() {
+        let mut v = vec![7u8; 3 * POOL_MIN_BYTES];
+        v[5] = 1;
+        recycle_buffer(v);
+        recycle_buffer(vec![1u8; 10]);
+        // Too small a request for that buffer (its capacity is above 2·len + 32 MiB) or too
+        // large: fresh zeroed memory; a fitting one: zeroed, the asked length.
+        for len in [POOL_MIN_BYTES / 2, 4 * POOL_MIN_BYTES, 2 * POOL_MIN_BYTES] {
+            let b = zeroed_buffer(len);
+            assert_eq!(b.len(), len);
+            assert!(b.iter().all(|&x| x == 0), "len {len}");
+        }
+        release_buffers();
+        assert_eq!(zeroed_buffer(POOL_MIN_BYTES + 3).len(), POOL_MIN_BYTES + 3);
     }
 
     /// Generation time accumulates per thread, by kind, and swapping restores the old value.

@@ -256,7 +256,7 @@ pub fn write_key(
     body: &[u8],
 ) -> Vec<u8> {
     use rayon::prelude::*;
-    let mut out = vec![0u8; HEADER_LEN + body.len()];
+    let mut out = crate::dealer::zeroed_buffer(HEADER_LEN + body.len());
     let (head, dst) = out.split_at_mut(HEADER_LEN);
     let sum = if body.len() <= SUM_CHUNK {
         dst.copy_from_slice(body);

@@ -465,7 +465,9 @@ pub fn run_dealer_profiled(
         write_ms += write_window(&mut ds, p, progress)?;
     }
     let t_fin = Instant::now();
-    let key_bytes = ds.finish()?;
+    let key_bytes = ds.finish();
+    suf_fss::dealer::release_buffers();
+    let key_bytes = key_bytes?;
     write_ms += ms(t_fin);
     Ok(DealReport {
         key_bytes,

@@ -92,7 +92,7 @@ pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
     let total: usize = head + parts.iter().map(|p| al(p.len())).sum::<usize>();
     // Zeroed (padding included), then each part copied into place; large parts in parallel
     // chunks, so that the fresh pages of a large blob are touched by every core.
-    let mut out = vec![0u8; total];
+    let mut out = suf_fss::dealer::zeroed_buffer(total);
     let (h, mut rest) = out.split_at_mut(head);
     h[..8].copy_from_slice(&(parts.len() as u64).to_le_bytes());
     for (i, p) in parts.iter().enumerate() {
