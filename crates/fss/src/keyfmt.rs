@@ -244,9 +244,10 @@ pub fn body_checksum(bytes: &[u8]) -> u64 {
     checksum(&sums)
 }
 
-/// Header + `body` as one key file (one allocation). A large body is copied and
+/// Header + `body` as one key file (one allocation). A body of 32 MiB or more is copied and
 /// checksummed in one parallel pass, [`SUM_CHUNK`] bytes per task (the same bytes and
-/// checksum as [`body_checksum`]; the fresh pages are touched by every core, not one).
+/// checksum as [`body_checksum`]; the pages are touched by every core, not one), into a
+/// pooled buffer when one is free (`crate::dealer::zeroed_buffer`).
 pub fn write_key(
     kind: KeyKind,
     party: u8,
@@ -256,22 +257,55 @@ pub fn write_key(
     body: &[u8],
 ) -> Vec<u8> {
     use rayon::prelude::*;
-    let mut out = crate::dealer::zeroed_buffer(HEADER_LEN + body.len());
+    let total = HEADER_LEN + body.len();
+    if total < crate::dealer::POOL_MIN_BYTES {
+        // Heap-sized: one sequential pass (the allocator reuses these blocks; zeroing them
+        // first would be a second pass).
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&header(
+            kind,
+            party,
+            n,
+            params,
+            count,
+            body.len(),
+            body_checksum(body),
+        ));
+        out.extend_from_slice(body);
+        return out;
+    }
+    let mut out = crate::dealer::zeroed_buffer(total);
     let (head, dst) = out.split_at_mut(HEADER_LEN);
-    let sum = if body.len() <= SUM_CHUNK {
-        dst.copy_from_slice(body);
-        checksum(body)
-    } else {
-        let sums: Vec<u8> = dst
-            .par_chunks_mut(SUM_CHUNK)
-            .zip(body.par_chunks(SUM_CHUNK))
-            .flat_map_iter(|(d, b)| {
-                d.copy_from_slice(b);
-                checksum(d).to_le_bytes()
-            })
-            .collect();
-        checksum(&sums)
-    };
+    let sums: Vec<u8> = dst
+        .par_chunks_mut(SUM_CHUNK)
+        .zip(body.par_chunks(SUM_CHUNK))
+        .flat_map_iter(|(d, b)| {
+            d.copy_from_slice(b);
+            checksum(d).to_le_bytes()
+        })
+        .collect();
+    head.copy_from_slice(&header(
+        kind,
+        party,
+        n,
+        params,
+        count,
+        body.len(),
+        checksum(&sums),
+    ));
+    out
+}
+
+/// The header of a key file.
+fn header(
+    kind: KeyKind,
+    party: u8,
+    n: u32,
+    params: [u32; 4],
+    count: u64,
+    body_len: usize,
+    sum: u64,
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_LEN);
     h.extend_from_slice(&MAGIC);
     h.extend_from_slice(&VERSION.to_le_bytes());
@@ -284,11 +318,10 @@ pub fn write_key(
     }
     h.extend_from_slice(&[0u8; 4]);
     h.extend_from_slice(&count.to_le_bytes());
-    h.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    h.extend_from_slice(&(body_len as u64).to_le_bytes());
     h.extend_from_slice(&sum.to_le_bytes());
     debug_assert_eq!(h.len(), HEADER_LEN);
-    head.copy_from_slice(&h);
-    out
+    h
 }
 
 /// Parse and check the header of `bytes` for `kind`; returns the header and the body slice.
@@ -496,7 +529,13 @@ mod tests {
     /// layout: header fields, body length, `body_checksum`, then the body.
     #[test]
     fn write_key_large_bodies_match_the_sequential_form() {
-        for len in [0, 9, SUM_CHUNK, 2 * SUM_CHUNK + 13] {
+        for len in [
+            0,
+            9,
+            SUM_CHUNK,
+            2 * SUM_CHUNK + 13,
+            crate::dealer::POOL_MIN_BYTES + 5,
+        ] {
             let body: Vec<u8> = (0..len).map(|i| (i * 29 % 253) as u8).collect();
             let k = write_key(KeyKind::Dcf, 1, 37, [50, 3, 0, 0], 5, &body);
             assert_eq!(k.len(), HEADER_LEN + len);

@@ -90,8 +90,22 @@ pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
     let al = |x: usize| x.next_multiple_of(PART_ALIGN);
     let head = al(8 + 8 * parts.len());
     let total: usize = head + parts.iter().map(|p| al(p.len())).sum::<usize>();
-    // Zeroed (padding included), then each part copied into place; large parts in parallel
-    // chunks, so that the fresh pages of a large blob are touched by every core.
+    if total < suf_fss::dealer::POOL_MIN_BYTES {
+        // Heap-sized: one sequential pass.
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&(parts.len() as u64).to_le_bytes());
+        for p in parts {
+            out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        }
+        out.resize(head, 0);
+        for p in parts {
+            out.extend_from_slice(p);
+            out.resize(al(out.len()), 0);
+        }
+        return out;
+    }
+    // Large: zeroed (padding included; a pooled buffer when one is free), then each part
+    // copied into place in parallel chunks, so that the pages are touched by every core.
     let mut out = suf_fss::dealer::zeroed_buffer(total);
     let (h, mut rest) = out.split_at_mut(head);
     h[..8].copy_from_slice(&(parts.len() as u64).to_le_bytes());
