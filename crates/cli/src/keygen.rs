@@ -393,6 +393,56 @@ mod tests {
     }
 
     #[test]
+    fn split_lines_show_the_totals_and_the_top_kinds() {
+        use suf_runtime::dealer::{DealSplit, KindTime};
+        let kind = |k: &str, ms: f64| KindTime {
+            kind: k.into(),
+            tasks: 2,
+            elements: 300,
+            bytes: 2_500_000,
+            ms,
+            dcf_ms: ms / 2.0,
+            dpf_ms: 0.0,
+        };
+        let rep = DealReport {
+            kinds: vec![
+                kind("gelu_in", 1500.0),
+                kind("arsgap", 700.0),
+                kind("mul", 3.0),
+            ],
+            split_ms: DealSplit {
+                dcf: 1100.0,
+                dpf: 20.0,
+                gate_other: 1000.0,
+                products: 3.0,
+            },
+            ..Default::default()
+        };
+        let s = split_lines(&rep, 2);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 3, "{s}");
+        assert!(
+            lines[0].contains("DCF 1.10 s, DPF 0.02 s, other gate work 1.00 s"),
+            "{s}"
+        );
+        assert!(lines[0].contains("SUF_DEALER_SERIAL=1"), "{s}");
+        assert!(
+            lines[1].contains("gelu_in") && lines[1].contains("1500.0 ms"),
+            "{s}"
+        );
+        assert!(
+            lines[1].contains("DCF   750.0") && lines[1].contains("2.5 MB"),
+            "{s}"
+        );
+        assert!(lines[2].contains("arsgap") && !s.contains("mul "), "{s}");
+        let serial = DealReport {
+            serial: true,
+            ..rep
+        };
+        assert!(split_lines(&serial, 0).contains("wall-clock"));
+    }
+
+    #[test]
     fn margins_and_out_checks() {
         assert_eq!(with_margin(0), 1 << 20);
         assert_eq!(with_margin(u64::MAX), u64::MAX);
