@@ -891,7 +891,15 @@ pub fn gen_batch(
             let base = ci * GEN_CHUNK;
             let rc = &roots[base..(base + GEN_CHUNK).min(count)];
             let len = rc.len();
-            let part = gen_chunk(
+            // The level loop specialised for the common value-block counts (constant loop
+            // bounds let the compiler unroll the block loops); 0 = any count.
+            let gen = match value_blocks(m, p) {
+                1 => gen_chunk::<1>,
+                2 => gen_chunk::<2>,
+                3 => gen_chunk::<3>,
+                _ => gen_chunk::<0>,
+            };
+            let part = gen(
                 n,
                 m,
                 p,
@@ -1025,7 +1033,7 @@ struct GenPart {
 
 /// Generate the correction words of `roots.len()` keys. Per level, the seeds of both parties
 /// of [`GEN_LANES`] keys are expanded in both directions by one pipelined AES call.
-fn gen_chunk(
+fn gen_chunk<const NB: usize>(
     n: u32,
     m: u32,
     p: usize,
@@ -1036,7 +1044,7 @@ fn gen_chunk(
     let aes = FixedKeyAes::global();
     let nn = n as usize;
     let len = roots.len();
-    let nb = value_blocks(m, p);
+    let nb = if NB > 0 { NB } else { value_blocks(m, p) };
     let mm = mask_bits(m);
     // Blocks per party: child L, child R, then value block j in direction d at 2 + 2j + d.
     let per = 2 + 2 * nb;
