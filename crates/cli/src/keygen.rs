@@ -130,6 +130,7 @@ pub(crate) fn run(
     let rep = run_dealer_with(&prog, &CpuBackend::new(), ds, &rw, &|b| pb.set_position(b))?;
     pb.finish_and_clear();
     eprintln!("{}", rate_line(&rep));
+    eprint!("{}", split_lines(&rep, 12));
     let s = Session {
         program_fp: hex(&prog.fingerprint()),
         key_bytes: rep.key_bytes,
@@ -285,6 +286,38 @@ pub(crate) fn rate_line(rep: &DealReport) -> String {
     )
 }
 
+/// Where the dealing went (task times summed over threads: see `DealReport::kinds`), and the
+/// `top` most expensive kinds, for stderr.
+pub(crate) fn split_lines(rep: &DealReport, top: usize) -> String {
+    let s = &rep.split_ms;
+    let mut out = format!(
+        "keygen: dealing split ({}): DCF {:.2} s, DPF {:.2} s, other gate work {:.2} s, mask \
+         products {:.2} s\n",
+        if rep.serial {
+            "gate batches one at a time: wall-clock"
+        } else {
+            "task time summed over threads; SUF_DEALER_SERIAL=1 for wall-clock"
+        },
+        s.dcf / 1e3,
+        s.dpf / 1e3,
+        s.gate_other / 1e3,
+        s.products / 1e3
+    );
+    for k in rep.kinds.iter().take(top) {
+        out.push_str(&format!(
+            "keygen:   {:<40} {:>8.1} ms (DCF {:>7.1}, DPF {:>6.1}) {:>4} tasks {:>9} elements {}\n",
+            k.kind.chars().take(40).collect::<String>(),
+            k.ms,
+            k.dcf_ms,
+            k.dpf_ms,
+            k.tasks,
+            k.elements,
+            human(k.bytes)
+        ));
+    }
+    out
+}
+
 fn human(b: u64) -> String {
     let gb = b as f64 / 1e9;
     if gb >= 1.0 {
@@ -357,6 +390,56 @@ mod tests {
             assert!(estimate_bytes("m", l, g).unwrap() < g(l).unwrap());
         }
         assert_eq!(estimate_bytes("toy", 0, |_| Ok(77)).unwrap(), 77);
+    }
+
+    #[test]
+    fn split_lines_show_the_totals_and_the_top_kinds() {
+        use suf_runtime::dealer::{DealSplit, KindTime};
+        let kind = |k: &str, ms: f64| KindTime {
+            kind: k.into(),
+            tasks: 2,
+            elements: 300,
+            bytes: 2_500_000,
+            ms,
+            dcf_ms: ms / 2.0,
+            dpf_ms: 0.0,
+        };
+        let rep = DealReport {
+            kinds: vec![
+                kind("gelu_in", 1500.0),
+                kind("arsgap", 700.0),
+                kind("mul", 3.0),
+            ],
+            split_ms: DealSplit {
+                dcf: 1100.0,
+                dpf: 20.0,
+                gate_other: 1000.0,
+                products: 3.0,
+            },
+            ..Default::default()
+        };
+        let s = split_lines(&rep, 2);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 3, "{s}");
+        assert!(
+            lines[0].contains("DCF 1.10 s, DPF 0.02 s, other gate work 1.00 s"),
+            "{s}"
+        );
+        assert!(lines[0].contains("SUF_DEALER_SERIAL=1"), "{s}");
+        assert!(
+            lines[1].contains("gelu_in") && lines[1].contains("1500.0 ms"),
+            "{s}"
+        );
+        assert!(
+            lines[1].contains("DCF   750.0") && lines[1].contains("2.5 MB"),
+            "{s}"
+        );
+        assert!(lines[2].contains("arsgap") && !s.contains("mul "), "{s}");
+        let serial = DealReport {
+            serial: true,
+            ..rep
+        };
+        assert!(split_lines(&serial, 0).contains("wall-clock"));
     }
 
     #[test]

@@ -385,6 +385,7 @@ pub fn bench_processes(
     let mut per_run: Vec<[Value; 2]> = Vec::new();
     let mut keygen = Vec::new();
     let mut phases: Vec<[f64; 3]> = Vec::new();
+    let mut splits: Vec<suf_runtime::dealer::DealReport> = Vec::new();
     let mut key_bytes = [0u64; 2];
     let mut all_match = true;
     for i in 0..total {
@@ -417,6 +418,7 @@ pub fn bench_processes(
         let deal = run_dealer(prog, &cpu, ds, &rw)?;
         keygen.push(deal.keygen_ms);
         phases.push([deal.masks_ms, deal.deal_ms, deal.write_ms]);
+        splits.push(deal.clone());
         key_bytes = deal.key_bytes;
         let r0 = p0.recv()?;
         let r1 = p1.recv()?;
@@ -560,6 +562,14 @@ pub fn bench_processes(
             "deal": median(phases.iter().map(|p| p[1]).collect()),
             "write": median(phases.iter().map(|p| p[2]).collect()),
         },
+        "keygen_split_ms": {
+            "dcf": median(splits.iter().map(|d| d.split_ms.dcf).collect()),
+            "dpf": median(splits.iter().map(|d| d.split_ms.dpf).collect()),
+            "gate_other": median(splits.iter().map(|d| d.split_ms.gate_other).collect()),
+            "products": median(splits.iter().map(|d| d.split_ms.products).collect()),
+            "serial": splits.last().is_some_and(|d| d.serial),
+        },
+        "keygen_kinds_last": splits.last().map(|d| d.kinds.clone()).unwrap_or_default(),
         "build_ms": build_ms,
         "matches_plain": all_match,
         "per_party": per_party,

@@ -95,7 +95,7 @@
 use std::borrow::Cow;
 
 use rayon::prelude::*;
-use suf_core::pack::pack_into;
+use suf_core::pack::pack_to;
 use suf_core::prg::{c_value, Csprng, FixedKeyAes, C_LEFT, C_RIGHT};
 
 use crate::error::{FssError, Result};
@@ -874,33 +874,42 @@ pub fn gen_batch(
     let roots: Vec<(u128, u128)> = (0..count)
         .map(|_| (rng.next_u128(), rng.next_u128()))
         .collect();
-    // Chunks of keys in parallel; each chunk builds its own level-major part.
-    let parts: Vec<GenPart> = roots
-        .par_chunks(GEN_CHUNK)
+    let layout = DcfLayout::new(n, m, p, count)
+        .ok_or_else(|| FssError::BadParams(format!("a batch of {count} keys is too large")))?;
+    // Both bodies are allocated zeroed (untouched pages) and every chunk of keys writes its
+    // correction words straight into its own ranges of both, in parallel: no intermediate
+    // copy, and the pages are first touched by the thread that fills them.
+    let mut body0 = crate::dealer::zeroed_buffer(layout.total);
+    let mut body1 = crate::dealer::zeroed_buffer(layout.total);
+    let dst: Vec<(ChunkDst<'_>, ChunkDst<'_>)> = ChunkDst::split(&layout, &mut body0)
+        .into_iter()
+        .zip(ChunkDst::split(&layout, &mut body1))
+        .collect();
+    dst.into_par_iter()
         .enumerate()
-        .map(|(ci, rc)| {
+        .for_each(|(ci, (mut d0, mut d1))| {
             let base = ci * GEN_CHUNK;
+            let rc = &roots[base..(base + GEN_CHUNK).min(count)];
             let len = rc.len();
-            gen_chunk(
+            // The level loop specialised for the common value-block counts (constant loop
+            // bounds let the compiler unroll the block loops); 0 = any count.
+            let gen = match value_blocks(m, p) {
+                1 => gen_chunk::<1>,
+                2 => gen_chunk::<2>,
+                3 => gen_chunk::<3>,
+                _ => gen_chunk::<0>,
+            };
+            let part = gen(
                 n,
                 m,
                 p,
                 &alphas[base..base + len],
                 &betas[base * p..(base + len) * p],
                 rc,
-            )
-        })
-        .collect();
-    let layout = DcfLayout::new(n, m, p, count)
-        .ok_or_else(|| FssError::BadParams(format!("a batch of {count} keys is too large")))?;
-    let body0 = assemble(&layout, &roots, &parts);
-    let mut body1 = body0.clone();
-    let mut body0 = body0;
-    for (k, r) in roots.iter().enumerate() {
-        let o = layout.seed_at(k);
-        body0[o..o + 16].copy_from_slice(&r.0.to_le_bytes());
-        body1[o..o + 16].copy_from_slice(&r.1.to_le_bytes());
-    }
+            );
+            d0.fill(&part, rc, m, p);
+            d1.copy_as_party1(&d0, rc);
+        });
     let mk = |party: u8, body: Vec<u8>| DcfKeys {
         layout,
         party,
@@ -910,60 +919,102 @@ pub fn gen_batch(
     Ok((mk(0, body0), mk(1, body1)))
 }
 
-/// The body shared by both parties (seeds zero): correction words of the generated chunks
-/// placed in the [`DcfLayout`] regions; value correction words packed at m bits, one level per
-/// parallel task.
-fn assemble(l: &DcfLayout, roots: &[(u128, u128)], parts: &[GenPart]) -> Vec<u8> {
-    let (nn, p, count) = (l.n as usize, l.p, l.count);
-    let mut body = vec![0u8; l.total];
-    for (ci, part) in parts.iter().enumerate() {
-        let base = ci * GEN_CHUNK;
-        let len = part.tcw_l.len();
-        for i in 0..nn {
-            for (kk, w) in part.scw[i * len..(i + 1) * len].iter().enumerate() {
-                let o = l.scw_at(i, base + kk);
-                body[o..o + 16].copy_from_slice(&w.to_le_bytes());
+/// The ranges of one body that chunk `c` of [`gen_batch`] writes: its keys' root seeds, seed
+/// correction words of every level, control corrections, and packed value correction words
+/// of every level and the final ones (chunks of [`GEN_CHUNK`] keys start on byte boundaries
+/// of the packed regions: `GEN_CHUNK·p·m` bits is a whole number of bytes).
+struct ChunkDst<'a> {
+    seeds: &'a mut [u8],
+    scw: Vec<&'a mut [u8]>,
+    tcw_l: &'a mut [u8],
+    tcw_r: &'a mut [u8],
+    vcw: Vec<&'a mut [u8]>,
+    fcw: &'a mut [u8],
+}
+
+impl<'a> ChunkDst<'a> {
+    /// Split `body` (zeroed, `l.total` bytes) into the disjoint ranges of every chunk.
+    fn split(l: &DcfLayout, body: &'a mut [u8]) -> Vec<ChunkDst<'a>> {
+        let (nn, count) = (l.n as usize, l.count);
+        let chunks = count.div_ceil(GEN_CHUNK);
+        let packed = GEN_CHUNK * l.p * l.m as usize / 8;
+        let lb = l.level_bytes();
+        let (head, rest) = body.split_at_mut(l.tcw_l);
+        let (seeds, scw) = head.split_at_mut(l.scw);
+        let (tl, rest) = rest.split_at_mut(l.tcw_r - l.tcw_l);
+        let (tr, rest) = rest.split_at_mut(l.vcw - l.tcw_r);
+        let (vcw, fcw) = rest.split_at_mut(l.fcw - l.vcw);
+        let mut seeds = seeds.chunks_mut(16 * GEN_CHUNK);
+        let mut tl = tl[..8 * count].chunks_mut(8 * GEN_CHUNK);
+        let mut tr = tr[..8 * count].chunks_mut(8 * GEN_CHUNK);
+        let mut fcw = fcw[..lb].chunks_mut(packed.max(1));
+        let mut out: Vec<ChunkDst<'a>> = Vec::with_capacity(chunks);
+        for _ in 0..chunks {
+            out.push(ChunkDst {
+                seeds: seeds.next().unwrap_or_default(),
+                scw: Vec::with_capacity(nn),
+                tcw_l: tl.next().unwrap_or_default(),
+                tcw_r: tr.next().unwrap_or_default(),
+                vcw: Vec::with_capacity(nn),
+                fcw: fcw.next().unwrap_or_default(),
+            });
+        }
+        for level in scw.chunks_mut((16 * count).max(1)).take(nn) {
+            for (d, c) in out.iter_mut().zip(level.chunks_mut(16 * GEN_CHUNK)) {
+                d.scw.push(c);
             }
         }
-        for kk in 0..len {
-            let o = l.tcw_l + 8 * (base + kk);
-            body[o..o + 8].copy_from_slice(&part.tcw_l[kk].to_le_bytes());
-            let o = l.tcw_r + 8 * (base + kk);
-            body[o..o + 8].copy_from_slice(&part.tcw_r[kk].to_le_bytes());
+        if l.vcw_level_stride > 0 {
+            for level in vcw.chunks_mut(l.vcw_level_stride).take(nn) {
+                for (d, c) in out.iter_mut().zip(level[..lb].chunks_mut(packed.max(1))) {
+                    d.vcw.push(c);
+                }
+            }
         }
+        out
     }
-    debug_assert_eq!(roots.len(), count);
-    let lb = l.level_bytes();
-    let pack_level = |vals: &mut Vec<u64>, buf: &mut Vec<u8>, dst: &mut [u8]| {
-        buf.clear();
-        pack_into(vals, l.m, buf);
-        dst[..lb].copy_from_slice(buf);
-        vals.clear();
-    };
-    if nn > 0 && lb > 0 {
-        body[l.vcw..l.vcw + nn * l.vcw_level_stride]
-            .par_chunks_mut(l.vcw_level_stride)
-            .enumerate()
-            .for_each_init(
-                || (Vec::with_capacity(count * p), Vec::with_capacity(lb)),
-                |(vals, buf), (i, dst)| {
-                    for part in parts {
-                        let len = part.tcw_l.len();
-                        vals.extend_from_slice(&part.vcw[i * len * p..(i + 1) * len * p]);
-                    }
-                    pack_level(vals, buf, dst);
-                },
-            );
-    }
-    if lb > 0 {
-        let mut vals = Vec::with_capacity(count * p);
-        for part in parts {
-            vals.extend_from_slice(&part.fcw);
+
+    /// Write chunk `part` (keys with roots `roots`) as party 0's body ranges.
+    fn fill(&mut self, part: &GenPart, roots: &[(u128, u128)], m: u32, p: usize) {
+        let len = roots.len();
+        for (d, r) in self.seeds.chunks_exact_mut(16).zip(roots) {
+            d.copy_from_slice(&r.0.to_le_bytes());
         }
-        let mut buf = Vec::with_capacity(lb);
-        pack_level(&mut vals, &mut buf, &mut body[l.fcw..l.fcw + lb]);
+        for (i, lv) in self.scw.iter_mut().enumerate() {
+            for (d, w) in lv
+                .chunks_exact_mut(16)
+                .zip(&part.scw[i * len..(i + 1) * len])
+            {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        for (d, w) in self.tcw_l.chunks_exact_mut(8).zip(&part.tcw_l) {
+            d.copy_from_slice(&w.to_le_bytes());
+        }
+        for (d, w) in self.tcw_r.chunks_exact_mut(8).zip(&part.tcw_r) {
+            d.copy_from_slice(&w.to_le_bytes());
+        }
+        for (i, dst) in self.vcw.iter_mut().enumerate() {
+            pack_to(&part.vcw[i * len * p..(i + 1) * len * p], m, dst);
+        }
+        pack_to(&part.fcw, m, self.fcw);
     }
-    body
+
+    /// Party 1's ranges: party 0's bytes (`d0`, filled) with party 1's root seeds.
+    fn copy_as_party1(&mut self, d0: &ChunkDst<'_>, roots: &[(u128, u128)]) {
+        for (d, r) in self.seeds.chunks_exact_mut(16).zip(roots) {
+            d.copy_from_slice(&r.1.to_le_bytes());
+        }
+        for (a, b) in self.scw.iter_mut().zip(&d0.scw) {
+            a.copy_from_slice(b);
+        }
+        self.tcw_l.copy_from_slice(d0.tcw_l);
+        self.tcw_r.copy_from_slice(d0.tcw_r);
+        for (a, b) in self.vcw.iter_mut().zip(&d0.vcw) {
+            a.copy_from_slice(b);
+        }
+        self.fcw.copy_from_slice(d0.fcw);
+    }
 }
 
 /// Keys per parallel generation task.
@@ -982,7 +1033,7 @@ struct GenPart {
 
 /// Generate the correction words of `roots.len()` keys. Per level, the seeds of both parties
 /// of [`GEN_LANES`] keys are expanded in both directions by one pipelined AES call.
-fn gen_chunk(
+fn gen_chunk<const NB: usize>(
     n: u32,
     m: u32,
     p: usize,
@@ -993,7 +1044,7 @@ fn gen_chunk(
     let aes = FixedKeyAes::global();
     let nn = n as usize;
     let len = roots.len();
-    let nb = value_blocks(m, p);
+    let nb = if NB > 0 { NB } else { value_blocks(m, p) };
     let mm = mask_bits(m);
     // Blocks per party: child L, child R, then value block j in direction d at 2 + 2j + d.
     let per = 2 + 2 * nb;
@@ -1012,7 +1063,12 @@ fn gen_chunk(
         fcw: vec![0; len * p],
     };
     let mut buf = vec![0u128; GEN_LANES * per2];
-    let mut vb = vec![0u128; nb];
+    // The value stream as u64 words (one zero word past the end) and each element's word
+    // and shift in it.
+    let mut words = vec![0u64; 2 * nb + 1];
+    let offs: Vec<(usize, u32)> = (0..p)
+        .map(|q| (q * m as usize / 64, (q * m as usize % 64) as u32))
+        .collect();
     // v[(party·2 + dir)·p + q] of one lane.
     let mut v = vec![0u64; 4 * p];
     let mut valpha = vec![0u64; GEN_LANES * p];
@@ -1046,14 +1102,24 @@ fn gen_chunk(
                         *x ^= s[b][e] ^ c;
                     }
                 }
-                // Convert values: party b, direction d, element q.
+                // Convert values: party b, direction d, element q (the low 64 bits of the
+                // value stream from bit q·m: only the low m bits are used below, as every
+                // step is a ring operation mod 2^64 followed by a mask).
                 for b in 0..2 {
                     for d in 0..2 {
                         for j in 0..nb {
-                            vb[j] = blk[b * per + 2 + 2 * j + d];
+                            let x = blk[b * per + 2 + 2 * j + d];
+                            words[2 * j] = x as u64;
+                            words[2 * j + 1] = (x >> 64) as u64;
                         }
-                        for q in 0..p {
-                            v[(b * 2 + d) * p + q] = bits_at(&vb, q * m as usize, m);
+                        let out = &mut v[(b * 2 + d) * p..(b * 2 + d + 1) * p];
+                        for (o, &(w, sh)) in out.iter_mut().zip(&offs) {
+                            let hi = if sh == 0 {
+                                0
+                            } else {
+                                words[w + 1] << (64 - sh)
+                            };
+                            *o = (words[w] >> sh) | hi;
                         }
                     }
                 }

@@ -20,7 +20,9 @@
 //! installing one changes where keys are made, never which bytes they are; a device failure
 //! is an error, not a silent fallback.
 
-use std::sync::{Arc, RwLock};
+use std::cell::Cell;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use suf_core::prg::Csprng;
 
@@ -95,6 +97,123 @@ pub fn dcf_gen_cpu(
     dcf::gen_batch(n, m, p, alphas, betas, &mut Csprng::from_seed(seed))
 }
 
+/// Time this thread spent in seeded DCF and DPF batch generation ([`dcf_gen`],
+/// [`dpf_cmp_gen`]: wall time of each call, whichever dealer is installed), for the dealer's
+/// per-kind report. Read and reset with [`swap_gen_times`].
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct GenTimes {
+    /// Nanoseconds in [`dcf_gen`] calls.
+    pub dcf_ns: u64,
+    /// DCF keys generated (summed over the calls).
+    pub dcf_keys: u64,
+    /// Nanoseconds in [`dpf_cmp_gen`] calls.
+    pub dpf_ns: u64,
+    /// DPF comparison keys generated.
+    pub dpf_keys: u64,
+}
+
+thread_local! {
+    static GEN_TIMES: Cell<GenTimes> = const { Cell::new(GenTimes {
+        dcf_ns: 0,
+        dcf_keys: 0,
+        dpf_ns: 0,
+        dpf_keys: 0,
+    }) };
+}
+
+/// Replace this thread's accumulated [`GenTimes`] with `new` and return the old value. A
+/// caller measuring one task swaps in zeros before it and swaps the saved value back after
+/// (nesting-safe: a task that a waiting thread steals does the same inside).
+pub fn swap_gen_times(new: GenTimes) -> GenTimes {
+    GEN_TIMES.with(|c| c.replace(new))
+}
+
+fn add_gen_time(dcf: bool, t: Instant, keys: usize) {
+    let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    GEN_TIMES.with(|c| {
+        let mut g = c.get();
+        if dcf {
+            g.dcf_ns = g.dcf_ns.saturating_add(ns);
+            g.dcf_keys = g.dcf_keys.saturating_add(keys as u64);
+        } else {
+            g.dpf_ns = g.dpf_ns.saturating_add(ns);
+            g.dpf_keys = g.dpf_keys.saturating_add(keys as u64);
+        }
+        c.set(g);
+    });
+}
+
+/// Large byte buffers kept for reuse: a dealer's key buffers are hundreds of MB each, and a
+/// freshly allocated one is mapped page by page by the kernel on first touch (on CPU-2 the
+/// page faults of the key copies were ≈ 23 % of the dealer's CPU time). The key stream's
+/// writer threads hand back every buffer they have written ([`recycle_buffer`]); key bodies,
+/// key files and gate blobs take one ([`zeroed_buffer`]) when one of a fitting size is free.
+struct BufferPool {
+    bufs: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+static POOL: Mutex<BufferPool> = Mutex::new(BufferPool {
+    bufs: Vec::new(),
+    bytes: 0,
+});
+
+/// Buffers below this size are not pooled: glibc's allocator serves them from its heaps and
+/// reuses freed ones itself (measured: pooling them too gave more page faults), while every
+/// block above its largest mmap threshold (32 MiB) is mapped fresh and unmapped on free.
+pub const POOL_MIN_BYTES: usize = 32 << 20;
+/// At most this many bytes of capacity are kept in the pool.
+pub const POOL_MAX_BYTES: usize = 1 << 31;
+
+/// `len` zero bytes: a pooled buffer of capacity in [len, 2·len + 32 MiB] when one is free
+/// (zeroed with a memset over pages already mapped), else a fresh zeroed allocation.
+pub fn zeroed_buffer(len: usize) -> Vec<u8> {
+    if len >= POOL_MIN_BYTES {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = len.saturating_mul(2).saturating_add(POOL_MIN_BYTES);
+        let best = pool
+            .bufs
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| (len..=limit).contains(&b.capacity()))
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let mut v = pool.bufs.swap_remove(i);
+            pool.bytes -= v.capacity();
+            drop(pool);
+            v.clear();
+            v.resize(len, 0);
+            return v;
+        }
+    }
+    vec![0u8; len]
+}
+
+/// Give a buffer that is no longer needed to the pool (dropped when it is small or the pool
+/// is full).
+pub fn recycle_buffer(v: Vec<u8>) {
+    let cap = v.capacity();
+    if cap < POOL_MIN_BYTES {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if pool.bytes.saturating_add(cap) <= POOL_MAX_BYTES {
+        pool.bytes += cap;
+        pool.bufs.push(v);
+    }
+}
+
+/// Free every pooled buffer (the dealer calls this when a stream is finished).
+pub fn release_buffers() {
+    let bufs = {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        pool.bytes = 0;
+        std::mem::take(&mut pool.bufs)
+    };
+    drop(bufs);
+}
+
 static INSTALLED: RwLock<Option<Arc<dyn DcfDealer>>> = RwLock::new(None);
 
 /// Restores the previously installed dealer when dropped.
@@ -142,11 +261,14 @@ pub fn dcf_gen(
     betas: &[u64],
     seed: [u8; 16],
 ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
+    let t = Instant::now();
     let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
-    match d {
+    let r = match d {
         Some(d) => d.dcf_gen(n, m, p, alphas, betas, seed),
         None => dcf_gen_cpu(n, m, p, alphas, betas, seed),
-    }
+    };
+    add_gen_time(true, t, alphas.len());
+    r
 }
 
 /// A seeded DPF comparison batch on the CPU: [`dpf::gen_cmp_batch`] with
@@ -163,11 +285,14 @@ pub fn dpf_cmp_gen_cpu(n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKey
 /// # Errors
 /// As [`dpf::gen_cmp_batch`], or the installed dealer's device error.
 pub fn dpf_cmp_gen(n: u32, alphas: &[u64], seed: [u8; 16]) -> Result<(DpfKeys, DpfKeys)> {
+    let t = Instant::now();
     let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
-    match d {
+    let r = match d {
         Some(d) => d.dpf_cmp_gen(n, alphas, seed),
         None => dpf_cmp_gen_cpu(n, alphas, seed),
-    }
+    };
+    add_gen_time(false, t, alphas.len());
+    r
 }
 
 #[cfg(test)]
@@ -198,6 +323,38 @@ mod tests {
             (d0.to_bytes(), d1.to_bytes()),
             (e0.to_bytes(), e1.to_bytes())
         );
+    }
+
+    /// Pooled buffers come back zeroed, of the asked length, and only when they fit.
+    #[test]
+    fn pooled_buffers_are_zeroed_and_fit() {
+        let mut v = vec![7u8; 3 * POOL_MIN_BYTES];
+        v[5] = 1;
+        recycle_buffer(v);
+        recycle_buffer(vec![1u8; 10]);
+        // Too small a request for that buffer (its capacity is above 2·len + 32 MiB) or too
+        // large: fresh zeroed memory; a fitting one: zeroed, the asked length.
+        for len in [POOL_MIN_BYTES / 2, 4 * POOL_MIN_BYTES, 2 * POOL_MIN_BYTES] {
+            let b = zeroed_buffer(len);
+            assert_eq!(b.len(), len);
+            assert!(b.iter().all(|&x| x == 0), "len {len}");
+        }
+        release_buffers();
+        assert_eq!(zeroed_buffer(POOL_MIN_BYTES + 3).len(), POOL_MIN_BYTES + 3);
+    }
+
+    /// Generation time accumulates per thread, by kind, and swapping restores the old value.
+    #[test]
+    fn gen_times_accumulate_and_swap() {
+        let saved = swap_gen_times(GenTimes::default());
+        dcf_gen(8, 8, 1, &[3, 4, 5], &[1, 1, 1], [1; 16]).unwrap();
+        dpf_cmp_gen(12, &[5, 6], [2; 16]).unwrap();
+        dpf_cmp_gen(12, &[7], [2; 16]).unwrap();
+        let g = swap_gen_times(saved);
+        assert_eq!((g.dcf_keys, g.dpf_keys), (3, 3));
+        assert!(g.dcf_ns > 0 && g.dpf_ns > 0);
+        assert_eq!(swap_gen_times(GenTimes::default()), saved);
+        swap_gen_times(saved);
     }
 
     /// A dealer that counts its calls, to see that `install` routes `dcf_gen` to it.

@@ -86,22 +86,50 @@ pub const PART_ALIGN: usize = 16;
 /// parts   part i at a 16-aligned offset, each followed by zero padding to a multiple of 16
 /// ```
 pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
+    use rayon::prelude::*;
     let al = |x: usize| x.next_multiple_of(PART_ALIGN);
     let head = al(8 + 8 * parts.len());
     let total: usize = head + parts.iter().map(|p| al(p.len())).sum::<usize>();
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&(parts.len() as u64).to_le_bytes());
-    for p in parts {
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+    if total < suf_fss::dealer::POOL_MIN_BYTES {
+        // Heap-sized: one sequential pass.
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&(parts.len() as u64).to_le_bytes());
+        for p in parts {
+            out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        }
+        out.resize(head, 0);
+        for p in parts {
+            out.extend_from_slice(p);
+            out.resize(al(out.len()), 0);
+        }
+        return out;
     }
-    out.resize(head, 0);
-    for p in parts {
-        out.extend_from_slice(p);
-        out.resize(al(out.len()), 0);
+    // Large: zeroed (padding included; a pooled buffer when one is free), then each part
+    // copied into place in parallel chunks, so that the pages are touched by every core.
+    let mut out = suf_fss::dealer::zeroed_buffer(total);
+    let (h, mut rest) = out.split_at_mut(head);
+    h[..8].copy_from_slice(&(parts.len() as u64).to_le_bytes());
+    for (i, p) in parts.iter().enumerate() {
+        h[8 + 8 * i..16 + 8 * i].copy_from_slice(&(p.len() as u64).to_le_bytes());
     }
-    debug_assert_eq!(out.len(), total);
+    for p in parts {
+        let (dst, tail) = std::mem::take(&mut rest).split_at_mut(al(p.len()));
+        let dst = &mut dst[..p.len()];
+        if p.len() < COPY_CHUNK {
+            dst.copy_from_slice(p);
+        } else {
+            dst.par_chunks_mut(COPY_CHUNK)
+                .zip(p.par_chunks(COPY_CHUNK))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+        }
+        rest = tail;
+    }
+    debug_assert!(rest.is_empty());
     out
 }
+
+/// Bytes per parallel task when [`join_parts`] copies a large part.
+const COPY_CHUNK: usize = 1 << 20;
 
 /// Length of the blob [`join_parts`] makes from parts of these lengths (closed form, checked
 /// arithmetic): 16-aligned head of 8 + 8·c bytes, then each part padded to a multiple of 16.
@@ -403,6 +431,28 @@ mod tests {
         assert!(split_parts(KeyRef::detached(&join_parts(&[])), 0)
             .unwrap()
             .is_empty());
+    }
+
+    /// The parallel copy of large parts gives exactly the sequential layout: head, then each
+    /// part at a 16-aligned offset with zero padding.
+    #[test]
+    fn large_parts_join_like_the_sequential_layout() {
+        let big: Vec<u8> = (0..(3 << 20) + 5)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect();
+        let parts: [&[u8]; 3] = [&[9u8; 3], &big, &[8u8; 17]];
+        let mut want = Vec::new();
+        want.extend_from_slice(&3u64.to_le_bytes());
+        for p in parts {
+            want.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        }
+        want.resize(32, 0);
+        for p in parts {
+            want.extend_from_slice(p);
+            want.resize(want.len().next_multiple_of(PART_ALIGN), 0);
+        }
+        assert!(join_parts(&parts) == want);
+        assert_eq!(joined_len(&parts.map(<[u8]>::len)), Some(want.len()));
     }
 
     #[test]

@@ -179,6 +179,8 @@ impl Sink {
         let thread = std::thread::spawn(move || -> std::io::Result<()> {
             for b in rx {
                 sink.write_all(&b)?;
+                // Written: its (mapped) memory serves the next key buffers.
+                suf_fss::dealer::recycle_buffer(b);
             }
             sink.flush()
         });
