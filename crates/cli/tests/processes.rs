@@ -82,6 +82,25 @@ fn two_party_processes_on_the_cpu() {
         // Both parties exchange the same number of bytes.
         assert_eq!(pp[0]["bytes_sent"], pp[1]["bytes_recv"]);
         assert!(!v["layers"].as_array().unwrap().is_empty());
+        // The dealer's report: its phases, the split by work kind and the kinds of the last
+        // run (bytes of both parties, never more than the streams hold).
+        for k in ["deal", "masks", "write"] {
+            assert!(v["keygen_phases_ms"][k].as_f64().unwrap() >= 0.0, "{k}: {v}");
+        }
+        for k in ["dcf", "dpf", "gate_other", "products"] {
+            assert!(v["keygen_split_ms"][k].as_f64().unwrap() >= 0.0, "{k}: {v}");
+        }
+        assert!(v["keygen_split_ms"]["dcf"].as_f64().unwrap() > 0.0, "{v}");
+        let kinds = v["keygen_kinds_last"].as_array().unwrap();
+        assert!(!kinds.is_empty());
+        let kind_bytes: u64 = kinds.iter().map(|k| k["bytes"].as_u64().unwrap()).sum();
+        let stream_bytes: u64 = v["key_bytes_per_party"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .sum();
+        assert!(kind_bytes > 0 && kind_bytes <= stream_bytes, "{kind_bytes} {stream_bytes}");
     }
 }
 
