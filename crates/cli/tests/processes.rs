@@ -85,7 +85,10 @@ fn two_party_processes_on_the_cpu() {
         // The dealer's report: its phases, the split by work kind and the kinds of the last
         // run (bytes of both parties, never more than the streams hold).
         for k in ["deal", "masks", "write"] {
-            assert!(v["keygen_phases_ms"][k].as_f64().unwrap() >= 0.0, "{k}: {v}");
+            assert!(
+                v["keygen_phases_ms"][k].as_f64().unwrap() >= 0.0,
+                "{k}: {v}"
+            );
         }
         for k in ["dcf", "dpf", "gate_other", "products"] {
             assert!(v["keygen_split_ms"][k].as_f64().unwrap() >= 0.0, "{k}: {v}");
@@ -100,7 +103,10 @@ fn two_party_processes_on_the_cpu() {
             .iter()
             .map(|x| x.as_u64().unwrap())
             .sum();
-        assert!(kind_bytes > 0 && kind_bytes <= stream_bytes, "{kind_bytes} {stream_bytes}");
+        assert!(
+            kind_bytes > 0 && kind_bytes <= stream_bytes,
+            "{kind_bytes} {stream_bytes}"
+        );
     }
 }
 
