@@ -780,32 +780,16 @@ impl CudaBackend {
     pub fn device_dpf(&self, keys: &suf_fss::dpf::DpfView<'_>) -> Result<(DeviceDpfKeys, usize)> {
         let total = keys.body().len();
         let (n, party, count) = (keys.n(), keys.party(), keys.count());
-        if let Some(o) = keys.origin() {
-            if let Some(rs) = self.attached(o.stream) {
-                let Some(offset) = usize::try_from(o.offset).ok() else {
-                    return Err(CudaError::BadKey("DPF origin offset overflows".into()));
-                };
-                let end = offset.checked_add(total);
-                if !offset.is_multiple_of(16) || end.is_none_or(|e| e > rs.len) {
-                    return Err(CudaError::BadKey(format!(
-                        "DPF batch of {total} bytes at offset {offset} of an attached stream of \
-                         {} bytes (bodies start 16-aligned inside the stream)",
-                        rs.len
-                    )));
-                }
-                return Ok((
-                    DeviceDpfKeys {
-                        body: KeyBody::InStream {
-                            buf: rs.buf.clone(),
-                            offset,
-                        },
-                        n,
-                        party,
-                        count,
-                    },
-                    0,
-                ));
-            }
+        if let Some(body) = self.in_stream(keys.origin(), total, total, 16)? {
+            return Ok((
+                DeviceDpfKeys {
+                    body,
+                    n,
+                    party,
+                    count,
+                },
+                0,
+            ));
         }
         let mut body = self.alloc_bytes(total.max(1))?;
         if total > 0 {

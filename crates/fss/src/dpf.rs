@@ -633,22 +633,29 @@ impl DpfKeys {
     /// is not `count · key_bytes_per_key(n)`.
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         let (h, body) = keyfmt::parse_header(b, KeyKind::Dpf)?;
-        let want = [1, leaf_bits(h.n), 0, 0];
-        if h.params != want {
-            return Err(FssError::BadHeader(format!(
-                "DPF parameters {:?}, expected {want:?}",
-                h.params
-            )));
-        }
-        let expected = h.count.checked_mul(Self::key_bytes_per_key(h.n) as u64);
-        keyfmt::expect_body_len(&h, expected)?;
-        let count = usize::try_from(h.count)
-            .map_err(|_| FssError::BadHeader("DPF key count does not fit in memory".into()))?;
+        let count = check_dpf_header(&h)?;
         let mut r = KeyReader::new(body);
         let k = Self::read_body(&mut r, h.n, h.party, count)?;
         r.finish()?;
         Ok(k)
     }
+}
+
+/// The checks of a DPF header shared by [`DpfKeys::from_bytes`] and [`DpfView::view`]:
+/// parameters `[1, ν, 0, 0]` and a body of exactly `count · key_bytes_per_key(n)` bytes.
+/// Returns the key count.
+fn check_dpf_header(h: &keyfmt::Header) -> Result<usize> {
+    let want = [1, leaf_bits(h.n), 0, 0];
+    if h.params != want {
+        return Err(FssError::BadHeader(format!(
+            "DPF parameters {:?}, expected {want:?}",
+            h.params
+        )));
+    }
+    let expected = h.count.checked_mul(DpfKeys::key_bytes_per_key(h.n) as u64);
+    keyfmt::expect_body_len(h, expected)?;
+    usize::try_from(h.count)
+        .map_err(|_| FssError::BadHeader("DPF key count does not fit in memory".into()))
 }
 
 /// A zero-copy view of a serialized DPF batch (header + body), as [`crate::dcf::DcfKeys::view`]
@@ -674,17 +681,7 @@ impl<'a> DpfView<'a> {
     /// [`FssError::SizeMismatch`] if the body is not `count · key_bytes_per_key(n)` bytes.
     pub fn view(k: keyfmt::KeyRef<'a>) -> Result<Self> {
         let (h, _, _) = keyfmt::parse_header_view(k.bytes, KeyKind::Dpf)?;
-        let want = [1, leaf_bits(h.n), 0, 0];
-        if h.params != want {
-            return Err(FssError::BadHeader(format!(
-                "DPF parameters {:?}, expected {want:?}",
-                h.params
-            )));
-        }
-        let expected = h.count.checked_mul(DpfKeys::key_bytes_per_key(h.n) as u64);
-        keyfmt::expect_body_len(&h, expected)?;
-        let count = usize::try_from(h.count)
-            .map_err(|_| FssError::BadHeader("DPF key count does not fit in memory".into()))?;
+        let count = check_dpf_header(&h)?;
         let body = k
             .sub(keyfmt::HEADER_LEN..k.bytes.len())
             .ok_or(FssError::Truncated {
