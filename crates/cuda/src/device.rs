@@ -735,33 +735,18 @@ impl CudaBackend {
     /// corrupt view: the runtime's views are always aligned); a driver error.
     pub fn device_dcf(&self, keys: &DcfKeys<'_>) -> Result<(DeviceDcfKeys, usize)> {
         let l = keys.layout();
-        if let Some(o) = keys.origin() {
-            if let Some(rs) = self.attached(o.stream) {
-                let off = usize::try_from(o.offset).ok();
-                let end = off.and_then(|x| x.checked_add(keys::dcf_readable(l.total)?));
-                let (Some(offset), Some(end)) = (off, end) else {
-                    return Err(CudaError::BadKey("DCF origin offset overflows".into()));
-                };
-                if !offset.is_multiple_of(16) || offset + l.total > rs.len || end > rs.buf.len() {
-                    return Err(CudaError::BadKey(format!(
-                        "DCF batch of {} bytes at offset {offset} of an attached stream of {} \
-                         bytes (bodies start 16-aligned inside the stream)",
-                        l.total, rs.len
-                    )));
-                }
-                lock(&self.stats).dcf_resident_batches += 1;
-                return Ok((
-                    DeviceDcfKeys {
-                        body: KeyBody::InStream {
-                            buf: rs.buf.clone(),
-                            offset,
-                        },
-                        layout: l,
-                        party: keys.party(),
-                    },
-                    0,
-                ));
-            }
+        let readable = keys::dcf_readable(l.total)
+            .ok_or_else(|| CudaError::BadKey("DCF body size overflows".into()))?;
+        if let Some(body) = self.in_stream(keys.origin(), l.total, readable, 16)? {
+            lock(&self.stats).dcf_resident_batches += 1;
+            return Ok((
+                DeviceDcfKeys {
+                    body,
+                    layout: l,
+                    party: keys.party(),
+                },
+                0,
+            ));
         }
         let dk = self.upload_dcf(keys)?;
         let mut st = lock(&self.stats);
