@@ -581,6 +581,7 @@ pub fn breakdown_json(rep: &suf_runtime::report::RunReport) -> Value {
         "rounds_columns": ["round", "ms", "host_ms", "device_ms", "wait_ms"],
         "rounds": rounds,
         "backend": serde_json::to_value(&rep.backend).unwrap_or(Value::Null),
+        "phases_ms": rep.phases_ms,
         "operators": ops.into_iter().map(|(op, (ms, el))| json!({"op": op, "ms": ms, "elements": el})).collect::<Vec<_>>(),
     })
 }

@@ -128,6 +128,13 @@ struct Exec<'a, 'b, 'r> {
     uses: Vec<u32>,
     prep: Prepared<'r, 'a>,
     counter: Counter,
+    /// Wall time per executor phase ([`RunReport::phases_ms`]).
+    phases: BTreeMap<&'static str, f64>,
+}
+
+/// Add the time since `t` to phase `k`.
+fn lap(phases: &mut BTreeMap<&'static str, f64>, k: &'static str, t: Instant) {
+    *phases.entry(k).or_default() += t.elapsed().as_secs_f64() * 1e3;
 }
 
 impl Exec<'_, '_, '_> {
@@ -243,9 +250,11 @@ impl Exec<'_, '_, '_> {
             stack.extend(op.deps());
         }
         need.sort();
+        let t = Instant::now();
         for id in need {
             self.local(id, inputs)?;
         }
+        lap(&mut self.phases, "local", t);
         Ok(())
     }
 }
@@ -394,6 +403,7 @@ impl<'a> Party<'a> {
             vals: vec![None; prog.nodes.len()],
             prep,
             counter: Counter::default(),
+            phases: BTreeMap::new(),
             sched,
         };
         let mut rep = RunReport {
@@ -426,18 +436,15 @@ impl<'a> Party<'a> {
                     let bits = bits_of(dn.dtype, w);
                     let before = msg.len();
                     // Mask and pack in one pass (`suf_backend::fused::mask_pack`).
-                    let (r, masked) = match dn.dtype {
-                        Dtype::Arith => {
-                            let r = keys.take_arith(dn.numel())?;
-                            let m = self.be.mask_pack(w, &x, &r, &mut msg)?;
-                            (r, m)
-                        }
-                        Dtype::Bool => {
-                            let r = keys.take_bool(dn.numel())?;
-                            let m = self.be.mask_pack(z2(), &x, &r, &mut msg)?;
-                            (r, m)
-                        }
+                    let t = Instant::now();
+                    let (r, ring) = match dn.dtype {
+                        Dtype::Arith => (keys.take_arith(dn.numel())?, w),
+                        Dtype::Bool => (keys.take_bool(dn.numel())?, z2()),
                     };
+                    lap(&mut ex.phases, "masks", t);
+                    let t = Instant::now();
+                    let masked = self.be.mask_pack(ring, &x, &r, &mut msg)?;
+                    lap(&mut ex.phases, "mask_pack", t);
                     layout.push((masked.len(), bits));
                     let sent = (msg.len() - before) as u64;
                     ex.counter
@@ -452,6 +459,7 @@ impl<'a> Party<'a> {
             let t_wait = Instant::now();
             net.send(msg)?;
             wait_ms += t_wait.elapsed().as_secs_f64() * 1e3;
+            lap(&mut ex.phases, "send", t_wait);
             // 2. Overlap: every other local step that is ready now.
             let ready: Vec<NodeId> = (0..prog.nodes.len())
                 .map(|i| NodeId(i as u32))
@@ -468,6 +476,7 @@ impl<'a> Party<'a> {
             let t_wait = Instant::now();
             let theirs = net.recv_max(expect)?;
             wait_ms += t_wait.elapsed().as_secs_f64() * 1e3;
+            lap(&mut ex.phases, "recv", t_wait);
             net.note_round();
             if theirs.len() != expect {
                 return Err(RtError::Peer(format!(
@@ -536,6 +545,7 @@ impl<'a> Party<'a> {
         rep.wire_bytes_recv = net.stats().bytes_received - net0.1;
         let counter = std::mem::take(&mut ex.counter);
         counter.finish(&mut rep);
+        rep.phases_ms = std::mem::take(&mut ex.phases);
         Ok(PartyOutput {
             outputs,
             report: rep,
@@ -559,6 +569,7 @@ impl<'a> Party<'a> {
         let w = ex.w;
         let j = self.party as u64;
         // Reconstruct opened values: own masked share + peer's.
+        let t_unpack = Instant::now();
         let mut opened: Vec<Vec<Vec<u64>>> = Vec::with_capacity(wave.len());
         let mut pos = 0;
         let mut li = 0;
@@ -587,6 +598,7 @@ impl<'a> Party<'a> {
             }
             opened.push(o);
         }
+        lap(&mut ex.phases, "unpack_add", t_unpack);
         let index: HashMap<NodeId, usize> =
             wave.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let groups = Schedule::groups(prog, wave);
@@ -607,9 +619,12 @@ impl<'a> Party<'a> {
                     Op::Gate(_, g) => g.clone(),
                     _ => unreachable!("gate group holds gates"),
                 };
+                lap(&mut ex.phases, "gate_gather", t);
+                let t_eval = Instant::now();
                 let blob = keys.take_blob()?;
                 let dev0 = tracer.on().then(|| self.be.stats().device_ms);
                 let out = gate.eval(w, self.party, blob.key(), &xhat, self.be)?;
+                lap(&mut ex.phases, "gate_eval", t_eval);
                 let q = gate.outputs();
                 let total = xhat.len();
                 if out.len() != q * total {
@@ -630,11 +645,13 @@ impl<'a> Party<'a> {
                         "device_us": dev_us,
                     }));
                 }
+                let t_scatter = Instant::now();
                 if let [one] = ids.as_slice() {
                     let nd = prog.node(*one);
                     ex.counter
                         .time(&nd.layer, &nd.op.name(), nd.numel() / q, ms);
                     results.insert(*one, out);
+                    lap(&mut ex.phases, "gate_scatter", t_scatter);
                     continue;
                 }
                 let mut pos = 0;
@@ -654,6 +671,7 @@ impl<'a> Party<'a> {
                     results.insert(*id, v);
                     pos += c;
                 }
+                lap(&mut ex.phases, "gate_scatter", t_scatter);
             }
         }
         // Products of a batched run (below), by node, until the wave reaches them.
@@ -753,6 +771,7 @@ impl<'a> Party<'a> {
                 _ => unreachable!("only interactive steps are scheduled"),
             };
             if !matches!(node.op, Op::Gate(..)) {
+                lap(&mut ex.phases, "products", t);
                 ex.counter.time(
                     &node.layer,
                     &node.op.name(),

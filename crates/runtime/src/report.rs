@@ -151,6 +151,11 @@ pub struct RunReport {
     pub layers: Vec<LayerReport>,
     /// Per operator within each layer.
     pub ops: Vec<OpReport>,
+    /// Wall time of the executor's phases summed over the rounds (ms), device calls and
+    /// waiting included: `local` (local steps), `masks` (mask shares from the key stream),
+    /// `mask_pack`, `send`, `recv`, `unpack_add`, `gate_gather`, `gate_eval`,
+    /// `gate_scatter`, `products` (Beaver-style steps).
+    pub phases_ms: BTreeMap<&'static str, f64>,
 }
 
 #[derive(Default)]
