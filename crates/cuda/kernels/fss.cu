@@ -312,3 +312,96 @@ __device__ void dcf_vec_body(const u8* __restrict__ body, u64 count, u32 n, u32 
 
 extern "C" __global__ void dcf_vec_t4(SUF_DCF_VEC_ARGS) { dcf_vec_body<0>(SUF_DCF_VEC_CALL); }
 extern "C" __global__ void dcf_vec_r32(SUF_DCF_VEC_ARGS) { dcf_vec_body<1>(SUF_DCF_VEC_CALL); }
+
+// ---- DCF with a vector payload of P = 2, 3 or 4 elements, specialized ----------------------
+//
+// The same semantics, bytes and loads as dcf_vec_body, with P known at compile time: the level's
+// value blocks and the P accumulators stay in registers (dcf_vec_body indexes its arrays with
+// run-time indices, which puts them in local memory). The value words are held as 64-bit words
+// L[0..2·NB]; element q is bits [q·m, q·m + 64) of their concatenation (only its low m bits
+// matter), picked from L by predicated selects over the word index q·m / 64, which depends on
+// the public m alone.
+
+template <int MODE, int P>
+__device__ void dcf_vecp_body(const u8* __restrict__ body, u64 count, u32 n, u32 m, u32 p,
+                              u32 party, u64 o_seed, u64 o_scw, u64 o_tcw_l, u64 o_tcw_r,
+                              u64 o_vcw, u64 vcw_stride, u64 o_fcw,
+                              const u64* __restrict__ xs, u64 total, u64 per_key,
+                              u64* __restrict__ out) {
+    constexpr int NB = (P * 64 + 127) / 128;  // most value blocks per level (m <= 64)
+    constexpr int NL = 2 * NB + 1;            // 64-bit words, one zero word past the blocks
+    extern __shared__ u32 sm[];
+    suf_load_tables<MODE>(sm);
+    const u32 lane = threadIdx.x & 31;
+    const u32 nb = (P * m + 127) / 128;
+    const u64 dmask = n >= 64 ? ~0ull : ((1ull << n) - 1);
+    const u64 mm = m >= 64 ? ~0ull : ((1ull << m) - 1);
+    const uint4* seed = (const uint4*)(body + o_seed);
+    const uint4* scw = (const uint4*)(body + o_scw);
+    const u64* tcw_l = (const u64*)(body + o_tcw_l);
+    const u64* tcw_r = (const u64*)(body + o_tcw_r);
+    const u64* fcw = (const u64*)(body + o_fcw);
+    const u64 neg = 0ull - (u64)party;
+    for (u64 e = suf_thread_id(); e < total; e += suf_grid_threads()) {
+        const u64 k = per_key == 1 ? e : e / per_key;
+        const u64 x = xs[e] & dmask;
+        uint4 s = seed[k];
+        u32 t = party;
+        u64 acc[P];
+#pragma unroll
+        for (int q = 0; q < P; q++) acc[q] = 0;
+        const u64 tl = tcw_l[k];
+        const u64 trr = tcw_r[k];
+        const u64 kbit = k * (u64)P * m;
+        for (u32 i = 0; i < n; i++) {
+            const u32 dbit = (u32)(x >> (n - 1 - i)) & 1u;
+            const uint4 cw = scw[(u64)i * count + k];
+            uint4 y = suf_mmo<MODE>(s, suf_c_child(dbit), sm, lane);
+            u64 L[NL];
+#pragma unroll
+            for (int j = 0; j < NL; j++) L[j] = 0;
+#pragma unroll
+            for (int j = 0; j < NB; j++) {
+                if ((u32)j < nb) {
+                    const uint4 w = suf_mmo<MODE>(s, suf_c_value(2 * j + dbit), sm, lane);
+                    L[2 * j] = (u64)w.x | ((u64)w.y << 32);
+                    L[2 * j + 1] = (u64)w.z | ((u64)w.w << 32);
+                }
+            }
+            const u64 tm = 0ull - (u64)t;
+            const u64* vl = (const u64*)(body + o_vcw + (u64)i * vcw_stride);
+#pragma unroll
+            for (int q = 0; q < P; q++) {
+                const u32 off = (u32)q * m;
+                const u32 wi = off >> 6;
+                const u32 sh = off & 63;
+                u64 lo = 0, hi = 0;
+#pragma unroll
+                for (int c = 0; c < NL; c++) {
+                    lo = ((u32)c == wi) ? L[c] : lo;
+                    hi = ((u32)c == wi + 1) ? L[c] : hi;
+                }
+                const u64 v = sh == 0 ? lo : (lo >> sh) | (hi << (64 - sh));
+                acc[q] += v + (tm & suf_bits(vl, kbit + (u64)q * m, m));
+            }
+            const u32 tsel = (u32)((dbit ? trr : tl) >> i) & 1u;
+            const uint4 corr = make_uint4((cw.x & ~1u) | tsel, cw.y, cw.z, cw.w);
+            y = suf_xor(y, suf_and(corr, 0u - t));
+            t = y.x & 1u;
+            s = make_uint4(y.x & ~1u, y.y, y.z, y.w);
+        }
+        const u64 tm = 0ull - (u64)t;
+#pragma unroll
+        for (int q = 0; q < P; q++) {
+            const u64 v = acc[q] + (tm & suf_bits(fcw, kbit + (u64)q * m, m));
+            out[e * P + q] = ((v ^ neg) - neg) & mm;
+        }
+    }
+}
+
+extern "C" __global__ void dcf_vp2_t4(SUF_DCF_VEC_ARGS) { dcf_vecp_body<0, 2>(SUF_DCF_VEC_CALL); }
+extern "C" __global__ void dcf_vp2_r32(SUF_DCF_VEC_ARGS) { dcf_vecp_body<1, 2>(SUF_DCF_VEC_CALL); }
+extern "C" __global__ void dcf_vp3_t4(SUF_DCF_VEC_ARGS) { dcf_vecp_body<0, 3>(SUF_DCF_VEC_CALL); }
+extern "C" __global__ void dcf_vp3_r32(SUF_DCF_VEC_ARGS) { dcf_vecp_body<1, 3>(SUF_DCF_VEC_CALL); }
+extern "C" __global__ void dcf_vp4_t4(SUF_DCF_VEC_ARGS) { dcf_vecp_body<0, 4>(SUF_DCF_VEC_CALL); }
+extern "C" __global__ void dcf_vp4_r32(SUF_DCF_VEC_ARGS) { dcf_vecp_body<1, 4>(SUF_DCF_VEC_CALL); }

@@ -22,6 +22,7 @@
 //! used through the [`DcfDealer`] hook (the same bytes; a routing choice made from the shape
 //! alone, never after a device failure) and refused by [`CudaDealer::dcf_gen_device`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,9 +48,20 @@ const BLOCK: u32 = 256;
 /// Dynamic shared memory: four T-tables (4 KB) and the batch seed's 44 round keys.
 const SMEM: u32 = 4096 + 44 * 4;
 
-/// DCF key generation on one GPU (its own stream).
+/// Streams the dealer's host paths spread their batches over.
+const LANES: usize = 8;
+
+/// DCF key generation on one GPU (streams of its own).
+///
+/// [`CudaDealer::dcf_gen_device`] runs on the dealer's first stream ([`CudaDealer::backend`]);
+/// the host paths ([`CudaDealer::dcf_gen_host`], [`CudaDealer::dpf_gen_host`], the
+/// [`DcfDealer`] hook), called from the dealer's parallel tasks, take the next of
+/// [`LANES`] streams in turn, so one task's kernel and download overlap another's, and
+/// download through pinned staging buffers ([`CudaBackend::dtoh_staged`]).
 pub struct CudaDealer {
     be: CudaBackend,
+    lanes: Vec<CudaBackend>,
+    next: AtomicUsize,
     f: CudaFunction,
     f_dpf: CudaFunction,
     _module: Arc<CudaModule>,
@@ -92,8 +104,11 @@ impl CudaDealer {
         let f_dpf = module
             .load_function("dpf_gen_t4")
             .during("looking up a kernel")?;
+        let lanes = (0..LANES).map(|_| be.sibling()).collect::<Result<_>>()?;
         Ok(CudaDealer {
             be,
+            lanes,
+            next: AtomicUsize::new(0),
             f,
             f_dpf,
             _module: module,
@@ -103,6 +118,11 @@ impl CudaDealer {
     /// The backend instance whose stream the dealer uses (its device keys belong to it).
     pub fn backend(&self) -> &CudaBackend {
         &self.be
+    }
+
+    /// The stream (backend instance) for the next host-path batch.
+    fn lane(&self) -> &CudaBackend {
+        &self.lanes[self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len()]
     }
 
     /// Whether the kernel covers payloads of p elements of m bits.
@@ -118,6 +138,21 @@ impl CudaDealer {
     /// [`CudaError::Unsupported`] outside [`CudaDealer::supported`], or a driver error.
     pub fn dcf_gen_device(
         &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+    ) -> Result<DeviceDcfPair> {
+        self.dcf_gen_on(&self.be, n, m, p, alphas, betas, seed)
+    }
+
+    /// [`CudaDealer::dcf_gen_device`] on the stream of `be` (the dealer's or a lane's).
+    #[allow(clippy::too_many_arguments)]
+    fn dcf_gen_on(
+        &self,
+        be: &CudaBackend,
         n: u32,
         m: u32,
         p: usize,
@@ -148,14 +183,14 @@ impl CudaDealer {
             return Err(bad(format!("alpha {a} outside the {n}-bit domain")));
         }
         let alloc = dcf_alloc_len(layout.total).ok_or_else(|| bad("DCF batch too large"))?;
-        let mut b0: CudaSlice<u8> = self.be.alloc_zeros(alloc)?;
-        let mut b1: CudaSlice<u8> = self.be.alloc_zeros(alloc)?;
+        let mut b0: CudaSlice<u8> = be.alloc_zeros(alloc)?;
+        let mut b1: CudaSlice<u8> = be.alloc_zeros(alloc)?;
         let mut kernel_ms = 0.0;
         if count > 0 {
-            let rk = self.be.htod(&round_keys(seed))?;
-            let da = self.be.htod(alphas)?;
-            let db = self.be.htod(betas)?;
-            let sm = self.be.info().sm_count;
+            let rk = be.htod(&round_keys(seed))?;
+            let da = be.htod(alphas)?;
+            let db = be.htod(betas)?;
+            let sm = be.info().sm_count;
             let cfg = LaunchConfig {
                 grid_dim: (
                     (count.div_ceil(BLOCK as usize)).clamp(1, sm as usize * 16) as u32,
@@ -176,9 +211,9 @@ impl CudaDealer {
             ]
             .map(|x| x as u64);
             let (count64, p32) = (count as u64, p as u32);
-            let stream = self.be.stream();
-            let e0 = self.be.event()?;
-            let e1 = self.be.event()?;
+            let stream = be.stream();
+            let e0 = be.event()?;
+            let e1 = be.event()?;
             e0.record(stream).during("recording an event")?;
             let mut b = stream.launch_builder(&self.f);
             b.arg(&rk)
@@ -236,11 +271,12 @@ impl CudaDealer {
         betas: &[u64],
         seed: [u8; 16],
     ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
-        let pair = self.dcf_gen_device(n, m, p, alphas, betas, seed)?;
+        let lane = self.lane();
+        let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
         let total = pair.keys[0].layout.total;
         let count = alphas.len();
         let host = |k: &DeviceDcfKeys| -> Result<DcfKeys<'static>> {
-            let body = self.be.dtoh(k.buffer(), total)?;
+            let body = lane.dtoh_staged(k.buffer(), total)?;
             DcfKeys::from_body(n, m, p, k.party, count, body).map_err(bad)
         };
         Ok((host(&pair.keys[0])?, host(&pair.keys[1])?))
@@ -270,12 +306,13 @@ impl CudaDealer {
             .ok_or_else(|| bad("DPF batch too large"))?;
         // Whole 16-byte blocks (the kernel stores u128 fields), at least one.
         let alloc = total.next_multiple_of(16).max(16);
-        let mut b0: CudaSlice<u8> = self.be.alloc_zeros(alloc)?;
-        let mut b1: CudaSlice<u8> = self.be.alloc_zeros(alloc)?;
+        let be = self.lane();
+        let mut b0: CudaSlice<u8> = be.alloc_zeros(alloc)?;
+        let mut b1: CudaSlice<u8> = be.alloc_zeros(alloc)?;
         if count > 0 {
-            let rk = self.be.htod(&round_keys(seed))?;
-            let da = self.be.htod(alphas)?;
-            let sm = self.be.info().sm_count;
+            let rk = be.htod(&round_keys(seed))?;
+            let da = be.htod(alphas)?;
+            let sm = be.info().sm_count;
             let cfg = LaunchConfig {
                 grid_dim: (
                     (count.div_ceil(BLOCK as usize)).clamp(1, sm as usize * 16) as u32,
@@ -286,7 +323,7 @@ impl CudaDealer {
                 shared_mem_bytes: SMEM,
             };
             let count64 = count as u64;
-            let mut b = self.be.stream().launch_builder(&self.f_dpf);
+            let mut b = be.stream().launch_builder(&self.f_dpf);
             b.arg(&rk)
                 .arg(&da)
                 .arg(&count64)
@@ -301,8 +338,8 @@ impl CudaDealer {
             // shifts stay below 64; the dynamic shared memory is SMEM as the kernel expects.
             unsafe { b.launch(cfg) }.during("launching dpf_gen")?;
         }
-        let h0 = self.be.dtoh(&b0, total)?;
-        let h1 = self.be.dtoh(&b1, total)?;
+        let h0 = be.dtoh_staged(&b0, total)?;
+        let h1 = be.dtoh_staged(&b1, total)?;
         Ok((
             DpfKeys::from_body(n, 0, count, &h0).map_err(bad)?,
             DpfKeys::from_body(n, 1, count, &h1).map_err(bad)?,

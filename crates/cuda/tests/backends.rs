@@ -66,6 +66,8 @@ enum Var {
     Aes,
     /// Both GEMM register budgets.
     Gemm,
+    /// Both AES table layouts, and vector DCFs on the generic kernel.
+    DcfVec,
 }
 
 /// Fresh backend instances of `dev` (each CUDA instance has its own stream, so trials running
@@ -93,6 +95,18 @@ fn instances(dev: Dev, var: Var) -> Result<Instances, Failed> {
                 let b = sib()?;
                 b.set_aes_table(t);
                 v.push((format!("cuda/{}", t.name()), Box::new(b)));
+            }
+        }
+        Var::DcfVec => {
+            for (t, generic) in [
+                (AesTable::Shared4, false),
+                (AesTable::Replicated32, false),
+                (AesTable::Replicated32, true),
+            ] {
+                let b = sib()?;
+                b.set_aes_table(t);
+                b.set_dcf_vec_generic(generic);
+                v.push((format!("cuda/{}/generic={generic}", t.name()), Box::new(b)));
             }
         }
         Var::Gemm => {
@@ -577,16 +591,27 @@ fn dcf_scalar(dev: Dev) -> R {
 }
 
 /// DCF with vector payloads (technique (c)), including payloads beyond the GPU kernels
-/// (which run on the host by design and must agree too).
+/// (which run on the host by design and must agree too). p = 2, 3, 4 run on the specialized
+/// kernels (one or two value blocks per level, and both sides of the boundary: 3 × 42 = 126
+/// and 3 × 43 = 129 bits) and on the generic one.
 fn dcf_vector(dev: Dev) -> R {
     let cpu = CpuBackend::new();
     let (mut rng, mut crng) = (Rng(5), Csprng::for_tests(5));
-    for (name, be) in instances(dev, Var::Aes)? {
+    for (name, be) in instances(dev, Var::DcfVec)? {
         for n in WIDTHS {
             for (m, p) in [
                 (1u32, 2usize),
                 (13, 3),
                 (37, 3),
+                (50, 3),
+                (42, 3),
+                (43, 3),
+                (64, 3),
+                (37, 2),
+                (50, 2),
+                (13, 4),
+                (33, 4),
+                (64, 4),
                 (50, 5),
                 (64, 2),
                 (64, 16),
