@@ -445,8 +445,7 @@ fn run() -> Res<Value> {
 
     // ---- DCF with a vector payload (technique (c), degree 2: (1, r, r²)) ----------------------
     // n = m = 50, p = 3, one point per key; and bert-base's GeLU input gate's shape, n = 16,
-    // m = 50, p = 3 at 11 points per key. The specialized p = 3 kernel against the generic
-    // one, each checked against the CPU.
+    // m = 50, p = 3 at 11 points per key; each checked against the CPU.
     let mut dcf_vec_json = Vec::new();
     for (n, m, p, t) in [(50u32, 50u32, 3usize, 1usize), (16, 50, 3, 11)] {
         let keys = (base / t).max(1);
@@ -462,28 +461,25 @@ fn run() -> Res<Value> {
         let mut dout: CudaSlice<u64> = be.alloc_zeros(total * p)?;
         let mut kernel = serde_json::Map::new();
         let mut ok = true;
-        for generic in [false, true] {
-            be.set_dcf_vec_generic(generic);
+        {
             for tab in TABLES {
                 be.set_aes_table(tab);
                 let (ms, v) = kernel_ms(&be, || be.dcf_eval_device(&dk, &dx, total, t, &mut dout))?;
                 ok &= be.dtoh(&dout, total * p)? == vwant;
                 let aes = dcf::aes_per_eval(n, m, p) as f64;
-                let kname = if generic { "generic" } else { "specialized" };
                 kernel.insert(
-                    format!("{kname}/{}", tab.name()),
+                    tab.name().to_string(),
                     json!({ "kernel_ms": ms, "runs_ms": v, "evals_per_s": total as f64 / (ms / 1e3),
                             "ns_per_eval": ms * 1e6 / total as f64,
                             "aes_blocks_per_s": total as f64 * aes / (ms / 1e3) }),
                 );
                 log(&format!(
-                    "DCF n={n} p={p}×{m} bits t={t} {kname} {}: {ms:.3} ms = {:.1} M evals/s",
+                    "DCF n={n} p={p}×{m} bits t={t} {}: {ms:.3} ms = {:.1} M evals/s",
                     tab.name(),
                     total as f64 / ms / 1e3
                 ));
             }
         }
-        be.set_dcf_vec_generic(false);
         exact.insert(format!("dcf_n{n}_p{p}_m{m}_t{t}_{total}_device"), json!(ok));
         dcf_vec_json.push(json!({
             "n": n, "m": m, "p": p, "points_per_key": t, "evaluations": total,

@@ -139,8 +139,6 @@ struct Kernels {
     dpf: [CudaFunction; 2],
     dcf_p1: [CudaFunction; 2],
     dcf_vec: [CudaFunction; 2],
-    /// `dcf_vec` specialized to p = 2, 3, 4 (index p − 2).
-    dcf_vp: [[CudaFunction; 2]; 3],
     /// [u64, u32] × [one block per SM, two blocks per SM].
     gemm: [[CudaFunction; 2]; 2],
     ew: CudaFunction,
@@ -189,8 +187,6 @@ pub struct CudaBackend {
     cpu: CpuBackend,
     table: AtomicU8,
     gemm_b2: std::sync::atomic::AtomicBool,
-    /// Vector-payload DCFs of p = 2..4 on the generic kernel (for timing the specialized one).
-    vec_generic: std::sync::atomic::AtomicBool,
     cpu_below: usize,
     ew_min: AtomicUsize,
     /// Attached key streams, oldest first.
@@ -329,7 +325,6 @@ impl Device {
             dpf: pair("dpf_eval")?,
             dcf_p1: pair("dcf_p1")?,
             dcf_vec: pair("dcf_vec")?,
-            dcf_vp: [pair("dcf_vp2")?, pair("dcf_vp3")?, pair("dcf_vp4")?],
             gemm: [
                 [f("gemm_u64")?, f("gemm_u64_b2")?],
                 [f("gemm_u32")?, f("gemm_u32_b2")?],
@@ -399,7 +394,6 @@ impl CudaBackend {
             cpu: CpuBackend::new(),
             table: AtomicU8::new(opts.aes_table.idx() as u8),
             gemm_b2: std::sync::atomic::AtomicBool::new(true),
-            vec_generic: std::sync::atomic::AtomicBool::new(false),
             cpu_below: opts.cpu_below,
             ew_min: AtomicUsize::new(opts.elementwise_device_min),
             streams: Mutex::new(Vec::new()),
@@ -422,9 +416,6 @@ impl CudaBackend {
             cpu: self.cpu.clone(),
             table: AtomicU8::new(self.table.load(Ordering::Relaxed)),
             gemm_b2: std::sync::atomic::AtomicBool::new(self.gemm_b2.load(Ordering::Relaxed)),
-            vec_generic: std::sync::atomic::AtomicBool::new(
-                self.vec_generic.load(Ordering::Relaxed),
-            ),
             cpu_below: self.cpu_below,
             ew_min: AtomicUsize::new(self.ew_min.load(Ordering::Relaxed)),
             streams: Mutex::new(Vec::new()),
@@ -538,14 +529,14 @@ impl CudaBackend {
     /// # Errors
     /// A driver error, including any error of earlier asynchronous work on the stream.
     pub fn dtoh_staged(&self, d: &CudaSlice<u8>, len: usize) -> Result<Vec<u8>> {
-        if len < STAGE_CHUNK {
-            return self.dtoh(d, len);
-        }
         if len > d.len() {
             return Err(CudaError::BadKey(format!(
                 "download of {len} bytes from a buffer of {}",
                 d.len()
             )));
+        }
+        if len < STAGE_CHUNK {
+            return self.dtoh(d, len);
         }
         let mut out = vec![0u8; len];
         let mut guard = lock(&self.down);
@@ -570,10 +561,14 @@ impl CudaBackend {
         let issue = |bufs: &mut [Staging; 2], ci: usize| -> Result<()> {
             let (off, n) = chunks[ci];
             let (pinned, done) = &mut bufs[ci % 2];
+            // A plain slice of the pinned buffer: the copy moves exactly n bytes (with the
+            // pinned slice itself as the target, the driver would be asked for all of it).
+            let host = pinned.as_mut_slice().during("device-to-host copy")?;
             self.stream
-                .memcpy_dtoh(&d.slice(off..off + n), pinned)
+                .memcpy_dtoh(&d.slice(off..off + n), &mut host[..n])
                 .during("device-to-host copy")?;
-            done.record(&self.stream).during("recording a staging event")
+            done.record(&self.stream)
+                .during("recording a staging event")
         };
         issue(bufs, 0)?;
         for ci in 0..chunks.len() {
@@ -1198,12 +1193,10 @@ impl CudaBackend {
             l.fcw,
         ]
         .map(|x| x as u64);
-        let f = match l.p {
-            1 => &self.dev.k.dcf_p1[table.idx()],
-            2..=4 if !self.vec_generic.load(Ordering::Relaxed) => {
-                &self.dev.k.dcf_vp[l.p - 2][table.idx()]
-            }
-            _ => &self.dev.k.dcf_vec[table.idx()],
+        let f = if l.p == 1 {
+            &self.dev.k.dcf_p1[table.idx()]
+        } else {
+            &self.dev.k.dcf_vec[table.idx()]
         };
         let mut b = self.stream.launch_builder(f);
         b.arg(&body).arg(&count).arg(&n).arg(&m);
@@ -1224,8 +1217,7 @@ impl CudaBackend {
             .arg(out);
         // SAFETY: `dcf_p1_*(const u8* body, u64 count, u32 n, u32 m, u32 party, u64 o_seed,
         // u64 o_scw, u64 o_tcw_l, u64 o_tcw_r, u64 o_vcw, u64 vcw_stride, u64 o_fcw, const
-        // u64* xs, u64 total, u64 per_key, u64* out)`, and `dcf_vec_*` / `dcf_vp{2,3,4}_*`
-        // (which take P = p from their name: l.p selects them) with `u32 p` after m:
+        // u64* xs, u64 total, u64 per_key, u64* out)`, and `dcf_vec_*` with `u32 p` after m:
         // the arguments above, in that order. The body is 16-aligned in device memory (a
         // buffer of its own, or a 16-aligned offset of a resident stream, checked in
         // `device_dcf`), its offsets come from the batch's DcfLayout (every region 16-aligned,
@@ -1608,12 +1600,6 @@ impl CudaBackend {
     /// The compiled-gate kernels.
     pub(crate) fn gate_kernels(&self) -> &crate::gates::GateKernels {
         &self.dev.k.gates
-    }
-
-    /// Evaluate vector-payload DCFs of p = 2..4 with the generic `dcf_vec` kernel instead of
-    /// the specialized `dcf_vp*` ones (the same results; for timing them side by side).
-    pub fn set_dcf_vec_generic(&self, on: bool) {
-        self.vec_generic.store(on, Ordering::Relaxed);
     }
 
     /// GEMMs below [`CudaOptions::cpu_below`] output elements (and empty ones) run on the host.

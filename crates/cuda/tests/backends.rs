@@ -66,8 +66,6 @@ enum Var {
     Aes,
     /// Both GEMM register budgets.
     Gemm,
-    /// Both AES table layouts, and vector DCFs on the generic kernel.
-    DcfVec,
 }
 
 /// Fresh backend instances of `dev` (each CUDA instance has its own stream, so trials running
@@ -95,18 +93,6 @@ fn instances(dev: Dev, var: Var) -> Result<Instances, Failed> {
                 let b = sib()?;
                 b.set_aes_table(t);
                 v.push((format!("cuda/{}", t.name()), Box::new(b)));
-            }
-        }
-        Var::DcfVec => {
-            for (t, generic) in [
-                (AesTable::Shared4, false),
-                (AesTable::Replicated32, false),
-                (AesTable::Replicated32, true),
-            ] {
-                let b = sib()?;
-                b.set_aes_table(t);
-                b.set_dcf_vec_generic(generic);
-                v.push((format!("cuda/{}/generic={generic}", t.name()), Box::new(b)));
             }
         }
         Var::Gemm => {
@@ -591,13 +577,12 @@ fn dcf_scalar(dev: Dev) -> R {
 }
 
 /// DCF with vector payloads (technique (c)), including payloads beyond the GPU kernels
-/// (which run on the host by design and must agree too). p = 2, 3, 4 run on the specialized
-/// kernels (one or two value blocks per level, and both sides of the boundary: 3 × 42 = 126
-/// and 3 × 43 = 129 bits) and on the generic one.
+/// (which run on the host by design and must agree too): one or two value blocks per level,
+/// both sides of the boundary (3 × 42 = 126 and 3 × 43 = 129 bits).
 fn dcf_vector(dev: Dev) -> R {
     let cpu = CpuBackend::new();
     let (mut rng, mut crng) = (Rng(5), Csprng::for_tests(5));
-    for (name, be) in instances(dev, Var::DcfVec)? {
+    for (name, be) in instances(dev, Var::Aes)? {
         for n in WIDTHS {
             for (m, p) in [
                 (1u32, 2usize),
@@ -1595,6 +1580,32 @@ fn gate_timing(g: &CudaBackend) -> R {
     Ok(())
 }
 
+/// `dtoh_staged` (the dealer's downloads through pinned staging) returns exactly the bytes
+/// of the device buffer at lengths around its 16 MiB chunks, twice (the staging buffers are
+/// reused), and refuses a length beyond the buffer.
+fn staged_download(g: &CudaBackend) -> R {
+    let be = g.sibling()?;
+    const CHUNK: usize = 16 << 20;
+    let mut rng = Rng(77);
+    let words = (5 * CHUNK / 2) / 8 + 3;
+    let host: Vec<u8> = rng
+        .vec(words)
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let d = be.htod(&host)?;
+    for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 7, host.len()] {
+        for _ in 0..2 {
+            let got = be.dtoh_staged(&d, len)?;
+            same(&format!("dtoh_staged of {len} bytes"), &got, &host[..len])?;
+        }
+    }
+    if be.dtoh_staged(&d, host.len() + 1).is_ok() {
+        return Err("dtoh_staged beyond the buffer was accepted".into());
+    }
+    Ok(())
+}
+
 /// candle's `test_device!`: each body once per backend.
 macro_rules! test_backends {
     ($($body:ident),* $(,)?) => {
@@ -1632,8 +1643,9 @@ fn main() {
         }));
     }
     type CudaBody = fn(&CudaBackend) -> R;
-    let cuda_only: [(&str, CudaBody); 4] = [
+    let cuda_only: [(&str, CudaBody); 5] = [
         ("aes_permutation", aes_permutation),
+        ("staged_download", staged_download),
         ("device_api", device_api),
         ("keys_too_large", keys_too_large),
         ("device_ordinals", device_ordinals),
