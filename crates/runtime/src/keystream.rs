@@ -71,7 +71,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use suf_core::pack::{pack, unpack};
+use suf_core::pack::{pack, unpack, unpack_to};
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_fss::keyfmt::checksum;
@@ -889,6 +889,38 @@ impl PartyStream {
             None => {
                 let r = self.section(TAG_ARITH, count as u64)?;
                 unpack(&self.buf[r], w.bits(), count).map_err(|e| RtError::KeyStream(e.to_string()))
+            }
+        }
+    }
+
+    /// [`PartyStream::take_arith`] into `out` (`out.len()` shares): the same values and the
+    /// same stream position afterwards, without a fresh allocation (the executor reuses one
+    /// buffer for the masks it only needs while it packs the round's message).
+    pub fn take_arith_into(&mut self, out: &mut [u64]) -> Result<()> {
+        let w = BitWidth::new(self.id.bits)?;
+        match &mut self.prg {
+            Some(p) => {
+                p.fill_ring(w, out);
+                Ok(())
+            }
+            None => {
+                let r = self.section(TAG_ARITH, out.len() as u64)?;
+                unpack_to(&self.buf[r], w.bits(), out)
+                    .map_err(|e| RtError::KeyStream(e.to_string()))
+            }
+        }
+    }
+
+    /// [`PartyStream::take_bool`] into `out`, as [`PartyStream::take_arith_into`].
+    pub fn take_bool_into(&mut self, out: &mut [u64]) -> Result<()> {
+        match &mut self.prg {
+            Some(p) => {
+                p.fill_masked(1, out);
+                Ok(())
+            }
+            None => {
+                let r = self.section(TAG_BOOL, out.len() as u64)?;
+                unpack_to(&self.buf[r], 1, out).map_err(|e| RtError::KeyStream(e.to_string()))
             }
         }
     }

@@ -130,6 +130,9 @@ struct Exec<'a, 'b, 'r> {
     counter: Counter,
     /// Wall time per executor phase ([`RunReport::phases_ms`]).
     phases: BTreeMap<&'static str, f64>,
+    /// The masks of gate inputs, which are only needed while the message is packed: one
+    /// buffer reused round after round (fresh buffers of that size page-fault on every round).
+    scratch: Vec<u64>,
 }
 
 /// Add the time since `t` to phase `k`.
@@ -404,6 +407,7 @@ impl<'a> Party<'a> {
             prep,
             counter: Counter::default(),
             phases: BTreeMap::new(),
+            scratch: Vec::new(),
             sched,
         };
         let mut rep = RunReport {
@@ -437,14 +441,36 @@ impl<'a> Party<'a> {
                     let before = msg.len();
                     // Mask and pack in one pass (`suf_backend::fused::mask_pack`).
                     let t = Instant::now();
-                    let (r, ring) = match dn.dtype {
-                        Dtype::Arith => (keys.take_arith(dn.numel())?, w),
-                        Dtype::Bool => (keys.take_bool(dn.numel())?, z2()),
+                    let ring = match dn.dtype {
+                        Dtype::Arith => w,
+                        Dtype::Bool => z2(),
                     };
-                    lap(&mut ex.phases, "masks", t);
-                    let t = Instant::now();
-                    let masked = self.be.mask_pack(ring, &x, &r, &mut msg)?;
-                    lap(&mut ex.phases, "mask_pack", t);
+                    // A gate's input mask is only needed here (the gate's keys were made
+                    // for it); every other step keeps its masks for the Beaver formulas.
+                    let (r, masked) = if matches!(node.op, Op::Gate(..)) {
+                        let mut scratch = std::mem::take(&mut ex.scratch);
+                        scratch.resize(dn.numel(), 0);
+                        match dn.dtype {
+                            Dtype::Arith => keys.take_arith_into(&mut scratch)?,
+                            Dtype::Bool => keys.take_bool_into(&mut scratch)?,
+                        }
+                        lap(&mut ex.phases, "masks", t);
+                        let t = Instant::now();
+                        let masked = self.be.mask_pack(ring, &x, &scratch, &mut msg);
+                        ex.scratch = scratch;
+                        lap(&mut ex.phases, "mask_pack", t);
+                        (Vec::new(), masked?)
+                    } else {
+                        let r = match dn.dtype {
+                            Dtype::Arith => keys.take_arith(dn.numel())?,
+                            Dtype::Bool => keys.take_bool(dn.numel())?,
+                        };
+                        lap(&mut ex.phases, "masks", t);
+                        let t = Instant::now();
+                        let masked = self.be.mask_pack(ring, &x, &r, &mut msg)?;
+                        lap(&mut ex.phases, "mask_pack", t);
+                        (r, masked)
+                    };
                     layout.push((masked.len(), bits));
                     let sent = (msg.len() - before) as u64;
                     ex.counter

@@ -176,3 +176,37 @@ fn peer_goes_away_mid_run() {
     assert!(matches!(r, Err(RtError::Net(_))), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(4));
 }
+
+/// `take_arith_into` (the executor's reused buffer for gate-input masks) gives exactly what
+/// `take_arith` gives, for party 0's packed shares and party 1's seeded ones, and the stream
+/// continues the same afterwards; a wrong count is a typed error.
+#[test]
+fn masks_into_a_buffer_equal_fresh_ones() {
+    let p = prog(24, false);
+    let be = CpuBackend::new();
+    let (ds, sinks) =
+        DealerStreams::to_memory(p.width(), Csprng::for_tests(3), [0; 16], p.fingerprint())
+            .unwrap();
+    run_dealer(&p, &be, ds, &DealerWeights::new()).unwrap();
+    for (party, sink) in sinks.iter().enumerate() {
+        let bytes = sink.take();
+        let mut a = PartyStream::from_bytes(bytes.clone()).unwrap();
+        let mut b = PartyStream::from_bytes(bytes.clone()).unwrap();
+        let mut buf = vec![u64::MAX; 12];
+        for _ in 0..4 {
+            let want = a.take_arith(12).unwrap();
+            b.take_arith_into(&mut buf).unwrap();
+            assert_eq!(buf, want);
+            assert!(want.iter().all(|&v| v < 1 << 24));
+        }
+        a.take_blob().unwrap();
+        b.take_blob().unwrap();
+        a.finish().unwrap();
+        b.finish().unwrap();
+        // Party 0's first section holds exactly 12 packed masks: 11 is refused (party 1's
+        // masks come from its seed, where any count is valid).
+        let mut c = PartyStream::from_bytes(bytes).unwrap();
+        let r = c.take_arith_into(&mut [0u64; 11]);
+        assert_eq!(r.is_err(), party == 0, "party {party}: {r:?}");
+    }
+}
