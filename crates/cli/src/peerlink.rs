@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use crate::pool::{private_dir, write_private};
 
-/// The flags of `suf bench model` that choose the parties' link (`--processes 2` only).
+/// The flags of `suf bench model` that place the party processes and choose their link
+/// (`--processes 2` only).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PeerLinkArgs {
     /// With --processes 2: run party 0's and party 1's process in these Linux network
@@ -32,6 +33,11 @@ pub struct PeerLinkArgs {
     /// pinned identities made for this bench (the link of `suf serve --tls`).
     #[arg(long)]
     pub peer_tls: bool,
+    /// With --processes 2: worker threads of each party process (RAYON_NUM_THREADS in its
+    /// environment; default: one per core, so two parties on one host share every core).
+    /// SIGMA's script runs each party with 8.
+    #[arg(long, value_name = "N")]
+    pub party_threads: Option<usize>,
 }
 
 /// The link chosen by [`PeerLinkArgs`], checked.
@@ -43,18 +49,23 @@ pub struct PeerLink {
     pub ip: IpAddr,
     /// TLS on the link.
     pub tls: bool,
+    /// Worker threads per party process (none: the default, one per core).
+    pub threads: Option<usize>,
 }
 
 impl PeerLinkArgs {
     /// Whether any of the flags was given.
     pub fn any(&self) -> bool {
-        self.netns.is_some() || self.peer_ip.is_some() || self.peer_tls
+        self.netns.is_some()
+            || self.peer_ip.is_some()
+            || self.peer_tls
+            || self.party_threads.is_some()
     }
 
     /// Refuse the flags where they mean nothing (`--processes 1`: no link between processes).
     pub fn refuse_for_one_process(&self) -> Result<()> {
         if self.any() {
-            bail!("--netns, --peer-ip and --peer-tls choose the link between the party processes: use them with --processes 2");
+            bail!("--netns, --peer-ip, --peer-tls and --party-threads place the party processes and choose their link: use them with --processes 2");
         }
         Ok(())
     }
@@ -85,10 +96,16 @@ impl PeerLinkArgs {
         if netns.is_some() && ip.to_canonical().is_loopback() {
             bail!("--netns puts the parties in two network namespaces, each with its own loopback: give --peer-ip, the address of party 0's namespace");
         }
+        if let Some(t) = self.party_threads {
+            if !(1..=4096).contains(&t) {
+                bail!("--party-threads {t}: give 1 to 4096 worker threads per party");
+            }
+        }
         Ok(PeerLink {
             netns,
             ip,
             tls: self.peer_tls,
+            threads: self.party_threads,
         })
     }
 }
@@ -116,6 +133,7 @@ impl PeerLink {
     pub fn json(&self) -> Value {
         json!({
             "netns": self.netns, "peer_ip": self.ip.to_string(), "tls": self.tls,
+            "party_threads": self.threads,
         })
     }
 }

@@ -24,6 +24,7 @@ fn two_processes_over_tls_on_loopback() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["matches_plain"], true, "{v}");
     assert_eq!(v["peer_link"]["tls"], true);
+    assert!(v["peer_link"]["party_threads"].is_null());
     assert_eq!(v["peer_link"]["peer_ip"], "127.0.0.1");
     assert!(v["peer_link"]["netns"].is_null());
     assert!(v["rounds"].as_u64().unwrap() > 0);
@@ -55,6 +56,28 @@ fn bad_link_flags_are_refused_before_any_run() {
     let o = bench(&["--peer-tls"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--processes 2"), "{}", stderr(&o));
+    let o = bench(&["--party-threads", "2"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--processes 2"), "{}", stderr(&o));
+    let o = bench(&["--processes", "2", "--party-threads", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("1 to 4096"), "{}", stderr(&o));
+}
+
+/// `--party-threads N` gives each party process a pool of N workers (SIGMA's script runs each
+/// party with 8), reported per party.
+#[test]
+fn party_threads_reach_the_party_processes() {
+    let o = bench(&["--processes", "2", "--party-threads", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["matches_plain"], true, "{v}");
+    assert_eq!(v["peer_link"]["party_threads"], 1);
+    let parties = v["per_party"].as_array().unwrap();
+    assert_eq!(parties.len(), 2);
+    for p in parties {
+        assert_eq!(p["threads"], 1, "{p}");
+    }
 }
 
 #[test]
