@@ -855,6 +855,10 @@ impl GateImpl for SpecGate {
     fn aes_calls(&self, w: BitWidth, count: usize) -> Option<u64> {
         (self.spec.aes_per_elem(w.bits()) as u64).checked_mul(count as u64)
     }
+
+    fn input_bits(&self, w: BitWidth) -> u32 {
+        self.spec.input_bits(w.bits())
+    }
 }
 
 /// Reconstructed outputs, the masks used, and both parties' key blobs.

@@ -545,6 +545,21 @@ impl Component {
         }
     }
 
+    /// Low bits of the opened input x̂ the evaluation reads: a component that works on a
+    /// view (x̂ + offset) mod 2^k reads k bits, since that view depends on x̂ mod 2^k alone;
+    /// one that also uses the full-width value (a slope times x, the full variable of
+    /// technique (c) on a high part, the affine halves) reads all n.
+    pub fn input_bits(&self, n: u32) -> u32 {
+        let k = match self {
+            Component::Poly(p) => p.view.bits,
+            Component::Floor(f) => f.view.bits,
+            Component::Bit(b) => b.view.bits,
+            Component::Sign(h) if !h.has_slope() => h.bits,
+            Component::Sign(_) | Component::Halves(_) | Component::High(_) => n,
+        };
+        k.min(n)
+    }
+
     /// Bits of its outputs that agree with the protocol (M, or n).
     pub fn ring(&self, n: u32) -> u32 {
         match self {
@@ -631,6 +646,17 @@ pub struct GateSpec {
 }
 
 impl GateSpec {
+    /// Low bits of the opened input the gate reads ([`Component::input_bits`], the most over
+    /// its components): the runtime opens x + r mod 2^bits, nothing more.
+    pub fn input_bits(&self, n: u32) -> u32 {
+        self.parts
+            .iter()
+            .map(|p| p.comp.input_bits(n))
+            .max()
+            .unwrap_or(n)
+            .max(1)
+    }
+
     /// Check the invariants against ring width n.
     pub fn validate(&self, n: u32) -> Result<()> {
         if self.outputs == 0 || self.outputs > 64 {

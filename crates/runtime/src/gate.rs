@@ -65,6 +65,22 @@ pub trait GateImpl: Send + Sync {
         let _ = (w, count);
         None
     }
+    /// Low bits of the opened input x̂ that [`GateImpl::eval`] reads (1..=n): the runtime
+    /// opens x + r mod 2^bits and hands `eval` x̂ mod 2^bits. The default, n, opens all.
+    fn input_bits(&self, w: BitWidth) -> u32 {
+        w.bits()
+    }
+}
+
+/// Bits per element of the opening of `dep` (of type `dtype`) for the interactive step
+/// `op`: 1 for bits, a gate's [`GateImpl::input_bits`] (clamped to 1..=n) for its input,
+/// else n. The executor packs and the planner counts exactly this.
+pub fn opening_bits(op: &crate::ir::Op, dtype: Dtype, w: BitWidth) -> u32 {
+    match (dtype, op) {
+        (Dtype::Bool, _) => 1,
+        (Dtype::Arith, crate::ir::Op::Gate(_, g)) => g.input_bits(w).clamp(1, w.bits()),
+        (Dtype::Arith, _) => w.bits(),
+    }
 }
 
 impl fmt::Debug for dyn GateImpl {

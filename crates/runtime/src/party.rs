@@ -262,11 +262,14 @@ impl Exec<'_, '_, '_> {
     }
 }
 
-fn bits_of(dt: Dtype, w: BitWidth) -> u32 {
-    match dt {
-        Dtype::Arith => w.bits(),
-        Dtype::Bool => 1,
-    }
+/// The ring an opening of a value of type `dt` for the step `op` is packed in
+/// ([`crate::gate::opening_bits`]).
+#[allow(
+    clippy::expect_used,
+    reason = "opening_bits is in 1..=n, a valid ring width"
+)]
+fn open_ring(op: &Op, dt: Dtype, w: BitWidth) -> BitWidth {
+    BitWidth::new(crate::gate::opening_bits(op, dt, w)).expect("1..=n bits")
 }
 
 impl<'a> Party<'a> {
@@ -437,14 +440,11 @@ impl<'a> Party<'a> {
                 for d in &deps {
                     let dn = prog.node(*d);
                     let x = ex.val(*d)?;
-                    let bits = bits_of(dn.dtype, w);
                     let before = msg.len();
                     // Mask and pack in one pass (`suf_backend::fused::mask_pack`).
                     let t = Instant::now();
-                    let ring = match dn.dtype {
-                        Dtype::Arith => w,
-                        Dtype::Bool => z2(),
-                    };
+                    // A gate's input is opened mod 2^{input_bits}: the bits it reads.
+                    let ring = open_ring(&node.op, dn.dtype, w);
                     // A gate's input mask is only needed here (the gate's keys were made
                     // for it); every other step keeps its masks for the Beaver formulas.
                     let (r, masked) = if matches!(node.op, Op::Gate(..)) {
@@ -471,7 +471,7 @@ impl<'a> Party<'a> {
                         lap(&mut ex.phases, "mask_pack", t);
                         (r, masked)
                     };
-                    layout.push((masked.len(), bits));
+                    layout.push((masked.len(), ring.bits()));
                     let sent = (msg.len() - before) as u64;
                     ex.counter
                         .opened(k as u64, &node.layer, &node.op.name(), sent, sent);
@@ -536,7 +536,9 @@ impl<'a> Party<'a> {
                     let b: usize = mine[i]
                         .iter()
                         .zip(node.op.deps())
-                        .map(|(m, d)| packed_len(m.len(), bits_of(prog.node(d).dtype, w)))
+                        .map(|(m, d)| {
+                            packed_len(m.len(), open_ring(&node.op, prog.node(d).dtype, w).bits())
+                        })
                         .sum();
                     *by_op
                         .entry(format!("{}/{}", node.layer, node.op.name()))
@@ -606,10 +608,7 @@ impl<'a> Party<'a> {
                 let (c, b) = layout[li];
                 li += 1;
                 let len = packed_len(c, b);
-                let ring = match prog.node(*d).dtype {
-                    Dtype::Arith => w,
-                    Dtype::Bool => z2(),
-                };
+                let ring = open_ring(&prog.node(id).op, prog.node(*d).dtype, w);
                 let peer = theirs
                     .get(pos..pos + len)
                     .ok_or_else(|| RtError::Peer(format!("round {}: message too short", k + 1)))?;

@@ -226,7 +226,8 @@ impl Plan {
                 for d in node.op.deps() {
                     let dn = prog.node(d);
                     let bits = width_of(prog, dn.dtype);
-                    msg += packed_len(dn.numel(), bits) as u64;
+                    let open = crate::gate::opening_bits(&node.op, dn.dtype, prog.width());
+                    msg += packed_len(dn.numel(), open) as u64;
                     plan.key_bytes[0] +=
                         acc.p0_section(i, shares_payload(dn.numel() as u64, bits))?;
                     plan.sections[0] += 1;
