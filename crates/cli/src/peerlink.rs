@@ -189,6 +189,7 @@ mod tests {
             netns: netns.map(str::to_string),
             peer_ip: ip.map(|s| s.parse().unwrap()),
             peer_tls: tls,
+            party_threads: None,
         }
     }
 
@@ -215,6 +216,23 @@ mod tests {
         assert_eq!(l.json()["netns"][1], "suf-p1");
         let v6 = args(None, Some("fd00::1"), true).resolve().unwrap();
         assert_eq!(v6.listen_addr().to_string(), "[fd00::1]:0");
+    }
+
+    #[test]
+    fn party_threads_are_checked_and_reported() {
+        let mut a = PeerLinkArgs {
+            party_threads: Some(8),
+            ..PeerLinkArgs::default()
+        };
+        assert!(a.any());
+        assert!(a.refuse_for_one_process().is_err());
+        let l = a.resolve().unwrap();
+        assert_eq!(l.threads, Some(8));
+        assert_eq!(l.json()["party_threads"], 8);
+        for bad in [0, 4097] {
+            a.party_threads = Some(bad);
+            assert!(format!("{:#}", a.resolve().unwrap_err()).contains("1 to 4096"));
+        }
     }
 
     #[test]
