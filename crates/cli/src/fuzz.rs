@@ -3,14 +3,11 @@
 //! the key stream and the compiler's spec format are driven from here, through their public
 //! APIs, since this crate depends on both.
 
-use std::sync::Arc;
-
 use suf_backend::CpuBackend;
 use suf_compiler::{run_direct, Component, GateSpec, Wrap};
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_runtime::dealer::{run_dealer, DealerWeights};
-use suf_runtime::gate::Truncate;
 use suf_runtime::ir::Builder;
 use suf_runtime::keystream::{DealerStreams, PartyStream};
 
@@ -150,17 +147,13 @@ fn keystream_samples() -> Vec<Vec<u8>> {
         return Vec::new();
     };
     let mut g = Builder::new(fp);
-    let built = (|| {
+    // x·x, then the models' exact ARS (`suf_compiler::gates::ars`).
+    let built = (|| -> anyhow::Result<()> {
         let x = g.input("x", &[4])?;
         let y = g.mul(x, x)?;
-        let z = g.gate(
-            y,
-            Arc::new(Truncate {
-                f: 12,
-                signed: true,
-            }),
-        )?;
-        g.output(z)
+        let z = suf_compiler::gates::ars(&mut g, y, 12)?;
+        g.output(z)?;
+        Ok(())
     })();
     if built.is_err() {
         return Vec::new();

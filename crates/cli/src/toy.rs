@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
+use suf_compiler::gates::ars;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
-use suf_runtime::gate::Truncate;
 use suf_runtime::ir::{Builder, Program};
 use suf_runtime::plain::PlainWeights;
 
@@ -33,21 +33,19 @@ pub fn toy(fp: FixedPoint, seed: u64) -> Result<(Program, PlainWeights)> {
     let a = enc(&reals(&mut rng, DIM * DIM, 0.5))?;
     let b = enc(&reals(&mut rng, DIM * DIM, 0.5))?;
     let mut g = Builder::new(fp);
-    let ars = Arc::new(Truncate {
-        f: fp.frac,
-        signed: true,
-    });
+    // The models' exact ARS (one floor gate, `suf_compiler::gates::ars`).
+    let f = fp.frac;
     g.layer("linear");
     let x = g.input("x", &[ROWS, DIM])?;
     let u = g.matmul_pub(x, Arc::new(a), DIM, DIM)?;
     g.private_weight("B", DIM, DIM)?;
     let v = g.matmul_privw(x, "B")?;
     g.layer("rescale");
-    let u = g.gate(u, ars.clone())?;
-    let v = g.gate(v, ars.clone())?;
+    let u = ars(&mut g, u, f)?;
+    let v = ars(&mut g, v, f)?;
     g.layer("product");
     let y = g.mul(u, v)?;
-    let y = g.gate(y, ars)?;
+    let y = ars(&mut g, y, f)?;
     g.output(y)?;
     let mut w = PlainWeights::new();
     w.insert("B".into(), b);

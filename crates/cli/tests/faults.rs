@@ -19,11 +19,11 @@ use suf_core::prg::Csprng;
 use suf_net::handshake::HELLO_LEN;
 use suf_net::{LinkConfig, NetError, TcpTransport};
 use suf_runtime::dealer::{run_dealer, DealerWeights};
-use suf_runtime::gate::Truncate;
 use suf_runtime::ir::{Builder, Program};
 use suf_runtime::keystream::{DealerStreams, PartyStream};
 use suf_runtime::party::{Party, PartyOutput, PartyWeights};
 use suf_runtime::report::Tracer;
+use suf_runtime::testing::Truncate;
 use suf_runtime::{share_inputs, RtError};
 
 const TIMEOUT: Duration = Duration::from_secs(2);

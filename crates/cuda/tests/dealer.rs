@@ -18,10 +18,10 @@ use suf_core::prg::Csprng;
 use suf_cuda::{cuda_available, CudaBackend, CudaDealer, CudaError};
 use suf_fss::dealer::{dcf_gen_cpu, dpf_cmp_gen_cpu, install, DcfDealer};
 use suf_runtime::dealer::{run_dealer, DealerWeights};
-use suf_runtime::gate::{LessThan, Truncate};
 use suf_runtime::harness::{run_two_party, Link};
 use suf_runtime::ir::{Builder, Program};
 use suf_runtime::keystream::DealerStreams;
+use suf_runtime::testing::{LessThan, Truncate};
 
 type R = Result<(), Failed>;
 

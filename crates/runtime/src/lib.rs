@@ -12,7 +12,8 @@
 //!
 //! Linear protocols (public and private weights, Beaver products with the wires' own masks,
 //! matrix correlations, bits, AND, B2A) live in the executor; nonlinear gates implement
-//! [`gate::GateImpl`] (exact truncations are in [`gate::Truncate`]).
+//! [`gate::GateImpl`] (the models' gates are compiled by `suf-compiler`; [`testing`] holds
+//! two reference gates for the executor's own tests).
 //!
 //! Depends on suf-core, suf-fss, suf-net and the *trait* of suf-backend; it never names a
 //! concrete GPU backend.
@@ -34,6 +35,7 @@ pub mod plain;
 pub mod plan;
 pub mod report;
 pub mod sched;
+pub mod testing;
 
 pub use error::{Result, RtError};
 

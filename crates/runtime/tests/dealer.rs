@@ -13,10 +13,10 @@ use suf_runtime::dealer::{
     batch_seed, run_dealer, run_dealer_profiled, run_dealer_windowed, run_dealer_with,
     DealerWeights,
 };
-use suf_runtime::gate::{LessThan, Truncate};
 use suf_runtime::harness::{run_two_party, Link};
 use suf_runtime::ir::{Builder, Program};
 use suf_runtime::keystream::DealerStreams;
+use suf_runtime::testing::{LessThan, Truncate};
 
 /// Several gate batches in one round (three gate names on x, y), a product, then a second
 /// round of gates.

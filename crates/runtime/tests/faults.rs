@@ -8,11 +8,11 @@ use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_runtime::dealer::{run_dealer, DealerWeights};
-use suf_runtime::gate::Truncate;
 use suf_runtime::ir::{Builder, Program};
 use suf_runtime::keystream::{DealerStreams, PartyStream};
 use suf_runtime::party::{Party, PartyWeights};
 use suf_runtime::report::Tracer;
+use suf_runtime::testing::Truncate;
 use suf_runtime::{share_inputs, RtError};
 
 fn prog(n: u32, extra: bool) -> Program {

@@ -7,9 +7,9 @@ use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_runtime::dealer::{run_dealer, DealerWeights};
-use suf_runtime::gate::Truncate;
 use suf_runtime::ir::Builder;
 use suf_runtime::keystream::{DealerStreams, PartyStream};
+use suf_runtime::testing::Truncate;
 
 /// Party 0's stream of a one-gate program.
 fn stream() -> Vec<u8> {

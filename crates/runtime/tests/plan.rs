@@ -11,12 +11,13 @@ use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_runtime::dealer::run_dealer;
-use suf_runtime::gate::{GateImpl, LessThan, Truncate};
+use suf_runtime::gate::GateImpl;
 use suf_runtime::harness::{run_two_party_on, Link};
 use suf_runtime::ir::{Builder, Program, T};
 use suf_runtime::keystream::{DealerStreams, PartyStream};
 use suf_runtime::plain::PlainWeights;
 use suf_runtime::plan::{AesCounter, Plan};
+use suf_runtime::testing::{LessThan, Truncate};
 use suf_runtime::RtError;
 
 fn values(w: BitWidth, count: usize, rng: &mut Csprng) -> Vec<u64> {

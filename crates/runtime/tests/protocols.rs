@@ -8,10 +8,10 @@ use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
-use suf_runtime::gate::Truncate;
 use suf_runtime::harness::{run_two_party, Link};
 use suf_runtime::ir::{Builder, Program};
 use suf_runtime::plain::PlainWeights;
+use suf_runtime::testing::Truncate;
 
 /// Random ring values with the extremes mixed in.
 fn values(w: BitWidth, count: usize, rng: &mut Csprng) -> Vec<u64> {
@@ -140,7 +140,7 @@ fn party_equals_plain_tcp() {
 }
 
 fn bits_prog(n: u32, rng: &mut Csprng) -> (Program, BTreeMap<String, Vec<u64>>) {
-    use suf_runtime::gate::LessThan;
+    use suf_runtime::testing::LessThan;
     let fp = FixedPoint::new(n, 4).unwrap();
     let w = fp.width;
     let mut g = Builder::new(fp);

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
-use suf_runtime::gate::Truncate;
 use suf_runtime::harness::{run_two_party, Link};
 use suf_runtime::ir::{Builder, Program};
 use suf_runtime::plain::run_plain;
+use suf_runtime::testing::Truncate;
 use suf_runtime::RtError;
 
 fn prog() -> Program {
