@@ -144,9 +144,14 @@ fn block_key_and_message_sizes_do_not_depend_on_inputs_or_masks() {
     }
 }
 
+/// Opened arithmetic values by their width in bits (n, or a gate's `input_bits`).
+type ByWidth = BTreeMap<u32, Vec<u64>>;
+
 /// Per round, the opened values party 0 sees (own message + peer's, element by element as
-/// the schedule lays them out): arithmetic values (n bits) and XOR-shared bits.
-fn opened(prog: &Program, log: &MessageLog) -> Vec<(Vec<u64>, Vec<u64>)> {
+/// the schedule lays them out): arithmetic values by the width they are opened at (n bits,
+/// or fewer for a gate that reads only the low bits of its input:
+/// `suf_runtime::gate::opening_bits`) and XOR-shared bits.
+fn opened(prog: &Program, log: &MessageLog) -> Vec<(ByWidth, Vec<u64>)> {
     let w = prog.width();
     let z2 = BitWidth::new(1).unwrap();
     let sched = Schedule::of(prog);
@@ -156,23 +161,27 @@ fn opened(prog: &Program, log: &MessageLog) -> Vec<(Vec<u64>, Vec<u64>)> {
         .iter()
         .zip(log.sent.iter().zip(&log.received))
         .map(|(wave, (mine, theirs))| {
-            let (mut arith, mut bits) = (Vec::new(), Vec::new());
+            let (mut arith, mut bits) = (ByWidth::new(), Vec::new());
             let mut pos = 0;
             for id in wave {
-                for d in prog.node(*id).op.deps() {
-                    let (c, b, ring) = match prog.node(d).dtype {
-                        Dtype::Arith => (prog.numel(d), w.bits(), w),
-                        Dtype::Bool => (prog.numel(d), 1, z2),
+                let op = &prog.node(*id).op;
+                for d in op.deps() {
+                    let dt = prog.node(d).dtype;
+                    let b = suf_runtime::gate::opening_bits(op, dt, w);
+                    let c = prog.numel(d);
+                    let ring = match dt {
+                        Dtype::Arith => BitWidth::new(b).unwrap(),
+                        Dtype::Bool => z2,
                     };
                     let len = packed_len(c, b);
                     let a = unpack(&mine[pos..pos + len], b, c).unwrap();
                     let t = unpack(&theirs[pos..pos + len], b, c).unwrap();
                     pos += len;
                     let sum = a.iter().zip(&t).map(|(&p, &q)| ring.add(p, q));
-                    if b == 1 {
+                    if dt == Dtype::Bool {
                         bits.extend(sum);
                     } else {
-                        arith.extend(sum);
+                        arith.entry(b).or_default().extend(sum);
                     }
                 }
             }
@@ -198,29 +207,36 @@ fn every_value_opened_in_a_block_is_uniform_whatever_the_input() {
     let seeds: Vec<u64> = (10..16).collect();
     for (name, x) in input_sets(&prog) {
         // Pool each round over several dealer seeds (fresh masks each time).
-        let mut rounds: Vec<(Vec<u64>, Vec<u64>)> = Vec::new();
+        let mut rounds: Vec<(ByWidth, Vec<u64>)> = Vec::new();
         for &s in &seeds {
             let (_, logs) = run(&prog, &x, s);
             for (k, (a, b)) in opened(&prog, &logs[0]).into_iter().enumerate() {
                 if rounds.len() <= k {
                     rounds.push(Default::default());
                 }
-                rounds[k].0.extend(a);
+                for (width, v) in a {
+                    rounds[k].0.entry(width).or_default().extend(v);
+                }
                 rounds[k].1.extend(b);
             }
         }
-        let mut all = Vec::new();
+        let mut all = ByWidth::new();
         for (k, (arith, bits)) in rounds.iter().enumerate() {
-            // 16 bins: 15 degrees of freedom, mean 15, sd 5.5; 60 is above 8 sd.
-            if arith.len() >= 320 {
-                for shift in [0, n - 4] {
-                    let c = chi_square(arith, shift, 16);
-                    assert!(
-                        c < 60.0,
-                        "{name}: round {} bits from {shift}: chi² {c:.1}",
-                        k + 1
-                    );
+            // 16 bins: 15 degrees of freedom, mean 15, sd 5.5; 60 is above 8 sd. The low and
+            // the high 4 bits of each width the round opens at.
+            for (&width, vals) in arith {
+                assert!((8..=n).contains(&width), "round {}: width {width}", k + 1);
+                if vals.len() >= 320 {
+                    for shift in [0, width - 4] {
+                        let c = chi_square(vals, shift, 16);
+                        assert!(
+                            c < 60.0,
+                            "{name}: round {} ({width}-bit openings) bits from {shift}: chi² {c:.1}",
+                            k + 1
+                        );
+                    }
                 }
+                all.entry(width).or_default().extend_from_slice(vals);
             }
             if !bits.is_empty() {
                 let ones = bits.iter().filter(|&&b| b == 1).count() as f64;
@@ -232,17 +248,21 @@ fn every_value_opened_in_a_block_is_uniform_whatever_the_input() {
                     k + 1
                 );
             }
-            all.extend_from_slice(arith);
         }
-        // Everything at once, 256 bins: 255 degrees of freedom, mean 255, sd 22.6.
-        for shift in [0, n - 8] {
-            let c = chi_square(&all, shift, 256);
-            assert!(
-                c < 420.0,
-                "{name}: all rounds, bits from {shift}: chi² {c:.1}"
-            );
+        // Everything at once, per width, 256 bins: 255 degrees of freedom, mean 255, sd 22.6.
+        for (&width, vals) in &all {
+            if vals.len() < 5_120 {
+                continue;
+            }
+            for shift in [0, width - 8] {
+                let c = chi_square(vals, shift, 256);
+                assert!(
+                    c < 420.0,
+                    "{name}: all rounds, {width}-bit openings, bits from {shift}: chi² {c:.1}"
+                );
+            }
         }
-        assert!(all.len() > 20_000, "{}", all.len());
+        assert!(all.get(&n).map_or(0, Vec::len) > 20_000, "{:?}", all.keys());
     }
 }
 
