@@ -1,7 +1,8 @@
 //! Openings look uniform: every value a party sees opened (recorded on the wire: its own
 //! message plus the peer's, per round) is statistically independent of the inputs. For
 //! constant, small and extreme inputs, a chi-square test over the low 8 and the high 8 bits
-//! of the opened values of every round of every multi-round gate.
+//! of the opened values of every round of every multi-round gate (at the width each value is
+//! opened at: n bits, or a gate's `input_bits`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,8 +19,13 @@ use suf_runtime::party::{Party, PartyWeights};
 use suf_runtime::report::Tracer;
 use suf_runtime::share_inputs;
 
-/// The values party 0 sees opened in each round (own masked share + the peer's).
-fn opened_values(prog: &suf_runtime::ir::Program, xs: &[u64], seed: u64) -> Vec<Vec<u64>> {
+/// The values party 0 sees opened in each round (own masked share + the peer's), each with
+/// the width it is opened at.
+fn opened_values(
+    prog: &suf_runtime::ir::Program,
+    xs: &[u64],
+    seed: u64,
+) -> Vec<Vec<(u32, Vec<u64>)>> {
     let w = prog.width();
     let be = CpuBackend::new();
     let mut rng = Csprng::for_tests(seed);
@@ -61,16 +67,38 @@ fn opened_values(prog: &suf_runtime::ir::Program, xs: &[u64], seed: u64) -> Vec<
         .unwrap();
         h.join().unwrap();
     });
-    let n = w.bits();
     let log = log.lock().unwrap();
-    log.sent
+    let sched = suf_runtime::sched::Schedule::of(prog);
+    assert_eq!(sched.waves.len(), log.sent.len());
+    sched
+        .waves
         .iter()
-        .zip(log.received.iter())
-        .map(|(a, b)| {
-            // Every message of these programs is whole n-bit elements.
-            let cnt = a.len() * 8 / n as usize;
-            let (u, v) = (unpack(a, n, cnt).unwrap(), unpack(b, n, cnt).unwrap());
-            u.iter().zip(&v).map(|(&p, &q)| w.add(p, q)).collect()
+        .zip(log.sent.iter().zip(log.received.iter()))
+        .map(|(wave, (a, b))| {
+            // The round's openings in schedule order, each packed at its opening width
+            // (these programs open arithmetic values only).
+            let mut pos = 0;
+            let mut out = Vec::new();
+            for id in wave {
+                let op = &prog.node(*id).op;
+                for d in op.deps() {
+                    let dt = prog.node(d).dtype;
+                    assert_eq!(dt, suf_runtime::ir::Dtype::Arith);
+                    let bits = suf_runtime::gate::opening_bits(op, dt, w);
+                    let ring = BitWidth::new(bits).unwrap();
+                    let cnt = prog.numel(d);
+                    let len = suf_core::pack::packed_len(cnt, bits);
+                    let u = unpack(&a[pos..pos + len], bits, cnt).unwrap();
+                    let v = unpack(&b[pos..pos + len], bits, cnt).unwrap();
+                    pos += len;
+                    out.push((
+                        bits,
+                        u.iter().zip(&v).map(|(&p, &q)| ring.add(p, q)).collect(),
+                    ));
+                }
+            }
+            assert_eq!(pos, a.len(), "the layout covers the whole message");
+            out
         })
         .collect()
 }
@@ -134,16 +162,19 @@ fn opened_values_are_uniform_for_constant_small_and_extreme_inputs() {
         ];
         for (sname, xs) in sets {
             let rounds = opened_values(&prog, &xs, 5);
-            for (k, vals) in rounds.iter().enumerate() {
-                // 255 degrees of freedom: mean 255, sd 22.6; 400 is > 6 sd.
-                for shift in [0, n - 8] {
-                    let c = chi_square(vals, shift);
-                    assert!(
-                        c < 400.0,
-                        "{} / {sname}: round {} opened values not uniform (bits from {shift}: chi² = {c:.1})",
-                        case.name,
-                        k + 1
-                    );
+            for (k, opened) in rounds.iter().enumerate() {
+                for (bits, vals) in opened {
+                    assert!((8..=n).contains(bits), "opened at {bits} bits");
+                    // 255 degrees of freedom: mean 255, sd 22.6; 400 is > 6 sd.
+                    for shift in [0, bits - 8] {
+                        let c = chi_square(vals, shift);
+                        assert!(
+                            c < 400.0,
+                            "{} / {sname}: round {} opened values ({bits} bits) not uniform (bits from {shift}: chi² = {c:.1})",
+                            case.name,
+                            k + 1
+                        );
+                    }
                 }
             }
         }
