@@ -521,6 +521,32 @@ impl CudaBackend {
         Ok(v)
     }
 
+    /// The two pinned staging buffers held in `slot` (of [`STAGE_CHUNK`] bytes each, allocated
+    /// with the `cuMemHostAlloc` `flags` on first use), each with its event.
+    fn staging_pair<'s>(
+        &self,
+        slot: &'s mut Option<[Staging; 2]>,
+        flags: u32,
+    ) -> Result<&'s mut [Staging; 2]> {
+        if let Some(b) = slot.take() {
+            return Ok(slot.insert(b));
+        }
+        let mk = || -> Result<Staging> {
+            // SAFETY: the pinned buffer's bytes are uninitialized. Both users only read
+            // bytes they wrote first: uploads fill each chunk in full (the copied bytes,
+            // then zeros) before copying it to the device; downloads read only the bytes
+            // the device copy wrote, after waiting for the event recorded behind it.
+            let p = unsafe {
+                self.dev
+                    .ctx
+                    .alloc_pinned_with_flags::<u8>(STAGE_CHUNK, flags)
+            }
+            .during("allocating pinned staging memory")?;
+            Ok((p, self.event()?))
+        };
+        Ok(slot.insert([mk()?, mk()?]))
+    }
+
     /// Copy the first `len` bytes of a device buffer back to the host through two pinned
     /// staging buffers (chunks of 16 MiB: the device copies chunk i + 1 while the host moves
     /// chunk i out, in parallel). Pageable downloads of large buffers run several times
@@ -540,20 +566,8 @@ impl CudaBackend {
         }
         let mut out = vec![0u8; len];
         let mut guard = lock(&self.down);
-        let bufs = match guard.as_mut() {
-            Some(b) => b,
-            None => {
-                let mk = || -> Result<Staging> {
-                    // SAFETY: the pinned buffer's bytes are uninitialized; each chunk's bytes
-                    // are written by the device copy before the host reads them (the host
-                    // waits for the event recorded after that copy), and only those.
-                    let p = unsafe { self.dev.ctx.alloc_pinned_with_flags::<u8>(STAGE_CHUNK, 0) }
-                        .during("allocating pinned staging memory")?;
-                    Ok((p, self.event()?))
-                };
-                guard.insert([mk()?, mk()?])
-            }
-        };
+        // Cached pinned memory: the host reads these buffers (write-combined reads crawl).
+        let bufs = self.staging_pair(&mut guard, 0)?;
         let chunks: Vec<(usize, usize)> = (0..len)
             .step_by(STAGE_CHUNK)
             .map(|o| (o, (len - o).min(STAGE_CHUNK)))
@@ -954,20 +968,11 @@ impl CudaBackend {
         let mut buf = self.alloc_zeros::<u8>(alloc)?;
         {
             let mut staging = lock(&self.staging);
-            let bufs = match staging.as_mut() {
-                Some(b) => b,
-                None => {
-                    let mk = || -> Result<Staging> {
-                        // SAFETY: the pinned buffer's bytes are uninitialized; each chunk is
-                        // written in full (the copied bytes, then zeros) before it is copied
-                        // to the device, and nothing reads it otherwise.
-                        let p = unsafe { self.dev.ctx.alloc_pinned::<u8>(STAGE_CHUNK) }
-                            .during("allocating pinned staging memory")?;
-                        Ok((p, self.event()?))
-                    };
-                    staging.insert([mk()?, mk()?])
-                }
-            };
+            // Write-combined pinned memory: the host only writes these buffers.
+            let bufs = self.staging_pair(
+                &mut staging,
+                cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+            )?;
             for (ci, chunk) in bytes.chunks(STAGE_CHUNK).enumerate() {
                 let (pinned, done) = &mut bufs[ci % 2];
                 // The copy that last read this buffer must have finished before the host

@@ -71,7 +71,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use suf_core::pack::{pack, unpack, unpack_to};
+use suf_core::pack::{pack, unpack_to};
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_fss::keyfmt::checksum;
@@ -883,19 +883,13 @@ impl PartyStream {
 
     /// This party's shares of `count` arithmetic values.
     pub fn take_arith(&mut self, count: usize) -> Result<Vec<u64>> {
-        let w = BitWidth::new(self.id.bits)?;
-        match &mut self.prg {
-            Some(p) => Ok(p.ring_vec(w, count)),
-            None => {
-                let r = self.section(TAG_ARITH, count as u64)?;
-                unpack(&self.buf[r], w.bits(), count).map_err(|e| RtError::KeyStream(e.to_string()))
-            }
-        }
+        let mut v = vec![0u64; count];
+        self.take_arith_into(&mut v)?;
+        Ok(v)
     }
 
-    /// [`PartyStream::take_arith`] into `out` (`out.len()` shares): the same values and the
-    /// same stream position afterwards, without a fresh allocation (the executor reuses one
-    /// buffer for the masks it only needs while it packs the round's message).
+    /// This party's shares of `out.len()` arithmetic values, into `out` (the executor reuses
+    /// one buffer for the masks it only needs while it packs the round's message).
     pub fn take_arith_into(&mut self, out: &mut [u64]) -> Result<()> {
         let w = BitWidth::new(self.id.bits)?;
         match &mut self.prg {
@@ -911,7 +905,7 @@ impl PartyStream {
         }
     }
 
-    /// [`PartyStream::take_bool`] into `out`, as [`PartyStream::take_arith_into`].
+    /// This party's XOR shares of `out.len()` bits, into `out`.
     pub fn take_bool_into(&mut self, out: &mut [u64]) -> Result<()> {
         match &mut self.prg {
             Some(p) => {
@@ -927,17 +921,9 @@ impl PartyStream {
 
     /// This party's XOR shares of `count` bits.
     pub fn take_bool(&mut self, count: usize) -> Result<Vec<u64>> {
-        match &mut self.prg {
-            Some(p) => {
-                let mut v = vec![0u64; count];
-                p.fill_masked(1, &mut v);
-                Ok(v)
-            }
-            None => {
-                let r = self.section(TAG_BOOL, count as u64)?;
-                unpack(&self.buf[r], 1, count).map_err(|e| RtError::KeyStream(e.to_string()))
-            }
-        }
+        let mut v = vec![0u64; count];
+        self.take_bool_into(&mut v)?;
+        Ok(v)
     }
 
     /// The next key blob, without a copy.

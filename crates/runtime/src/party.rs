@@ -446,31 +446,30 @@ impl<'a> Party<'a> {
                     // A gate's input is opened mod 2^{input_bits}: the bits it reads.
                     let ring = open_ring(&node.op, dn.dtype, w);
                     // A gate's input mask is only needed here (the gate's keys were made
-                    // for it); every other step keeps its masks for the Beaver formulas.
-                    let (r, masked) = if matches!(node.op, Op::Gate(..)) {
-                        let mut scratch = std::mem::take(&mut ex.scratch);
-                        scratch.resize(dn.numel(), 0);
-                        match dn.dtype {
-                            Dtype::Arith => keys.take_arith_into(&mut scratch)?,
-                            Dtype::Bool => keys.take_bool_into(&mut scratch)?,
-                        }
-                        lap(&mut ex.phases, "masks", t);
-                        let t = Instant::now();
-                        let masked = self.be.mask_pack(ring, &x, &scratch, &mut msg);
-                        ex.scratch = scratch;
-                        lap(&mut ex.phases, "mask_pack", t);
-                        (Vec::new(), masked?)
+                    // for it): it goes through the reused buffer; every other step keeps its
+                    // masks for the Beaver formulas.
+                    let gate = matches!(node.op, Op::Gate(..));
+                    let mut r = if gate {
+                        std::mem::take(&mut ex.scratch)
                     } else {
-                        let r = match dn.dtype {
-                            Dtype::Arith => keys.take_arith(dn.numel())?,
-                            Dtype::Bool => keys.take_bool(dn.numel())?,
-                        };
-                        lap(&mut ex.phases, "masks", t);
-                        let t = Instant::now();
-                        let masked = self.be.mask_pack(ring, &x, &r, &mut msg)?;
-                        lap(&mut ex.phases, "mask_pack", t);
-                        (r, masked)
+                        Vec::new()
                     };
+                    r.resize(dn.numel(), 0);
+                    match dn.dtype {
+                        Dtype::Arith => keys.take_arith_into(&mut r)?,
+                        Dtype::Bool => keys.take_bool_into(&mut r)?,
+                    }
+                    lap(&mut ex.phases, "masks", t);
+                    let t = Instant::now();
+                    let masked = self.be.mask_pack(ring, &x, &r, &mut msg);
+                    lap(&mut ex.phases, "mask_pack", t);
+                    let r = if gate {
+                        ex.scratch = r;
+                        Vec::new()
+                    } else {
+                        r
+                    };
+                    let masked = masked?;
                     layout.push((masked.len(), ring.bits()));
                     let sent = (msg.len() - before) as u64;
                     ex.counter

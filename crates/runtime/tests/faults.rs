@@ -106,15 +106,20 @@ fn wrong_party_and_wrong_program_refused() {
     assert!(e.to_string().contains("another program"), "{e}");
 }
 
-#[test]
-fn corrupted_key_stream_is_a_typed_error() {
+/// Both parties' key streams of `prog(24, false)`, dealt in memory.
+fn memory_streams() -> [Vec<u8>; 2] {
     let p = prog(24, false);
     let be = CpuBackend::new();
     let (ds, sinks) =
         DealerStreams::to_memory(p.width(), Csprng::for_tests(3), [0; 16], p.fingerprint())
             .unwrap();
     run_dealer(&p, &be, ds, &DealerWeights::new()).unwrap();
-    let good = sinks[0].take();
+    [sinks[0].take(), sinks[1].take()]
+}
+
+#[test]
+fn corrupted_key_stream_is_a_typed_error() {
+    let [good, _] = memory_streams();
     let consume = |b: Vec<u8>| {
         PartyStream::from_bytes(b).and_then(|mut s| {
             s.take_arith(12)?; // mask of the first operand of x·x
@@ -182,14 +187,7 @@ fn peer_goes_away_mid_run() {
 /// continues the same afterwards; a wrong count is a typed error.
 #[test]
 fn masks_into_a_buffer_equal_fresh_ones() {
-    let p = prog(24, false);
-    let be = CpuBackend::new();
-    let (ds, sinks) =
-        DealerStreams::to_memory(p.width(), Csprng::for_tests(3), [0; 16], p.fingerprint())
-            .unwrap();
-    run_dealer(&p, &be, ds, &DealerWeights::new()).unwrap();
-    for (party, sink) in sinks.iter().enumerate() {
-        let bytes = sink.take();
+    for (party, bytes) in memory_streams().into_iter().enumerate() {
         let mut a = PartyStream::from_bytes(bytes.clone()).unwrap();
         let mut b = PartyStream::from_bytes(bytes.clone()).unwrap();
         let mut buf = vec![u64::MAX; 12];
