@@ -65,7 +65,10 @@ fn main() {
     };
     let fused = || {
         let mut msg = Vec::new();
-        let m = be.mask_pack(w, &a, &ra, &mut msg).expect("mask_pack");
+        let m = be
+            .mask_pack_many(&[(w, &a, &ra)], &mut msg)
+            .expect("mask_pack")
+            .remove(0);
         (m, msg)
     };
     assert_eq!(unfused(), fused());
@@ -78,7 +81,11 @@ fn main() {
         let peer = unpack(&msg, 37, n).expect("unpack");
         be.add(w, &a, &peer).expect("add")
     };
-    let fused = || be.unpack_add(w, &msg, &a).expect("unpack_add");
+    let fused = || {
+        be.unpack_add_many(&[(w, &msg, &a)])
+            .expect("unpack_add")
+            .remove(0)
+    };
     assert_eq!(unfused(), fused());
     out.num("unpack_add_unfused_ms", median_ms(|| drop(unfused())));
     out.num("unpack_add_fused_ms", median_ms(|| drop(fused())));

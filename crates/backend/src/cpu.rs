@@ -345,12 +345,16 @@ impl Backend for CpuBackend {
         Ok(parts.concat())
     }
 
-    fn mask_pack(&self, w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result<Vec<u64>> {
-        self.install(|| fused::mask_pack(w, x, r, out))
+    fn mask_pack_many(
+        &self,
+        parts: &[fused::MaskPart<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<Vec<u64>>> {
+        self.install(|| fused::mask_pack_many(parts, out))
     }
 
-    fn unpack_add(&self, w: BitWidth, bytes: &[u8], mine: &[u64]) -> Result<Vec<u64>> {
-        self.install(|| fused::unpack_add(w, bytes, mine))
+    fn unpack_add_many(&self, parts: &[fused::UnpackPart<'_>]) -> Result<Vec<Vec<u64>>> {
+        self.install(|| fused::unpack_add_many(parts))
     }
 
     fn beaver_mul(

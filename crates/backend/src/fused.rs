@@ -59,12 +59,53 @@ fn party_word(party: u8) -> Result<u64> {
 /// # Errors
 /// `LengthMismatch` if `x` and `r` differ in length.
 pub fn mask_pack(w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result<Vec<u64>> {
-    check_len("mask_pack r", x.len(), r.len())?;
-    let bits = w.bits();
-    let mut m = vec![0u64; x.len()];
+    let mut v = mask_pack_many(&[(w, x, r)], out)?;
+    Ok(v.pop().unwrap_or_default())
+}
+
+/// One opening of a round: its width, this party's value x and its mask share r.
+pub type MaskPart<'a> = (BitWidth, &'a [u64], &'a [u64]);
+
+/// [`mask_pack`] of every opening of a round: the packings one after the other in `out` (each
+/// from a byte boundary: exactly the bytes of the single calls in order), the openings in
+/// parallel (a round holds many small ones: one per attention head) and each large one in
+/// chunks. Returns each opening's m.
+///
+/// # Errors
+/// `LengthMismatch` if an opening's `x` and `r` differ in length (nothing is appended).
+pub fn mask_pack_many(parts: &[MaskPart<'_>], out: &mut Vec<u8>) -> Result<Vec<Vec<u64>>> {
+    for (_, x, r) in parts {
+        check_len("mask_pack r", x.len(), r.len())?;
+    }
     let start = out.len();
-    out.resize(start + packed_len(x.len(), bits), 0);
-    let dst = &mut out[start..];
+    let total: usize = parts
+        .iter()
+        .map(|(w, x, _)| packed_len(x.len(), w.bits()))
+        .sum();
+    out.resize(start + total, 0);
+    let mut regions = Vec::with_capacity(parts.len());
+    let mut rest = &mut out[start..];
+    for (w, x, _) in parts {
+        let (a, b) = std::mem::take(&mut rest).split_at_mut(packed_len(x.len(), w.bits()));
+        regions.push(a);
+        rest = b;
+    }
+    let one = |(&(w, x, r), dst): (&MaskPart<'_>, &mut [u8])| -> Vec<u64> {
+        let mut m = vec![0u64; x.len()];
+        mask_pack_into(w, x, r, &mut m, dst);
+        m
+    };
+    Ok(if total < 2 * PACK_CHUNK {
+        parts.iter().zip(regions).map(one).collect()
+    } else {
+        parts.par_iter().zip(regions).map(one).collect()
+    })
+}
+
+/// m = x + r and its packing into `dst` (exactly `packed_len(m.len(), n)` bytes); lengths
+/// checked by the caller.
+fn mask_pack_into(w: BitWidth, x: &[u64], r: &[u64], m: &mut [u64], dst: &mut [u8]) {
+    let bits = w.bits();
     type Chunk<'a> = (((&'a mut [u64], &'a [u64]), &'a [u64]), &'a mut [u8]);
     let chunk = |(((mc, xc), rc), oc): Chunk<'_>| {
         for ((o, &a), &b) in mc.iter_mut().zip(xc).zip(rc) {
@@ -73,8 +114,8 @@ pub fn mask_pack(w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result
         pack_to(mc, bits, oc);
     };
     if x.len() < 2 * PACK_CHUNK {
-        chunk((((&mut m, x), r), dst));
-        return Ok(m);
+        chunk((((m, x), r), dst));
+        return;
     }
     // Every full chunk packs into exactly PACK_CHUNK·n/8 bytes; the last one holds the rest.
     let chunk_bytes = PACK_CHUNK * bits as usize / 8;
@@ -83,7 +124,6 @@ pub fn mask_pack(w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result
         .zip(r.par_chunks(PACK_CHUNK))
         .zip(dst.par_chunks_mut(chunk_bytes))
         .for_each(chunk);
-    Ok(m)
 }
 
 /// The opened value: the peer's packed masked share (exactly `packed_len(mine.len(), n)`
@@ -115,6 +155,24 @@ pub fn unpack_add(w: BitWidth, bytes: &[u8], mine: &[u64]) -> Result<Vec<u64>> {
         .zip(mine.par_chunks(PACK_CHUNK))
         .try_for_each(chunk)?;
     Ok(out)
+}
+
+/// One received opening: its width, the peer's packed share and this party's masked value.
+pub type UnpackPart<'a> = (BitWidth, &'a [u8], &'a [u64]);
+
+/// [`unpack_add`] of every opening of a round, the openings in parallel.
+///
+/// # Errors
+/// As [`unpack_add`], for the first opening (in order) that fails.
+pub fn unpack_add_many(parts: &[UnpackPart<'_>]) -> Result<Vec<Vec<u64>>> {
+    let one = |&(w, b, m): &UnpackPart<'_>| unpack_add(w, b, m);
+    let total: usize = parts.iter().map(|p| p.2.len()).sum();
+    let all: Vec<Result<Vec<u64>>> = if total < 2 * PACK_CHUNK {
+        parts.iter().map(one).collect()
+    } else {
+        parts.par_iter().map(one).collect()
+    };
+    all.into_iter().collect()
 }
 
 /// Share of a·b from â, b̂, `[r_a]`, `[r_b]`, `[c]` (c = r_a·r_b):
@@ -350,7 +408,10 @@ mod tests {
         }
         // Mask + pack, unpack + add.
         let mut msg = vec![0xAB];
-        let m = be.mask_pack(w, &a, &ra, &mut msg).unwrap();
+        let m = be
+            .mask_pack_many(&[(w, &a, &ra)], &mut msg)
+            .unwrap()
+            .remove(0);
         diff(&what("mask_pack masked"), &m, &be.add(w, &a, &ra).unwrap());
         let mut want_msg = vec![0xAB];
         suf_core::pack::pack_into(&m, bits, &mut want_msg);
@@ -363,7 +424,7 @@ mod tests {
         let want = be.add(w, &m, &be.reduce(w, &b).unwrap()).unwrap();
         diff(
             &what("unpack_add"),
-            &be.unpack_add(w, &peer, &m).unwrap(),
+            &be.unpack_add_many(&[(w, &peer, &m)]).unwrap().remove(0),
             &want,
         );
         diff(
@@ -404,27 +465,97 @@ mod tests {
             .unwrap()
             .is_empty());
         let mut out = Vec::new();
-        assert!(be.mask_pack(w, &v, &v[..1], &mut out).is_err());
+        assert!(be
+            .mask_pack_many(&[(w, &v, &v), (w, &v, &v[..1])], &mut out)
+            .is_err());
+        assert!(out.is_empty(), "nothing appended on a length error");
         // The peer's message: wrong length, and non-zero padding, small and large.
         let p = suf_core::pack::pack(&v, 37);
         assert!(matches!(
-            be.unpack_add(w, &p[1..], &v),
+            be.unpack_add_many(&[(w, &p, &v), (w, &p[1..], &v)]),
             Err(BackendError::Core(_))
         ));
         let mut bad = p.clone();
         *bad.last_mut().unwrap() |= 0x80;
         assert!(matches!(
-            be.unpack_add(w, &bad, &v),
+            be.unpack_add_many(&[(w, &bad, &v)]),
             Err(BackendError::Core(_))
         ));
         let big = vec![5u64; 2 * PACK_CHUNK + 3];
         let mut p = suf_core::pack::pack(&big, 37);
         *p.last_mut().unwrap() |= 0x80;
         assert!(matches!(
-            be.unpack_add(w, &p, &big),
+            be.unpack_add_many(&[(w, &p, &big)]),
             Err(BackendError::Core(_))
         ));
-        assert!(be.unpack_add(w, &p[..p.len() - 1], &big).is_err());
+        assert!(be.unpack_add_many(&[(w, &p[..p.len() - 1], &big)]).is_err());
+    }
+
+    /// A round of many openings (widths 1 to 64, lengths around the chunk and parallel
+    /// thresholds, small ones many times over) equals the single calls one after the other:
+    /// the same bytes and the same values, and unpacking gives back each opening.
+    #[test]
+    fn many_openings_equal_single_calls() {
+        let mut s = 77u64;
+        let lens = [
+            0usize,
+            1,
+            7,
+            8,
+            9,
+            128,
+            8192,
+            16384,
+            2 * PACK_CHUNK + 5,
+            3 * PACK_CHUNK,
+        ];
+        for round in 0..4 {
+            let widths: Vec<BitWidth> = (0..lens.len() + 12)
+                .map(|i| BitWidth::new([1u32, 13, 37, 50, 63, 64][(i + round) % 6]).unwrap())
+                .collect();
+            let sizes: Vec<usize> = (0..widths.len())
+                .map(|i| {
+                    if round == 0 {
+                        16
+                    } else {
+                        lens[(i * 7 + round) % lens.len()]
+                    }
+                })
+                .collect();
+            let xs: Vec<Vec<u64>> = sizes.iter().map(|&n| rand_vec(&mut s, n)).collect();
+            let rs: Vec<Vec<u64>> = sizes.iter().map(|&n| rand_vec(&mut s, n)).collect();
+            let parts: Vec<MaskPart<'_>> = (0..sizes.len())
+                .map(|i| (widths[i], &xs[i][..], &rs[i][..]))
+                .collect();
+            let mut got = vec![1, 2, 3];
+            let ms = mask_pack_many(&parts, &mut got).unwrap();
+            let mut want = vec![1, 2, 3];
+            for (i, p) in parts.iter().enumerate() {
+                let m = mask_pack(p.0, p.1, p.2, &mut want).unwrap();
+                assert_eq!(ms[i], m, "round {round} opening {i}");
+                assert_eq!(
+                    m,
+                    xs[i]
+                        .iter()
+                        .zip(&rs[i])
+                        .map(|(a, b)| p.0.add(*a, *b))
+                        .collect::<Vec<_>>()
+                );
+            }
+            assert!(got == want, "round {round}: packed bytes differ");
+            // The peer's side: the same message back, split at the openings.
+            let mut pos = 3;
+            let zeros: Vec<Vec<u64>> = sizes.iter().map(|&n| vec![0u64; n]).collect();
+            let mut up: Vec<UnpackPart<'_>> = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                let l = packed_len(sizes[i], p.0.bits());
+                up.push((p.0, &got[pos..pos + l], &zeros[i][..]));
+                pos += l;
+            }
+            assert_eq!(pos, got.len());
+            let back = unpack_add_many(&up).unwrap();
+            assert_eq!(back, ms, "round {round}: unpacked values");
+        }
     }
 
     proptest! {

@@ -385,22 +385,27 @@ pub trait Backend: Send + Sync {
 
     // ---- fused online steps (`fused`; defaults: the host passes there) --------------------
 
-    /// The masked opening m = x + r mod 2^n and its packing appended to `out`; returns m.
-    /// Default: [`fused::mask_pack`].
+    /// The masked openings m = x + r mod 2^n of a round (width, x, r per opening) and their
+    /// packings appended to `out`, one after the other from byte boundaries; returns each m.
+    /// Default: [`fused::mask_pack_many`] (the openings in parallel).
     ///
     /// # Errors
-    /// `LengthMismatch` if `x` and `r` differ in length.
-    fn mask_pack(&self, w: BitWidth, x: &[u64], r: &[u64], out: &mut Vec<u8>) -> Result<Vec<u64>> {
-        fused::mask_pack(w, x, r, out)
+    /// `LengthMismatch` if an opening's `x` and `r` differ in length.
+    fn mask_pack_many(
+        &self,
+        parts: &[fused::MaskPart<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<Vec<u64>>> {
+        fused::mask_pack_many(parts, out)
     }
 
-    /// The peer's packed share unpacked and added to `mine` mod 2^n. Default:
-    /// [`fused::unpack_add`].
+    /// The peer's packed shares of a round (width, bytes, this party's m per opening)
+    /// unpacked and added to this party's, mod 2^n. Default: [`fused::unpack_add_many`].
     ///
     /// # Errors
     /// `Core(PackedLength)` for a buffer of the wrong length or non-zero padding.
-    fn unpack_add(&self, w: BitWidth, bytes: &[u8], mine: &[u64]) -> Result<Vec<u64>> {
-        fused::unpack_add(w, bytes, mine)
+    fn unpack_add_many(&self, parts: &[fused::UnpackPart<'_>]) -> Result<Vec<Vec<u64>>> {
+        fused::unpack_add_many(parts)
     }
 
     /// Beaver product `j·â·b̂ − â·[r_b] − b̂·[r_a] + [c]` mod 2^n in one pass. Default:

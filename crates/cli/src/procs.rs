@@ -208,9 +208,7 @@ impl PartyProc {
         if let Some(t) = &a.tls[party as usize] {
             cmd.arg("--tls").arg(t);
         }
-        if let Some(n) = a.link.threads {
-            cmd.env("RAYON_NUM_THREADS", n.to_string());
-        }
+        cmd.env("RAYON_NUM_THREADS", a.link.threads.to_string());
         match a.peer {
             None => cmd.args(["--listen", &a.link.listen_addr().to_string()]),
             Some(addr) => cmd.args(["--connect", addr]),
@@ -510,6 +508,11 @@ pub fn bench_processes(
                 "key_file_bytes": per_run.last().map(|r| r[j]["key_file_bytes"].clone()),
                 "host_ms": median(rep_col("host_ms")), "device_ms": median(rep_col("device_ms")),
                 "wait_ms": median(rep_col("wait_ms")),
+                "online_minor_faults": per_run
+                    .iter()
+                    .map(|r| r[j]["online_minor_faults"].as_f64())
+                    .collect::<Option<Vec<f64>>>()
+                    .map(median),
                 "breakdown": per_run.last().map(|r| r[j]["breakdown"].clone()),
                 "weights_resident_ms": ready["weights_ms"],
                 "backend": ready["backend"], "device": ready["device"], "gpu": ready["gpu"],
@@ -715,7 +718,11 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
             false => None,
         };
         let mut tracer = Tracer::new(tf.as_mut().map(|f| f as &mut (dyn Write + Send)));
+        let faults0 = minor_faults();
         let out = p.run_prepared(prep, &mut keys, &mut net, &inputs, &mut tracer)?;
+        let online_minor_faults = faults0
+            .zip(minor_faults())
+            .map(|(a, b)| b.saturating_sub(a));
         // The trace file is complete (and closed) before the parent reads it.
         drop(tf);
         drop(net);
@@ -733,12 +740,27 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
             "connect_ms": connect_ms,
             "key_upload_ms": key_upload_ms, "key_bytes_uploaded": key_bytes_uploaded,
             "online_ms": out.report.online_ms,
+            "online_minor_faults": online_minor_faults,
             "breakdown": models_cmd::breakdown_json(&out.report),
             "online_incl_key_load_ms": key_load_ms + out.report.online_ms,
             "report": serde_json::to_value(&out.report)?,
         }))?;
     }
     Ok(())
+}
+
+/// This process's minor page faults so far (`/proc/self/stat`, field 10); `None` where
+/// procfs is absent. The bench reports those of each party's online phase: fresh buffers
+/// fault in page by page, a host cost the per-phase times alone do not name.
+fn minor_faults() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, inside parentheses): state is
+    // field 3, minflt field 10.
+    s.get(s.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(7)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

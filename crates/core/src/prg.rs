@@ -304,6 +304,55 @@ impl Csprng {
         }
     }
 
+    /// [`Csprng::fill_masked`] for several outputs one after the other (`(mask, out)` each):
+    /// exactly the values and the state afterwards of those calls in order, the parts and
+    /// their chunks filled in parallel. Element e of the stream is low64(π_k(e)) whatever
+    /// was drawn before, so each part starts at a known counter.
+    pub fn fill_parts(&mut self, parts: &mut [(u64, &mut [u64])]) {
+        use rayon::prelude::*;
+        let total: usize = parts.iter().map(|p| p.1.len()).sum();
+        if total < FILL_PAR_MIN {
+            for (mask, out) in parts.iter_mut() {
+                self.fill_masked(*mask, out);
+            }
+            return;
+        }
+        // The next element's counter: ctr is always a multiple of 16 and the buffer holds
+        // the 16 blocks below it.
+        let e0 = if self.pos == 16 {
+            self.ctr
+        } else {
+            self.ctr.wrapping_sub(16).wrapping_add(self.pos as u128)
+        };
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut e = e0;
+        for p in parts.iter() {
+            starts.push(e);
+            e = e.wrapping_add(p.1.len() as u128);
+        }
+        let aes = &self.aes;
+        parts
+            .par_iter_mut()
+            .zip(starts)
+            .for_each(|((mask, out), s)| {
+                out.par_chunks_mut(FILL_CHUNK)
+                    .enumerate()
+                    .for_each(|(ci, o)| {
+                        counter_blocks(aes, s.wrapping_add((ci * FILL_CHUNK) as u128), *mask, o)
+                    });
+            });
+        // The state the serial draws leave: the buffer of the block run holding element e
+        // (refilled), positioned at e.
+        let within = (e % 16) as usize;
+        self.ctr = e.wrapping_sub(within as u128);
+        if within == 0 {
+            self.pos = 16;
+        } else {
+            self.refill();
+            self.pos = within;
+        }
+    }
+
     /// `count` uniform elements of Z_{2^n}.
     pub fn ring_vec(&mut self, w: BitWidth, count: usize) -> Vec<u64> {
         let mut v = vec![0; count];
@@ -375,6 +424,44 @@ mod tests {
         let v = a.ring_vec(w, 70_001);
         assert!(v.iter().all(|&x| x < 1 << 13));
         assert_eq!(v, (0..70_001).map(|_| b.ring(w)).collect::<Vec<_>>());
+    }
+
+    /// `fill_parts` against `fill_masked` part after part: values and the draws afterwards.
+    fn parts_match_serial(seed: u64, pre: usize, lens: &[usize]) {
+        let masks = [u64::MAX, (1 << 37) - 1, 1, (1 << 50) - 1];
+        let mut a = Csprng::for_tests(seed);
+        let mut b = Csprng::for_tests(seed);
+        for _ in 0..pre {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        let mut got: Vec<Vec<u64>> = lens.iter().map(|&l| vec![0; l]).collect();
+        let mut parts: Vec<(u64, &mut [u64])> = got
+            .iter_mut()
+            .enumerate()
+            .map(|(i, v)| (masks[i % 4], v.as_mut_slice()))
+            .collect();
+        a.fill_parts(&mut parts);
+        for (i, &l) in lens.iter().enumerate() {
+            let mut w = vec![0; l];
+            b.fill_masked(masks[i % 4], &mut w);
+            assert_eq!(got[i], w, "seed {seed} pre {pre} part {i} of {lens:?}");
+        }
+        for _ in 0..40 {
+            assert_eq!(a.next_u64(), b.next_u64(), "state after {lens:?}");
+        }
+    }
+
+    #[test]
+    fn fill_parts_is_the_serial_stream() {
+        let big = FILL_PAR_MIN + 3 * FILL_CHUNK + 21;
+        for pre in [0usize, 1, 15, 16, 17] {
+            parts_match_serial(20, pre, &[]);
+            parts_match_serial(21, pre, &[3, 0, 17, 1]);
+            parts_match_serial(22, pre, &[big]);
+            parts_match_serial(23, pre, &[5, big, 0, 16, FILL_CHUNK + 1, 7]);
+            parts_match_serial(24, pre, &[FILL_PAR_MIN / 2, FILL_PAR_MIN / 2]);
+            parts_match_serial(25, pre, &vec![1000; 40]);
+        }
     }
 
     proptest! {

@@ -78,6 +78,7 @@ use suf_fss::keyfmt::checksum;
 use suf_fss::{KeyOrigin, KeyRef};
 
 use crate::error::{Result, RtError};
+use crate::ir::Dtype;
 
 const MAGIC: [u8; 4] = *b"SUFS";
 const VERSION: u16 = 2;
@@ -888,33 +889,57 @@ impl PartyStream {
         Ok(v)
     }
 
-    /// This party's shares of `out.len()` arithmetic values, into `out` (the executor reuses
-    /// one buffer for the masks it only needs while it packs the round's message).
+    /// This party's shares of `out.len()` arithmetic values, into `out`.
     pub fn take_arith_into(&mut self, out: &mut [u64]) -> Result<()> {
-        let w = BitWidth::new(self.id.bits)?;
-        match &mut self.prg {
-            Some(p) => {
-                p.fill_ring(w, out);
-                Ok(())
-            }
-            None => {
-                let r = self.section(TAG_ARITH, out.len() as u64)?;
-                unpack_to(&self.buf[r], w.bits(), out)
-                    .map_err(|e| RtError::KeyStream(e.to_string()))
-            }
-        }
+        self.take_masks_into(&mut [(Dtype::Arith, out)])
     }
 
     /// This party's XOR shares of `out.len()` bits, into `out`.
     pub fn take_bool_into(&mut self, out: &mut [u64]) -> Result<()> {
+        self.take_masks_into(&mut [(Dtype::Bool, out)])
+    }
+
+    /// This party's shares for several values in stream order, `(dtype, out)` each (the
+    /// masks of a round's openings): exactly what [`PartyStream::take_arith_into`] and
+    /// [`PartyStream::take_bool_into`] give part after part, the parts filled in parallel
+    /// (party 1 expands them from its seed at their counters, party 0 unpacks each section).
+    pub fn take_masks_into(&mut self, parts: &mut [(Dtype, &mut [u64])]) -> Result<()> {
+        let w = BitWidth::new(self.id.bits)?;
         match &mut self.prg {
             Some(p) => {
-                p.fill_masked(1, out);
+                let mut v: Vec<(u64, &mut [u64])> = parts
+                    .iter_mut()
+                    .map(|(d, o)| {
+                        let m = match d {
+                            Dtype::Arith => w.mask(),
+                            Dtype::Bool => 1,
+                        };
+                        (m, &mut **o)
+                    })
+                    .collect();
+                p.fill_parts(&mut v);
                 Ok(())
             }
             None => {
-                let r = self.section(TAG_BOOL, out.len() as u64)?;
-                unpack_to(&self.buf[r], 1, out).map_err(|e| RtError::KeyStream(e.to_string()))
+                let mut jobs = Vec::with_capacity(parts.len());
+                for (d, o) in parts.iter_mut() {
+                    let (tag, bits) = match d {
+                        Dtype::Arith => (TAG_ARITH, w.bits()),
+                        Dtype::Bool => (TAG_BOOL, 1),
+                    };
+                    let r = self.section(tag, o.len() as u64)?;
+                    jobs.push((r, bits, &mut **o));
+                }
+                let buf = &self.buf;
+                let total: usize = jobs.iter().map(|j| j.2.len()).sum();
+                let one =
+                    |(r, bits, o): (Range<usize>, u32, &mut [u64])| unpack_to(&buf[r], bits, o);
+                if total < 1 << 15 {
+                    jobs.into_iter().try_for_each(one)
+                } else {
+                    jobs.into_par_iter().try_for_each(one)
+                }
+                .map_err(|e| RtError::KeyStream(e.to_string()))
             }
         }
     }

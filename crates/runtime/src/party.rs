@@ -428,57 +428,89 @@ impl<'a> Party<'a> {
                 .flat_map(|id| prog.node(*id).op.deps())
                 .collect();
             ex.ensure(&operands, inputs)?;
-            let mut masks: Vec<Vec<Vec<u64>>> = Vec::with_capacity(wave.len());
-            let mut mine: Vec<Vec<Vec<u64>>> = Vec::with_capacity(wave.len());
-            let mut msg = Vec::new();
-            let mut layout: Vec<(usize, u32)> = Vec::new();
-            for &id in wave {
+            // Every opening of the wave in wire order: (wave index, operand, its ring, a gate
+            // input?). A gate's input is opened mod 2^{input_bits} (the bits it reads); its
+            // mask is only needed while the message is packed (the gate's keys were made for
+            // it), so all of them share one reused buffer; every other step keeps its masks
+            // for the Beaver formulas.
+            let mut opens: Vec<(usize, NodeId, BitWidth, bool)> = Vec::new();
+            for (wi, &id) in wave.iter().enumerate() {
                 let node = prog.node(id);
-                let deps = node.op.deps();
-                let mut ms = Vec::new();
-                let mut ops = Vec::new();
-                for d in &deps {
-                    let dn = prog.node(*d);
-                    let x = ex.val(*d)?;
-                    let before = msg.len();
-                    // Mask and pack in one pass (`suf_backend::fused::mask_pack`).
-                    let t = Instant::now();
-                    // A gate's input is opened mod 2^{input_bits}: the bits it reads.
-                    let ring = open_ring(&node.op, dn.dtype, w);
-                    // A gate's input mask is only needed here (the gate's keys were made
-                    // for it): it goes through the reused buffer; every other step keeps its
-                    // masks for the Beaver formulas.
-                    let gate = matches!(node.op, Op::Gate(..));
-                    let mut r = if gate {
-                        std::mem::take(&mut ex.scratch)
-                    } else {
-                        Vec::new()
-                    };
-                    r.resize(dn.numel(), 0);
-                    match dn.dtype {
-                        Dtype::Arith => keys.take_arith_into(&mut r)?,
-                        Dtype::Bool => keys.take_bool_into(&mut r)?,
-                    }
-                    lap(&mut ex.phases, "masks", t);
-                    let t = Instant::now();
-                    let masked = self.be.mask_pack(ring, &x, &r, &mut msg);
-                    lap(&mut ex.phases, "mask_pack", t);
-                    let r = if gate {
-                        ex.scratch = r;
-                        Vec::new()
-                    } else {
-                        r
-                    };
-                    let masked = masked?;
-                    layout.push((masked.len(), ring.bits()));
-                    let sent = (msg.len() - before) as u64;
-                    ex.counter
-                        .opened(k as u64, &node.layer, &node.op.name(), sent, sent);
-                    ms.push(r);
-                    ops.push(masked);
+                let gate = matches!(node.op, Op::Gate(..));
+                for d in node.op.deps() {
+                    let ring = open_ring(&node.op, prog.node(d).dtype, w);
+                    opens.push((wi, d, ring, gate));
                 }
-                masks.push(ms);
-                mine.push(ops);
+            }
+            // Masks: one pass over the key stream, the openings filled in parallel.
+            let t = Instant::now();
+            let gate_len: usize = opens
+                .iter()
+                .filter(|o| o.3)
+                .map(|o| prog.node(o.1).numel())
+                .sum();
+            let mut scratch = std::mem::take(&mut ex.scratch);
+            scratch.resize(gate_len, 0);
+            let mut kept: Vec<Vec<u64>> = opens
+                .iter()
+                .map(|o| match o.3 {
+                    true => Vec::new(),
+                    false => vec![0u64; prog.node(o.1).numel()],
+                })
+                .collect();
+            {
+                let mut rest = scratch.as_mut_slice();
+                let mut parts: Vec<(Dtype, &mut [u64])> = Vec::with_capacity(opens.len());
+                for (o, k) in opens.iter().zip(kept.iter_mut()) {
+                    let dn = prog.node(o.1);
+                    let r: &mut [u64] = if o.3 {
+                        let (a, b) = std::mem::take(&mut rest).split_at_mut(dn.numel());
+                        rest = b;
+                        a
+                    } else {
+                        k
+                    };
+                    parts.push((dn.dtype, r));
+                }
+                keys.take_masks_into(&mut parts)?;
+            }
+            lap(&mut ex.phases, "masks", t);
+            // Mask and pack every opening in one call (`suf_backend::fused::mask_pack_many`).
+            let t = Instant::now();
+            let xs: Vec<Arc<Vec<u64>>> =
+                opens.iter().map(|o| ex.val(o.1)).collect::<Result<_>>()?;
+            let mut msg = Vec::new();
+            let masked = {
+                let mut rest = scratch.as_slice();
+                let mut parts: Vec<suf_backend::fused::MaskPart<'_>> =
+                    Vec::with_capacity(opens.len());
+                for ((o, k), x) in opens.iter().zip(&kept).zip(&xs) {
+                    let r: &[u64] = if o.3 {
+                        let (a, b) = rest.split_at(x.len());
+                        rest = b;
+                        a
+                    } else {
+                        k
+                    };
+                    parts.push((o.2, x.as_slice(), r));
+                }
+                self.be.mask_pack_many(&parts, &mut msg)
+            };
+            lap(&mut ex.phases, "mask_pack", t);
+            ex.scratch = scratch;
+            let masked = masked?;
+            drop(xs);
+            let mut masks: Vec<Vec<Vec<u64>>> = vec![Vec::new(); wave.len()];
+            let mut mine: Vec<Vec<Vec<u64>>> = vec![Vec::new(); wave.len()];
+            let mut layout: Vec<(usize, u32)> = Vec::with_capacity(opens.len());
+            for ((o, r), m) in opens.iter().zip(kept).zip(masked) {
+                let sent = packed_len(m.len(), o.2.bits()) as u64;
+                let node = prog.node(wave[o.0]);
+                ex.counter
+                    .opened(k as u64, &node.layer, &node.op.name(), sent, sent);
+                layout.push((m.len(), o.2.bits()));
+                masks[o.0].push(r);
+                mine[o.0].push(m);
             }
             let sent_len = msg.len();
             let t_wait = Instant::now();
@@ -597,11 +629,11 @@ impl<'a> Party<'a> {
         let j = self.party as u64;
         // Reconstruct opened values: own masked share + peer's.
         let t_unpack = Instant::now();
-        let mut opened: Vec<Vec<Vec<u64>>> = Vec::with_capacity(wave.len());
+        let mut parts: Vec<suf_backend::fused::UnpackPart<'_>> = Vec::with_capacity(layout.len());
+        let mut owner: Vec<usize> = Vec::with_capacity(layout.len());
         let mut pos = 0;
         let mut li = 0;
         for (wi, &id) in wave.iter().enumerate() {
-            let mut o = Vec::new();
             for (di, d) in prog.node(id).op.deps().iter().enumerate() {
                 let m = &mine[wi][di];
                 let (c, b) = layout[li];
@@ -612,15 +644,18 @@ impl<'a> Party<'a> {
                     .get(pos..pos + len)
                     .ok_or_else(|| RtError::Peer(format!("round {}: message too short", k + 1)))?;
                 pos += len;
-                // Unpack and add in one pass; a length/padding error is the peer's fault.
-                o.push(self.be.unpack_add(ring, peer, m).map_err(|e| match e {
-                    suf_backend::BackendError::Core(e) => {
-                        RtError::Peer(format!("round {}: {e}", k + 1))
-                    }
-                    e => RtError::Backend(e),
-                })?);
+                parts.push((ring, peer, m));
+                owner.push(wi);
             }
-            opened.push(o);
+        }
+        // Unpack and add in one pass; a length/padding error is the peer's fault.
+        let all = self.be.unpack_add_many(&parts).map_err(|e| match e {
+            suf_backend::BackendError::Core(e) => RtError::Peer(format!("round {}: {e}", k + 1)),
+            e => RtError::Backend(e),
+        })?;
+        let mut opened: Vec<Vec<Vec<u64>>> = vec![Vec::new(); wave.len()];
+        for (wi, v) in owner.into_iter().zip(all) {
+            opened[wi].push(v);
         }
         lap(&mut ex.phases, "unpack_add", t_unpack);
         let index: HashMap<NodeId, usize> =
@@ -633,11 +668,12 @@ impl<'a> Party<'a> {
                 // One gate: its opened input as is; several: gathered into one batch.
                 let xhat: std::borrow::Cow<'_, [u64]> = match ids.as_slice() {
                     [one] => std::borrow::Cow::Borrowed(&opened[index[one]][0]),
-                    _ => ids
-                        .iter()
-                        .flat_map(|id| opened[index[id]][0].iter().copied())
-                        .collect::<Vec<u64>>()
-                        .into(),
+                    _ => concat_par(
+                        &ids.iter()
+                            .map(|id| opened[index[id]][0].as_slice())
+                            .collect::<Vec<_>>(),
+                    )
+                    .into(),
                 };
                 let gate = match &prog.node(ids[0]).op {
                     Op::Gate(_, g) => g.clone(),
@@ -807,4 +843,27 @@ impl<'a> Party<'a> {
         }
         Ok(())
     }
+}
+
+/// The parts one after the other, copied in parallel from 2^15 elements on (a round's gate
+/// batch gathers one opening per attention head).
+fn concat_par(parts: &[&[u64]]) -> Vec<u64> {
+    use rayon::prelude::*;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total < 1 << 15 {
+        return parts.concat();
+    }
+    let mut out = vec![0u64; total];
+    let mut regions = Vec::with_capacity(parts.len());
+    let mut rest = out.as_mut_slice();
+    for p in parts {
+        let (a, b) = std::mem::take(&mut rest).split_at_mut(p.len());
+        regions.push(a);
+        rest = b;
+    }
+    regions
+        .into_par_iter()
+        .zip(parts.par_iter())
+        .for_each(|(o, p)| o.copy_from_slice(p));
+    out
 }
