@@ -24,7 +24,12 @@ fn two_processes_over_tls_on_loopback() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["matches_plain"], true, "{v}");
     assert_eq!(v["peer_link"]["tls"], true);
-    assert!(v["peer_link"]["party_threads"].is_null());
+    // By default each party process gets half the cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(v["peer_link"]["party_threads"], (cores / 2).max(1));
+    for p in v["per_party"].as_array().unwrap() {
+        assert_eq!(p["threads"], (cores / 2).max(1), "{p}");
+    }
     assert_eq!(v["peer_link"]["peer_ip"], "127.0.0.1");
     assert!(v["peer_link"]["netns"].is_null());
     assert!(v["rounds"].as_u64().unwrap() > 0);
