@@ -734,8 +734,13 @@ impl<'a> Party<'a> {
                 lap(&mut ex.phases, "gate_scatter", t_scatter);
             }
         }
-        // Products of a batched run (below), by node, until the wave reaches them.
-        let mut batched: HashMap<NodeId, Vec<u64>> = HashMap::new();
+        // The GEMM halves of the wave's Beaver matmuls (batched below), by node: both
+        // batch outputs and the node's span in them.
+        #[allow(clippy::type_complexity)]
+        let mut halves: HashMap<
+            NodeId,
+            (Arc<(Vec<u64>, Vec<u64>)>, std::ops::Range<usize>),
+        > = HashMap::new();
         for (wi, &id) in wave.iter().enumerate() {
             let node = prog.node(id);
             let t = Instant::now();
@@ -755,16 +760,16 @@ impl<'a> Party<'a> {
                     let c = keys.take_arith(node.numel())?;
                     be.beaver_square(w, self.party, &o[0], &ms[0], &c)?
                 }
-                Op::MatMul(a, b) => match batched.remove(&id) {
-                    Some(v) => v,
-                    None => {
-                        // A run of products of this shape consecutive in the wave (one per
-                        // attention head): the Beaver products as two batched GEMMs; the
-                        // triples are taken in wave order, as one node at a time would.
+                Op::MatMul(a, b) => {
+                    if !halves.contains_key(&id) {
+                        // Every product of this shape left in the wave (one per attention
+                        // head, with other steps between them): the Beaver products' two
+                        // GEMM halves as two batched GEMMs. Each node still takes its
+                        // triple at its own place in wave order (the dealer's order), below.
                         let (sa, sb) = (&prog.node(*a).shape, &prog.node(*b).shape);
                         let (m, kk, n) = (sa[0], sa[1], sb[1]);
                         let run: Vec<usize> = (wi..wave.len())
-                            .take_while(|&x| match &prog.node(wave[x]).op {
+                            .filter(|&x| match &prog.node(wave[x]).op {
                                 Op::MatMul(a2, b2) => {
                                     prog.node(*a2).shape == *sa && prog.node(*b2).shape == *sb
                                 }
@@ -783,24 +788,19 @@ impl<'a> Party<'a> {
                         }
                         let p1 = be.gemm_batch(w, &a1, &l1, bt, m, kk, n, BLayout::RowMajor)?;
                         let p2 = be.gemm_batch(w, &a2, &b2, bt, m, kk, n, BLayout::RowMajor)?;
+                        let both = Arc::new((p1, p2));
                         let mn = m * n;
-                        let mut first = None;
                         for (r, &x) in run.iter().enumerate() {
-                            let c = keys.take_arith(mn)?;
-                            let span = r * mn..(r + 1) * mn;
-                            let v = be.sub_add(w, &p1[span.clone()], &p2[span], &c)?;
-                            if r == 0 {
-                                first = Some(v);
-                            } else {
-                                batched.insert(wave[x], v);
-                            }
+                            halves.insert(wave[x], (Arc::clone(&both), r * mn..(r + 1) * mn));
                         }
-                        first.ok_or_else(|| RtError::Shape {
-                            op: "matmul",
-                            detail: format!("node {id:?}: empty product run"),
-                        })?
                     }
-                },
+                    let (both, span) = halves.remove(&id).ok_or_else(|| RtError::Shape {
+                        op: "matmul",
+                        detail: format!("node {id:?}: no batched product"),
+                    })?;
+                    let c = keys.take_arith(span.len())?;
+                    be.sub_add(w, &both.0[span.clone()], &both.1[span], &c)?
+                }
                 Op::MatMulPrivW { wid, k: kk, n, .. } => {
                     let m = o[0].len() / kk;
                     let c = keys.take_arith(m * n)?;
