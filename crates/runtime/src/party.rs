@@ -207,17 +207,7 @@ impl Exec<'_, '_, '_> {
                     .be
                     .gemm_resident(self.w, &a, r, rows, *k, *n, BLayout::RowMajor)?
             }
-            _ => {
-                let deps = node.op.deps();
-                let args: Vec<Arc<Vec<u64>>> =
-                    deps.iter().map(|d| self.val(*d)).collect::<Result<_>>()?;
-                let refs: Vec<&[u64]> = args.iter().map(|a| a.as_slice()).collect();
-                let shapes: Vec<&[usize]> = deps
-                    .iter()
-                    .map(|d| prog.node(*d).shape.as_slice())
-                    .collect();
-                eval_local(self.p.be, self.w, self.p.party, node, &refs, &shapes)?
-            }
+            _ => self.eval_deps(id)?,
         };
         self.counter.time(
             &node.layer,
@@ -254,11 +244,73 @@ impl Exec<'_, '_, '_> {
         }
         need.sort();
         let t = Instant::now();
-        for id in need {
-            self.local(id, inputs)?;
+        // By level (a step after the needed steps it reads): the data-movement steps of a
+        // level (take, column slices and concatenations, transposes: host copies, one per
+        // attention head) in parallel, the others one after the other. Steps of one level
+        // are independent and local steps take no keys, so the order changes nothing else.
+        let mut level: HashMap<NodeId, usize> = HashMap::with_capacity(need.len());
+        let mut levels: Vec<Vec<NodeId>> = Vec::new();
+        for &id in &need {
+            let l = prog
+                .node(id)
+                .op
+                .deps()
+                .iter()
+                .filter_map(|d| level.get(d).map(|l| l + 1))
+                .max()
+                .unwrap_or(0);
+            level.insert(id, l);
+            if levels.len() <= l {
+                levels.resize(l + 1, Vec::new());
+            }
+            levels[l].push(id);
+        }
+        for ids in levels {
+            let (moves, rest): (Vec<NodeId>, Vec<NodeId>) = ids
+                .into_iter()
+                .partition(|id| is_data_movement(&prog.node(*id).op));
+            if moves.len() > 1 {
+                use rayon::prelude::*;
+                let this = &*self;
+                let done: Vec<(NodeId, Vec<u64>, f64)> = moves
+                    .par_iter()
+                    .map(|&id| {
+                        let t = Instant::now();
+                        let v = this.eval_deps(id)?;
+                        Ok((id, v, t.elapsed().as_secs_f64() * 1e3))
+                    })
+                    .collect::<Result<_>>()?;
+                for (id, v, ms) in done {
+                    let node = prog.node(id);
+                    self.counter
+                        .time(&node.layer, &node.op.name(), node.numel(), ms);
+                    self.store(id, v);
+                }
+            } else {
+                for id in moves {
+                    self.local(id, inputs)?;
+                }
+            }
+            for id in rest {
+                self.local(id, inputs)?;
+            }
         }
         lap(&mut self.phases, "local", t);
         Ok(())
+    }
+
+    /// A local step evaluated from its operands' values ([`eval_local`]).
+    fn eval_deps(&self, id: NodeId) -> Result<Vec<u64>> {
+        let prog = self.p.prog;
+        let node = prog.node(id);
+        let deps = node.op.deps();
+        let args: Vec<Arc<Vec<u64>>> = deps.iter().map(|d| self.val(*d)).collect::<Result<_>>()?;
+        let refs: Vec<&[u64]> = args.iter().map(|a| a.as_slice()).collect();
+        let shapes: Vec<&[usize]> = deps
+            .iter()
+            .map(|d| prog.node(*d).shape.as_slice())
+            .collect();
+        eval_local(self.p.be, self.w, self.p.party, node, &refs, &shapes)
     }
 }
 
@@ -843,6 +895,14 @@ impl<'a> Party<'a> {
         }
         Ok(())
     }
+}
+
+/// Host copies (the transpose is the `Backend` trait's host default): safe side by side.
+fn is_data_movement(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Take(..) | Op::SliceCols(..) | Op::ConcatCols(..) | Op::Transpose(_)
+    )
 }
 
 /// The parts one after the other, copied in parallel from 2^15 elements on (a round's gate
