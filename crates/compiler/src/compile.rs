@@ -725,8 +725,18 @@ impl GateSpec {
             for (ci, &t) in p.targets.iter().enumerate() {
                 let src = &v[ci * cnt..(ci + 1) * cnt];
                 let dst = &mut out[t * cnt..(t + 1) * cnt];
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = d.wrapping_add(*s) & nm;
+                let add = |(d, s): (&mut [u64], &[u64])| {
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = d.wrapping_add(*s) & nm;
+                    }
+                };
+                // Large batches (bert-base's GeLU: 4.7 M elements) in parallel chunks.
+                if cnt >= 1 << 15 {
+                    dst.par_chunks_mut(1 << 14)
+                        .zip(src.par_chunks(1 << 14))
+                        .for_each(add);
+                } else {
+                    add((dst, src));
                 }
             }
         }
