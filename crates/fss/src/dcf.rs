@@ -642,25 +642,25 @@ impl<'a> DcfKeys<'a> {
             }
             for i in 0..n {
                 let sh = n - 1 - i;
-                // MMO by hand: blk = π(s ⊕ c), then G_c(s) = blk ⊕ s ⊕ c below.
+                // blk = s ⊕ c, for the MMO below.
                 for (ln, bl) in st.iter().zip(blk.iter_mut()) {
                     let d = (ln.x >> sh) & 1;
                     bl[0] = ln.s ^ child_const(d);
                     bl[1] = ln.s ^ c_value(d as u32);
                 }
-                aes.permute_many(blk.as_flattened_mut());
+                // MMO: blk = π(s ⊕ c) ⊕ s ⊕ c = G_c(s).
+                aes.mmo_in_place(blk.as_flattened_mut());
                 let scw0 = l.scw_at(i, 0);
                 let vbit0 = l.vcw_bit(i, 0, 0);
                 for (ln, bl) in st.iter_mut().zip(blk.iter()) {
                     let k = ln.key;
-                    let d = (ln.x >> sh) & 1;
                     let tm = ln.t.wrapping_neg();
-                    let v = (bl[1] ^ ln.s ^ c_value(d as u32)) as u64;
+                    let v = bl[1] as u64;
                     let vc = rd_bits::<WIDE>(b, vbit0 + k * m, mm);
                     ln.acc = ln.acc.wrapping_add(v).wrapping_add(tm & vc);
                     let scw = rd_u128(b, scw0 + 16 * k) & !1;
                     let corr = scw | ((ln.tsel >> i) & 1) as u128;
-                    let g = bl[0] ^ ln.s ^ child_const(d);
+                    let g = bl[0];
                     let y = g ^ (corr & (tm as i64 as i128 as u128));
                     ln.t = (y & 1) as u64;
                     ln.s = y & !1;
@@ -716,7 +716,7 @@ impl<'a> DcfKeys<'a> {
             acc.fill(0);
             for i in 0..n {
                 let sh = n - 1 - i;
-                // MMO by hand: blk = π(s ⊕ c), then G_c(s) = blk ⊕ s ⊕ c below.
+                // blk = s ⊕ c, for the MMO below.
                 for (ln, bl) in st.iter().zip(blk.chunks_exact_mut(w)) {
                     let d = (ln.x >> sh) & 1;
                     bl[0] = ln.s ^ child_const(d);
@@ -724,21 +724,17 @@ impl<'a> DcfKeys<'a> {
                         *x = ln.s ^ c_value((2 * j) as u32 + d as u32);
                     }
                 }
-                aes.permute_many(blk);
+                // MMO: blk = π(s ⊕ c) ⊕ s ⊕ c = G_c(s).
+                aes.mmo_in_place(blk);
                 let scw0 = l.scw_at(i, 0);
                 let vbit0 = l.vcw_bit(i, 0, 0);
                 for ((ln, bl), ac) in st
                     .iter_mut()
-                    .zip(blk.chunks_exact_mut(w))
+                    .zip(blk.chunks_exact(w))
                     .zip(acc.chunks_exact_mut(p))
                 {
                     let k = ln.key;
-                    let d = (ln.x >> sh) & 1;
                     let tm = ln.t.wrapping_neg();
-                    bl[0] ^= ln.s ^ child_const(d);
-                    for (j, x) in bl[1..].iter_mut().enumerate() {
-                        *x ^= ln.s ^ c_value((2 * j) as u32 + d as u32);
-                    }
                     let vals = &bl[1..];
                     let kb = vbit0 + k * p * mu;
                     for (q, a) in ac.iter_mut().enumerate() {
