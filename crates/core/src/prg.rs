@@ -89,23 +89,20 @@ impl FixedKeyAes {
     /// π applied to every block in place (pipelined).
     #[inline]
     pub fn permute_many(&self, blocks: &mut [u128]) {
-        let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
-        for chunk in blocks.chunks_mut(PAR_BLOCKS) {
-            let m = chunk.len();
-            for (b, x) in buf.iter_mut().zip(chunk.iter()) {
-                *b = GenericArray::from(x.to_le_bytes());
-            }
-            self.cipher.encrypt_blocks(&mut buf[..m]);
-            for (x, b) in chunk.iter_mut().zip(buf.iter()) {
-                *x = u128::from_le_bytes((*b).into());
-            }
-        }
+        self.encrypt_in_place::<false>(blocks);
     }
 
     /// y ↦ π(y) ⊕ y for every block in place (pipelined): the MMO output G_c(s) of blocks
     /// that already hold y = s ⊕ c.
     #[inline]
     pub fn mmo_in_place(&self, blocks: &mut [u128]) {
+        self.encrypt_in_place::<true>(blocks);
+    }
+
+    /// π(y) (or π(y) ⊕ y with `FEED`) for every block y, through the `aes` crate's pipelined
+    /// multi-block encryption.
+    #[inline(always)]
+    fn encrypt_in_place<const FEED: bool>(&self, blocks: &mut [u128]) {
         let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
         for chunk in blocks.chunks_mut(PAR_BLOCKS) {
             let m = chunk.len();
@@ -114,7 +111,8 @@ impl FixedKeyAes {
             }
             self.cipher.encrypt_blocks(&mut buf[..m]);
             for (x, b) in chunk.iter_mut().zip(buf.iter()) {
-                *x ^= u128::from_le_bytes((*b).into());
+                let e = u128::from_le_bytes((*b).into());
+                *x = if FEED { *x ^ e } else { e };
             }
         }
     }
@@ -136,17 +134,7 @@ impl FixedKeyAes {
         for ((o, &ci), &si) in out.iter_mut().zip(c).zip(s) {
             *o = si ^ ci;
         }
-        let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
-        for chunk in out.chunks_mut(PAR_BLOCKS) {
-            let m = chunk.len();
-            for (b, x) in buf.iter_mut().zip(chunk.iter()) {
-                *b = GenericArray::from(x.to_le_bytes());
-            }
-            self.cipher.encrypt_blocks(&mut buf[..m]);
-            for (x, b) in chunk.iter_mut().zip(buf.iter()) {
-                *x ^= u128::from_le_bytes((*b).into());
-            }
-        }
+        self.mmo_in_place(out);
     }
 
     /// `out[i] = G_c(s[i])` with one constant for all.
@@ -156,17 +144,7 @@ impl FixedKeyAes {
         for (o, &si) in out.iter_mut().zip(s) {
             *o = si ^ c;
         }
-        let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
-        for chunk in out.chunks_mut(PAR_BLOCKS) {
-            let m = chunk.len();
-            for (b, x) in buf.iter_mut().zip(chunk.iter()) {
-                *b = GenericArray::from(x.to_le_bytes());
-            }
-            self.cipher.encrypt_blocks(&mut buf[..m]);
-            for (x, b) in chunk.iter_mut().zip(buf.iter()) {
-                *x ^= u128::from_le_bytes((*b).into());
-            }
-        }
+        self.mmo_in_place(out);
     }
 }
 

@@ -538,7 +538,9 @@ impl<'a> Party<'a> {
                     Vec::with_capacity(opens.len());
                 for ((o, k), x) in opens.iter().zip(&kept).zip(&xs) {
                     let r: &[u64] = if o.3 {
-                        let (a, b) = rest.split_at(x.len());
+                        // Split as the masks were taken (a value of another length is then
+                        // mask_pack's LengthMismatch, not a panic here).
+                        let (a, b) = rest.split_at(prog.node(o.1).numel());
                         rest = b;
                         a
                     } else {
