@@ -56,6 +56,15 @@ pub enum BackendError {
         /// Which argument.
         what: &'static str,
     },
+    /// Caller error: an operation this backend does not offer (e.g. receiving a key stream
+    /// into device memory on the CPU backend, which keeps every key byte on the host).
+    #[error("the {backend} backend does not {what}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What it was asked to do.
+        what: &'static str,
+    },
     /// Error from the FSS evaluators (malformed key, wrong parameters, ...).
     #[error(transparent)]
     Fss(#[from] suf_fss::FssError),

@@ -264,6 +264,58 @@ pub trait Backend: Send + Sync {
         let _ = stream;
     }
 
+    /// Begin receiving a key stream of `len` bytes straight into the backend's memory while
+    /// it arrives (`PartyStream::receive` in `suf-runtime`): the stream's bytes are handed
+    /// over in order, in chunks of the size returned here ([`Backend::receive_keys_chunk`]),
+    /// and the host keeps only what it reads itself (headers, dealer shares), not the key
+    /// bodies — so a stream larger than the host's memory for two parties (bert-large: 60 GB
+    /// per party) can still be resident on the device. Returns `None` when the backend
+    /// evaluates from host bytes (the default, the CPU backend): then the caller keeps every
+    /// byte on the host. One stream at a time per instance; a new begin drops an unfinished
+    /// one.
+    ///
+    /// # Errors
+    /// [`BackendError::KeysTooLarge`] when the stream does not fit in device memory; a
+    /// device error.
+    fn receive_keys_begin(&self, len: usize) -> Result<Option<usize>> {
+        let _ = len;
+        Ok(None)
+    }
+
+    /// Chunk `index` of the stream begun by [`Backend::receive_keys_begin`]: its bytes
+    /// `index·chunk ..`, exactly `chunk` of them except for the last chunk. Chunks come in
+    /// order.
+    ///
+    /// # Errors
+    /// `Unsupported` on a backend that returned `None` from the begin; `LengthMismatch` for
+    /// a chunk out of order, too long or past the stream's length; a device error.
+    fn receive_keys_chunk(&self, index: usize, bytes: &[u8]) -> Result<()> {
+        let _ = (index, bytes);
+        Err(BackendError::Unsupported {
+            backend: self.name(),
+            what: "receive key streams into device memory",
+        })
+    }
+
+    /// Finish the stream being received (every byte was handed over): it becomes the
+    /// attached stream `stream` (as [`Backend::attach_keys`] would make it, which is then a
+    /// no-op for this token). Returns the milliseconds the device spent on the copies that
+    /// were still running when the last chunk came in.
+    ///
+    /// # Errors
+    /// `Unsupported` without a stream being received; `LengthMismatch` if fewer bytes came
+    /// than were announced; a device error.
+    fn receive_keys_finish(&self, stream: u64) -> Result<f64> {
+        let _ = stream;
+        Err(BackendError::Unsupported {
+            backend: self.name(),
+            what: "receive key streams into device memory",
+        })
+    }
+
+    /// Drop a stream being received (the receive failed); nothing when none is.
+    fn receive_keys_abort(&self) {}
+
     /// Cumulative counters of this instance (device calls and time per operation, bytes
     /// moved, DCF batches read in place or uploaded, key streams attached); see
     /// [`BackendStats`]. The default (the CPU backend) reports zeros: all of its work is

@@ -45,6 +45,7 @@ fn dcf_shares_reconstruct() {
     let origin = Some(suf_fss::KeyOrigin {
         stream: 3,
         offset: 128,
+        on_host: true,
     });
     let view = dcf::DcfKeys::view(suf_fss::KeyRef {
         bytes: &bytes,

@@ -506,6 +506,9 @@ pub fn bench_processes(
                 "key_upload_ms": median(col("key_upload_ms")),
                 "key_bytes_uploaded": per_run.last().map(|r| r[j]["key_bytes_uploaded"].clone()),
                 "key_file_bytes": per_run.last().map(|r| r[j]["key_file_bytes"].clone()),
+                "key_receive_ms": median(col("key_receive_ms")),
+                "key_host_bytes": per_run.last().map(|r| r[j]["key_host_bytes"].clone()),
+                "keys_received_into_device": per_run.last().map(|r| r[j]["keys_received_into_device"].clone()),
                 "host_ms": median(rep_col("host_ms")), "device_ms": median(rep_col("device_ms")),
                 "wait_ms": median(rep_col("wait_ms")),
                 "online_minor_faults": per_run
@@ -675,13 +678,30 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         let mut sock = UnixStream::connect(&ks)
             .with_context(|| format!("connecting to the dealer at {}", ks.display()))?;
         sock.set_read_timeout(Some(timeout))?;
-        let mut bytes = Vec::with_capacity(last_len);
-        std::io::Read::read_to_end(&mut sock, &mut bytes)
-            .context("receiving the key stream from the dealer")?;
+        // With the plan's exact length the stream is received straight into a device
+        // backend (the host keeps all but the key bodies: bert-large's 60 GB per party need
+        // not sit in host memory twice over), its copies overlapping the receive; a host
+        // backend reads it whole.
+        let (keys, rx) = if last_len > 0 {
+            PartyStream::receive(&mut sock, last_len, be.be.as_ref())
+                .context("receiving the key stream from the dealer")?
+        } else {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut sock, &mut bytes)
+                .context("receiving the key stream from the dealer")?;
+            let n = bytes.len() as u64;
+            let ks = PartyStream::from_bytes(bytes)?;
+            let rx = suf_runtime::keystream::ReceiveStats {
+                bytes: n,
+                host_bytes: n,
+                ms: ms(t_load),
+                ..Default::default()
+            };
+            (ks, rx)
+        };
         drop(sock);
-        last_len = bytes.len();
-        let key_file_bytes = bytes.len();
-        let keys = PartyStream::from_bytes(bytes)?;
+        last_len = keys.bytes().len();
+        let key_file_bytes = keys.bytes().len();
         keys.check(party, &prog.fingerprint(), prog.width().bits())?;
         let mut keys = keys;
         let key_read_ms = ms(t_load);
@@ -706,7 +726,12 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
             _ => bail!("party 1 needs --connect"),
         };
         let connect_ms = ms(t_conn);
-        let (key_upload_ms, key_bytes_uploaded) = (prep.key_upload_ms, prep.key_bytes_uploaded);
+        // A stream received into the device was uploaded while it arrived: its upload is
+        // the copies' tail after the last byte (the rest overlapped the receive).
+        let (key_upload_ms, key_bytes_uploaded) = match rx.into_device {
+            true => (rx.device_tail_ms, rx.bytes),
+            false => (prep.key_upload_ms, prep.key_bytes_uploaded),
+        };
         let mut tf = match a.trace {
             true => {
                 let tp = trace_path(&a.dir, run, party);
@@ -739,6 +764,8 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
             "key_read_ms": key_read_ms, "prepare_ms": prepare_ms, "key_load_ms": key_load_ms,
             "connect_ms": connect_ms,
             "key_upload_ms": key_upload_ms, "key_bytes_uploaded": key_bytes_uploaded,
+            "keys_received_into_device": rx.into_device, "key_host_bytes": rx.host_bytes,
+            "key_receive_ms": rx.ms,
             "online_ms": out.report.online_ms,
             "online_minor_faults": online_minor_faults,
             "breakdown": models_cmd::breakdown_json(&out.report),

@@ -95,6 +95,7 @@ fn main() -> Res<()> {
             origin: Some(KeyOrigin {
                 stream: token,
                 offset: 0,
+                on_host: true,
             }),
         })?;
         let want = cpu.dcf_eval(&k0, &xs, 1)?;

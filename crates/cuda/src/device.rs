@@ -198,6 +198,21 @@ pub struct CudaBackend {
     /// ([`CudaBackend::dtoh_staged`]), allocated on first use.
     down: Mutex<Option<[Staging; 2]>>,
     stats: Mutex<BackendStats>,
+    /// The key stream being received ([`Backend::receive_keys_begin`]), if any.
+    receiving: Mutex<Option<Receiving>>,
+}
+
+/// A key stream arriving chunk by chunk ([`CudaBackend::try_receive_chunk`]).
+struct Receiving {
+    buf: CudaSlice<u8>,
+    /// Announced bytes.
+    len: usize,
+    /// The next chunk index expected.
+    next: usize,
+    /// Bytes handed over so far.
+    done: usize,
+    /// When the receive began.
+    t: Instant,
 }
 
 /// A pinned staging buffer and the event recorded after the copy that last read it.
@@ -213,6 +228,13 @@ struct ResidentStream {
 
 /// Lock a mutex, taking the data of a poisoned one (a panicking caller cannot leave these
 /// counters or tables half-updated in a way that matters).
+/// `BodyOnDevice` unless the host holds the key body `origin` names (a body received straight
+/// into a device has only zeros on the host: it is evaluated where it lies or not at all).
+fn host_body(origin: Option<suf_fss::KeyOrigin>) -> Result<()> {
+    suf_fss::KeyOrigin::check_on_host(origin)
+        .map_err(|e| CudaError::Backend(suf_backend::BackendError::Fss(e)))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -400,6 +422,7 @@ impl CudaBackend {
             staging: Mutex::new(None),
             down: Mutex::new(None),
             stats: Mutex::new(BackendStats::default()),
+            receiving: Mutex::new(None),
         })
     }
 
@@ -422,6 +445,7 @@ impl CudaBackend {
             staging: Mutex::new(None),
             down: Mutex::new(None),
             stats: Mutex::new(BackendStats::default()),
+            receiving: Mutex::new(None),
         })
     }
 
@@ -794,8 +818,10 @@ impl CudaBackend {
     /// of its own, byte for byte, with a zero tail (see `keys::dcf_alloc_len`).
     ///
     /// # Errors
-    /// A driver error.
+    /// A driver error; `BodyOnDevice` (as [`CudaError::Backend`]) for a body that was
+    /// received into a device and is not on the host (its stream is not attached here).
     pub fn upload_dcf(&self, keys: &DcfKeys<'_>) -> Result<DeviceDcfKeys> {
+        host_body(keys.origin())?;
         let l = keys.layout();
         let alloc = keys::dcf_alloc_len(l.total)
             .ok_or_else(|| CudaError::BadKey("DCF body size overflows".into()))?;
@@ -862,6 +888,7 @@ impl CudaBackend {
                 0,
             ));
         }
+        host_body(keys.origin())?;
         let mut body = self.alloc_bytes(total.max(1))?;
         if total > 0 {
             self.stream
@@ -955,48 +982,60 @@ impl CudaBackend {
         }
         let t = Instant::now();
         let len = bytes.len();
-        // The stream's bytes, zeros to a whole number of chunks (so every chunk copy is a
-        // whole staging buffer) and at least 16 past the end (the kernels' packed reads).
-        let alloc = len
-            .checked_add(16)
-            .and_then(|x| x.checked_next_multiple_of(STAGE_CHUNK))
-            .ok_or(CudaError::KeysTooLarge {
-                bytes: len as u64,
-                free: 0,
-            })?;
-        self.key_stream_fits(alloc)?;
-        let mut buf = self.alloc_zeros::<u8>(alloc)?;
-        {
-            let mut staging = lock(&self.staging);
-            // Write-combined pinned memory: the host only writes these buffers.
-            let bufs = self.staging_pair(
-                &mut staging,
-                cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
-            )?;
-            for (ci, chunk) in bytes.chunks(STAGE_CHUNK).enumerate() {
-                let (pinned, done) = &mut bufs[ci % 2];
-                // The copy that last read this buffer must have finished before the host
-                // writes it again (event tracking is off on this context, so the pinned
-                // slice's own event is never recorded: this event is ours).
-                done.synchronize().during("waiting for a staging buffer")?;
-                let host = pinned
-                    .as_mut_slice()
-                    .during("waiting for a staging buffer")?;
-                host[..chunk.len()]
-                    .par_chunks_mut(1 << 20)
-                    .zip(chunk.par_chunks(1 << 20))
-                    .for_each(|(d, s)| d.copy_from_slice(s));
-                host[chunk.len()..].fill(0);
-                let off = ci * STAGE_CHUNK;
-                self.stream
-                    .memcpy_htod(&*pinned, &mut buf.slice_mut(off..off + STAGE_CHUNK))
-                    .during("uploading a key stream")?;
-                done.record(&self.stream)
-                    .during("recording a staging event")?;
-            }
-            self.stream.synchronize().during("uploading a key stream")?;
+        let mut buf = self.key_stream_buffer(len)?;
+        for (ci, chunk) in bytes.chunks(STAGE_CHUNK).enumerate() {
+            self.stage_key_chunk(ci, chunk, &mut buf)?;
         }
+        self.stream.synchronize().during("uploading a key stream")?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
+        self.hold_stream(token, buf, len, ms);
+        Ok(ms)
+    }
+
+    /// Copy chunk `ci` of a key stream (its bytes `ci·STAGE_CHUNK ..`, at most `STAGE_CHUNK`
+    /// of them) into `buf` through the pinned staging pair; asynchronous (the event behind
+    /// the copy guards the staging buffer's next use).
+    fn stage_key_chunk(&self, ci: usize, chunk: &[u8], buf: &mut CudaSlice<u8>) -> Result<()> {
+        let off = ci
+            .checked_mul(STAGE_CHUNK)
+            .filter(|&o| chunk.len() <= STAGE_CHUNK && o + STAGE_CHUNK <= buf.len())
+            .ok_or(CudaError::Backend(
+                suf_backend::BackendError::LengthMismatch {
+                    what: "key stream chunk",
+                    expected: STAGE_CHUNK,
+                    got: chunk.len(),
+                },
+            ))?;
+        let mut staging = lock(&self.staging);
+        // Write-combined pinned memory: the host only writes these buffers.
+        let bufs = self.staging_pair(
+            &mut staging,
+            cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+        )?;
+        let (pinned, done) = &mut bufs[ci % 2];
+        // The copy that last read this buffer must have finished before the host writes it
+        // again (event tracking is off on this context, so the pinned slice's own event is
+        // never recorded: this event is ours).
+        done.synchronize().during("waiting for a staging buffer")?;
+        let host = pinned
+            .as_mut_slice()
+            .during("waiting for a staging buffer")?;
+        host[..chunk.len()]
+            .par_chunks_mut(1 << 20)
+            .zip(chunk.par_chunks(1 << 20))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        host[chunk.len()..].fill(0);
+        self.stream
+            .memcpy_htod(&*pinned, &mut buf.slice_mut(off..off + STAGE_CHUNK))
+            .during("uploading a key stream")?;
+        done.record(&self.stream)
+            .during("recording a staging event")?;
+        Ok(())
+    }
+
+    /// Keep `buf` (a whole key stream of `len` bytes) resident under `token`, counted as an
+    /// attach that took `ms`; a fifth stream releases the oldest.
+    fn hold_stream(&self, token: u64, buf: CudaSlice<u8>, len: usize, ms: f64) {
         {
             let mut streams = lock(&self.streams);
             if streams.len() >= MAX_STREAMS {
@@ -1014,7 +1053,98 @@ impl CudaBackend {
         st.key_streams_attached += 1;
         st.key_bytes_attached += len as u64;
         st.key_upload_ms += ms;
-        Ok(ms)
+    }
+
+    /// The device buffer for a key stream of `len` bytes: zeros to a whole number of
+    /// staging chunks and at least 16 past the end (the kernels' packed reads), if it fits.
+    fn key_stream_buffer(&self, len: usize) -> Result<CudaSlice<u8>> {
+        let alloc = len
+            .checked_add(16)
+            .and_then(|x| x.checked_next_multiple_of(STAGE_CHUNK))
+            .ok_or(CudaError::KeysTooLarge {
+                bytes: len as u64,
+                free: 0,
+            })?;
+        self.key_stream_fits(alloc)?;
+        self.alloc_zeros::<u8>(alloc)
+    }
+
+    /// [`Backend::receive_keys_begin`]: a device buffer for the whole stream (any stream
+    /// still being received is dropped first). Returns the chunk size, 16 MiB.
+    ///
+    /// # Errors
+    /// [`CudaError::KeysTooLarge`]; a driver error.
+    pub fn try_receive_begin(&self, len: usize) -> Result<usize> {
+        let mut r = lock(&self.receiving);
+        *r = None;
+        let buf = self.key_stream_buffer(len)?;
+        *r = Some(Receiving {
+            buf,
+            len,
+            next: 0,
+            done: 0,
+            t: Instant::now(),
+        });
+        Ok(STAGE_CHUNK)
+    }
+
+    /// [`Backend::receive_keys_chunk`].
+    ///
+    /// # Errors
+    /// `Unsupported` without a receive begun; `LengthMismatch` for a chunk out of order, of
+    /// the wrong size or past the announced length; a driver error.
+    pub fn try_receive_chunk(&self, index: usize, bytes: &[u8]) -> Result<()> {
+        let mut g = lock(&self.receiving);
+        let r = g
+            .as_mut()
+            .ok_or(CudaError::Backend(suf_backend::BackendError::Unsupported {
+                backend: "cuda",
+                what: "take a key stream chunk without a receive begun",
+            }))?;
+        let last = r.done + bytes.len() == r.len;
+        if index != r.next || r.done + bytes.len() > r.len || (!last && bytes.len() != STAGE_CHUNK)
+        {
+            return Err(CudaError::Backend(
+                suf_backend::BackendError::LengthMismatch {
+                    what: "key stream chunk",
+                    expected: STAGE_CHUNK.min(r.len - r.done.min(r.len)),
+                    got: bytes.len(),
+                },
+            ));
+        }
+        self.stage_key_chunk(index, bytes, &mut r.buf)?;
+        r.next += 1;
+        r.done += bytes.len();
+        Ok(())
+    }
+
+    /// [`Backend::receive_keys_finish`]: waits for the last copies and holds the stream
+    /// under `token`. Returns the milliseconds of that wait.
+    ///
+    /// # Errors
+    /// `Unsupported` without a receive begun; `LengthMismatch` if bytes are missing; a
+    /// driver error.
+    pub fn try_receive_finish(&self, token: u64) -> Result<f64> {
+        let r = lock(&self.receiving).take().ok_or(CudaError::Backend(
+            suf_backend::BackendError::Unsupported {
+                backend: "cuda",
+                what: "finish a key stream without a receive begun",
+            },
+        ))?;
+        if r.done != r.len {
+            return Err(CudaError::Backend(
+                suf_backend::BackendError::LengthMismatch {
+                    what: "received key stream",
+                    expected: r.len,
+                    got: r.done,
+                },
+            ));
+        }
+        let t = Instant::now();
+        self.stream.synchronize().during("uploading a key stream")?;
+        let tail = t.elapsed().as_secs_f64() * 1e3;
+        self.hold_stream(token, r.buf, r.len, r.t.elapsed().as_secs_f64() * 1e3);
+        Ok(tail)
     }
 
     /// Release the key stream held under `token` (nothing if none).
@@ -1982,6 +2112,26 @@ impl Backend for CudaBackend {
 
     fn detach_keys(&self, stream: u64) {
         self.detach(stream);
+    }
+
+    fn receive_keys_begin(&self, len: usize) -> suf_backend::Result<Option<usize>> {
+        self.try_receive_begin(len)
+            .map(Some)
+            .map_err(|e| e.into_backend("receive_keys_begin"))
+    }
+
+    fn receive_keys_chunk(&self, index: usize, bytes: &[u8]) -> suf_backend::Result<()> {
+        self.try_receive_chunk(index, bytes)
+            .map_err(|e| e.into_backend("receive_keys_chunk"))
+    }
+
+    fn receive_keys_finish(&self, stream: u64) -> suf_backend::Result<f64> {
+        self.try_receive_finish(stream)
+            .map_err(|e| e.into_backend("receive_keys_finish"))
+    }
+
+    fn receive_keys_abort(&self) {
+        *lock(&self.receiving) = None;
     }
 
     fn stats(&self) -> BackendStats {

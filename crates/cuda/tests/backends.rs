@@ -758,6 +758,7 @@ fn dcf_attached_stream(dev: Dev) -> R {
                 origin: Some(KeyOrigin {
                     stream: token,
                     offset: off as u64 + shift,
+                    on_host: true,
                 }),
             })?)
         };
@@ -851,6 +852,98 @@ fn dcf_attached_stream(dev: Dev) -> R {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// A key stream received chunk by chunk into the device (`receive_keys_*`, the path of
+/// `PartyStream::receive`): views whose bodies only the device holds (`on_host: false`) are
+/// evaluated in place and equal the CPU on the same keys; such a view is refused (never read
+/// as zeros) by the CPU and by an instance that does not hold its stream; chunks out of order,
+/// too long or missing are errors, and an aborted receive leaves nothing attached.
+fn received_stream(g: &CudaBackend) -> R {
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(18), Csprng::for_tests(18));
+    let shapes: [(u32, u32, usize, usize, usize); 3] = [
+        (50, 50, 1, 1000, 1),
+        (37, 13, 1, 33, 3),
+        (50, 50, 3, 257, 1),
+    ];
+    let mut owned = Vec::new();
+    for &(n, m, p, count, t) in &shapes {
+        let alphas = alphas_for(n, count, &mut rng);
+        let (k0, _) = dcf::gen_batch(n, m, p, &alphas, &rng.vec(count * p), &mut crng)?;
+        let xs = points(n, &alphas, t, &mut rng);
+        owned.push((k0, xs, t));
+    }
+    let bytes: Vec<Vec<u8>> = owned.iter().map(|o| o.0.to_bytes()).collect();
+    // Long enough for several chunks of the backend's size.
+    let (mut buf, at) = stream_like(&bytes, 48, &mut rng);
+    let pad = (40 << 20) - buf.len() % (16 << 20);
+    buf.extend((0..pad).map(|_| rng.next() as u8));
+    let be = g.sibling()?;
+    let token = 0x4ecf_0001;
+    let chunk = be
+        .receive_keys_begin(buf.len())?
+        .ok_or("the CUDA backend does not receive streams")?;
+    let pieces: Vec<&[u8]> = buf.chunks(chunk).collect();
+    if pieces.len() < 3 {
+        return Err(format!("{} chunks only", pieces.len()).into());
+    }
+    if be.receive_keys_chunk(1, pieces[1]).is_ok() {
+        return Err("a chunk out of order was accepted".into());
+    }
+    for (i, c) in pieces.iter().enumerate() {
+        be.receive_keys_chunk(i, c)?;
+    }
+    be.receive_keys_finish(token)?;
+    let view = |i: usize, token: u64| -> Result<dcf::DcfKeys<'_>, Failed> {
+        let (off, len) = at[i];
+        Ok(dcf::DcfKeys::view(KeyRef {
+            bytes: &buf[off..off + len],
+            origin: Some(KeyOrigin {
+                stream: token,
+                offset: off as u64,
+                on_host: false,
+            }),
+        })?)
+    };
+    for (i, o) in owned.iter().enumerate() {
+        let want = cpu.dcf_eval(&o.0, &o.1, o.2)?;
+        let v = view(i, token)?;
+        twice(&format!("received batch {i}"), &want, || {
+            be.dcf_eval(&v, &o.1, o.2)
+        })?;
+        for (who, r) in [
+            ("the CPU", cpu.dcf_eval(&v, &o.1, o.2)),
+            (
+                "an instance without the stream",
+                be.dcf_eval(&view(i, token ^ 1)?, &o.1, o.2),
+            ),
+        ] {
+            match r {
+                Err(BackendError::Fss(suf_fss::FssError::BodyOnDevice { .. })) => {}
+                other => return Err(format!("{who} on a device-held body: {other:?}").into()),
+            }
+        }
+    }
+    be.detach_keys(token);
+    // Errors: no receive begun, missing bytes, an oversize chunk; an abort drops the copy.
+    if be.receive_keys_finish(token).is_ok() || be.receive_keys_chunk(0, pieces[0]).is_ok() {
+        return Err("finish/chunk without a receive begun was accepted".into());
+    }
+    be.receive_keys_begin(buf.len())?;
+    be.receive_keys_chunk(0, pieces[0])?;
+    if be.receive_keys_finish(token).is_ok() {
+        return Err("a receive with bytes missing was finished".into());
+    }
+    be.receive_keys_begin(buf.len())?;
+    if be.receive_keys_chunk(0, &buf[..chunk + 16]).is_ok() {
+        return Err("an oversize chunk was accepted".into());
+    }
+    be.receive_keys_abort();
+    if be.attached_streams() != 0 {
+        return Err(format!("{} streams still attached", be.attached_streams()).into());
     }
     Ok(())
 }
@@ -1280,6 +1373,7 @@ fn gate_case(
                 origin: Some(KeyOrigin {
                     stream: token,
                     offset: off as u64,
+                    on_host: true,
                 }),
             };
             for run in ["first", "second"] {
@@ -1538,6 +1632,7 @@ fn gate_timing(g: &CudaBackend) -> R {
                 origin: Some(KeyOrigin {
                     stream: token,
                     offset: off as u64,
+                    on_host: true,
                 }),
             };
             let time = |b: &dyn Backend| -> Result<(f64, Vec<u64>), Failed> {
@@ -1643,8 +1738,9 @@ fn main() {
         }));
     }
     type CudaBody = fn(&CudaBackend) -> R;
-    let cuda_only: [(&str, CudaBody); 5] = [
+    let cuda_only: [(&str, CudaBody); 6] = [
         ("aes_permutation", aes_permutation),
+        ("received_stream", received_stream),
         ("staged_download", staged_download),
         ("device_api", device_api),
         ("keys_too_large", keys_too_large),

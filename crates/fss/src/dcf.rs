@@ -572,7 +572,8 @@ impl<'a> DcfKeys<'a> {
     /// [`DcfKeys::eval_multi`] into a caller buffer of `count·t·p` words.
     ///
     /// # Errors
-    /// [`FssError::LengthMismatch`] if a length disagrees.
+    /// [`FssError::LengthMismatch`] if a length disagrees; [`FssError::BodyOnDevice`] if the
+    /// body was received straight into a device and is not on the host.
     pub fn eval_multi_into(&self, xs: &[u64], t: usize, out: &mut [u64]) -> Result<()> {
         let jobs = self.count().checked_mul(t);
         if jobs != Some(xs.len()) {
@@ -593,6 +594,7 @@ impl<'a> DcfKeys<'a> {
         if xs.is_empty() {
             return Ok(());
         }
+        KeyOrigin::check_on_host(self.origin)?;
         out.par_chunks_mut(CHUNK * p)
             .zip(xs.par_chunks(CHUNK))
             .enumerate()
@@ -1509,6 +1511,7 @@ mod tests {
                     let origin = Some(KeyOrigin {
                         stream: 9,
                         offset: 4096,
+                        on_host: true,
                     });
                     let v = DcfKeys::view(KeyRef { bytes: &b, origin }).unwrap();
                     assert_eq!(&v, k);
@@ -1516,7 +1519,8 @@ mod tests {
                         v.origin(),
                         Some(KeyOrigin {
                             stream: 9,
-                            offset: 4096 + 64
+                            offset: 4096 + 64,
+                            on_host: true,
                         })
                     );
                     assert_eq!(v.body().as_ptr(), b[HEADER_LEN..].as_ptr());

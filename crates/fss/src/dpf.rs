@@ -720,8 +720,12 @@ impl<'a> DpfView<'a> {
     /// The batch as host key structures (the CPU evaluator's form); checks the padding bits.
     ///
     /// # Errors
-    /// [`FssError::BadHeader`] for nonzero padding bits.
+    /// [`FssError::BadHeader`] for nonzero padding bits; [`FssError::BodyOnDevice`] for a body
+    /// that is held by a device only.
     pub fn to_keys(&self) -> Result<DpfKeys> {
+        if self.count > 0 {
+            keyfmt::KeyOrigin::check_on_host(self.origin)?;
+        }
         DpfKeys::from_body(self.n, self.party, self.count, self.body)
     }
 }
@@ -743,6 +747,7 @@ mod tests {
                 origin: Some(keyfmt::KeyOrigin {
                     stream: 3,
                     offset: 128,
+                    on_host: true,
                 }),
             })
             .unwrap();

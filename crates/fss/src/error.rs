@@ -73,6 +73,16 @@ pub enum FssError {
         /// Party in the key.
         got: u8,
     },
+    /// Caller error: the batch's body is held only by the device that received its key stream
+    /// (`KeyOrigin::on_host` is false: its host bytes were never kept), so it cannot be
+    /// evaluated or copied on the host.
+    #[error("key body at offset {offset} of stream {stream:#x} is held by a device only, not on the host")]
+    BodyOnDevice {
+        /// The stream's token.
+        stream: u64,
+        /// The body's offset in the stream.
+        offset: u64,
+    },
     /// Environment: a device dealer (`crate::dealer::DcfDealer`) failed.
     #[error("device dealer failed: {0}")]
     Dealer(String),

@@ -51,6 +51,29 @@ pub struct KeyOrigin {
     /// Byte offset in the stream buffer (of a DCF batch's *body* for a [`crate::dcf::DcfKeys`]
     /// view; of the first byte of the run for a [`KeyRef`]).
     pub offset: u64,
+    /// Whether the host holds the key *bodies* of this run. `false` when the stream was
+    /// received straight into a device (`PartyStream::receive` in `suf-runtime`): the bodies
+    /// of the DCF and DPF batches inside were uploaded and never kept on the host (their host
+    /// bytes are zeros), everything else (headers, dealer shares) is on the host. A body that
+    /// is not on the host is refused by every host evaluation
+    /// ([`crate::FssError::BodyOnDevice`]), never read as zeros.
+    pub on_host: bool,
+}
+
+impl KeyOrigin {
+    /// `Err(BodyOnDevice)` unless the host holds the body this origin names.
+    ///
+    /// # Errors
+    /// [`crate::FssError::BodyOnDevice`].
+    pub fn check_on_host(origin: Option<KeyOrigin>) -> Result<()> {
+        match origin {
+            Some(o) if !o.on_host => Err(FssError::BodyOnDevice {
+                stream: o.stream,
+                offset: o.offset,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A borrowed run of key bytes with its origin (`None`: not inside a loaded stream).
@@ -90,6 +113,7 @@ impl<'a> KeyRef<'a> {
             Some(KeyOrigin {
                 stream: o.stream,
                 offset: o.offset.checked_add(u64::try_from(start).ok()?)?,
+                on_host: o.on_host,
             })
         });
         Some(KeyRef { bytes, origin })
@@ -600,6 +624,7 @@ mod tests {
             origin: Some(KeyOrigin {
                 stream: 7,
                 offset: 32,
+                on_host: true,
             }),
         };
         let s = k.sub(1..4).unwrap();
@@ -608,7 +633,8 @@ mod tests {
             s.origin,
             Some(KeyOrigin {
                 stream: 7,
-                offset: 33
+                offset: 33,
+                on_host: true,
             })
         );
         assert_eq!(s.len(), 3);
@@ -622,6 +648,7 @@ mod tests {
             origin: Some(KeyOrigin {
                 stream: 1,
                 offset: u64::MAX,
+                on_host: true,
             }),
         };
         assert_eq!(far.sub(1..2).unwrap().origin, None);

@@ -175,3 +175,396 @@ fn bert_tiny_dcf_views_are_16_aligned_in_the_stream() {
         }
     }
 }
+
+// ---- key streams received into a device (`PartyStream::receive`) -------------------------
+
+/// The CPU backend posing as a device that receives key streams into its own memory: it keeps
+/// every received byte (its "device copy") and evaluates a batch whose body is not on the host
+/// from that copy, as the CUDA backend does from its device buffer. A body it cannot find is an
+/// error, so a host path reading the zeros the host holds would fail the run, never pass it.
+#[derive(Default)]
+struct Held {
+    cpu: CpuBackend,
+    /// The stream being received: (announced length, bytes so far, next chunk).
+    rx: Mutex<Option<(usize, Vec<u8>, usize)>>,
+    /// Finished streams by token.
+    held: Mutex<Vec<(u64, std::sync::Arc<Vec<u8>>)>>,
+    /// Batches evaluated from the device copy (DCF, DPF).
+    from_copy: Mutex<(usize, usize)>,
+    aborts: Mutex<usize>,
+}
+
+const HELD_CHUNK: usize = 4096 + 16;
+
+impl Held {
+    /// The copy's bytes of the key file whose body `origin` names (header included).
+    fn file(&self, o: suf_fss::KeyOrigin, body_len: usize) -> Option<Vec<u8>> {
+        let held = self.held.lock().unwrap();
+        let (_, copy) = held.iter().find(|(t, _)| *t == o.stream)?;
+        let start = (o.offset as usize).checked_sub(suf_fss::keyfmt::HEADER_LEN)?;
+        copy.get(start..o.offset as usize + body_len)
+            .map(<[u8]>::to_vec)
+    }
+}
+
+fn missing() -> suf_backend::BackendError {
+    suf_backend::BackendError::Gate("no device copy of this body".into())
+}
+
+impl Backend for Held {
+    fn name(&self) -> &'static str {
+        "held"
+    }
+    fn gemm_batch(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>> {
+        self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
+    }
+    fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+        self.cpu.add(w, a, b)
+    }
+    fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+        self.cpu.sub(w, a, b)
+    }
+    fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+        self.cpu.mul(w, a, b)
+    }
+    fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
+        self.cpu.neg(w, a)
+    }
+    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
+        self.cpu.scale(w, a, c)
+    }
+    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
+        self.cpu.add_const(w, a, c)
+    }
+    fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
+        self.cpu.reduce(w, a)
+    }
+    fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
+        self.cpu.add_assign(w, a, b)
+    }
+    fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
+        self.cpu.sub_assign(w, a, b)
+    }
+    fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
+        self.cpu.mul_assign(w, a, b)
+    }
+    fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+        self.cpu.add_bcast(w, a, b)
+    }
+    fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+        self.cpu.mul_bcast(w, a, b)
+    }
+    fn mul_rows(&self, w: BitWidth, a: &[u64], b: &[u64], cols: usize) -> Result<Vec<u64>> {
+        self.cpu.mul_rows(w, a, b, cols)
+    }
+    fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> Result<Vec<u64>> {
+        self.cpu.row_sum(w, a, cols)
+    }
+    fn receive_keys_begin(&self, len: usize) -> Result<Option<usize>> {
+        *self.rx.lock().unwrap() = Some((len, Vec::new(), 0));
+        Ok(Some(HELD_CHUNK))
+    }
+    fn receive_keys_chunk(&self, index: usize, bytes: &[u8]) -> Result<()> {
+        let mut g = self.rx.lock().unwrap();
+        let (len, got, next) = g.as_mut().expect("a receive was begun");
+        assert_eq!(index, *next, "chunks in order");
+        let last = got.len() + bytes.len() == *len;
+        assert!(
+            bytes.len() == HELD_CHUNK || last,
+            "whole chunks but the last"
+        );
+        got.extend_from_slice(bytes);
+        *next += 1;
+        Ok(())
+    }
+    fn receive_keys_finish(&self, stream: u64) -> Result<f64> {
+        let (len, got, _) = self.rx.lock().unwrap().take().expect("a receive was begun");
+        assert_eq!(got.len(), len);
+        self.held
+            .lock()
+            .unwrap()
+            .push((stream, std::sync::Arc::new(got)));
+        Ok(0.0)
+    }
+    fn receive_keys_abort(&self) {
+        *self.rx.lock().unwrap() = None;
+        *self.aborts.lock().unwrap() += 1;
+    }
+    fn detach_keys(&self, stream: u64) {
+        self.held.lock().unwrap().retain(|(t, _)| *t != stream);
+    }
+    fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> Result<Vec<u64>> {
+        match keys.origin() {
+            Some(o) if !o.on_host => {
+                let file = self.file(o, keys.body().len()).ok_or_else(missing)?;
+                let v = DcfKeys::view(suf_fss::KeyRef::detached(&file))?;
+                self.from_copy.lock().unwrap().0 += 1;
+                self.cpu.dcf_eval(&v, xs, t)
+            }
+            _ => self.cpu.dcf_eval(keys, xs, t),
+        }
+    }
+    fn bit_eval(
+        &self,
+        d: &suf_backend::BitDesc<'_>,
+        party: u8,
+        keys: &suf_backend::DpfView<'_>,
+        xhat: &[u64],
+    ) -> Result<Vec<u64>> {
+        match keys.origin() {
+            Some(o) if !o.on_host && keys.count() > 0 => {
+                let file = self.file(o, keys.body().len()).ok_or_else(missing)?;
+                let v = suf_backend::DpfView::view(suf_fss::KeyRef::detached(&file))?;
+                self.from_copy.lock().unwrap().1 += 1;
+                suf_backend::gate::bit_host(self, d, party, &v, xhat)
+            }
+            _ => suf_backend::gate::bit_host(self, d, party, keys, xhat),
+        }
+    }
+    fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
+        self.cpu.dpf_lt_eval(keys, xs, t)
+    }
+    fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>> {
+        self.cpu.dpf_eq_eval(keys, xs)
+    }
+    fn pack(&self, vals: &[u64], bits: u32) -> Result<Vec<u8>> {
+        self.cpu.pack(vals, bits)
+    }
+    fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>> {
+        self.cpu.unpack(bytes, bits, count)
+    }
+}
+
+/// A one-block model of the family tests' size: bert-tiny's shape (GeLU, LayerNorm, softmax)
+/// or gpt2's (causal softmax).
+fn tiny(family: &str) -> suf_models::config::ModelConfig {
+    let mut cfg = zoo(family).unwrap();
+    cfg.layers = 1;
+    cfg.hidden = 16;
+    cfg.heads = 2;
+    cfg.kv_heads = 2;
+    cfg.head_dim = 8;
+    cfg.ffn = 32;
+    cfg.vocab = 40;
+    cfg.max_pos = 64;
+    cfg
+}
+
+/// Both parties receive their streams into the "device" (the harness does so whenever the
+/// party's backend takes streams), evaluate every DCF and DPF body from the device copy, and
+/// the secure output still equals Plain bit for bit.
+#[test]
+fn streams_received_into_a_device_run_bit_exact() {
+    let w = Weights::synthetic(3);
+    let fp = FixedPoint::new(37, 12).unwrap();
+    let ids: Vec<u32> = vec![3, 17, 5, 29, 11];
+    for (family, mode) in [
+        ("bert-tiny", Mode::Private),
+        ("bert-tiny", Mode::Public),
+        ("gpt2", Mode::Private),
+    ] {
+        let cfg = tiny(family);
+        let built = build(&cfg, &w, fp, mode, ids.len(), None).unwrap();
+        let mut inputs = std::collections::BTreeMap::new();
+        inputs.insert("x".to_string(), client_input(&cfg, &w, fp, &ids).unwrap());
+        let be = Held::default();
+        let mut rng = Csprng::for_tests(21);
+        let r = run_two_party(
+            &built.prog,
+            &be,
+            &inputs,
+            &built.private,
+            Link::Mem,
+            &mut rng,
+        )
+        .unwrap();
+        assert!(
+            r.matches_plain(),
+            "{family} {mode:?}: secure output differs from plain"
+        );
+        let (dcf, dpf) = *be.from_copy.lock().unwrap();
+        assert!(
+            dcf > 10,
+            "{family} {mode:?}: {dcf} DCF batches from the device copy"
+        );
+        assert!(
+            dpf > 0,
+            "{family} {mode:?}: no DPF batch from the device copy"
+        );
+        assert!(
+            be.held.lock().unwrap().is_empty(),
+            "detached after each run"
+        );
+        assert_eq!(*be.aborts.lock().unwrap(), 0);
+    }
+}
+
+/// One dealt stream pair of the bert-tiny shape (party 0's, party 1's bytes) and its program.
+fn dealt() -> (suf_runtime::ir::Program, [Vec<u8>; 2]) {
+    let cfg = tiny("bert-tiny");
+    let w = Weights::synthetic(3);
+    let fp = FixedPoint::new(37, 12).unwrap();
+    let built = build(&cfg, &w, fp, Mode::Private, 5, None).unwrap();
+    let prog = built.prog;
+    let mut rng = Csprng::for_tests(5);
+    let (_, rw) = suf_runtime::mask_weights(prog.width(), &built.private, &mut rng);
+    let (ds, sinks) = suf_runtime::keystream::DealerStreams::to_memory(
+        prog.width(),
+        Csprng::for_tests(6),
+        [7; 16],
+        prog.fingerprint(),
+    )
+    .unwrap();
+    suf_runtime::dealer::run_dealer(&prog, &CpuBackend::default(), ds, &rw).unwrap();
+    let [a, b] = sinks;
+    (prog, [a.take(), b.take()])
+}
+
+/// The receiver hands the device every byte in order and keeps on the host exactly the
+/// stream minus the key bodies (zeros there), and the host keeps far less than the stream.
+#[test]
+fn the_device_gets_every_byte_and_the_host_all_but_the_bodies() {
+    use suf_runtime::keystream::PartyStream;
+    let (_, streams) = dealt();
+    for bytes in streams {
+        let be = Held::default();
+        let len = bytes.len();
+        let (ks, st) = PartyStream::receive(&mut bytes.as_slice(), len, &be).unwrap();
+        assert!(st.into_device && !ks.bodies_on_host());
+        assert_eq!(st.bytes, len as u64);
+        let held = be.held.lock().unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].0, ks.token());
+        assert_eq!(
+            held[0].1.as_slice(),
+            bytes.as_slice(),
+            "device copy = the stream"
+        );
+        let host = ks.bytes();
+        assert_eq!(host.len(), len);
+        let kept = host.iter().zip(&bytes).filter(|(h, b)| h == b).count();
+        let differ: Vec<usize> = (0..len).filter(|&i| host[i] != bytes[i]).collect();
+        assert!(
+            differ.iter().all(|&i| host[i] == 0),
+            "the host holds zeros or the byte"
+        );
+        assert!(kept >= st.host_bytes as usize);
+        assert!(
+            st.host_bytes * 2 < len as u64,
+            "the host kept {} of {len} bytes",
+            st.host_bytes
+        );
+        // The same bytes through a host backend: opened whole, bodies on the host.
+        let (ks2, st2) =
+            PartyStream::receive(&mut bytes.as_slice(), len, &CpuBackend::default()).unwrap();
+        assert!(!st2.into_device && ks2.bodies_on_host());
+        assert_eq!(ks2.bytes(), bytes.as_slice());
+    }
+}
+
+/// Every truncation, a byte flipped anywhere, a byte too many and a wrong announced length
+/// are refused with an error (never a panic), and the device's partial copy is dropped.
+#[test]
+fn received_streams_refuse_truncation_corruption_and_wrong_lengths() {
+    use suf_runtime::keystream::PartyStream;
+    let (_, [bytes, _]) = dealt();
+    let len = bytes.len();
+    let mut rng = Csprng::for_tests(77);
+    let mut cuts: Vec<usize> = (0..200).map(|_| (rng.next_u64() as usize) % len).collect();
+    cuts.extend([0, 1, 127, 128, 129, 160, len - 49, len - 48, len - 1]);
+    for cut in cuts {
+        let be = Held::default();
+        let e = PartyStream::receive(&mut &bytes[..cut], len, &be);
+        assert!(e.is_err(), "truncated at {cut} of {len}: accepted");
+        assert_eq!(
+            *be.aborts.lock().unwrap(),
+            1,
+            "cut {cut}: partial copy dropped"
+        );
+        assert!(be.held.lock().unwrap().is_empty());
+    }
+    for _ in 0..200 {
+        let i = (rng.next_u64() as usize) % len;
+        let mut b = bytes.clone();
+        b[i] ^= 1 << (rng.next_u64() % 8);
+        let be = Held::default();
+        let r = PartyStream::receive(&mut b.as_slice(), len, &be);
+        assert!(r.is_err(), "byte {i} of {len} flipped: accepted");
+        assert!(be.held.lock().unwrap().is_empty());
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(PartyStream::receive(&mut longer.as_slice(), len, &Held::default()).is_err());
+    for wrong in [len - 16, len + 16, len / 2, 10] {
+        let padded = [bytes.clone(), vec![0u8; 16]].concat();
+        let r = PartyStream::receive(&mut padded.as_slice(), wrong, &Held::default());
+        assert!(r.is_err(), "announced {wrong} for {len}: accepted");
+    }
+}
+
+/// A body that only a device holds is refused by the host evaluators, never read as zeros.
+#[test]
+fn host_evaluation_of_a_device_held_body_is_an_error() {
+    use suf_runtime::keystream::PartyStream;
+    let (_, [bytes, _]) = dealt();
+    let be = Held::default();
+    let len = bytes.len();
+    let (ks, _) = PartyStream::receive(&mut bytes.as_slice(), len, &be).unwrap();
+    let host = ks.bytes();
+    // Every DCF key file in the stream (by its header), viewed as the stream's blobs hand
+    // them out: origin in the stream, bodies not on the host.
+    let mut dcfs = 0;
+    for off in (0..len.saturating_sub(64)).step_by(16) {
+        if host[off..off + 4] != suf_fss::keyfmt::MAGIC
+            || u16::from_le_bytes([host[off + 6], host[off + 7]]) != 2
+        {
+            continue;
+        }
+        let blen = u64::from_le_bytes(host[off + 48..off + 56].try_into().unwrap()) as usize;
+        let Some(file) = host.get(off..off + 64 + blen) else {
+            continue;
+        };
+        let k = suf_fss::KeyRef {
+            bytes: file,
+            origin: Some(suf_fss::KeyOrigin {
+                stream: ks.token(),
+                offset: off as u64,
+                on_host: false,
+            }),
+        };
+        let Ok(v) = DcfKeys::view(k) else { continue };
+        if v.count() == 0 {
+            continue;
+        }
+        assert!(
+            v.body().iter().all(|&b| b == 0),
+            "the host holds no body bytes"
+        );
+        let xs = vec![0u64; v.count()];
+        let e = CpuBackend::default().dcf_eval(&v, &xs, 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                suf_backend::BackendError::Fss(suf_fss::FssError::BodyOnDevice { .. })
+            ),
+            "{e:?}"
+        );
+        // The same view on the host's terms (the body on the host) evaluates.
+        let k = suf_fss::KeyRef::detached(&bytes[off..off + 64 + blen]);
+        CpuBackend::default()
+            .dcf_eval(&DcfKeys::view(k).unwrap(), &xs, 1)
+            .unwrap();
+        dcfs += 1;
+    }
+    assert!(dcfs > 5, "only {dcfs} DCF batches found in the stream");
+}

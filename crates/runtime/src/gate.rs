@@ -216,7 +216,11 @@ mod tests {
     fn at(bytes: &[u8], offset: u64) -> KeyRef<'_> {
         KeyRef {
             bytes,
-            origin: Some(KeyOrigin { stream: 5, offset }),
+            origin: Some(KeyOrigin {
+                stream: 5,
+                offset,
+                on_host: true,
+            }),
         }
     }
 

@@ -98,8 +98,10 @@ pub fn run_two_party_observed(
     let dealer_rng = Csprng::from_seed(rng.seed());
     let (ds, sinks) = DealerStreams::to_memory(w, dealer_rng, session, prog.fingerprint())?;
     let deal = run_dealer(prog, be, ds, &rw)?;
-    let k0 = PartyStream::from_bytes(sinks[0].take())?;
-    let k1 = PartyStream::from_bytes(sinks[1].take())?;
+    // A device backend receives its party's stream into device memory (the host keeping all
+    // but the key bodies), as a party process does; a host backend opens it in place.
+    let k0 = PartyStream::receive_bytes(sinks[0].take(), parties[0])?;
+    let k1 = PartyStream::receive_bytes(sinks[1].take(), parties[1])?;
     let shares = share_program_inputs(prog, inputs, rng);
     let timeout = Duration::from_secs(60);
     let (o0, o1) = match link {

@@ -80,6 +80,9 @@ use suf_fss::{KeyOrigin, KeyRef};
 use crate::error::{Result, RtError};
 use crate::ir::Dtype;
 
+mod receive;
+pub use receive::ReceiveStats;
+
 const MAGIC: [u8; 4] = *b"SUFS";
 const VERSION: u16 = 2;
 const HEADER_LEN: usize = 128;
@@ -527,6 +530,8 @@ pub struct KeyBlob {
     buf: Arc<Vec<u8>>,
     range: Range<usize>,
     stream: u64,
+    /// Whether the host holds the key bodies inside (false: received into a device).
+    on_host: bool,
 }
 
 impl std::fmt::Debug for KeyBlob {
@@ -543,6 +548,7 @@ impl KeyBlob {
             origin: Some(KeyOrigin {
                 stream: self.stream,
                 offset: self.range.start as u64,
+                on_host: self.on_host,
             }),
         }
     }
@@ -566,11 +572,11 @@ impl KeyBlob {
 
 /// One indexed section of a loaded stream.
 #[derive(Copy, Clone, Debug)]
-struct Section {
+pub(crate) struct Section {
     tag: u8,
     count: u64,
-    start: usize,
-    len: usize,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
 }
 
 /// Distinguishes streams loaded in one process (two parties, or one stream loaded twice).
@@ -586,6 +592,9 @@ pub struct PartyStream {
     prg: Option<Csprng>,
     token: u64,
     ended: bool,
+    /// Whether the host holds the DCF/DPF key bodies (false: the stream was received straight
+    /// into a device backend, [`PartyStream::receive`]).
+    bodies_on_host: bool,
 }
 
 impl std::fmt::Debug for PartyStream {
@@ -663,6 +672,12 @@ fn expected_len(tag: u8, count: u64, bits: u32) -> Option<u64> {
 /// offset is checked before use with checked arithmetic, so no input panics or overflows, and
 /// the index holds at most `buf.len() / 32` entries.
 fn index(buf: &[u8], bits: u32, path: &Path) -> Result<Vec<Section>> {
+    index_with(buf, bits, path, true)
+}
+
+/// [`index`], with the payload checksums verified or not (`sums = false` only for a stream
+/// whose payload checksums were verified while it arrived, [`crate::receive`]).
+pub(crate) fn index_with(buf: &[u8], bits: u32, path: &Path, sums: bool) -> Result<Vec<Section>> {
     let total = buf.len();
     if total < HEADER_LEN + FOOTER_LEN {
         return Err(bad(path, "truncated (no footer)"));
@@ -743,6 +758,9 @@ fn index(buf: &[u8], bits: u32, path: &Path) -> Result<Vec<Section>> {
             "bytes between the last section and the table of contents",
         ));
     }
+    if !sums {
+        return Ok(out);
+    }
     // Payload checksums, once, sections in parallel (each stored in its head at start − 8).
     let first_bad = out
         .par_iter()
@@ -759,8 +777,20 @@ fn index(buf: &[u8], bits: u32, path: &Path) -> Result<Vec<Section>> {
 impl PartyStream {
     /// Check a whole stream held in `buf` and index it.
     fn load(buf: Vec<u8>, path: PathBuf) -> Result<Self> {
-        let (id, seed) = parse_header(&buf, &path)?;
+        let (id, _) = parse_header(&buf, &path)?;
         let toc = index(&buf, id.bits, &path)?;
+        Self::indexed(buf, path, toc, true)
+    }
+
+    /// A stream whose header was checked and whose sections were indexed (`toc`); the key
+    /// bodies on the host or not.
+    pub(crate) fn indexed(
+        buf: Vec<u8>,
+        path: PathBuf,
+        toc: Vec<Section>,
+        bodies_on_host: bool,
+    ) -> Result<Self> {
+        let (id, seed) = parse_header(&buf, &path)?;
         let load = LOADS.fetch_add(1, Ordering::Relaxed);
         let mut t = Vec::with_capacity(49);
         t.extend_from_slice(&id.keys_fp);
@@ -776,6 +806,7 @@ impl PartyStream {
             next: 0,
             prg: (id.party == 1).then(|| Csprng::from_seed(seed)),
             ended: false,
+            bodies_on_host,
         })
     }
 
@@ -845,9 +876,17 @@ impl PartyStream {
         self.token
     }
 
-    /// The whole stream buffer (for `Backend::attach_keys`).
+    /// The whole stream buffer (for `Backend::attach_keys`). For a stream received into a
+    /// device ([`PartyStream::bodies_on_host`] false) the DCF/DPF key bodies in it are zeros.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Whether the host holds the stream's DCF and DPF key bodies: false for a stream received
+    /// straight into a device backend ([`PartyStream::receive`]), whose bodies only that
+    /// device holds (host evaluation of them is refused, `FssError::BodyOnDevice`).
+    pub fn bodies_on_host(&self) -> bool {
+        self.bodies_on_host
     }
 
     /// Sections in the stream.
@@ -958,6 +997,7 @@ impl PartyStream {
             buf: Arc::clone(&self.buf),
             range,
             stream: self.token,
+            on_host: self.bodies_on_host,
         })
     }
 

@@ -193,7 +193,9 @@ impl GateImpl for LessThan {
         xhat: &[u64],
         be: &dyn Backend,
     ) -> Result<Vec<u64>> {
-        let keys = suf_fss::dpf::DpfKeys::from_bytes(key.bytes)?;
+        // A view (the stream checked the section's checksum), then host keys: a body that
+        // only a device holds is refused here (`BodyOnDevice`), never read as zeros.
+        let keys = suf_fss::dpf::DpfView::view(key)?.to_keys()?;
         if keys.count() != xhat.len() || keys.party() != party || keys.n() != w.bits() {
             return Err(RtError::KeyMismatch(format!(
                 "comparison key holds {} elements of party {}, expected {} of party {party}",
