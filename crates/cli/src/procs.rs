@@ -674,16 +674,27 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         // arrives), check it (header, TOC, every checksum), then the run's preparation. None
         // of it is online time.
         let t_load = Instant::now();
+        // A device backend reserves the stream's device memory before the dealer may start
+        // (it starts once both parties have connected), so that the dealer's own device
+        // buffers cannot take it first.
+        // A failure to reserve is reported after connecting: the dealer, which waits for
+        // both parties, then sees this party's socket close at once instead of waiting
+        // out its timeout.
+        let begun = match last_len {
+            0 => Ok(None),
+            n => be.be.receive_keys_begin(n),
+        };
         let ks = key_socket(&a.dir, party);
         let mut sock = UnixStream::connect(&ks)
             .with_context(|| format!("connecting to the dealer at {}", ks.display()))?;
+        let begun = begun.context("reserving device memory for the key stream")?;
         sock.set_read_timeout(Some(timeout))?;
         // With the plan's exact length the stream is received straight into a device
         // backend (the host keeps all but the key bodies: bert-large's 60 GB per party need
         // not sit in host memory twice over), its copies overlapping the receive; a host
         // backend reads it whole.
         let (keys, rx) = if last_len > 0 {
-            PartyStream::receive(&mut sock, last_len, be.be.as_ref())
+            PartyStream::receive_after_begin(&mut sock, last_len, be.be.as_ref(), begun)
                 .context("receiving the key stream from the dealer")?
         } else {
             let mut bytes = Vec::new();

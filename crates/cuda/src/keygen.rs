@@ -51,6 +51,13 @@ const SMEM: u32 = 4096 + 44 * 4;
 /// Streams the dealer's host paths spread their batches over.
 const LANES: usize = 8;
 
+/// Device bytes the host paths' batches may hold at once (both parties' bodies of every batch
+/// being made or copied back): the parties' key streams share the GPU with the dealer (a
+/// bert-large party receives 55–60 GB into device memory while the dealer deals), and sixteen
+/// dealer tasks with 1.8 GB batches would otherwise hold ≈ 57 GB. A batch larger than the
+/// budget is admitted alone.
+const DEVICE_BUDGET: usize = 8 << 30;
+
 /// DCF key generation on one GPU (streams of its own).
 ///
 /// [`CudaDealer::dcf_gen_device`] runs on the dealer's first stream ([`CudaDealer::backend`]);
@@ -62,6 +69,8 @@ pub struct CudaDealer {
     be: CudaBackend,
     lanes: Vec<CudaBackend>,
     next: AtomicUsize,
+    /// Device bytes held by host-path batches now ([`DEVICE_BUDGET`]), and its condition.
+    in_flight: (std::sync::Mutex<usize>, std::sync::Condvar),
     f: CudaFunction,
     f_dpf: CudaFunction,
     _module: Arc<CudaModule>,
@@ -80,6 +89,21 @@ pub struct DeviceDcfPair {
     pub keys: [DeviceDcfKeys; 2],
     /// Milliseconds from the launch to the end of the kernel (events on the stream).
     pub kernel_ms: f64,
+}
+
+/// Device bytes a host-path batch holds ([`CudaDealer::admit`]); released on drop.
+struct Permit<'a> {
+    d: &'a CudaDealer,
+    bytes: usize,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = &self.d.in_flight;
+        let mut held = m.lock().unwrap_or_else(|e| e.into_inner());
+        *held = held.saturating_sub(self.bytes);
+        cv.notify_all();
+    }
 }
 
 fn bad(e: impl std::fmt::Display) -> CudaError {
@@ -109,6 +133,7 @@ impl CudaDealer {
             be,
             lanes,
             next: AtomicUsize::new(0),
+            in_flight: Default::default(),
             f,
             f_dpf,
             _module: module,
@@ -118,6 +143,18 @@ impl CudaDealer {
     /// The backend instance whose stream the dealer uses (its device keys belong to it).
     pub fn backend(&self) -> &CudaBackend {
         &self.be
+    }
+
+    /// Wait until `bytes` more device bytes fit in [`DEVICE_BUDGET`] (at once when nothing is
+    /// held), then hold them until the permit drops.
+    fn admit(&self, bytes: usize) -> Permit<'_> {
+        let (m, cv) = &self.in_flight;
+        let mut held = m.lock().unwrap_or_else(|e| e.into_inner());
+        while *held > 0 && held.saturating_add(bytes) > DEVICE_BUDGET {
+            held = cv.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        *held += bytes;
+        Permit { d: self, bytes }
     }
 
     /// The stream (backend instance) for the next host-path batch.
@@ -271,6 +308,10 @@ impl CudaDealer {
         betas: &[u64],
         seed: [u8; 16],
     ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
+        let bytes = DcfLayout::new(n, m, p, alphas.len())
+            .and_then(|l| dcf_alloc_len(l.total))
+            .map_or(0, |a| 2 * a);
+        let _permit = self.admit(bytes);
         let lane = self.lane();
         let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
         let total = pair.keys[0].layout.total;
@@ -306,6 +347,7 @@ impl CudaDealer {
             .ok_or_else(|| bad("DPF batch too large"))?;
         // Whole 16-byte blocks (the kernel stores u128 fields), at least one.
         let alloc = total.next_multiple_of(16).max(16);
+        let _permit = self.admit(2 * alloc);
         let be = self.lane();
         let mut b0: CudaSlice<u8> = be.alloc_zeros(alloc)?;
         let mut b1: CudaSlice<u8> = be.alloc_zeros(alloc)?;

@@ -291,9 +291,26 @@ impl PartyStream {
         len: usize,
         be: &dyn Backend,
     ) -> Result<(PartyStream, ReceiveStats)> {
+        let begun = be.receive_keys_begin(len)?;
+        Self::receive_after_begin(src, len, be, begun)
+    }
+
+    /// [`PartyStream::receive`] for a caller that already called
+    /// `be.receive_keys_begin(len)` (its answer is `begun`): a party process reserves the
+    /// device memory for its stream before it lets the dealer start, so that the dealer's
+    /// own device buffers cannot take it first.
+    ///
+    /// # Errors
+    /// As [`PartyStream::receive`].
+    pub fn receive_after_begin(
+        src: &mut impl Read,
+        len: usize,
+        be: &dyn Backend,
+        begun: Option<usize>,
+    ) -> Result<(PartyStream, ReceiveStats)> {
         let t = std::time::Instant::now();
         let path = PathBuf::from("<received>");
-        let Some(chunk) = be.receive_keys_begin(len)? else {
+        let Some(chunk) = begun else {
             let mut bytes = Vec::with_capacity(len);
             src.read_to_end(&mut bytes).map_err(|e| RtError::Io {
                 path: path.clone(),
