@@ -1065,6 +1065,11 @@ impl CudaBackend {
                 bytes: len as u64,
                 free: 0,
             })?;
+        // Freed buffers go back to the device at a synchronization (see `detach`).
+        self.dev
+            .ctx
+            .synchronize()
+            .during("synchronizing before a key stream")?;
         self.key_stream_fits(alloc)?;
         self.alloc_zeros::<u8>(alloc)
     }
@@ -1149,7 +1154,22 @@ impl CudaBackend {
 
     /// Release the key stream held under `token` (nothing if none).
     pub fn detach(&self, token: u64) {
-        lock(&self.streams).retain(|(t, _)| *t != token);
+        let gone: Vec<_> = {
+            let mut held = lock(&self.streams);
+            let (gone, keep) = std::mem::take(&mut *held)
+                .into_iter()
+                .partition(|(t, _)| *t == token);
+            *held = keep;
+            gone
+        };
+        if !gone.is_empty() {
+            drop(gone);
+            // Device buffers are freed stream-ordered into the context's memory pool, which
+            // gives them back to the device only at a synchronization: without one, the next
+            // run's stream (bert-large: 55–60 GB per party) would not fit beside the freed
+            // one, for this process or the other party's.
+            let _ = self.dev.ctx.synchronize();
+        }
     }
 
     /// Key streams held now.
