@@ -11,7 +11,7 @@ use suf_core::prg::Csprng;
 use suf_models::{config::zoo, Weights};
 use suf_nn::layers::Mode;
 use suf_nn::model::{build, client_input};
-use suf_runtime::harness::{run_two_party, Link};
+use suf_runtime::harness::{run_two_party, run_two_party_on, Link};
 
 /// A DCF batch as the backend saw it: (origin (stream, offset), body length).
 type Seen = (Option<(u64, u64)>, usize);
@@ -192,6 +192,8 @@ struct Held {
     /// Batches evaluated from the device copy (DCF, DPF).
     from_copy: Mutex<(usize, usize)>,
     aborts: Mutex<usize>,
+    /// Refuse the chunk of this index (a device failing mid-receive).
+    fail_at: Option<usize>,
 }
 
 const HELD_CHUNK: usize = 4096 + 16;
@@ -278,6 +280,12 @@ impl Backend for Held {
         let mut g = self.rx.lock().unwrap();
         let (len, got, next) = g.as_mut().expect("a receive was begun");
         assert_eq!(index, *next, "chunks in order");
+        if self.fail_at == Some(index) {
+            return Err(suf_backend::BackendError::Device {
+                operation: "receive_keys_chunk",
+                message: "planted failure".into(),
+            });
+        }
         let last = got.len() + bytes.len() == *len;
         assert!(
             bytes.len() == HELD_CHUNK || last,
@@ -567,4 +575,61 @@ fn host_evaluation_of_a_device_held_body_is_an_error() {
         dcfs += 1;
     }
     assert!(dcfs > 5, "only {dcfs} DCF batches found in the stream");
+}
+
+/// Each party on its own "device" instance: the dealer writes both streams through pipes while
+/// the parties receive them on threads of their own (the host never holds a whole stream), and
+/// the run is bit-exact; a device failing mid-receive fails the run with its own error, without
+/// a hang, for either party.
+#[test]
+fn streams_dealt_through_pipes_to_two_devices() {
+    let w = Weights::synthetic(3);
+    let fp = FixedPoint::new(37, 12).unwrap();
+    let ids: Vec<u32> = vec![3, 17, 5, 29, 11];
+    let cfg = tiny("bert-tiny");
+    let built = build(&cfg, &w, fp, Mode::Private, ids.len(), None).unwrap();
+    let mut inputs = std::collections::BTreeMap::new();
+    inputs.insert("x".to_string(), client_input(&cfg, &w, fp, &ids).unwrap());
+    let cpu = CpuBackend::default();
+    let (h0, h1) = (Held::default(), Held::default());
+    let mut rng = Csprng::for_tests(31);
+    let r = run_two_party_on(
+        &built.prog,
+        &cpu,
+        [&h0, &h1],
+        &inputs,
+        &built.private,
+        Link::Mem,
+        &mut rng,
+    )
+    .unwrap();
+    assert!(r.matches_plain());
+    for h in [&h0, &h1] {
+        assert!(
+            h.from_copy.lock().unwrap().0 > 10,
+            "DCFs from each device's copy"
+        );
+    }
+    for party in 0..2 {
+        let held = |j: usize| Held {
+            fail_at: (j == party).then_some(2),
+            ..Default::default()
+        };
+        let (h0, h1) = (held(0), held(1));
+        let mut rng = Csprng::for_tests(32);
+        let e = run_two_party_on(
+            &built.prog,
+            &cpu,
+            [&h0, &h1],
+            &inputs,
+            &built.private,
+            Link::Mem,
+            &mut rng,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("planted failure"),
+            "party {party}: {e}"
+        );
+    }
 }
