@@ -194,11 +194,21 @@ struct Held {
     aborts: Mutex<usize>,
     /// Refuse the chunk of this index (a device failing mid-receive).
     fail_at: Option<usize>,
+    /// Chunk size (0: [`HELD_CHUNK`]).
+    chunk: usize,
 }
 
 const HELD_CHUNK: usize = 4096 + 16;
 
 impl Held {
+    fn chunk(&self) -> usize {
+        if self.chunk == 0 {
+            HELD_CHUNK
+        } else {
+            self.chunk
+        }
+    }
+
     /// The copy's bytes of the key file whose body `origin` names (header included).
     fn file(&self, o: suf_fss::KeyOrigin, body_len: usize) -> Option<Vec<u8>> {
         let held = self.held.lock().unwrap();
@@ -274,7 +284,7 @@ impl Backend for Held {
     }
     fn receive_keys_begin(&self, len: usize) -> Result<Option<usize>> {
         *self.rx.lock().unwrap() = Some((len, Vec::new(), 0));
-        Ok(Some(HELD_CHUNK))
+        Ok(Some(self.chunk()))
     }
     fn receive_keys_chunk(&self, index: usize, bytes: &[u8]) -> Result<()> {
         let mut g = self.rx.lock().unwrap();
@@ -288,7 +298,7 @@ impl Backend for Held {
         }
         let last = got.len() + bytes.len() == *len;
         assert!(
-            bytes.len() == HELD_CHUNK || last,
+            bytes.len() == self.chunk() || last,
             "whole chunks but the last"
         );
         got.extend_from_slice(bytes);
@@ -577,12 +587,11 @@ fn host_evaluation_of_a_device_held_body_is_an_error() {
     assert!(dcfs > 5, "only {dcfs} DCF batches found in the stream");
 }
 
-/// Each party on its own "device" instance: the dealer writes both streams through pipes while
-/// the parties receive them on threads of their own (the host never holds a whole stream), and
-/// the run is bit-exact; a device failing mid-receive fails the run with its own error, without
-/// a hang, for either party.
+/// Each party on its own "device" instance (as the CLI runs them): both receive their streams
+/// into their own device copies, the run is bit-exact, and a device failing mid-receive fails
+/// the run with its own error, for either party.
 #[test]
-fn streams_dealt_through_pipes_to_two_devices() {
+fn each_party_on_its_own_device_instance() {
     let w = Weights::synthetic(3);
     let fp = FixedPoint::new(37, 12).unwrap();
     let ids: Vec<u32> = vec![3, 17, 5, 29, 11];
@@ -631,5 +640,6 @@ fn streams_dealt_through_pipes_to_two_devices() {
             e.to_string().contains("planted failure"),
             "party {party}: {e}"
         );
+        assert_eq!(*[&h0, &h1][party].aborts.lock().unwrap(), 1);
     }
 }

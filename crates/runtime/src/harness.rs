@@ -164,12 +164,11 @@ pub fn run_two_party_observed(
     })
 }
 
-/// Deal both parties' streams and open them for `parties`. When a party's backend takes
-/// streams into device memory (`receive_keys_begin` answers, reserving it first), the
-/// dealer writes both streams through pipes while each party receives its own on a thread
-/// of its own, so the host never holds a whole stream: the host keeps all but the key bodies
-/// (bert-large: 60 GB per party, which two parties' host copies could not hold). With host
-/// backends the streams are dealt into memory and opened in place.
+/// Deal both parties' streams into memory and open them for `parties`, one after the other:
+/// a party whose backend takes streams into device memory receives its own there (the host
+/// keeping all but the key bodies), a host backend opens it in place. (Dealing while both
+/// parties receive, through pipes, hung on the GPU in one process — see BENCHMARKS.md,
+/// eighth session — so the streams are dealt first.)
 fn deal_for(
     prog: &Program,
     be: &dyn Backend,
@@ -178,76 +177,12 @@ fn deal_for(
     session: [u8; 16],
     rw: &DealerWeights,
 ) -> Result<(DealReport, [PartyStream; 2])> {
-    let w = prog.width();
-    let fp = prog.fingerprint();
-    // One backend instance for both parties receives one stream at a time: then the streams
-    // are dealt into memory and received one after the other.
-    let shared = std::ptr::addr_eq(parties[0], parties[1]);
-    let lens = crate::plan::Plan::of(prog)
-        .ok()
-        .map(|pl| pl.key_bytes)
-        .filter(|_| !shared);
-    let mut begun = [None, None];
-    if let Some(lens) = lens {
-        for j in 0..2 {
-            begun[j] = parties[j].receive_keys_begin(lens[j] as usize)?;
-        }
-    }
-    let (Some(lens), true) = (lens, begun.iter().any(Option::is_some)) else {
-        let (ds, sinks) = DealerStreams::to_memory(w, dealer_rng, session, fp)?;
-        let deal = run_dealer(prog, be, ds, rw)?;
-        let k0 = PartyStream::receive_bytes(sinks[0].take(), parties[0])?;
-        let k1 = PartyStream::receive_bytes(sinks[1].take(), parties[1])?;
-        return Ok((deal, [k0, k1]));
-    };
-    let io = |e: std::io::Error| RtError::Io {
-        path: "<key stream pipe>".into(),
-        source: e,
-    };
-    let (r0, w0) = std::io::pipe().map_err(io)?;
-    let (r1, w1) = std::io::pipe().map_err(io)?;
-    let sinks: [Box<dyn std::io::Write + Send>; 2] = [
-        Box::new(std::io::BufWriter::with_capacity(1 << 22, w0)),
-        Box::new(std::io::BufWriter::with_capacity(1 << 22, w1)),
-    ];
-    let ds = DealerStreams::to_writers(
-        w,
-        dealer_rng,
-        session,
-        fp,
-        sinks,
-        ["<party 0's key pipe>", "<party 1's key pipe>"],
-    )?;
-    std::thread::scope(|s| {
-        let rx = [(r0, 0usize), (r1, 1)].map(|(mut r, j)| {
-            let (len, b, pb) = (lens[j] as usize, begun[j], parties[j]);
-            s.spawn(move || {
-                let mut src = std::io::BufReader::with_capacity(1 << 22, &mut r);
-                let out = PartyStream::receive_after_begin(&mut src, len, pb, b);
-                // On an error the pipe closes here, so the dealer's next write fails
-                // instead of blocking.
-                drop(src);
-                drop(r);
-                out.map(|(k, _)| k)
-            })
-        });
-        // The dealer's writers close when it returns (or fails): the receivers see the end.
-        let deal = run_dealer(prog, be, ds, rw);
-        let [h0, h1] = rx;
-        let join = |h: std::thread::ScopedJoinHandle<'_, Result<PartyStream>>| {
-            h.join()
-                .map_err(|_| RtError::Peer("a key receiver thread panicked".into()))?
-        };
-        let (k0, k1) = (join(h0), join(h1));
-        match (deal, k0, k1) {
-            (Ok(deal), k0, k1) => Ok((deal, [k0?, k1?])),
-            // A receiver that failed closed its pipe, so the dealer's write failed after
-            // it: the receiver's error is the cause.
-            (Err(RtError::Io { .. }), Err(e), _) | (Err(RtError::Io { .. }), _, Err(e)) => Err(e),
-            // Otherwise the dealer's own error: a receiver's is its consequence.
-            (Err(e), _, _) => Err(e),
-        }
-    })
+    let (ds, sinks) =
+        DealerStreams::to_memory(prog.width(), dealer_rng, session, prog.fingerprint())?;
+    let deal = run_dealer(prog, be, ds, rw)?;
+    let k0 = PartyStream::receive_bytes(sinks[0].take(), parties[0])?;
+    let k1 = PartyStream::receive_bytes(sinks[1].take(), parties[1])?;
+    Ok((deal, [k0, k1]))
 }
 
 type Out = crate::party::PartyOutput;
