@@ -14,9 +14,10 @@
 //!   per run i (one warm-up, then --runs):
 //!   share input → DIR/run<i>.input<j>
 //!   "run i" ────────────────────────────▶  connect to DIR/keys<j>.sock
-//!   deal keys ══ DIR/keys<j>.sock ═══════▶  key load: receive the stream into memory,
-//!                                          check it, prepare the run (the backend makes
-//!                                          the stream resident)
+//!   deal keys ══ DIR/keys<j>.sock ═══════▶  key load: reserve device memory (a GPU),
+//!                                          receive the stream (into the device as it
+//!                                          arrives; the host keeps all but the key
+//!                                          bodies), check it, prepare the run
 //!                                          connect (party 0 accepts, party 1 connects)
 //!                                          online phase (the clock runs here only)
 //!         ◀──────────────────────────────  {"run": i, "online_ms": .., ..} + DIR/run<i>.output<j>
@@ -27,7 +28,9 @@
 //! Keys are one-time: every run has fresh keys, dealt by the parent while the parties
 //! receive them, each party's half over its own Unix socket in DIR (no key file: a bert-base
 //! run deals ≈ 2 × 22 GB, which files made the bottleneck). A party's stream lives only in
-//! its memory and is consumed by value. DIR is a private temporary directory (0700) removed at
+//! its memory and is consumed by value; on a GPU its key bodies live only in device memory
+//! (`PartyStream::receive`), which is how both parties' bert-large streams (60 + 55 GB) fit
+//! on one H200 beside a host of 128 GiB. DIR is a private temporary directory (0700) removed at
 //! the end, so no other user can connect to the sockets; a party that does not connect within
 //! `--timeout` fails the run. With `--backend cuda` (or auto on a GPU host) the dealer makes
 //! its DCF keys on the GPU (`suf_cuda::CudaDealer`, byte-identical to the CPU's); the JSON's
