@@ -121,6 +121,8 @@ struct Rx<'a, R: Read> {
     index: usize,
     sum: Option<Summer>,
     host_bytes: u64,
+    /// The buffer key bodies are read into on their way to the device (reused).
+    piece: Vec<u8>,
 }
 
 impl<R: Read> Rx<'_, R> {
@@ -204,17 +206,24 @@ impl<R: Read> Rx<'_, R> {
     /// The next `n` bytes, for the device only (a key body).
     fn device(&mut self, mut n: usize) -> Result<()> {
         self.room(n)?;
-        let mut piece = vec![0u8; self.chunk.min(n)];
-        while n > 0 {
-            let k = piece.len().min(n);
-            if let Err(e) = self.src.read_exact(&mut piece[..k]) {
-                return Err(self.read_err(e));
-            }
-            self.pass(&piece[..k])?;
-            self.pos += k;
-            n -= k;
+        let mut piece = std::mem::take(&mut self.piece);
+        if piece.len() < self.chunk.min(n) {
+            piece.resize(self.chunk.min(n), 0);
         }
-        Ok(())
+        let r = (|| {
+            while n > 0 {
+                let k = piece.len().min(n);
+                if let Err(e) = self.src.read_exact(&mut piece[..k]) {
+                    return Err(self.read_err(e));
+                }
+                self.pass(&piece[..k])?;
+                self.pos += k;
+                n -= k;
+            }
+            Ok(())
+        })();
+        self.piece = piece;
+        r
     }
 
     /// A gate key blob's payload of `len` bytes: its part table and the key files' headers on
@@ -411,6 +420,7 @@ impl PartyStream {
             index: 0,
             sum: None,
             host_bytes: 0,
+            piece: Vec::new(),
         };
         rx.host(HEADER_LEN)?;
         let (id, _) = parse_header(&rx.buf[..HEADER_LEN], path)?;
