@@ -508,3 +508,59 @@ impl PartyStream {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use suf_fss::keyfmt::body_checksum;
+
+    /// The checksum computed as the bytes pass equals the stream's payload checksum for every
+    /// length around the chunk boundaries, however the bytes are split into feeds.
+    #[test]
+    fn the_running_checksum_equals_the_payload_checksum() {
+        let mut x = 0x9e37_79b9_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let data: Vec<u8> = (0..3 * SUM_CHUNK + 77).map(|_| next() as u8).collect();
+        for len in [
+            0,
+            1,
+            7,
+            SUM_CHUNK - 1,
+            SUM_CHUNK,
+            SUM_CHUNK + 1,
+            2 * SUM_CHUNK,
+            3 * SUM_CHUNK + 77,
+        ] {
+            let want = body_checksum(&data[..len]);
+            for split in [
+                1usize,
+                4096,
+                SUM_CHUNK - 3,
+                SUM_CHUNK,
+                2 * SUM_CHUNK + 1,
+                usize::MAX,
+            ] {
+                let mut s = Summer::new(len);
+                let mut rest = &data[..len];
+                let mut k = 0;
+                while !rest.is_empty() {
+                    // Uneven pieces: the split size, then a few bytes, in turn.
+                    let n = if k % 2 == 0 { split } else { 13 }.min(rest.len());
+                    s.feed(&rest[..n]);
+                    rest = &rest[n..];
+                    k += 1;
+                    if split == 1 && k > 64 {
+                        s.feed(rest);
+                        break;
+                    }
+                }
+                assert_eq!(s.finish(), want, "len {len}, split {split}");
+            }
+        }
+    }
+}
