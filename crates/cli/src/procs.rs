@@ -679,10 +679,9 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         let t_load = Instant::now();
         // A device backend reserves the stream's device memory before the dealer may start
         // (it starts once both parties have connected), so that the dealer's own device
-        // buffers cannot take it first.
-        // A failure to reserve is reported after connecting: the dealer, which waits for
-        // both parties, then sees this party's socket close at once instead of waiting
-        // out its timeout.
+        // buffers cannot take it first. A failure to reserve is reported after connecting:
+        // the dealer, which waits for both parties, then sees this party's socket close at
+        // once instead of waiting out its timeout.
         let begun = match last_len {
             0 => Ok(None),
             n => be.be.receive_keys_begin(n),
@@ -695,24 +694,10 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
         // With the plan's exact length the stream is received straight into a device
         // backend (the host keeps all but the key bodies: bert-large's 60 GB per party need
         // not sit in host memory twice over), its copies overlapping the receive; a host
-        // backend reads it whole.
-        let (keys, rx) = if last_len > 0 {
+        // backend (or no plan) reads it whole.
+        let (keys, rx) =
             PartyStream::receive_after_begin(&mut sock, last_len, be.be.as_ref(), begun)
-                .context("receiving the key stream from the dealer")?
-        } else {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut sock, &mut bytes)
                 .context("receiving the key stream from the dealer")?;
-            let n = bytes.len() as u64;
-            let ks = PartyStream::from_bytes(bytes)?;
-            let rx = suf_runtime::keystream::ReceiveStats {
-                bytes: n,
-                host_bytes: n,
-                ms: ms(t_load),
-                ..Default::default()
-            };
-            (ks, rx)
-        };
         drop(sock);
         last_len = keys.bytes().len();
         let key_file_bytes = keys.bytes().len();

@@ -16,6 +16,80 @@ use suf_runtime::harness::{run_two_party, run_two_party_on, Link};
 /// A DCF batch as the backend saw it: (origin (stream, offset), body length).
 type Seen = (Option<(u64, u64)>, usize);
 
+/// The `Backend` methods both test backends take from their CPU backend `self.cpu` unchanged
+/// (GEMM, elementwise ring work, DPF evaluation, packing).
+macro_rules! forward_to_cpu {
+    () => {
+        fn gemm_batch(
+            &self,
+            w: BitWidth,
+            a: &[u64],
+            b: &[u64],
+            batch: usize,
+            m: usize,
+            k: usize,
+            n: usize,
+            layout: BLayout,
+        ) -> Result<Vec<u64>> {
+            self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
+        }
+        fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+            self.cpu.add(w, a, b)
+        }
+        fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+            self.cpu.sub(w, a, b)
+        }
+        fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+            self.cpu.mul(w, a, b)
+        }
+        fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
+            self.cpu.neg(w, a)
+        }
+        fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
+            self.cpu.scale(w, a, c)
+        }
+        fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
+            self.cpu.add_const(w, a, c)
+        }
+        fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
+            self.cpu.reduce(w, a)
+        }
+        fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
+            self.cpu.add_assign(w, a, b)
+        }
+        fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
+            self.cpu.sub_assign(w, a, b)
+        }
+        fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
+            self.cpu.mul_assign(w, a, b)
+        }
+        fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+            self.cpu.add_bcast(w, a, b)
+        }
+        fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+            self.cpu.mul_bcast(w, a, b)
+        }
+        fn mul_rows(&self, w: BitWidth, a: &[u64], b: &[u64], cols: usize) -> Result<Vec<u64>> {
+            self.cpu.mul_rows(w, a, b, cols)
+        }
+        fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> Result<Vec<u64>> {
+            self.cpu.row_sum(w, a, cols)
+        }
+        fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
+            self.cpu.dpf_lt_eval(keys, xs, t)
+        }
+        fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>> {
+            self.cpu.dpf_eq_eval(keys, xs)
+        }
+        fn pack(&self, vals: &[u64], bits: u32) -> Result<Vec<u8>> {
+            self.cpu.pack(vals, bits)
+        }
+        fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>> {
+            self.cpu.unpack(bytes, bits, count)
+        }
+    };
+}
+
 /// The CPU backend, recording what the key-format interface hands it.
 #[derive(Default)]
 struct Recorder {
@@ -30,61 +104,7 @@ impl Backend for Recorder {
     fn name(&self) -> &'static str {
         "recorder"
     }
-    fn gemm_batch(
-        &self,
-        w: BitWidth,
-        a: &[u64],
-        b: &[u64],
-        batch: usize,
-        m: usize,
-        k: usize,
-        n: usize,
-        layout: BLayout,
-    ) -> Result<Vec<u64>> {
-        self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
-    }
-    fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.add(w, a, b)
-    }
-    fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.sub(w, a, b)
-    }
-    fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.mul(w, a, b)
-    }
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.neg(w, a)
-    }
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
-        self.cpu.scale(w, a, c)
-    }
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
-        self.cpu.add_const(w, a, c)
-    }
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.reduce(w, a)
-    }
-    fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-        self.cpu.add_assign(w, a, b)
-    }
-    fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-        self.cpu.sub_assign(w, a, b)
-    }
-    fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-        self.cpu.mul_assign(w, a, b)
-    }
-    fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.add_bcast(w, a, b)
-    }
-    fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.mul_bcast(w, a, b)
-    }
-    fn mul_rows(&self, w: BitWidth, a: &[u64], b: &[u64], cols: usize) -> Result<Vec<u64>> {
-        self.cpu.mul_rows(w, a, b, cols)
-    }
-    fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> Result<Vec<u64>> {
-        self.cpu.row_sum(w, a, cols)
-    }
+    forward_to_cpu!();
     fn transpose(&self, a: &[u64], rows: usize, cols: usize) -> Result<Vec<u64>> {
         self.cpu.transpose(a, rows, cols)
     }
@@ -99,18 +119,6 @@ impl Backend for Recorder {
         let o = keys.origin().map(|o| (o.stream, o.offset));
         self.dcf.lock().expect("lock").push((o, keys.body().len()));
         self.cpu.dcf_eval(keys, xs, t)
-    }
-    fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
-        self.cpu.dpf_lt_eval(keys, xs, t)
-    }
-    fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>> {
-        self.cpu.dpf_eq_eval(keys, xs)
-    }
-    fn pack(&self, vals: &[u64], bits: u32) -> Result<Vec<u8>> {
-        self.cpu.pack(vals, bits)
-    }
-    fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>> {
-        self.cpu.unpack(bytes, bits, count)
     }
 }
 
@@ -227,61 +235,7 @@ impl Backend for Held {
     fn name(&self) -> &'static str {
         "held"
     }
-    fn gemm_batch(
-        &self,
-        w: BitWidth,
-        a: &[u64],
-        b: &[u64],
-        batch: usize,
-        m: usize,
-        k: usize,
-        n: usize,
-        layout: BLayout,
-    ) -> Result<Vec<u64>> {
-        self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
-    }
-    fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.add(w, a, b)
-    }
-    fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.sub(w, a, b)
-    }
-    fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.mul(w, a, b)
-    }
-    fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.neg(w, a)
-    }
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
-        self.cpu.scale(w, a, c)
-    }
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
-        self.cpu.add_const(w, a, c)
-    }
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.reduce(w, a)
-    }
-    fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-        self.cpu.add_assign(w, a, b)
-    }
-    fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-        self.cpu.sub_assign(w, a, b)
-    }
-    fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-        self.cpu.mul_assign(w, a, b)
-    }
-    fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.add_bcast(w, a, b)
-    }
-    fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        self.cpu.mul_bcast(w, a, b)
-    }
-    fn mul_rows(&self, w: BitWidth, a: &[u64], b: &[u64], cols: usize) -> Result<Vec<u64>> {
-        self.cpu.mul_rows(w, a, b, cols)
-    }
-    fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> Result<Vec<u64>> {
-        self.cpu.row_sum(w, a, cols)
-    }
+    forward_to_cpu!();
     fn receive_keys_begin(&self, len: usize) -> Result<Option<usize>> {
         *self.rx.lock().unwrap() = Some((len, Vec::new(), 0));
         Ok(Some(self.chunk()))
@@ -348,18 +302,6 @@ impl Backend for Held {
             }
             _ => suf_backend::gate::bit_host(self, d, party, keys, xhat),
         }
-    }
-    fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
-        self.cpu.dpf_lt_eval(keys, xs, t)
-    }
-    fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>> {
-        self.cpu.dpf_eq_eval(keys, xs)
-    }
-    fn pack(&self, vals: &[u64], bits: u32) -> Result<Vec<u8>> {
-        self.cpu.pack(vals, bits)
-    }
-    fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>> {
-        self.cpu.unpack(bytes, bits, count)
     }
 }
 

@@ -676,7 +676,7 @@ fn index(buf: &[u8], bits: u32, path: &Path) -> Result<Vec<Section>> {
 }
 
 /// [`index`], with the payload checksums verified or not (`sums = false` only for a stream
-/// whose payload checksums were verified while it arrived, [`crate::receive`]).
+/// whose payload checksums were verified while it arrived: [`PartyStream::receive`]).
 pub(crate) fn index_with(buf: &[u8], bits: u32, path: &Path, sums: bool) -> Result<Vec<Section>> {
     let total = buf.len();
     if total < HEADER_LEN + FOOTER_LEN {

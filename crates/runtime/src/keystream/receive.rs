@@ -237,29 +237,27 @@ impl<R: Read> Rx<'_, R> {
         }
         self.host(8)?;
         let start = self.pos - 8;
-        let parts = u64_at(&self.buf, start);
-        let head = usize::try_from(parts)
+        let table = usize::try_from(u64_at(&self.buf, start))
             .ok()
             .and_then(|c| {
-                c.checked_mul(8)?
+                let head = c
+                    .checked_mul(8)?
                     .checked_add(8)?
-                    .checked_next_multiple_of(ALIGN)
-            })
-            .filter(|&h| h <= len);
-        let Some(head) = head else {
+                    .checked_next_multiple_of(ALIGN)?;
+                (head <= len).then_some((c, head))
+            });
+        let Some((parts, head)) = table else {
             return self.host(end - self.pos);
         };
         self.host(head - 8)?;
-        for i in 0..head / 8 - 1 {
-            if i as u64 >= parts {
+        for i in 0..parts {
+            let left = end - self.pos;
+            let Some(plen) = usize::try_from(u64_at(&self.buf, start + 8 + 8 * i))
+                .ok()
+                .filter(|l| l.checked_next_multiple_of(ALIGN).is_some_and(|p| p <= left))
+            else {
                 break;
-            }
-            let plen = u64_at(&self.buf, start + 8 + 8 * i) as usize;
-            let padded = plen.checked_next_multiple_of(ALIGN);
-            match padded {
-                Some(p) if p <= end - self.pos => {}
-                _ => break,
-            }
+            };
             if plen >= suf_fss::keyfmt::HEADER_LEN {
                 let hl = suf_fss::keyfmt::HEADER_LEN;
                 self.host(hl)?;
