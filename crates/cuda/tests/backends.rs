@@ -1606,7 +1606,13 @@ fn gate_errors(dev: Dev) -> R {
 fn gate_timing(g: &CudaBackend) -> R {
     let cpu = CpuBackend::new();
     let (mut rng, mut crng) = (Rng(24), Csprng::for_tests(24));
-    let (n, f, cnt) = (50u32, 12u32, 65_536usize);
+    let (n, f) = (50u32, 12u32);
+    // Batch sizes from SUF_GATE_TIMING_CNT (comma-separated), default 65,536.
+    let counts: Vec<usize> = std::env::var("SUF_GATE_TIMING_CNT")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![65_536]);
     let gelu = smooth_specs_with(Smooth::Gelu, n, f, false, Prefer::Aes)?;
     let nexp = smooth_specs_with(Smooth::NExp, n, f, false, Prefer::Aes)?;
     let specs = [
@@ -1618,14 +1624,18 @@ fn gate_timing(g: &CudaBackend) -> R {
     ];
     let be = g.sibling()?;
     let w = width(n)?;
-    for (i, spec) in specs.iter().enumerate() {
+    let runs = specs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| counts.iter().map(move |&c| (i, c, s)));
+    for (i, cnt, spec) in runs {
         let r: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
         let xhat: Vec<u64> = rng.vec(cnt).iter().map(|&x| x & w.mask()).collect();
         let keys = spec.deal(n, &r, &mut crng)?;
         for party in 0..2u8 {
             let blob = &keys[party as usize];
             let (buf, off) = stream_with(blob);
-            let token = 0x7100_0000 + 2 * i as u64 + party as u64;
+            let token = 0x7100_0000 + ((2 * i as u64 + party as u64) << 24) + cnt as u64;
             be.attach_keys(token, &buf)?;
             let key = KeyRef {
                 bytes: &buf[off..off + blob.len()],
@@ -1638,13 +1648,13 @@ fn gate_timing(g: &CudaBackend) -> R {
             let time = |b: &dyn Backend| -> Result<(f64, Vec<u64>), Failed> {
                 let mut v = spec.eval_shares(n, party, key, &xhat, b)?;
                 let mut ts = Vec::new();
-                for _ in 0..5 {
+                for _ in 0..11 {
                     let t = std::time::Instant::now();
                     v = spec.eval_shares(n, party, key, &xhat, b)?;
                     ts.push(t.elapsed().as_secs_f64() * 1e3);
                 }
                 ts.sort_by(f64::total_cmp);
-                Ok((ts[2], v))
+                Ok((ts[5], v))
             };
             let s0 = be.stats();
             let (tg, vg) = time(&be)?;
@@ -1660,7 +1670,7 @@ fn gate_timing(g: &CudaBackend) -> R {
                         o.op,
                         o.device_calls,
                         o.host_calls,
-                        (o.device_ms + o.host_ms) / 6.0
+                        (o.device_ms + o.host_ms) / 12.0
                     )
                 })
                 .collect();
