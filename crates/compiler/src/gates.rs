@@ -312,6 +312,81 @@ fn max_tree(g: &mut Builder, x: T, relu_of: impl Fn(&mut Builder, T) -> Result<T
     Ok(g.reshape(cur, &out_shape)?)
 }
 
+/// Maxima of consecutive segments of a flat tensor `x` (`lens[i]` ≥ 1 elements each, in
+/// order; Σ lens = numel(x)) for values in [−2^{bits−1}, 2^{bits−1}), as `[segments, 1]`:
+/// the tree of [`max_last_in`] run on every segment at once, with public gathers in place
+/// of the column slices, so a segment of length L costs L − 1 comparisons and the rounds
+/// are ⌈log2 max L⌉ (a causal softmax: the lower triangle, half the square's comparisons).
+///
+/// # Errors
+/// An empty or zero-length segment, lengths that do not cover `x`, or a builder error.
+pub fn max_segments_in(g: &mut Builder, x: T, lens: &[usize], bits: u32) -> Result<T> {
+    let (n, _) = fp_of(g);
+    let total: usize = g.shape(x).iter().product();
+    if lens.is_empty() || lens.contains(&0) || lens.iter().sum::<usize>() != total {
+        return param_err(
+            "max_segments_in",
+            format!("{} segments over {total} elements", lens.len()),
+        );
+    }
+    let idx = |v: usize| -> Result<u32> {
+        u32::try_from(v)
+            .ok()
+            .filter(|&i| i != suf_runtime::ir::GATHER_ZERO)
+            .ok_or_else(|| CompilerError::Param {
+                gate: "max_segments_in",
+                detail: format!("index {v} beyond the gather range"),
+            })
+    };
+    let mut cur = g.reshape(x, &[total])?;
+    let mut lens = lens.to_vec();
+    while lens.iter().any(|&l| l > 1) {
+        let (mut ia, mut ib) = (Vec::new(), Vec::new());
+        let mut off = 0;
+        for &l in &lens {
+            for j in 0..l / 2 {
+                ia.push(idx(off + j)?);
+                ib.push(idx(off + l / 2 + j)?);
+            }
+            off += l;
+        }
+        let pairs = ia.len();
+        let a = g.gather(cur, ia.into(), &[pairs])?;
+        let b = g.gather(cur, ib.into(), &[pairs])?;
+        // max(a, b) = b + ReLU(a − b)
+        let d = g.sub(a, b)?;
+        let r = relu_in(g, d, (bits + 1).min(n))?;
+        let m = g.add(b, r)?;
+        let next: Vec<usize> = lens.iter().map(|l| l.div_ceil(2)).collect();
+        cur = if lens.iter().all(|l| l % 2 == 0) {
+            m
+        } else {
+            // Each segment's maxima, then its odd element carried: from [m | cur].
+            let width = g.shape(cur)[0];
+            let m1 = g.reshape(m, &[1, pairs])?;
+            let c1 = g.reshape(cur, &[1, width])?;
+            let both = g.concat_cols(&[m1, c1])?;
+            let mut order = Vec::with_capacity(next.iter().sum());
+            let (mut po, mut co) = (0, 0);
+            for &l in &lens {
+                for j in 0..l / 2 {
+                    order.push(idx(po + j)?);
+                }
+                if l % 2 == 1 {
+                    order.push(idx(pairs + co + l - 1)?);
+                }
+                po += l / 2;
+                co += l;
+            }
+            let len = order.len();
+            g.gather(both, order.into(), &[len])?
+        };
+        lens = next;
+    }
+    let rows = lens.len();
+    Ok(g.reshape(cur, &[rows, 1])?)
+}
+
 /// The spec of ReLU on a value known to lie in [−2^{bits−1}, 2^{bits−1}): the MSB halves of
 /// the `bits`-bit view (one (bits − 1)-bit DCF); with bits = n, [`relu_spec`].
 pub fn relu_spec_in(n: u32, bits: u32) -> GateSpec {

@@ -39,7 +39,11 @@ fn producer(prog: &Program, mut id: NodeId) -> String {
     loop {
         let nd = prog.node(id);
         match &nd.op {
-            Op::Transpose(a) | Op::Reshape(a) | Op::SliceCols(a, ..) | Op::Take(a, _) => id = *a,
+            Op::Transpose(a)
+            | Op::Reshape(a)
+            | Op::SliceCols(a, ..)
+            | Op::Gather(a, _)
+            | Op::Take(a, _) => id = *a,
             Op::Gate(_, g) => {
                 let name = g.name();
                 return name

@@ -28,6 +28,12 @@ pub fn row_max(g: &mut Builder, x: T, bits: u32) -> Result<T> {
     Ok(suf_compiler::gates::max_last_in(g, x, bits)?)
 }
 
+/// Maxima of consecutive segments of a flat tensor (lengths `lens`), as `[segments, 1]`: the
+/// row maximum of a causal softmax's lower triangle.
+pub fn segment_max(g: &mut Builder, x: T, lens: &[usize], bits: u32) -> Result<T> {
+    Ok(suf_compiler::gates::max_segments_in(g, x, lens, bits)?)
+}
+
 /// e^{−x} for x ∈ [0, 2^bits) at scale f (exactly 2^f at 0, exactly 0 beyond the cut-off).
 pub fn nexp(g: &mut Builder, x: T, bits: u32) -> Result<T> {
     Ok(smooth_in(g, x, Smooth::NExp, bits, Prefer::Keys)?)

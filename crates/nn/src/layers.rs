@@ -369,6 +369,78 @@ pub fn merged_gamma_scale(n: u32, f: u32, s_rs: u32, gs: &[f32]) -> Option<u32> 
     (fg >= MERGED_GAMMA_MIN_FRAC).then_some(fg)
 }
 
+/// Gather indices of a causal `[seq, seq]` score matrix: the lower triangle row after row
+/// (row r: keys 0..=r; seq(seq + 1)/2 elements).
+pub fn tri_of_square(seq: usize) -> Result<Arc<[u32]>> {
+    (0..seq)
+        .flat_map(|r| (0..=r).map(move |c| r * seq + c))
+        .map(idx32)
+        .collect()
+}
+
+/// Gather indices back from the triangle to the `[seq, seq]` square, public zeros above the
+/// diagonal.
+pub fn square_of_tri(seq: usize) -> Result<Arc<[u32]>> {
+    (0..seq * seq)
+        .map(|i| {
+            let (r, c) = (i / seq, i % seq);
+            if c > r {
+                Ok(suf_runtime::ir::GATHER_ZERO)
+            } else {
+                idx32(r * (r + 1) / 2 + c)
+            }
+        })
+        .collect()
+}
+
+/// Gather indices from one value per row to every element of that row's triangle part.
+pub fn rows_of_tri(seq: usize) -> Result<Arc<[u32]>> {
+    (0..seq)
+        .flat_map(|r| std::iter::repeat_n(r, r + 1))
+        .map(idx32)
+        .collect()
+}
+
+fn idx32(i: usize) -> Result<u32> {
+    u32::try_from(i)
+        .ok()
+        .filter(|&v| v != suf_runtime::ir::GATHER_ZERO)
+        .ok_or_else(|| NnError::Config(format!("sequence too long for a gather index ({i})")))
+}
+
+/// The unnormalised causal softmax on the lower triangle only (what [`softmax_parts`] computes
+/// on a masked square, without the masked half): `t` holds row r's scores for keys 0..=r, row
+/// after row, at scale f in [−2^{bits−1}, 2^{bits−1}). Returns e = nExp(max − x) on the
+/// triangle, 1/Σe (`[seq, 1]`) and its scale. The masked entries, exactly 0 after nExp in
+/// the square form, are never compared, exponentiated or opened: half the max tree's
+/// comparisons and half the nExp elements at seq ≫ 1.
+pub fn softmax_parts_causal(
+    g: &mut Builder,
+    t: T,
+    seq: usize,
+    bits: u32,
+    max_len: usize,
+) -> Result<(T, T, u32)> {
+    let len = seq * (seq + 1) / 2;
+    if seq == 0 || g.shape(t).iter().product::<usize>() != len || max_len < seq {
+        return Err(NnError::Config(format!(
+            "causal softmax of {seq} rows on {:?} with a denominator range up to {max_len}",
+            g.shape(t)
+        )));
+    }
+    let lens: Vec<usize> = (1..=seq).collect();
+    let m = gates::segment_max(g, t, &lens, bits)?;
+    let mb = g.gather(m, rows_of_tri(seq)?, &[len])?;
+    let t = g.reshape(t, &[len])?;
+    let d = g.sub(mb, t)?; // ∈ [0, 2^bits)
+    let e = gates::nexp(g, d, bits)?;
+    let sq = g.gather(e, square_of_tri(seq)?, &[seq, seq])?;
+    let s = g.sum_last(sq)?;
+    // Row r sums r + 1 values, one of them nExp(0) = 1: the sum lies in [1, seq].
+    let (inv, s_inv) = gates::reciprocal(g, s, max_len.max(2))?;
+    Ok((e, inv, s_inv))
+}
+
 /// ⌈log2(1.004·max|γ√d|)⌉ (0 when that is at most 1): the bits |y·γ√d| can reach above
 /// |y|, with the rsqrt's relative error (≤ 0.3 %) folded in.
 fn gamma_bits(gs: &[f32]) -> Result<u32> {

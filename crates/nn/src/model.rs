@@ -18,7 +18,8 @@ use suf_runtime::plain::PlainWeights;
 
 use crate::gates;
 use crate::layers::{
-    layernorm, linear, linear_from, rmsnorm, softmax_masked, softmax_parts_masked, Ctx, Mode,
+    layernorm, linear, linear_from, rmsnorm, rows_of_tri, softmax_masked, softmax_parts_causal,
+    softmax_parts_masked, square_of_tri, tri_of_square, Ctx, Mode,
 };
 use crate::{NnError, Result};
 
@@ -137,6 +138,8 @@ pub(crate) fn build_inner(
     // A bucket's encoder leaves room for the padding bias −2^{a+2} (as a causal mask does).
     let sm_bits = match design {
         Some(_) if !cfg.causal() => crate::bucket::padded_bits(fp, a_bits.0)?,
+        // Causal heads take the softmax of the lower triangle only: no mask bias enters.
+        _ if cfg.causal() => (a_bits.0 + rel.is_some() as u32).min(fp.width.bits()),
         _ => a_bits.1,
     };
     let pad = match design {
@@ -145,17 +148,6 @@ pub(crate) fn build_inner(
             Some(g.public_input(crate::bucket::PAD_BIAS, &[seq])?)
         }
         _ => None,
-    };
-    let causal_bias = if cfg.causal() {
-        // Masked scores sit 2^{a+2} below: nExp of them is exactly 0 (d > 2^{a+1} ≥ 16).
-        let big = fp.width.from_signed(-(1i64 << (a_bits.0 + 2)));
-        Some(
-            (0..seq * seq)
-                .map(|i| if i % seq > i / seq { big } else { 0 })
-                .collect::<Vec<u64>>(),
-        )
-    } else {
-        None
     };
     for l in 0..nl {
         let b = arch::load_block(cfg, w, l)?;
@@ -169,7 +161,7 @@ pub(crate) fn build_inner(
             seq,
             batch,
             &rel,
-            &causal_bias,
+            cfg.causal(),
             sm_bits,
             dlen,
             pad,
@@ -231,7 +223,7 @@ fn block(
     seq: usize,
     batch: usize,
     rel: &Option<Vec<Vec<u64>>>,
-    causal: &Option<Vec<u64>>,
+    causal: bool,
     sm_bits: u32,
     dlen: usize,
     pad: Option<P>,
@@ -354,7 +346,7 @@ pub fn attention(
     v: T,
     seq: usize,
     rel: &Option<Vec<Vec<u64>>>,
-    causal: &Option<Vec<u64>>,
+    causal: bool,
     sm_bits: u32,
     dlen: usize,
     pad: Option<P>,
@@ -385,6 +377,13 @@ pub fn attention(
         kt.push(g.transpose(kj)?);
         vh.push(g.slice_cols(v, j * dh, (j + 1) * dh)?);
     }
+    // Causal heads: gather tables of the lower triangle (from the square, back to it, and
+    // from one value per row).
+    let tri = if causal {
+        Some((tri_of_square(seq)?, square_of_tri(seq)?, rows_of_tri(seq)?))
+    } else {
+        None
+    };
     let mut heads = Vec::new();
     for hh in 0..cfg.heads {
         let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
@@ -394,6 +393,11 @@ pub fn attention(
             qh
         };
         let s = g.matmul(qh, kt[hh / group])?; // scale 2f
+                                               // A causal head keeps the lower triangle only, from the truncation on.
+        let s = match &tri {
+            Some((lower, _, _)) => g.gather(s, lower.clone(), &[lower.len()])?,
+            None => s,
+        };
         let s = if let Some(k) = pow4 {
             // 1/√d = 2^{−k}: ⌊⌊s/2^f⌋·2^{f−k}/2^f⌋ = ⌊s/2^{f+k}⌋ (floors compose), one truncation.
             gates::ars(g, s, f + k)?
@@ -405,13 +409,40 @@ pub fn attention(
             let s = g.mul_const(s, inv_sqrt)?;
             gates::ars(g, s, f)?
         };
-        let mut bias: Option<Vec<u64>> = rel.as_ref().map(|r| r[hh].clone());
-        if let Some(c) = causal {
-            bias = Some(match bias {
-                Some(b) => b.iter().zip(c).map(|(&x, &y)| fp.width.add(x, y)).collect(),
-                None => c.clone(),
-            });
+        if let Some((lower, square, rows_idx)) = &tri {
+            let s = match rel {
+                Some(r) => {
+                    let b: Vec<u64> = lower.iter().map(|&i| r[hh][i as usize]).collect();
+                    g.add_pub(s, Arc::new(b))?
+                }
+                None => s,
+            };
+            if pad.is_some() {
+                return Err(NnError::Config(
+                    "a padding bias on a causal model (buckets pad encoders only)".into(),
+                ));
+            }
+            let (e, inv, s_inv) = softmax_parts_causal(g, s, seq, sm_bits, dlen)?;
+            let len = lower.len();
+            if late_norm {
+                let e = g.gather(e, square.clone(), &[seq, seq])?;
+                let o = g.matmul(e, vh[hh / group])?;
+                let o = gates::ars(g, o, f)?;
+                let o = g.row_mul(o, inv)?;
+                heads.push(gates::ars(g, o, s_inv)?);
+            } else {
+                // e ⊙ 1/Σe on the triangle (the same openings as a row product on the
+                // square: 2·len = seq² + seq elements), truncated there.
+                let inv = g.gather(inv, rows_idx.clone(), &[len])?;
+                let p = g.mul(e, inv)?;
+                let p = gates::ars(g, p, s_inv)?;
+                let p = g.gather(p, square.clone(), &[seq, seq])?;
+                let o = g.matmul(p, vh[hh / group])?;
+                heads.push(gates::ars(g, o, f)?);
+            }
+            continue;
         }
+        let bias: Option<Vec<u64>> = rel.as_ref().map(|r| r[hh].clone());
         if late_norm {
             // Normalise after e·V: the truncation of the [seq, seq] probabilities becomes one
             // of the [seq, d_head] output (floor of e·V, then of its product with 1/Σe).

@@ -77,6 +77,34 @@ fn gpt2_public() {
 }
 
 #[test]
+fn gpt2_causal_triangle_both_normalisations() {
+    // 20 tokens > d_head 16: the causal softmax normalises after e·V (the triangle's e
+    // gathered back to the square); 6 tokens ≤ 16: before it (e ⊙ 1/Σe and its truncation
+    // on the triangle). (At 37 bits this shape's cosine to float is 0.989 with the masked
+    // square and with the triangle alike: the ring, not the softmax's form.)
+    let mut cfg = tiny("gpt2");
+    cfg.hidden = 32;
+    cfg.head_dim = 16;
+    let ids: Vec<u32> = (0..20).map(|i| (i * 11 + 5) % 40).collect();
+    check_cfg(
+        cfg.clone(),
+        "gpt2 d16 late",
+        Mode::Private,
+        50,
+        Link::Mem,
+        &ids,
+    );
+    check_cfg(
+        cfg,
+        "gpt2 d16 early",
+        Mode::Private,
+        50,
+        Link::Tcp,
+        &ids[..6],
+    );
+}
+
+#[test]
 fn one_token_inputs() {
     // A one-column softmax (a one-token decoder input) sums to exactly 1: the reciprocal's
     // range must still be valid (it used to be refused with "maximum length 1").

@@ -21,6 +21,9 @@ use suf_core::BitWidth;
 use crate::error::{shape_err, Result, RtError};
 use crate::gate::GateImpl;
 
+/// The [`Op::Gather`] index that stands for a public zero.
+pub const GATHER_ZERO: u32 = u32::MAX;
+
 /// Index of a node in its program.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u32);
@@ -102,6 +105,10 @@ pub enum Op {
     SliceCols(NodeId, usize, usize),
     /// Matrices side by side (same rows).
     ConcatCols(Vec<NodeId>),
+    /// Elements picked by public indices: `out[i] = a[idx[i]]`, or 0 where `idx[i]` is
+    /// [`GATHER_ZERO`] (a public zero: both parties' shares are 0). Local; the indices depend
+    /// on the shapes only, never on data.
+    Gather(NodeId, Arc<[u32]>),
     /// a ⊕ b on bits.
     Xor(NodeId, NodeId),
     /// ¬a on bits.
@@ -158,6 +165,7 @@ impl Op {
             Op::Reshape(..) => "reshape".into(),
             Op::SliceCols(..) => "slice".into(),
             Op::ConcatCols(..) => "concat".into(),
+            Op::Gather(..) => "gather".into(),
             Op::Xor(..) => "xor".into(),
             Op::Not(..) => "not".into(),
             Op::Mul(..) => "mul".into(),
@@ -194,6 +202,7 @@ impl Op {
             | Op::Transpose(a)
             | Op::Reshape(a)
             | Op::SliceCols(a, ..)
+            | Op::Gather(a, _)
             | Op::Not(a)
             | Op::Square(a)
             | Op::B2A(a)
@@ -310,6 +319,12 @@ impl Program {
                 Op::Input { name } | Op::PublicInput { name } => h.update(name.as_bytes()),
                 Op::Gate(_, g) => h.update(g.fingerprint()),
                 Op::Take(_, i) => h.update((*i as u64).to_le_bytes()),
+                Op::Gather(_, idx) => {
+                    h.update((idx.len() as u64).to_le_bytes());
+                    for i in idx.iter() {
+                        h.update(i.to_le_bytes());
+                    }
+                }
                 _ => {}
             }
         }
@@ -674,6 +689,25 @@ impl Builder {
             vec![r, c],
             d,
         ))
+    }
+
+    /// Elements of `a` picked by public indices into a tensor of `shape`: `out[i] =
+    /// a[idx[i]]` (over `a`'s elements in row-major order), 0 where `idx[i]` is
+    /// [`GATHER_ZERO`]. Local: no round, no key.
+    pub fn gather(&mut self, a: T, idx: Arc<[u32]>, shape: &[usize]) -> Result<T> {
+        let n = self.prog.numel(a.0);
+        let len: usize = shape.iter().product();
+        if shape.is_empty() || len != idx.len() {
+            return shape_err(
+                "gather",
+                format!("{} indices for shape {shape:?}", idx.len()),
+            );
+        }
+        if let Some(&bad) = idx.iter().find(|&&i| i != GATHER_ZERO && i as usize >= n) {
+            return shape_err("gather", format!("index {bad} of {n} elements"));
+        }
+        let d = self.dtype(a);
+        Ok(self.push(Op::Gather(a.0, idx), shape.to_vec(), d))
     }
 
     /// ¬a on bits.

@@ -76,6 +76,16 @@ pub(crate) fn eval_local(
                 .flat_map(|row| row[*s..*e].iter().copied())
                 .collect()
         }
+        Op::Gather(_, idx) => idx
+            .iter()
+            .map(|&i| {
+                if i == crate::ir::GATHER_ZERO {
+                    0
+                } else {
+                    args[0][i as usize]
+                }
+            })
+            .collect(),
         Op::ConcatCols(_) => {
             let rows = node.shape[0];
             let mut out = Vec::with_capacity(node.numel());

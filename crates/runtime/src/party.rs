@@ -903,7 +903,7 @@ impl<'a> Party<'a> {
 fn is_data_movement(op: &Op) -> bool {
     matches!(
         op,
-        Op::Take(..) | Op::SliceCols(..) | Op::ConcatCols(..) | Op::Transpose(_)
+        Op::Take(..) | Op::SliceCols(..) | Op::ConcatCols(..) | Op::Transpose(_) | Op::Gather(..)
     )
 }
 
