@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -186,6 +186,8 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     cpu: CpuBackend,
     table: AtomicU8,
+    /// Threads per block of the FSS evaluation kernels; 0 = by batch size ([`fss_block`]).
+    fss_block: AtomicU32,
     gemm_b2: std::sync::atomic::AtomicBool,
     cpu_below: usize,
     ew_min: AtomicUsize,
@@ -286,6 +288,16 @@ fn keys_fit(bytes: usize, free: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Threads per block of the FSS evaluation kernels for `total` points on `sms`
+/// multiprocessors: 256 (eight warps per block) when the batch fills every multiprocessor
+/// with them, else the power of two (≥ 32) that spreads it over all of them. A DCF walk is a
+/// chain of dependent AES calls, so a small batch packed onto a few multiprocessors waits on
+/// their issue rate while the rest idle.
+pub fn fss_block(total: usize, sms: u32) -> u32 {
+    let per_sm = total.div_ceil(sms.max(1) as usize);
+    per_sm.next_power_of_two().clamp(32, BLOCK as usize) as u32
 }
 
 fn grid_for(total: usize, cap: u32) -> u32 {
@@ -415,6 +427,7 @@ impl CudaBackend {
             stream,
             cpu: CpuBackend::new(),
             table: AtomicU8::new(opts.aes_table.idx() as u8),
+            fss_block: AtomicU32::new(0),
             gemm_b2: std::sync::atomic::AtomicBool::new(true),
             cpu_below: opts.cpu_below,
             ew_min: AtomicUsize::new(opts.elementwise_device_min),
@@ -438,6 +451,7 @@ impl CudaBackend {
             stream,
             cpu: self.cpu.clone(),
             table: AtomicU8::new(self.table.load(Ordering::Relaxed)),
+            fss_block: AtomicU32::new(self.fss_block.load(Ordering::Relaxed)),
             gemm_b2: std::sync::atomic::AtomicBool::new(self.gemm_b2.load(Ordering::Relaxed)),
             cpu_below: self.cpu_below,
             ew_min: AtomicUsize::new(self.ew_min.load(Ordering::Relaxed)),
@@ -476,6 +490,46 @@ impl CudaBackend {
     /// The stream every kernel of this backend runs on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// Fix the FSS kernels' threads per block (a power of two from 32 to 256), or 0 for the
+    /// choice by batch size ([`fss_block`], the default). Either gives identical results.
+    pub fn set_fss_block(&self, threads: u32) {
+        let t = if threads == 0 {
+            0
+        } else {
+            threads.next_power_of_two().clamp(32, BLOCK)
+        };
+        self.fss_block.store(t, Ordering::Relaxed);
+    }
+
+    /// The launch shape of an FSS evaluation kernel for `total` points: block size and the
+    /// AES table. Blocks below 256 threads use the four-table layout, whose 4 KB they fill in
+    /// 32 loads or fewer per thread (the replicated one would take 256 at 32 threads).
+    fn fss_launch(&self, total: usize) -> (LaunchConfig, AesTable) {
+        let fixed = self.fss_block.load(Ordering::Relaxed);
+        let (block, table) = if fixed != 0 {
+            (fixed, self.aes_table())
+        } else {
+            let b = fss_block(total, self.dev.info.sm_count);
+            (
+                b,
+                if b < BLOCK {
+                    AesTable::Shared4
+                } else {
+                    self.aes_table()
+                },
+            )
+        };
+        let grid = total
+            .div_ceil(block as usize)
+            .clamp(1, (self.dev.info.sm_count * 32) as usize) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: table.smem(),
+        };
+        (cfg, table)
     }
 
     /// The AES table layout in use.
@@ -1225,12 +1279,7 @@ impl CudaBackend {
                 out.len()
             )));
         }
-        let table = self.aes_table();
-        let cfg = LaunchConfig {
-            grid_dim: (grid_for(total, self.dev.info.sm_count * 32), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: table.smem(),
-        };
+        let (cfg, table) = self.fss_launch(total);
         let (count, n, party) = (keys.count as u64, keys.n, keys.party as u32);
         let (total64, per_key, eq32) = (total as u64, t as u64, eq as u32);
         // SAFETY: `dpf_eval_*(const uint4* body, u64 count, u32 n, u32 party, const u64* xs,
@@ -1328,12 +1377,7 @@ impl CudaBackend {
                 body.len()
             )));
         }
-        let table = self.aes_table();
-        let cfg = LaunchConfig {
-            grid_dim: (grid_for(total, self.dev.info.sm_count * 32), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: table.smem(),
-        };
+        let (cfg, table) = self.fss_launch(total);
         let (count, n, m, party) = (l.count as u64, l.n, l.m, keys.party as u32);
         let (total64, per_key, p32) = (total as u64, t as u64, l.p as u32);
         // The layout's offsets, as suf_fss::dcf::DcfLayout gives them (the kernels never
@@ -2156,5 +2200,31 @@ impl Backend for CudaBackend {
 
     fn stats(&self) -> BackendStats {
         lock(&self.stats).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fss_block;
+
+    /// Small batches spread over every multiprocessor (one warp each at the smallest), large
+    /// ones in blocks of 256.
+    #[test]
+    fn fss_block_by_batch() {
+        for (total, want) in [
+            (0usize, 32u32),
+            (1, 32),
+            (1024, 32),
+            (132 * 32, 32),
+            (132 * 32 + 1, 64),
+            (16_384, 128),
+            (132 * 128, 128),
+            (132 * 256, 256),
+            (1 << 20, 256),
+            (usize::MAX, 256),
+        ] {
+            assert_eq!(fss_block(total, 132), want, "{total} points");
+        }
+        assert_eq!(fss_block(1 << 20, 0), 256, "no multiprocessor count: treated as one");
     }
 }

@@ -89,10 +89,18 @@ fn instances(dev: Dev, var: Var) -> Result<Instances, Failed> {
     match var {
         Var::One => v.push(("cuda".into(), Box::new(sib()?))),
         Var::Aes => {
-            for t in [AesTable::Shared4, AesTable::Replicated32] {
+            // The launch shape by batch size, and both table layouts at fixed block sizes
+            // (the automatic shape takes the four tables below 256 threads).
+            v.push(("cuda/auto".into(), Box::new(sib()?)));
+            for (t, block) in [
+                (AesTable::Shared4, 32),
+                (AesTable::Replicated32, 256),
+                (AesTable::Replicated32, 64),
+            ] {
                 let b = sib()?;
                 b.set_aes_table(t);
-                v.push((format!("cuda/{}", t.name()), Box::new(b)));
+                b.set_fss_block(block);
+                v.push((format!("cuda/{}/{block}", t.name()), Box::new(b)));
             }
         }
         Var::Gemm => {
@@ -1624,6 +1632,27 @@ fn gate_timing(g: &CudaBackend) -> R {
     ];
     let be = g.sibling()?;
     let w = width(n)?;
+    // Launch shapes from SUF_GATE_TIMING_SHAPES ("auto" or e.g. "64t4", "256r32"), default auto.
+    let shapes: Vec<(u32, Option<AesTable>, String)> = std::env::var("SUF_GATE_TIMING_SHAPES")
+        .unwrap_or_else(|_| "auto".into())
+        .split(',')
+        .map(|w| {
+            let w = w.trim();
+            let t = if w.ends_with("t4") {
+                Some(AesTable::Shared4)
+            } else if w.ends_with("r32") {
+                Some(AesTable::Replicated32)
+            } else {
+                None
+            };
+            let b = w
+                .trim_end_matches("t4")
+                .trim_end_matches("r32")
+                .parse()
+                .unwrap_or(0);
+            (b, t, w.to_string())
+        })
+        .collect();
     let runs = specs
         .iter()
         .enumerate()
@@ -1656,29 +1685,29 @@ fn gate_timing(g: &CudaBackend) -> R {
                 ts.sort_by(f64::total_cmp);
                 Ok((ts[5], v))
             };
-            let s0 = be.stats();
-            let (tg, vg) = time(&be)?;
-            let st = be.stats().since(&s0);
             let (tc, vc) = time(&cpu)?;
-            same(&format!("{} party {party}", spec.label), &vg, &vc)?;
-            let dev: Vec<String> = st
-                .ops
-                .iter()
-                .map(|o| {
-                    format!(
-                        "{} {}d/{}h {:.2} ms",
-                        o.op,
-                        o.device_calls,
-                        o.host_calls,
-                        (o.device_ms + o.host_ms) / 12.0
-                    )
-                })
-                .collect();
-            eprintln!(
-                "gate_timing {} party {party} cnt {cnt}: cuda {tg:.2} ms, cpu {tc:.2} ms [{}]",
-                spec.label,
-                dev.join(", ")
-            );
+            for (block, table, shape) in &shapes {
+                be.set_fss_block(*block);
+                be.set_aes_table(table.unwrap_or(AesTable::Replicated32));
+                let s0 = be.stats();
+                let (tg, vg) = time(&be)?;
+                let st = be.stats().since(&s0);
+                same(&format!("{} party {party} {shape}", spec.label), &vg, &vc)?;
+                let dev: Vec<String> = st
+                    .ops
+                    .iter()
+                    .map(|o| {
+                        let ms = (o.device_ms + o.host_ms) / 12.0;
+                        format!("{} {}d/{}h {ms:.3} ms", o.op, o.device_calls, o.host_calls)
+                    })
+                    .collect();
+                let label = &spec.label;
+                eprintln!(
+                    "gate_timing {label} party {party} cnt {cnt} {shape}: cuda {tg:.3} ms, \
+                     cpu {tc:.2} ms [{}]",
+                    dev.join(", ")
+                );
+            }
             be.detach_keys(token);
         }
     }
