@@ -2225,6 +2225,10 @@ mod tests {
         ] {
             assert_eq!(fss_block(total, 132), want, "{total} points");
         }
-        assert_eq!(fss_block(1 << 20, 0), 256, "no multiprocessor count: treated as one");
+        assert_eq!(
+            fss_block(1 << 20, 0),
+            256,
+            "no multiprocessor count: treated as one"
+        );
     }
 }

@@ -175,9 +175,21 @@ pub fn linear_from(
     Ok(y)
 }
 
-/// Broadcast a column `[rows, 1]` over `c` columns (local: a public matmul with ones).
+/// Broadcast a column `[rows, 1]` over `c` columns (local: a public gather).
 pub fn broadcast_col(g: &mut Builder, col: T, c: usize) -> Result<T> {
-    Ok(g.matmul_pub(col, Arc::new(vec![1u64; c]), 1, c)?)
+    let (r, one) = dims(g, col);
+    if one != 1 {
+        return Err(NnError::Config(format!(
+            "broadcast of a column: shape {:?}",
+            g.shape(col)
+        )));
+    }
+    // A public gather (a host copy), not a product with a row of ones: no device call.
+    let idx: Arc<[u32]> = (0..r)
+        .flat_map(|i| std::iter::repeat_n(i, c))
+        .map(idx32)
+        .collect::<Result<_>>()?;
+    Ok(g.gather(col, idx, &[r, c])?)
 }
 
 /// x / d for a public positive integer d. A power of two is one exact shift (one round);

@@ -76,16 +76,22 @@ pub(crate) fn eval_local(
                 .flat_map(|row| row[*s..*e].iter().copied())
                 .collect()
         }
-        Op::Gather(_, idx) => idx
-            .iter()
-            .map(|&i| {
+        Op::Gather(_, idx) => {
+            let a = args[0];
+            let pick = |&i: &u32| {
                 if i == crate::ir::GATHER_ZERO {
                     0
                 } else {
-                    args[0][i as usize]
+                    a[i as usize]
                 }
-            })
-            .collect(),
+            };
+            if idx.len() >= 1 << 15 {
+                use rayon::prelude::*;
+                idx.par_iter().map(pick).collect()
+            } else {
+                idx.iter().map(pick).collect()
+            }
+        }
         Op::ConcatCols(_) => {
             let rows = node.shape[0];
             let mut out = Vec::with_capacity(node.numel());
