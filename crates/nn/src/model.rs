@@ -377,6 +377,11 @@ pub fn attention(
         kt.push(g.transpose(kj)?);
         vh.push(g.slice_cols(v, j * dh, (j + 1) * dh)?);
     }
+    if causal && pad.is_some() {
+        return Err(NnError::Config(
+            "a padding bias on a causal model (buckets pad encoders only)".into(),
+        ));
+    }
     // Causal heads: gather tables of the lower triangle (from the square, back to it, and
     // from one value per row).
     let tri = if causal {
@@ -417,11 +422,6 @@ pub fn attention(
                 }
                 None => s,
             };
-            if pad.is_some() {
-                return Err(NnError::Config(
-                    "a padding bias on a causal model (buckets pad encoders only)".into(),
-                ));
-            }
             let (e, inv, s_inv) = softmax_parts_causal(g, s, seq, sm_bits, dlen)?;
             let len = lower.len();
             if late_norm {
