@@ -13,7 +13,7 @@
 //!   from a real column (every real score is above −2^{a−1}), the padded entries sit more than
 //!   2^{a+1} ≥ 16 (real units) below it and nExp maps them to exactly 0 (it is exactly 0
 //!   from 9.125 on). The scores plus bias stay in [−2^{a+3}, 2^{a+3}): the softmax's max
-//!   tree and nExp are declared `a + 4` bits, as for a causal mask. Causal models need no
+//!   tree and nExp are declared `a + 4` bits (room for the bias). Causal models need no
 //!   bias: a real row i < L never sees a column j ≥ L.
 //! * **Pooling**: mean pooling multiplies the padded rows by a public 0 before the sum and
 //!   divides by the public L exactly as the unpadded program divides by its length
@@ -55,7 +55,7 @@ pub const DIV_C2: &str = "pool_div_c2";
 /// Public inputs `pool_div_k{k}`: 1 when the two-round division pre-shifts by k (`[1]`).
 pub const DIV_K: &str = "pool_div_k";
 
-/// Declared bits of a bucket encoder's scores plus padding bias: a + 4 (as a causal mask),
+/// Declared bits of a bucket encoder's scores plus padding bias: a + 4,
 /// checked to fit the ring and to send the padding to nExp's exact 0.
 pub(crate) fn padded_bits(fp: FixedPoint, a: u32) -> Result<u32> {
     let n = fp.width.bits();

@@ -40,9 +40,10 @@ use suf_runtime::ir::{Builder, Program, Public, T};
 use suf_runtime::plain::{run_plain, PlainWeights};
 
 use crate::gates;
-use crate::layers::{dims, Ctx, Mode};
+use crate::layers::{dims, Causal, Ctx, Mode};
 use crate::model::{
-    attention_bits, fuse_linears, head, head_dim_pow4, lin, norm, rope_apply_at, rows, stack_rows,
+    attention_bits, causal_attend, fuse_linears, head, head_dim_pow4, lin, norm, rope_apply_at,
+    rows, stack_rows,
 };
 use crate::{NnError, Result};
 
@@ -428,19 +429,18 @@ fn attend(
     let pow4 = head_dim_pow4(dh).filter(|&k| k <= f);
     let lb = usize::BITS - sh.max_ctx.saturating_sub(1).leading_zeros();
     let late_norm = dh < sh.max_ctx && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
-    // Row i (position pos0 + i) sees keys 0..=pos0 + i; masked scores sit 2^{a+2} below.
-    let causal = (sh.rows > 1).then(|| {
-        let big = fp.width.from_signed(-(1i64 << (sh.a_bits.0 + 2)));
-        (0..sh.rows * n_keys)
-            .map(|e| {
-                if e % n_keys > sh.pos0 + e / n_keys {
-                    big
-                } else {
-                    0
-                }
-            })
-            .collect::<Vec<u64>>()
+    // Row i (position pos0 + i) sees keys 0..=pos0 + i: with more than one new row, only
+    // those scores are kept (the stacked query heads of a group each see the same keys).
+    let causal = (sh.rows > 1).then_some(Causal {
+        rows: sh.rows,
+        keys: n_keys,
+        pos0: sh.pos0,
+        group,
     });
+    let lower = match &causal {
+        Some(lay) => Some(lay.from_matrix()?),
+        None => None,
+    };
     let mut kt = Vec::with_capacity(cfg.kv_heads);
     let mut vh = Vec::with_capacity(cfg.kv_heads);
     for j in 0..cfg.kv_heads {
@@ -468,6 +468,10 @@ fn attend(
             stack_rows(g, &qs)?
         }; // [group·rows, dh]
         let s = g.matmul(qg, kt[j])?;
+        let s = match &lower {
+            Some(lw) => g.gather(s, lw.clone(), &[lw.len()])?,
+            None => s,
+        };
         let s = if let Some(k) = pow4 {
             gates::ars(g, s, f + k)?
         } else if fold {
@@ -478,30 +482,27 @@ fn attend(
             let s = g.mul_const(s, inv_sqrt)?;
             gates::ars(g, s, f)?
         };
-        let s = match &causal {
-            Some(c) => {
-                let reps: Vec<u64> = (0..group).flat_map(|_| c.iter().copied()).collect();
-                g.add_pub(s, Arc::new(reps))?
-            }
-            None => s,
-        };
-        let (_, c) = dims(g, s);
-        let m = gates::row_max(g, s, sh.a_bits.1)?;
-        let mb = crate::layers::broadcast_col(g, m, c)?;
-        let d = g.sub(mb, s)?;
-        let e = gates::nexp(g, d, sh.a_bits.1)?;
-        let sum = g.sum_last(e)?;
-        let (inv, s_inv) = gates::reciprocal(g, sum, sh.max_ctx)?;
-        let o = if late_norm {
-            let o = g.matmul(e, vh[j])?;
-            let o = gates::ars(g, o, f)?;
-            let o = g.row_mul(o, inv)?;
-            gates::ars(g, o, s_inv)?
+        let o = if let Some(lay) = &causal {
+            causal_attend(g, s, vh[j], lay, sh.a_bits.1, sh.max_ctx, late_norm, f)?
         } else {
-            let p = g.row_mul(e, inv)?;
-            let p = gates::ars(g, p, s_inv)?;
-            let o = g.matmul(p, vh[j])?;
-            gates::ars(g, o, f)?
+            let (_, c) = dims(g, s);
+            let m = gates::row_max(g, s, sh.a_bits.1)?;
+            let mb = crate::layers::broadcast_col(g, m, c)?;
+            let d = g.sub(mb, s)?;
+            let e = gates::nexp(g, d, sh.a_bits.1)?;
+            let sum = g.sum_last(e)?;
+            let (inv, s_inv) = gates::reciprocal(g, sum, sh.max_ctx)?;
+            if late_norm {
+                let o = g.matmul(e, vh[j])?;
+                let o = gates::ars(g, o, f)?;
+                let o = g.row_mul(o, inv)?;
+                gates::ars(g, o, s_inv)?
+            } else {
+                let p = g.row_mul(e, inv)?;
+                let p = gates::ars(g, p, s_inv)?;
+                let o = g.matmul(p, vh[j])?;
+                gates::ars(g, o, f)?
+            }
         };
         for i in 0..group {
             heads.push(if group == 1 {

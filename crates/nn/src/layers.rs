@@ -381,36 +381,88 @@ pub fn merged_gamma_scale(n: u32, f: u32, s_rs: u32, gs: &[f32]) -> Option<u32> 
     (fg >= MERGED_GAMMA_MIN_FRAC).then_some(fg)
 }
 
-/// Gather indices of a causal `[seq, seq]` score matrix: the lower triangle row after row
-/// (row r: keys 0..=r; seq(seq + 1)/2 elements).
-pub fn tri_of_square(seq: usize) -> Result<Arc<[u32]>> {
-    (0..seq)
-        .flat_map(|r| (0..=r).map(move |c| r * seq + c))
-        .map(idx32)
-        .collect()
+/// Which scores of a causal attention are visible: `group` stacked copies (query heads that
+/// share one KV head) of `rows` query rows at positions `pos0..pos0 + rows` against `keys`
+/// keys; row i of each copy sees keys 0..=pos0 + i. The scores form a `[group·rows, keys]`
+/// matrix; the visible ones, row after row, are its "triangle".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Causal {
+    /// Query rows per copy.
+    pub rows: usize,
+    /// Keys (columns).
+    pub keys: usize,
+    /// Position of the first query row.
+    pub pos0: usize,
+    /// Stacked copies.
+    pub group: usize,
 }
 
-/// Gather indices back from the triangle to the `[seq, seq]` square, public zeros above the
-/// diagonal.
-pub fn square_of_tri(seq: usize) -> Result<Arc<[u32]>> {
-    (0..seq * seq)
-        .map(|i| {
-            let (r, c) = (i / seq, i % seq);
-            if c > r {
-                Ok(suf_runtime::ir::GATHER_ZERO)
-            } else {
-                idx32(r * (r + 1) / 2 + c)
+impl Causal {
+    /// The square `[seq, seq]` of one sequence's self-attention.
+    pub fn square(seq: usize) -> Self {
+        Causal {
+            rows: seq,
+            keys: seq,
+            pos0: 0,
+            group: 1,
+        }
+    }
+
+    /// Visible keys of each stacked row.
+    pub fn lens(&self) -> Vec<usize> {
+        (0..self.group)
+            .flat_map(|_| (0..self.rows).map(|i| (self.pos0 + i + 1).min(self.keys)))
+            .collect()
+    }
+
+    /// Visible scores in all.
+    pub fn len(&self) -> usize {
+        self.lens().iter().sum()
+    }
+
+    /// Whether no score is visible (no rows or no keys).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Gather indices from the score matrix to the triangle.
+    pub fn from_matrix(&self) -> Result<Arc<[u32]>> {
+        let keys = self.keys;
+        self.lens()
+            .into_iter()
+            .enumerate()
+            .flat_map(|(r, l)| (0..l).map(move |c| r * keys + c))
+            .map(idx32)
+            .collect()
+    }
+
+    /// Gather indices from the triangle back to the matrix, public zeros where a score is
+    /// not visible.
+    pub fn to_matrix(&self) -> Result<Arc<[u32]>> {
+        let mut out = Vec::with_capacity(self.group * self.rows * self.keys);
+        let mut at = 0;
+        for l in self.lens() {
+            for c in 0..self.keys {
+                out.push(if c < l {
+                    idx32(at + c)?
+                } else {
+                    suf_runtime::ir::GATHER_ZERO
+                });
             }
-        })
-        .collect()
-}
+            at += l;
+        }
+        Ok(out.into())
+    }
 
-/// Gather indices from one value per row to every element of that row's triangle part.
-pub fn rows_of_tri(seq: usize) -> Result<Arc<[u32]>> {
-    (0..seq)
-        .flat_map(|r| std::iter::repeat_n(r, r + 1))
-        .map(idx32)
-        .collect()
+    /// Gather indices from one value per stacked row to each of its visible scores.
+    pub fn row_of_each(&self) -> Result<Arc<[u32]>> {
+        self.lens()
+            .into_iter()
+            .enumerate()
+            .flat_map(|(r, l)| std::iter::repeat_n(r, l))
+            .map(idx32)
+            .collect()
+    }
 }
 
 fn idx32(i: usize) -> Result<u32> {
@@ -420,35 +472,36 @@ fn idx32(i: usize) -> Result<u32> {
         .ok_or_else(|| NnError::Config(format!("sequence too long for a gather index ({i})")))
 }
 
-/// The unnormalised causal softmax on the lower triangle only (what [`softmax_parts`] computes
-/// on a masked square, without the masked half): `t` holds row r's scores for keys 0..=r, row
-/// after row, at scale f in [−2^{bits−1}, 2^{bits−1}). Returns e = nExp(max − x) on the
-/// triangle, 1/Σe (`[seq, 1]`) and its scale. The masked entries, exactly 0 after nExp in
-/// the square form, are never compared, exponentiated or opened: half the max tree's
-/// comparisons and half the nExp elements at seq ≫ 1.
+/// The unnormalised causal softmax on the visible scores only (what [`softmax_parts`]
+/// computes on a masked matrix, without the masked part): `t` holds the scores of `lay`'s
+/// triangle ([`Causal::from_matrix`] order) at scale f in [−2^{bits−1}, 2^{bits−1}). Returns
+/// e = nExp(max − x) on the triangle, 1/Σe per stacked row (`[group·rows, 1]`) and its scale.
+/// The masked scores, exactly 0 after nExp in the masked form, are never compared,
+/// exponentiated or opened: half the max tree's comparisons and half the nExp elements of a
+/// square at seq ≫ 1.
 pub fn softmax_parts_causal(
     g: &mut Builder,
     t: T,
-    seq: usize,
+    lay: &Causal,
     bits: u32,
     max_len: usize,
 ) -> Result<(T, T, u32)> {
-    let len = seq * (seq + 1) / 2;
-    if seq == 0 || g.shape(t).iter().product::<usize>() != len || max_len < seq {
+    let len = lay.len();
+    let rows = lay.group * lay.rows;
+    if len == 0 || g.shape(t).iter().product::<usize>() != len || max_len < lay.keys {
         return Err(NnError::Config(format!(
-            "causal softmax of {seq} rows on {:?} with a denominator range up to {max_len}",
+            "causal softmax of {lay:?} on {:?} with a denominator range up to {max_len}",
             g.shape(t)
         )));
     }
-    let lens: Vec<usize> = (1..=seq).collect();
-    let m = gates::segment_max(g, t, &lens, bits)?;
-    let mb = g.gather(m, rows_of_tri(seq)?, &[len])?;
+    let m = gates::segment_max(g, t, &lay.lens(), bits)?;
+    let mb = g.gather(m, lay.row_of_each()?, &[len])?;
     let t = g.reshape(t, &[len])?;
     let d = g.sub(mb, t)?; // ∈ [0, 2^bits)
     let e = gates::nexp(g, d, bits)?;
-    let sq = g.gather(e, square_of_tri(seq)?, &[seq, seq])?;
+    let sq = g.gather(e, lay.to_matrix()?, &[rows, lay.keys])?;
     let s = g.sum_last(sq)?;
-    // Row r sums r + 1 values, one of them nExp(0) = 1: the sum lies in [1, seq].
+    // A row sums its visible values, one of them nExp(0) = 1: the sum lies in [1, keys].
     let (inv, s_inv) = gates::reciprocal(g, s, max_len.max(2))?;
     Ok((e, inv, s_inv))
 }

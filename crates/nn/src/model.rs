@@ -18,8 +18,8 @@ use suf_runtime::plain::PlainWeights;
 
 use crate::gates;
 use crate::layers::{
-    layernorm, linear, linear_from, rmsnorm, rows_of_tri, softmax_masked, softmax_parts_causal,
-    softmax_parts_masked, square_of_tri, tri_of_square, Ctx, Mode,
+    layernorm, linear, linear_from, rmsnorm, softmax_masked, softmax_parts_causal,
+    softmax_parts_masked, Causal, Ctx, Mode,
 };
 use crate::{NnError, Result};
 
@@ -135,11 +135,9 @@ pub(crate) fn build_inner(
         }
         _ => attention_bits(cfg, fp, &rel),
     };
-    // A bucket's encoder leaves room for the padding bias −2^{a+2} (as a causal mask does).
+    // A bucket's encoder leaves room for the padding bias −2^{a+2}.
     let sm_bits = match design {
         Some(_) if !cfg.causal() => crate::bucket::padded_bits(fp, a_bits.0)?,
-        // Causal heads take the softmax of the lower triangle only: no mask bias enters.
-        _ if cfg.causal() => (a_bits.0 + rel.is_some() as u32).min(fp.width.bits()),
         _ => a_bits.1,
     };
     let pad = match design {
@@ -385,7 +383,8 @@ pub fn attention(
     // Causal heads: gather tables of the lower triangle (from the square, back to it, and
     // from one value per row).
     let tri = if causal {
-        Some((tri_of_square(seq)?, square_of_tri(seq)?, rows_of_tri(seq)?))
+        let lay = Causal::square(seq);
+        Some((lay, lay.from_matrix()?))
     } else {
         None
     };
@@ -400,7 +399,7 @@ pub fn attention(
         let s = g.matmul(qh, kt[hh / group])?; // scale 2f
                                                // A causal head keeps the lower triangle only, from the truncation on.
         let s = match &tri {
-            Some((lower, _, _)) => g.gather(s, lower.clone(), &[lower.len()])?,
+            Some((_, lower)) => g.gather(s, lower.clone(), &[lower.len()])?,
             None => s,
         };
         let s = if let Some(k) = pow4 {
@@ -414,7 +413,7 @@ pub fn attention(
             let s = g.mul_const(s, inv_sqrt)?;
             gates::ars(g, s, f)?
         };
-        if let Some((lower, square, rows_idx)) = &tri {
+        if let Some((lay, lower)) = &tri {
             let s = match rel {
                 Some(r) => {
                     let b: Vec<u64> = lower.iter().map(|&i| r[hh][i as usize]).collect();
@@ -422,24 +421,16 @@ pub fn attention(
                 }
                 None => s,
             };
-            let (e, inv, s_inv) = softmax_parts_causal(g, s, seq, sm_bits, dlen)?;
-            let len = lower.len();
-            if late_norm {
-                let e = g.gather(e, square.clone(), &[seq, seq])?;
-                let o = g.matmul(e, vh[hh / group])?;
-                let o = gates::ars(g, o, f)?;
-                let o = g.row_mul(o, inv)?;
-                heads.push(gates::ars(g, o, s_inv)?);
-            } else {
-                // e ⊙ 1/Σe on the triangle (the same openings as a row product on the
-                // square: 2·len = seq² + seq elements), truncated there.
-                let inv = g.gather(inv, rows_idx.clone(), &[len])?;
-                let p = g.mul(e, inv)?;
-                let p = gates::ars(g, p, s_inv)?;
-                let p = g.gather(p, square.clone(), &[seq, seq])?;
-                let o = g.matmul(p, vh[hh / group])?;
-                heads.push(gates::ars(g, o, f)?);
-            }
+            heads.push(causal_attend(
+                g,
+                s,
+                vh[hh / group],
+                lay,
+                sm_bits,
+                dlen,
+                late_norm,
+                f,
+            )?);
             continue;
         }
         let bias: Option<Vec<u64>> = rel.as_ref().map(|r| r[hh].clone());
@@ -458,6 +449,40 @@ pub fn attention(
         }
     }
     Ok(g.concat_cols(&heads)?)
+}
+
+/// The rest of a causal head from its truncated visible scores `t` (scale f, `lay`'s
+/// triangle): the softmax on the triangle, then e·V with `v` (`[keys, d_head]`), normalised
+/// after the product (`late_norm`) or before it; `[group·rows, d_head]` at scale f.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn causal_attend(
+    g: &mut Builder,
+    t: T,
+    v: T,
+    lay: &Causal,
+    bits: u32,
+    max_len: usize,
+    late_norm: bool,
+    f: u32,
+) -> Result<T> {
+    let (e, inv, s_inv) = softmax_parts_causal(g, t, lay, bits, max_len)?;
+    let shape = [lay.group * lay.rows, lay.keys];
+    if late_norm {
+        let e = g.gather(e, lay.to_matrix()?, &shape)?;
+        let o = g.matmul(e, v)?;
+        let o = gates::ars(g, o, f)?;
+        let o = g.row_mul(o, inv)?;
+        gates::ars(g, o, s_inv)
+    } else {
+        // e ⊙ 1/Σe on the triangle (the same openings as a row product on the matrix of a
+        // square: 2·len = seq² + seq elements), truncated there.
+        let inv = g.gather(inv, lay.row_of_each()?, &[lay.len()])?;
+        let p = g.mul(e, inv)?;
+        let p = gates::ars(g, p, s_inv)?;
+        let p = g.gather(p, lay.to_matrix()?, &shape)?;
+        let o = g.matmul(p, v)?;
+        gates::ars(g, o, f)
+    }
 }
 
 /// Linears with the same input stacked along their outputs (`[out, in]` rows); a missing bias
@@ -488,8 +513,8 @@ pub(crate) fn head_dim_pow4(d: usize) -> Option<u32> {
 }
 
 /// Signed bits of the attention scores (a GapARS output) and of the scores plus public
-/// biases that softmax sees: (a, bits) with a = max(score bits, relative-bias bits); causal
-/// masks add −2^{a+2} (see [`build_batch`]).
+/// biases that softmax sees: (a, bits) with a = max(score bits, relative-bias bits) (causal
+/// heads drop the masked scores instead of biasing them: [`Causal`]).
 pub(crate) fn attention_bits(
     cfg: &ModelConfig,
     fp: FixedPoint,
@@ -513,13 +538,8 @@ pub(crate) fn attention_bits(
         65 - m.leading_zeros()
     });
     let a = sb.max(rb);
-    let bits = if cfg.causal() {
-        a + 4
-    } else if rel.is_some() {
-        a + 1
-    } else {
-        a
-    };
+    // Causal heads keep only the visible scores (no mask bias enters).
+    let bits = if rel.is_some() { a + 1 } else { a };
     (a, bits.min(n))
 }
 

@@ -10,9 +10,7 @@ use suf_backend::CpuBackend;
 use suf_core::fixed::FixedPoint;
 use suf_core::prg::Csprng;
 use suf_nn::gates;
-use suf_nn::layers::{
-    softmax_parts_causal, softmax_parts_masked, square_of_tri, tri_of_square, Ctx, Mode,
-};
+use suf_nn::layers::{softmax_parts_causal, softmax_parts_masked, Causal, Ctx, Mode};
 use suf_runtime::harness::{run_two_party, Link};
 use suf_runtime::ir::{Builder, GATHER_ZERO};
 use suf_runtime::plain::run_plain;
@@ -35,13 +33,14 @@ impl Rng {
     }
 }
 
-/// Scores `[seq, seq]` within `a` signed bits (some rows constant, some at the range's ends).
-fn scores(fp: FixedPoint, seq: usize, a: u32, seed: u64) -> Vec<u64> {
+/// Scores `[rows, keys]` within `a` signed bits (some rows constant, some at the range's
+/// ends).
+fn scores(fp: FixedPoint, rows: usize, keys: usize, a: u32, seed: u64) -> Vec<u64> {
     let mut rng = Rng(seed);
     let lo = fp.width.from_signed(-(1i64 << (a - 1)));
     let hi = fp.width.from_signed((1i64 << (a - 1)) - 1);
-    (0..seq * seq)
-        .map(|i| match i / seq {
+    (0..rows * keys)
+        .map(|i| match i / keys {
             1 => 77,
             2 if i % 2 == 0 => lo,
             2 => hi,
@@ -50,84 +49,100 @@ fn scores(fp: FixedPoint, seq: usize, a: u32, seed: u64) -> Vec<u64> {
         .collect()
 }
 
-/// The masked square (the form the causal models used before): a bias of −2^{a+2} above the
-/// diagonal, declared range a + 4; e as `[seq, seq]` and 1/Σe.
-fn square_form(fp: FixedPoint, seq: usize, a: u32) -> suf_runtime::ir::Program {
+/// The masked matrix (the form the causal models used before): a bias of −2^{a+2} on the
+/// scores a row cannot see, declared range a + 4; e as `[group·rows, keys]` and 1/Σe.
+fn masked_form(fp: FixedPoint, lay: &Causal, a: u32) -> suf_runtime::ir::Program {
     let ctx = Ctx::new(fp, Mode::Public);
     let mut g = Builder::new(fp);
-    let s = g.input("s", &[seq, seq]).unwrap();
+    let rows = lay.group * lay.rows;
+    let s = g.input("s", &[rows, lay.keys]).unwrap();
     let big = fp.width.from_signed(-(1i64 << (a + 2)));
-    let bias: Vec<u64> = (0..seq * seq)
-        .map(|i| if i % seq > i / seq { big } else { 0 })
+    let lens = lay.lens();
+    let bias: Vec<u64> = (0..rows * lay.keys)
+        .map(|i| {
+            if i % lay.keys >= lens[i / lay.keys] {
+                big
+            } else {
+                0
+            }
+        })
         .collect();
-    let (e, inv, _) = softmax_parts_masked(&mut g, &ctx, s, Some(bias), None, a + 4, seq).unwrap();
+    let (e, inv, _) =
+        softmax_parts_masked(&mut g, &ctx, s, Some(bias), None, a + 4, lay.keys).unwrap();
     g.output(e).unwrap();
     g.output(inv).unwrap();
     g.finish()
 }
 
-/// The triangle form: gather, softmax on the triangle, e gathered back to the square.
-fn triangle_form(fp: FixedPoint, seq: usize, a: u32) -> suf_runtime::ir::Program {
+/// The triangle form: gather, softmax on the visible scores, e gathered back to the matrix.
+fn triangle_form(fp: FixedPoint, lay: &Causal, a: u32) -> suf_runtime::ir::Program {
     let mut g = Builder::new(fp);
-    let s = g.input("s", &[seq, seq]).unwrap();
-    let lower = tri_of_square(seq).unwrap();
+    let rows = lay.group * lay.rows;
+    let s = g.input("s", &[rows, lay.keys]).unwrap();
+    let lower = lay.from_matrix().unwrap();
     let len = lower.len();
     let t = g.gather(s, lower, &[len]).unwrap();
-    let (e, inv, _) = softmax_parts_causal(&mut g, t, seq, a, seq).unwrap();
+    let (e, inv, _) = softmax_parts_causal(&mut g, t, lay, a, lay.keys).unwrap();
     let e = g
-        .gather(e, square_of_tri(seq).unwrap(), &[seq, seq])
+        .gather(e, lay.to_matrix().unwrap(), &[rows, lay.keys])
         .unwrap();
     g.output(e).unwrap();
     g.output(inv).unwrap();
     g.finish()
 }
 
-/// e = nExp(max − x) on the triangle within 4 ULP of e^{−(max − x)} (the gate's contract), 0
-/// above the diagonal; and, where the masked square's nExp has the same spec (n = 50: the
-/// declared ranges a and a + 4 fit the same pieces), equal to the square form bit for bit.
+/// e = nExp(max − x) on the visible scores within 4 ULP of e^{−(max − x)} (the gate's
+/// contract), 0 elsewhere; and, where the masked matrix's nExp has the same spec (n ≥ 48 here:
+/// the declared ranges a and a + 4 fit the same pieces), equal to the masked form bit for
+/// bit. Squares of self-attention, and a decoder's stacked query heads at an offset.
 #[test]
-fn triangle_equals_masked_square_in_plain() {
+fn triangle_equals_masked_matrix_in_plain() {
     let be = CpuBackend::new();
-    for (n, a, seq, same_spec) in [
-        (50u32, 21u32, 1usize, true),
-        (50, 21, 2, true),
-        (50, 21, 17, true),
-        (50, 25, 64, true),
-        (37, 14, 33, false),
+    let sq = Causal::square;
+    let stacked = |rows, pos0, group| Causal {
+        rows,
+        keys: pos0 + rows,
+        pos0,
+        group,
+    };
+    for (n, a, lay, same_spec) in [
+        (50u32, 21u32, sq(1), true),
+        (50, 21, sq(2), true),
+        (50, 21, sq(17), true),
+        (50, 25, sq(64), true),
+        (50, 21, stacked(4, 3, 2), true),
+        (48, 20, stacked(5, 0, 3), true),
+        (37, 14, sq(33), false),
     ] {
         let fp = FixedPoint::new(n, 12).unwrap();
-        let s = scores(fp, seq, a, 5 + seq as u64);
+        let (rows, keys) = (lay.group * lay.rows, lay.keys);
+        let s = scores(fp, rows, keys, a, 5 + rows as u64);
         let mut inputs = BTreeMap::new();
         inputs.insert("s".to_string(), s.clone());
         let w = BTreeMap::new();
-        let tri = run_plain(&triangle_form(fp, seq, a), &be, &inputs, &w).unwrap();
-        for r in 0..seq {
-            let row: Vec<i64> = (0..=r)
-                .map(|c| fp.width.to_signed(s[r * seq + c]))
+        let tri = run_plain(&triangle_form(fp, &lay, a), &be, &inputs, &w).unwrap();
+        let lens = lay.lens();
+        for r in 0..rows {
+            let row: Vec<i64> = (0..lens[r])
+                .map(|c| fp.width.to_signed(s[r * keys + c]))
                 .collect();
             let max = *row.iter().max().unwrap();
-            for c in 0..seq {
-                let got = tri[0][r * seq + c];
-                if c > r {
-                    assert_eq!(
-                        got, 0,
-                        "n {n} seq {seq}: e above the diagonal at ({r}, {c})"
-                    );
+            for c in 0..keys {
+                let got = tri[0][r * keys + c];
+                if c >= lens[r] {
+                    assert_eq!(got, 0, "{lay:?}: e of a masked score at ({r}, {c})");
                     continue;
                 }
                 let want = (-((max - row[c]) as f64) / 4096.0).exp() * 4096.0;
                 let err = (fp.width.to_signed(got) as f64 - want).abs();
-                assert!(err <= 4.0, "n {n} seq {seq}: e({r}, {c}) off by {err} ULP");
+                assert!(err <= 4.0, "n {n} {lay:?}: e({r}, {c}) off by {err} ULP");
             }
         }
         if same_spec {
-            let sq = run_plain(&square_form(fp, seq, a), &be, &inputs, &w).unwrap();
+            let mk = run_plain(&masked_form(fp, &lay, a), &be, &inputs, &w).unwrap();
             for (o, what) in [(0, "e"), (1, "1/Σe")] {
-                let diff = sq[o].iter().zip(&tri[o]).filter(|(x, y)| x != y).count();
-                assert_eq!(
-                    diff, 0,
-                    "n {n} seq {seq}: {what} differs in {diff} elements"
-                );
+                let diff = mk[o].iter().zip(&tri[o]).filter(|(x, y)| x != y).count();
+                assert_eq!(diff, 0, "n {n} {lay:?}: {what} differs in {diff} elements");
             }
         }
     }
@@ -139,9 +154,9 @@ fn triangle_two_parties_match_plain() {
     for (n, a, seq) in [(50u32, 21u32, 19usize), (37, 14, 8)] {
         let fp = FixedPoint::new(n, 12).unwrap();
         let mut inputs = BTreeMap::new();
-        inputs.insert("s".to_string(), scores(fp, seq, a, 99));
+        inputs.insert("s".to_string(), scores(fp, seq, seq, a, 99));
         let mut rng = Csprng::for_tests(3);
-        let prog = triangle_form(fp, seq, a);
+        let prog = triangle_form(fp, &Causal::square(seq), a);
         let r = run_two_party(&prog, &be, &inputs, &BTreeMap::new(), Link::Mem, &mut rng).unwrap();
         assert!(
             r.matches_plain(),
