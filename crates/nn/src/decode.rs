@@ -40,7 +40,7 @@ use suf_runtime::ir::{Builder, Program, Public, T};
 use suf_runtime::plain::{run_plain, PlainWeights};
 
 use crate::gates;
-use crate::layers::{dims, Causal, Ctx, Mode};
+use crate::layers::{dims, softmax_parts_masked, Causal, Ctx, Mode};
 use crate::model::{
     attention_bits, causal_attend, fuse_linears, head, head_dim_pow4, lin, norm, rope_apply_at,
     rows, stack_rows,
@@ -485,13 +485,8 @@ fn attend(
         let o = if let Some(lay) = &causal {
             causal_attend(g, s, vh[j], lay, sh.a_bits.1, sh.max_ctx, late_norm, f)?
         } else {
-            let (_, c) = dims(g, s);
-            let m = gates::row_max(g, s, sh.a_bits.1)?;
-            let mb = crate::layers::broadcast_col(g, m, c)?;
-            let d = g.sub(mb, s)?;
-            let e = gates::nexp(g, d, sh.a_bits.1)?;
-            let sum = g.sum_last(e)?;
-            let (inv, s_inv) = gates::reciprocal(g, sum, sh.max_ctx)?;
+            let (e, inv, s_inv) =
+                softmax_parts_masked(g, ctx, s, None, None, sh.a_bits.1, sh.max_ctx)?;
             if late_norm {
                 let o = g.matmul(e, vh[j])?;
                 let o = gates::ars(g, o, f)?;
