@@ -380,24 +380,48 @@ pub fn attention(
             "a padding bias on a causal model (buckets pad encoders only)".into(),
         ));
     }
-    // Causal heads: gather tables of the lower triangle (from the square, back to it, and
-    // from one value per row).
+    // The query heads of one KV group share its K and V: stacked as rows, they take one
+    // product with Kᵀ and one with V, so K and V are opened once per KV head instead of once
+    // per query head (the same dot products: bit-identical values). Causal heads keep the
+    // visible scores only ([`Causal`], the group's copies stacked).
     let tri = if causal {
-        let lay = Causal::square(seq);
+        let lay = Causal {
+            rows: seq,
+            keys: seq,
+            pos0: 0,
+            group,
+        };
         Some((lay, lay.from_matrix()?))
     } else {
         None
     };
-    let mut heads = Vec::new();
-    for hh in 0..cfg.heads {
-        let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
-        let qh = if rope {
-            rope_apply(g, ctx, cfg, qh, seq)?
+    // Relative biases of a group's stacked heads, one `[group·seq, seq]` block each.
+    let group_bias = |j: usize| -> Option<Vec<u64>> {
+        rel.as_ref().map(|r| {
+            (j * group..(j + 1) * group)
+                .flat_map(|hh| r[hh].iter().copied())
+                .collect()
+        })
+    };
+    let mut heads = Vec::with_capacity(cfg.heads);
+    for j in 0..cfg.kv_heads {
+        let mut qs = Vec::with_capacity(group);
+        for hh in j * group..(j + 1) * group {
+            let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
+            qs.push(if rope {
+                rope_apply(g, ctx, cfg, qh, seq)?
+            } else {
+                qh
+            });
+        }
+        // [group·seq, dh]
+        let qg = if group == 1 {
+            qs[0]
         } else {
-            qh
+            stack_rows(g, &qs)?
         };
-        let s = g.matmul(qh, kt[hh / group])?; // scale 2f
-                                               // A causal head keeps the lower triangle only, from the truncation on.
+        // Scores at scale 2f; a causal group keeps its visible ones from the truncation on.
+        let s = g.matmul(qg, kt[j])?;
         let s = match &tri {
             Some((_, lower)) => g.gather(s, lower.clone(), &[lower.len()])?,
             None => s,
@@ -413,39 +437,35 @@ pub fn attention(
             let s = g.mul_const(s, inv_sqrt)?;
             gates::ars(g, s, f)?
         };
-        if let Some((lay, lower)) = &tri {
-            let s = match rel {
-                Some(r) => {
-                    let b: Vec<u64> = lower.iter().map(|&i| r[hh][i as usize]).collect();
+        let o = if let Some((lay, lower)) = &tri {
+            let s = match group_bias(j) {
+                Some(b) => {
+                    let b: Vec<u64> = lower.iter().map(|&i| b[i as usize]).collect();
                     g.add_pub(s, Arc::new(b))?
                 }
                 None => s,
             };
-            heads.push(causal_attend(
-                g,
-                s,
-                vh[hh / group],
-                lay,
-                sm_bits,
-                dlen,
-                late_norm,
-                f,
-            )?);
-            continue;
-        }
-        let bias: Option<Vec<u64>> = rel.as_ref().map(|r| r[hh].clone());
-        if late_norm {
+            causal_attend(g, s, vh[j], lay, sm_bits, dlen, late_norm, f)?
+        } else if late_norm {
             // Normalise after e·V: the truncation of the [seq, seq] probabilities becomes one
             // of the [seq, d_head] output (floor of e·V, then of its product with 1/Σe).
-            let (e, inv, s_inv) = softmax_parts_masked(g, ctx, s, bias, pad, sm_bits, dlen)?;
-            let o = g.matmul(e, vh[hh / group])?;
+            let (e, inv, s_inv) =
+                softmax_parts_masked(g, ctx, s, group_bias(j), pad, sm_bits, dlen)?;
+            let o = g.matmul(e, vh[j])?;
             let o = gates::ars(g, o, f)?;
             let o = g.row_mul(o, inv)?;
-            heads.push(gates::ars(g, o, s_inv)?);
+            gates::ars(g, o, s_inv)?
         } else {
-            let p = softmax_masked(g, ctx, s, bias, pad, sm_bits, dlen)?;
-            let o = g.matmul(p, vh[hh / group])?;
-            heads.push(gates::ars(g, o, f)?);
+            let p = softmax_masked(g, ctx, s, group_bias(j), pad, sm_bits, dlen)?;
+            let o = g.matmul(p, vh[j])?;
+            gates::ars(g, o, f)?
+        };
+        for i in 0..group {
+            heads.push(if group == 1 {
+                o
+            } else {
+                rows(g, o, i * seq, (i + 1) * seq)?
+            });
         }
     }
     Ok(g.concat_cols(&heads)?)
