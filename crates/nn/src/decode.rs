@@ -40,10 +40,9 @@ use suf_runtime::ir::{Builder, Program, Public, T};
 use suf_runtime::plain::{run_plain, PlainWeights};
 
 use crate::gates;
-use crate::layers::{dims, softmax_parts_masked, Causal, Ctx, Mode};
+use crate::layers::{dims, Causal, Ctx, Mode};
 use crate::model::{
-    attention_bits, causal_attend, fuse_linears, head, head_dim_pow4, lin, norm, rope_apply_at,
-    rows, stack_rows,
+    attend_heads, attention_bits, fuse_linears, head, lin, norm, rope_apply_at, stack_rows, Heads,
 };
 use crate::{NnError, Result};
 
@@ -418,29 +417,8 @@ fn attend(
     v_all: T,
     sh: &Shape,
 ) -> Result<T> {
-    let fp = ctx.fp;
-    let f = fp.frac;
     let dh = cfg.head_dim;
-    let group = cfg.heads / cfg.kv_heads;
-    let rope = cfg.family == Family::Llama;
     let n_keys = sh.pos0 + sh.rows;
-    let inv_sqrt = ctx.enc_scaled(1.0 / (dh as f64).sqrt(), f)?;
-    let fold = fp.width.bits() >= 3 * f + 16;
-    let pow4 = head_dim_pow4(dh).filter(|&k| k <= f);
-    let lb = usize::BITS - sh.max_ctx.saturating_sub(1).leading_zeros();
-    let late_norm = dh < sh.max_ctx && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
-    // Row i (position pos0 + i) sees keys 0..=pos0 + i: with more than one new row, only
-    // those scores are kept (the stacked query heads of a group each see the same keys).
-    let causal = (sh.rows > 1).then_some(Causal {
-        rows: sh.rows,
-        keys: n_keys,
-        pos0: sh.pos0,
-        group,
-    });
-    let lower = match &causal {
-        Some(lay) => Some(lay.from_matrix()?),
-        None => None,
-    };
     let mut kt = Vec::with_capacity(cfg.kv_heads);
     let mut vh = Vec::with_capacity(cfg.kv_heads);
     for j in 0..cfg.kv_heads {
@@ -448,66 +426,25 @@ fn attend(
         kt.push(g.transpose(kj)?);
         vh.push(g.slice_cols(v_all, j * dh, (j + 1) * dh)?);
     }
-    // The query heads of one KV group share its K and V: stacked as rows, they take one
-    // product with K^T and one with V, so each cached row is opened once per KV head per
-    // step instead of once per query head (the same dot products: bit-identical values).
-    let mut heads = Vec::with_capacity(cfg.heads);
-    for j in 0..cfg.kv_heads {
-        let mut qs = Vec::with_capacity(group);
-        for hh in j * group..(j + 1) * group {
-            let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
-            qs.push(if rope {
-                rope_apply_at(g, ctx, cfg, qh, sh.pos0, sh.rows)?
-            } else {
-                qh
-            });
-        }
-        let qg = if group == 1 {
-            qs[0]
-        } else {
-            stack_rows(g, &qs)?
-        }; // [group·rows, dh]
-        let s = g.matmul(qg, kt[j])?;
-        let s = match &lower {
-            Some(lw) => g.gather(s, lw.clone(), &[lw.len()])?,
-            None => s,
-        };
-        let s = if let Some(k) = pow4 {
-            gates::ars(g, s, f + k)?
-        } else if fold {
-            let s = g.mul_const(s, inv_sqrt)?;
-            gates::ars(g, s, 2 * f)?
-        } else {
-            let s = gates::ars(g, s, f)?;
-            let s = g.mul_const(s, inv_sqrt)?;
-            gates::ars(g, s, f)?
-        };
-        let o = if let Some(lay) = &causal {
-            causal_attend(g, s, vh[j], lay, sh.a_bits.1, sh.max_ctx, late_norm, f)?
-        } else {
-            let (e, inv, s_inv) =
-                softmax_parts_masked(g, ctx, s, None, None, sh.a_bits.1, sh.max_ctx)?;
-            if late_norm {
-                let o = g.matmul(e, vh[j])?;
-                let o = gates::ars(g, o, f)?;
-                let o = g.row_mul(o, inv)?;
-                gates::ars(g, o, s_inv)?
-            } else {
-                let p = g.row_mul(e, inv)?;
-                let p = gates::ars(g, p, s_inv)?;
-                let o = g.matmul(p, vh[j])?;
-                gates::ars(g, o, f)?
-            }
-        };
-        for i in 0..group {
-            heads.push(if group == 1 {
-                o
-            } else {
-                rows(g, o, i * sh.rows, (i + 1) * sh.rows)?
-            });
-        }
-    }
-    Ok(g.concat_cols(&heads)?)
+    // Row i (position pos0 + i) sees keys 0..=pos0 + i: with more than one new row, only
+    // those scores are kept. Stacked query heads open each cached row once per KV head per
+    // step (see `attend_heads`).
+    let causal = (sh.rows > 1).then_some(Causal {
+        rows: sh.rows,
+        keys: n_keys,
+        pos0: sh.pos0,
+        group: cfg.heads / cfg.kv_heads,
+    });
+    let heads = Heads {
+        pos0: sh.pos0,
+        rows: sh.rows,
+        causal,
+        rel: &None,
+        pad: None,
+        bits: sh.a_bits.1,
+        max_len: sh.max_ctx,
+    };
+    attend_heads(g, ctx, cfg, q, &kt, &vh, &heads)
 }
 
 /// The comparison of the argmax tree: one (bits − 1)-bit DCF on the declared range of

@@ -349,20 +349,8 @@ pub fn attention(
     dlen: usize,
     pad: Option<P>,
 ) -> Result<T> {
-    let fp = ctx.fp;
-    let f = fp.frac;
     let dh = cfg.head_dim;
-    let group = cfg.heads / cfg.kv_heads;
     let rope = cfg.family == Family::Llama;
-    let inv_sqrt = ctx.enc_scaled(1.0 / (dh as f64).sqrt(), f)?;
-    // Fold 1/√d into one truncation when the ring has room for a 3f-scaled score, or when
-    // 1/√d is a power of two (d = 4^k).
-    let fold = fp.width.bits() >= 3 * f + 16;
-    let pow4 = head_dim_pow4(dh).filter(|&k| k <= f);
-    // e·V (e ≤ 1 at scale f, a row of `seq`) at scale 2f must stay below 2^{n−2} for values
-    // up to 2^act_bits, and there must be fewer head columns than keys.
-    let lb = usize::BITS - dlen.saturating_sub(1).leading_zeros();
-    let late_norm = dh < dlen && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
     let mut kt = Vec::new();
     let mut vh = Vec::new();
     for j in 0..cfg.kv_heads {
@@ -375,29 +363,87 @@ pub fn attention(
         kt.push(g.transpose(kj)?);
         vh.push(g.slice_cols(v, j * dh, (j + 1) * dh)?);
     }
-    if causal && pad.is_some() {
+    let causal = causal.then_some(Causal {
+        rows: seq,
+        keys: seq,
+        pos0: 0,
+        group: cfg.heads / cfg.kv_heads,
+    });
+    let heads = Heads {
+        pos0: 0,
+        rows: seq,
+        causal,
+        rel,
+        pad,
+        bits: sm_bits,
+        max_len: dlen,
+    };
+    attend_heads(g, ctx, cfg, q, &kt, &vh, &heads)
+}
+
+/// What the query heads of [`attend_heads`] see besides Q, K and V.
+pub(crate) struct Heads<'a> {
+    /// Position of the first query row (RoPE).
+    pub pos0: usize,
+    /// Query rows.
+    pub rows: usize,
+    /// Which scores are visible, for causal attention (`None`: all of them).
+    pub causal: Option<Causal>,
+    /// Public relative biases per query head (`[rows, keys]` each).
+    pub rel: &'a Option<Vec<Vec<u64>>>,
+    /// A bucket's public padding bias on the key columns (not with `causal`).
+    pub pad: Option<P>,
+    /// Declared bits of the scores the softmax sees.
+    pub bits: u32,
+    /// The length whose numerics are used: the softmax denominator's range [1, max_len] and
+    /// the choice of normalising after e·V.
+    pub max_len: usize,
+}
+
+/// Multi-head attention of `q` (`[rows, heads·d_head]`) against the KV heads `kt[j]` (Kᵀ,
+/// `[d_head, keys]`, RoPE applied) and `vh[j]` (`[keys, d_head]`): the heads side by side,
+/// `[rows, heads·d_head]` at scale f. The model's and the decoder's attention.
+///
+/// The query heads of one KV group share its K and V: stacked as rows, they take one product
+/// with Kᵀ and one with V, so K and V are opened once per KV head instead of once per query
+/// head (the same dot products: bit-identical values). Causal heads keep the visible scores
+/// only ([`Causal`], the group's copies stacked).
+pub(crate) fn attend_heads(
+    g: &mut Builder,
+    ctx: &Ctx,
+    cfg: &ModelConfig,
+    q: T,
+    kt: &[T],
+    vh: &[T],
+    h: &Heads<'_>,
+) -> Result<T> {
+    let fp = ctx.fp;
+    let f = fp.frac;
+    let dh = cfg.head_dim;
+    let group = cfg.heads / cfg.kv_heads;
+    let rope = cfg.family == Family::Llama;
+    let (rows, max_len, bits) = (h.rows, h.max_len, h.bits);
+    if h.causal.is_some() && h.pad.is_some() {
         return Err(NnError::Config(
             "a padding bias on a causal model (buckets pad encoders only)".into(),
         ));
     }
-    // The query heads of one KV group share its K and V: stacked as rows, they take one
-    // product with Kᵀ and one with V, so K and V are opened once per KV head instead of once
-    // per query head (the same dot products: bit-identical values). Causal heads keep the
-    // visible scores only ([`Causal`], the group's copies stacked).
-    let tri = if causal {
-        let lay = Causal {
-            rows: seq,
-            keys: seq,
-            pos0: 0,
-            group,
-        };
-        Some((lay, lay.from_matrix()?))
-    } else {
-        None
+    let inv_sqrt = ctx.enc_scaled(1.0 / (dh as f64).sqrt(), f)?;
+    // Fold 1/√d into one truncation when the ring has room for a 3f-scaled score, or when
+    // 1/√d is a power of two (d = 4^k).
+    let fold = fp.width.bits() >= 3 * f + 16;
+    let pow4 = head_dim_pow4(dh).filter(|&k| k <= f);
+    // e·V (e ≤ 1 at scale f, a row of `max_len`) at scale 2f must stay below 2^{n−2} for
+    // values up to 2^act_bits, and there must be fewer head columns than keys.
+    let lb = usize::BITS - max_len.saturating_sub(1).leading_zeros();
+    let late_norm = dh < max_len && fp.width.bits() > 2 + 2 * f + lb + ctx.act_bits;
+    let lower = match &h.causal {
+        Some(lay) => Some(lay.from_matrix()?),
+        None => None,
     };
-    // Relative biases of a group's stacked heads, one `[group·seq, seq]` block each.
+    // Relative biases of a group's stacked heads, one `[group·rows, keys]` block each.
     let group_bias = |j: usize| -> Option<Vec<u64>> {
-        rel.as_ref().map(|r| {
+        h.rel.as_ref().map(|r| {
             (j * group..(j + 1) * group)
                 .flat_map(|hh| r[hh].iter().copied())
                 .collect()
@@ -409,12 +455,12 @@ pub fn attention(
         for hh in j * group..(j + 1) * group {
             let qh = g.slice_cols(q, hh * dh, (hh + 1) * dh)?;
             qs.push(if rope {
-                rope_apply(g, ctx, cfg, qh, seq)?
+                rope_apply_at(g, ctx, cfg, qh, h.pos0, rows)?
             } else {
                 qh
             });
         }
-        // [group·seq, dh]
+        // [group·rows, dh]
         let qg = if group == 1 {
             qs[0]
         } else {
@@ -422,8 +468,8 @@ pub fn attention(
         };
         // Scores at scale 2f; a causal group keeps its visible ones from the truncation on.
         let s = g.matmul(qg, kt[j])?;
-        let s = match &tri {
-            Some((_, lower)) => g.gather(s, lower.clone(), &[lower.len()])?,
+        let s = match &lower {
+            Some(lw) => g.gather(s, lw.clone(), &[lw.len()])?,
             None => s,
         };
         let s = if let Some(k) = pow4 {
@@ -437,26 +483,26 @@ pub fn attention(
             let s = g.mul_const(s, inv_sqrt)?;
             gates::ars(g, s, f)?
         };
-        let o = if let Some((lay, lower)) = &tri {
+        let o = if let (Some(lay), Some(lw)) = (&h.causal, &lower) {
             let s = match group_bias(j) {
                 Some(b) => {
-                    let b: Vec<u64> = lower.iter().map(|&i| b[i as usize]).collect();
+                    let b: Vec<u64> = lw.iter().map(|&i| b[i as usize]).collect();
                     g.add_pub(s, Arc::new(b))?
                 }
                 None => s,
             };
-            causal_attend(g, s, vh[j], lay, sm_bits, dlen, late_norm, f)?
+            causal_attend(g, s, vh[j], lay, bits, max_len, late_norm, f)?
         } else if late_norm {
-            // Normalise after e·V: the truncation of the [seq, seq] probabilities becomes one
-            // of the [seq, d_head] output (floor of e·V, then of its product with 1/Σe).
+            // Normalise after e·V: the truncation of the [rows, keys] probabilities becomes
+            // one of the [rows, d_head] output (floor of e·V, then of its product with 1/Σe).
             let (e, inv, s_inv) =
-                softmax_parts_masked(g, ctx, s, group_bias(j), pad, sm_bits, dlen)?;
+                softmax_parts_masked(g, ctx, s, group_bias(j), h.pad, bits, max_len)?;
             let o = g.matmul(e, vh[j])?;
             let o = gates::ars(g, o, f)?;
             let o = g.row_mul(o, inv)?;
             gates::ars(g, o, s_inv)?
         } else {
-            let p = softmax_masked(g, ctx, s, group_bias(j), pad, sm_bits, dlen)?;
+            let p = softmax_masked(g, ctx, s, group_bias(j), h.pad, bits, max_len)?;
             let o = g.matmul(p, vh[j])?;
             gates::ars(g, o, f)?
         };
@@ -464,7 +510,7 @@ pub fn attention(
             heads.push(if group == 1 {
                 o
             } else {
-                rows(g, o, i * seq, (i + 1) * seq)?
+                self::rows(g, o, i * rows, (i + 1) * rows)?
             });
         }
     }
@@ -475,7 +521,7 @@ pub fn attention(
 /// triangle): the softmax on the triangle, then e·V with `v` (`[keys, d_head]`), normalised
 /// after the product (`late_norm`) or before it; `[group·rows, d_head]` at scale f.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn causal_attend(
+fn causal_attend(
     g: &mut Builder,
     t: T,
     v: T,
