@@ -42,6 +42,64 @@ pub use suf_core::BitWidth;
 pub use suf_fss::dcf::DcfKeys;
 pub use suf_fss::dpf::{DpfKeys, DpfView};
 
+/// Implements the elementwise ring methods of [`Backend`] (`add` … `row_sum`: the ring
+/// arithmetic, broadcasts and row sums) by forwarding each to the backend in field `$inner`,
+/// for wrappers that observe or redirect the other methods (the planner's counting backend,
+/// test backends).
+#[macro_export]
+macro_rules! forward_ring_ops {
+    ($inner:ident) => {
+        fn add(&self, w: $crate::BitWidth, a: &[u64], b: &[u64]) -> $crate::Result<Vec<u64>> {
+            self.$inner.add(w, a, b)
+        }
+        fn sub(&self, w: $crate::BitWidth, a: &[u64], b: &[u64]) -> $crate::Result<Vec<u64>> {
+            self.$inner.sub(w, a, b)
+        }
+        fn mul(&self, w: $crate::BitWidth, a: &[u64], b: &[u64]) -> $crate::Result<Vec<u64>> {
+            self.$inner.mul(w, a, b)
+        }
+        fn neg(&self, w: $crate::BitWidth, a: &[u64]) -> $crate::Result<Vec<u64>> {
+            self.$inner.neg(w, a)
+        }
+        fn scale(&self, w: $crate::BitWidth, a: &[u64], c: u64) -> $crate::Result<Vec<u64>> {
+            self.$inner.scale(w, a, c)
+        }
+        fn add_const(&self, w: $crate::BitWidth, a: &[u64], c: u64) -> $crate::Result<Vec<u64>> {
+            self.$inner.add_const(w, a, c)
+        }
+        fn reduce(&self, w: $crate::BitWidth, a: &[u64]) -> $crate::Result<Vec<u64>> {
+            self.$inner.reduce(w, a)
+        }
+        fn add_assign(&self, w: $crate::BitWidth, a: &mut [u64], b: &[u64]) -> $crate::Result<()> {
+            self.$inner.add_assign(w, a, b)
+        }
+        fn sub_assign(&self, w: $crate::BitWidth, a: &mut [u64], b: &[u64]) -> $crate::Result<()> {
+            self.$inner.sub_assign(w, a, b)
+        }
+        fn mul_assign(&self, w: $crate::BitWidth, a: &mut [u64], b: &[u64]) -> $crate::Result<()> {
+            self.$inner.mul_assign(w, a, b)
+        }
+        fn add_bcast(&self, w: $crate::BitWidth, a: &[u64], b: &[u64]) -> $crate::Result<Vec<u64>> {
+            self.$inner.add_bcast(w, a, b)
+        }
+        fn mul_bcast(&self, w: $crate::BitWidth, a: &[u64], b: &[u64]) -> $crate::Result<Vec<u64>> {
+            self.$inner.mul_bcast(w, a, b)
+        }
+        fn mul_rows(
+            &self,
+            w: $crate::BitWidth,
+            a: &[u64],
+            b: &[u64],
+            cols: usize,
+        ) -> $crate::Result<Vec<u64>> {
+            self.$inner.mul_rows(w, a, b, cols)
+        }
+        fn row_sum(&self, w: $crate::BitWidth, a: &[u64], cols: usize) -> $crate::Result<Vec<u64>> {
+            self.$inner.row_sum(w, a, cols)
+        }
+    };
+}
+
 /// A compute backend. All methods take whole batches; lengths are checked and mismatches
 /// are errors. Results are always reduced mod 2^n (for the ring width `w` given).
 ///

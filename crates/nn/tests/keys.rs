@@ -33,48 +33,7 @@ macro_rules! forward_to_cpu {
         ) -> Result<Vec<u64>> {
             self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
         }
-        fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-            self.cpu.add(w, a, b)
-        }
-        fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-            self.cpu.sub(w, a, b)
-        }
-        fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-            self.cpu.mul(w, a, b)
-        }
-        fn neg(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
-            self.cpu.neg(w, a)
-        }
-        fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
-            self.cpu.scale(w, a, c)
-        }
-        fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> Result<Vec<u64>> {
-            self.cpu.add_const(w, a, c)
-        }
-        fn reduce(&self, w: BitWidth, a: &[u64]) -> Result<Vec<u64>> {
-            self.cpu.reduce(w, a)
-        }
-        fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-            self.cpu.add_assign(w, a, b)
-        }
-        fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-            self.cpu.sub_assign(w, a, b)
-        }
-        fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> Result<()> {
-            self.cpu.mul_assign(w, a, b)
-        }
-        fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-            self.cpu.add_bcast(w, a, b)
-        }
-        fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-            self.cpu.mul_bcast(w, a, b)
-        }
-        fn mul_rows(&self, w: BitWidth, a: &[u64], b: &[u64], cols: usize) -> Result<Vec<u64>> {
-            self.cpu.mul_rows(w, a, b, cols)
-        }
-        fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> Result<Vec<u64>> {
-            self.cpu.row_sum(w, a, cols)
-        }
+        suf_backend::forward_ring_ops!(cpu);
         fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
             self.cpu.dpf_lt_eval(keys, xs, t)
         }

@@ -557,48 +557,7 @@ impl Backend for AesCounter<'_> {
     ) -> BeResult<Vec<u64>> {
         self.inner.gemm_resident(w, a, b, m, k, n, layout)
     }
-    fn add(&self, w: BitWidth, a: &[u64], b: &[u64]) -> BeResult<Vec<u64>> {
-        self.inner.add(w, a, b)
-    }
-    fn sub(&self, w: BitWidth, a: &[u64], b: &[u64]) -> BeResult<Vec<u64>> {
-        self.inner.sub(w, a, b)
-    }
-    fn mul(&self, w: BitWidth, a: &[u64], b: &[u64]) -> BeResult<Vec<u64>> {
-        self.inner.mul(w, a, b)
-    }
-    fn neg(&self, w: BitWidth, a: &[u64]) -> BeResult<Vec<u64>> {
-        self.inner.neg(w, a)
-    }
-    fn scale(&self, w: BitWidth, a: &[u64], c: u64) -> BeResult<Vec<u64>> {
-        self.inner.scale(w, a, c)
-    }
-    fn add_const(&self, w: BitWidth, a: &[u64], c: u64) -> BeResult<Vec<u64>> {
-        self.inner.add_const(w, a, c)
-    }
-    fn reduce(&self, w: BitWidth, a: &[u64]) -> BeResult<Vec<u64>> {
-        self.inner.reduce(w, a)
-    }
-    fn add_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> BeResult<()> {
-        self.inner.add_assign(w, a, b)
-    }
-    fn sub_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> BeResult<()> {
-        self.inner.sub_assign(w, a, b)
-    }
-    fn mul_assign(&self, w: BitWidth, a: &mut [u64], b: &[u64]) -> BeResult<()> {
-        self.inner.mul_assign(w, a, b)
-    }
-    fn add_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> BeResult<Vec<u64>> {
-        self.inner.add_bcast(w, a, b)
-    }
-    fn mul_bcast(&self, w: BitWidth, a: &[u64], b: &[u64]) -> BeResult<Vec<u64>> {
-        self.inner.mul_bcast(w, a, b)
-    }
-    fn mul_rows(&self, w: BitWidth, a: &[u64], b: &[u64], cols: usize) -> BeResult<Vec<u64>> {
-        self.inner.mul_rows(w, a, b, cols)
-    }
-    fn row_sum(&self, w: BitWidth, a: &[u64], cols: usize) -> BeResult<Vec<u64>> {
-        self.inner.row_sum(w, a, cols)
-    }
+    suf_backend::forward_ring_ops!(inner);
     fn transpose(&self, a: &[u64], rows: usize, cols: usize) -> BeResult<Vec<u64>> {
         self.inner.transpose(a, rows, cols)
     }
