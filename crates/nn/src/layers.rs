@@ -439,7 +439,12 @@ impl Causal {
     /// Gather indices from the triangle back to the matrix, public zeros where a score is
     /// not visible.
     pub fn to_matrix(&self) -> Result<Arc<[u32]>> {
-        let mut out = Vec::with_capacity(self.group * self.rows * self.keys);
+        let total = self
+            .group
+            .checked_mul(self.rows)
+            .and_then(|r| r.checked_mul(self.keys))
+            .ok_or_else(|| NnError::Config(format!("causal scores of {self:?} overflow")))?;
+        let mut out = Vec::with_capacity(total);
         let mut at = 0;
         for l in self.lens() {
             for c in 0..self.keys {
