@@ -233,6 +233,16 @@ fn gather_refuses_bad_indices_and_shapes() {
         gates::segment_max(&mut g, x, &[6, 0], 20).is_err(),
         "an empty segment"
     );
+    let huge = Causal {
+        rows: usize::MAX / 2,
+        keys: 3,
+        pos0: 0,
+        group: 2,
+    };
+    assert!(
+        huge.to_matrix().is_err(),
+        "a score matrix beyond the address space"
+    );
     // Plain: picked values and public zeros.
     let mut g = Builder::new(fp);
     let x = g.input("x", &[4]).unwrap();
