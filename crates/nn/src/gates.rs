@@ -44,18 +44,19 @@ pub fn reciprocal(g: &mut Builder, x: T, max_len: usize) -> Result<(T, u32)> {
     Ok(suf_compiler::gates::reciprocal(g, x, max_len as u64)?)
 }
 
-/// 1/√x with relative precision for x = X / 2^{in_frac}, X ∈ [lo, hi]; returns the output and
-/// its scale.
+/// 1/√x with relative precision for x = X / 2^{in_frac}, X ∈ [lo, hi], as two factors:
+/// returns (y, g, scale) with 1/√x = y·g at that scale (`suf_compiler::gates::rsqrt_factors`:
+/// g is known one round before y, so a product v·g can run beside the rsqrt's floor).
 /// `max_out` caps the output scale where the gate's precision allows.
-pub fn rsqrt(
+pub fn rsqrt_factors(
     g: &mut Builder,
     x: T,
     in_frac: u32,
     lo: u64,
     hi: u64,
     max_out: u32,
-) -> Result<(T, u32)> {
-    Ok(suf_compiler::gates::rsqrt_max(
+) -> Result<(T, T, u32)> {
+    Ok(suf_compiler::gates::rsqrt_factors(
         g, x, in_frac, lo, hi, max_out,
     )?)
 }

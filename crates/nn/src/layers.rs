@@ -315,19 +315,28 @@ fn normalize(
     // of scale above costs the two truncations below a DCF level per element.
     let s_need = 10 + ctx.act_bits + log_d.div_ceil(2);
     let s_max = n.saturating_sub(3 + f).min(s_need);
-    let (rs, s_rs) = gates::rsqrt(g, ss, 2 * fs, lo, hi, s_max)?;
+    let (ry, rg, s_rs) = gates::rsqrt_factors(g, ss, 2 * fs, lo, hi, s_max)?;
+    // xc·rs: where rs = y·g needs no truncation first, as (xc·g)·y — the product with g runs
+    // beside the rsqrt's floor, so the tail is one round shorter than xc·(y·g) (the same ring
+    // value, bit for bit; one more [rows, d] opening).
+    let scaled = |g: &mut Builder, keep: u32| -> Result<T> {
+        if s_rs > keep {
+            let rs = g.mul(ry, rg)?;
+            let rs = gates::ars(g, rs, s_rs - keep)?;
+            Ok(g.row_mul(xc, rs)?)
+        } else {
+            let xg = g.row_mul(xc, rg)?;
+            Ok(g.row_mul(xg, ry)?)
+        }
+    };
     let sd = (d as f32).sqrt();
     let gs: Vec<f32> = gamma.iter().map(|&v| v * sd).collect();
     if let Some(fg) = merged_gamma_scale(n, f, s_rs.min(s_max), &gs) {
         // One truncation instead of two: y = xc·rs (|y| ≤ 1 + the rsqrt's error at scale
         // f + s_rs) times γ√d encoded at scale fg, then ⌊·/2^{s_rs + fg}⌋. The ring bound of
         // that product is read off the public γ (see `merged_gamma_scale`).
-        let (rs, s_rs) = if s_rs > s_max {
-            (gates::ars(g, rs, s_rs - s_max)?, s_max)
-        } else {
-            (rs, s_rs)
-        };
-        let y = g.row_mul(xc, rs)?; // scale f + s_rs
+        let y = scaled(g, s_max)?; // scale f + min(s_rs, s_max)
+        let s_rs = s_rs.min(s_max);
         let gq = gs
             .iter()
             .map(|&v| ctx.enc_scaled(v as f64, fg))
@@ -343,12 +352,8 @@ fn normalize(
     // y·γ√d at scale 2f + e with the margin of `merged_gamma_scale`.
     let l = gamma_bits(&gs)?;
     let e = 8u32.min(n.saturating_sub(3 + 2 * f + l));
-    let (rs, s_rs) = if s_rs > s_max {
-        (gates::ars(g, rs, s_rs - s_max)?, s_max)
-    } else {
-        (rs, s_rs)
-    };
-    let y = g.row_mul(xc, rs)?; // scale f + s_rs
+    let y = scaled(g, s_max)?;
+    let s_rs = s_rs.min(s_max); // y at scale f + s_rs
     let y = if s_rs > e {
         gates::ars(g, y, s_rs - e)?
     } else {

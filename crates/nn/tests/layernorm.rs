@@ -93,3 +93,62 @@ fn non_finite_gain_is_an_error() {
     let gam = [f32::INFINITY; 8];
     assert!(layernorm(&mut g, &ctx, x, &gam, &[0.0; 8], 1e-5).is_err());
 }
+
+/// The tail's xc·(1/√v) as (xc·g)·y (`rsqrt_factors`): the same ring values as xc·(y·g),
+/// bit for bit, Party = Plain, and one round fewer (the product with g runs beside the
+/// rsqrt's floor).
+#[test]
+fn factored_rsqrt_product_is_the_same_value_one_round_sooner() {
+    use suf_nn::gates::rsqrt_factors;
+    use suf_runtime::plain::run_plain;
+    use suf_runtime::sched::Schedule;
+    let fp = FixedPoint::new(50, 12).unwrap();
+    let (rows, d) = (5usize, 24usize);
+    let mut rng = Csprng::for_tests(11);
+    // Σxc² at scale 24 in the rsqrt's declared range [1, 2^46], xc at scale 12.
+    let xc: Vec<u64> = (0..rows * d)
+        .map(|_| fp.width.reduce((rng.next_u64() % (1 << 22)).wrapping_sub(1 << 21)))
+        .collect();
+    let v: Vec<u64> = (0..rows)
+        .map(|i| 1 + (rng.next_u64() >> (20 + 4 * i as u32)))
+        .collect();
+    let build = |factored: bool| {
+        let mut g = Builder::new(fp);
+        let x = g.input("xc", &[rows, d]).unwrap();
+        let s = g.input("v", &[rows, 1]).unwrap();
+        let (y, gf, _) = rsqrt_factors(&mut g, s, 24, 1, 1 << 46, 23).unwrap();
+        let out = if factored {
+            let xg = g.row_mul(x, gf).unwrap();
+            g.row_mul(xg, y).unwrap()
+        } else {
+            let rs = g.mul(y, gf).unwrap();
+            g.row_mul(x, rs).unwrap()
+        };
+        g.output(out).unwrap();
+        g.finish()
+    };
+    let mut inp = BTreeMap::new();
+    inp.insert("xc".to_string(), xc);
+    inp.insert("v".to_string(), v);
+    let (a, b) = (build(true), build(false));
+    let pa = run_plain(&a, &CpuBackend::new(), &inp, &Default::default()).unwrap();
+    let pb = run_plain(&b, &CpuBackend::new(), &inp, &Default::default()).unwrap();
+    assert_eq!(pa, pb, "(xc·g)·y must equal xc·(y·g) in the ring");
+    assert!(pa[0].iter().any(|&x| x != 0), "a non-trivial product");
+    assert_eq!(
+        Schedule::of(&a).rounds() + 1,
+        Schedule::of(&b).rounds(),
+        "one round fewer"
+    );
+    let r = run_two_party(
+        &a,
+        &CpuBackend::new(),
+        &inp,
+        &Default::default(),
+        Link::Mem,
+        &mut Csprng::for_tests(5),
+    )
+    .unwrap();
+    assert!(r.matches_plain(), "Party differs from Plain");
+    assert_eq!(r.outputs, pa);
+}
