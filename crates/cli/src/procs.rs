@@ -510,6 +510,7 @@ pub fn bench_processes(
                 "key_bytes_uploaded": per_run.last().map(|r| r[j]["key_bytes_uploaded"].clone()),
                 "key_file_bytes": per_run.last().map(|r| r[j]["key_file_bytes"].clone()),
                 "key_receive_ms": median(col("key_receive_ms")),
+                "key_receive_split_ms_last": per_run.last().map(|r| r[j]["key_receive_split_ms"].clone()),
                 "key_host_bytes": per_run.last().map(|r| r[j]["key_host_bytes"].clone()),
                 "keys_received_into_device": per_run.last().map(|r| r[j]["keys_received_into_device"].clone()),
                 "host_ms": median(rep_col("host_ms")), "device_ms": median(rep_col("device_ms")),
@@ -573,6 +574,7 @@ pub fn bench_processes(
             "masks": median(phases.iter().map(|p| p[0]).collect()),
             "deal": median(phases.iter().map(|p| p[1]).collect()),
             "write": median(phases.iter().map(|p| p[2]).collect()),
+            "sink_write_last": splits.last().map(|d| d.sink_write_ms),
         },
         "keygen_split_ms": {
             "dcf": median(splits.iter().map(|d| d.split_ms.dcf).collect()),
@@ -765,6 +767,7 @@ fn party_loop(a: &PartyArgs, say: &dyn Fn(Value) -> Result<()>) -> Result<()> {
             "key_upload_ms": key_upload_ms, "key_bytes_uploaded": key_bytes_uploaded,
             "keys_received_into_device": rx.into_device, "key_host_bytes": rx.host_bytes,
             "key_receive_ms": rx.ms,
+            "key_receive_split_ms": rx.split,
             "online_ms": out.report.online_ms,
             "online_minor_faults": online_minor_faults,
             "breakdown": models_cmd::breakdown_json(&out.report),

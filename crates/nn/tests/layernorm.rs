@@ -107,7 +107,10 @@ fn factored_rsqrt_product_is_the_same_value_one_round_sooner() {
     let mut rng = Csprng::for_tests(11);
     // Σxc² at scale 24 in the rsqrt's declared range [1, 2^46], xc at scale 12.
     let xc: Vec<u64> = (0..rows * d)
-        .map(|_| fp.width.reduce((rng.next_u64() % (1 << 22)).wrapping_sub(1 << 21)))
+        .map(|_| {
+            fp.width
+                .reduce((rng.next_u64() % (1 << 22)).wrapping_sub(1 << 21))
+        })
         .collect();
     let v: Vec<u64> = (0..rows)
         .map(|i| 1 + (rng.next_u64() >> (20 + 4 * i as u32)))

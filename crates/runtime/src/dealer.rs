@@ -62,6 +62,10 @@ pub struct DealReport {
     /// Window k is written while window k + 1 is dealt, so `write_ms` overlaps `deal_ms`
     /// (except with `serial`) and the phases can sum to more than `keygen_ms`.
     pub write_ms: f64,
+    /// Of the writing, the time each party's writer thread spent inside its sink's writes
+    /// (the socket to a party, a file): close to the whole dealing time when the receiver is
+    /// what bounds it.
+    pub sink_write_ms: [f64; 2],
     /// Where the dealing went, per gate batch signature (the gate's name) and per mask
     /// product kind (`mul`, `square`, `matmul`, `matmul_privw`, `rowmul`, `and`, `b2a`),
     /// most expensive first. Times are summed over the tasks that ran in parallel (each
@@ -465,6 +469,7 @@ pub fn run_dealer_profiled(
         write_ms += write_window(&mut ds, p, progress)?;
     }
     let t_fin = Instant::now();
+    let clock = ds.sink_clock();
     let key_bytes = ds.finish();
     suf_fss::dealer::release_buffers();
     let key_bytes = key_bytes?;
@@ -479,6 +484,7 @@ pub fn run_dealer_profiled(
         masks_ms,
         deal_ms,
         write_ms,
+        sink_write_ms: clock.ms(),
         kinds: {
             let mut v: Vec<KindTime> = kinds
                 .into_iter()

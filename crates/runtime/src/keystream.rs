@@ -81,7 +81,7 @@ use crate::error::{Result, RtError};
 use crate::ir::Dtype;
 
 mod receive;
-pub use receive::ReceiveStats;
+pub use receive::{ReceiveSplit, ReceiveStats};
 
 const MAGIC: [u8; 4] = *b"SUFS";
 const VERSION: u16 = 2;
@@ -177,12 +177,23 @@ enum Sink {
 }
 
 impl Sink {
-    /// A writer thread over `sink`; up to `depth` buffers wait in its queue.
-    fn threaded(mut sink: Box<dyn Write + Send>, depth: usize) -> Self {
+    /// A writer thread over `sink`; up to `depth` buffers wait in its queue. `clock` gathers
+    /// the nanoseconds the thread spends inside the sink's writes (a slow reader shows there).
+    fn threaded(
+        mut sink: Box<dyn Write + Send>,
+        depth: usize,
+        clock: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(depth);
         let thread = std::thread::spawn(move || -> std::io::Result<()> {
             for b in rx {
-                sink.write_all(&b)?;
+                let t = std::time::Instant::now();
+                let r = sink.write_all(&b);
+                clock.fetch_add(
+                    t.elapsed().as_nanos() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                r?;
                 // Written: its (mapped) memory serves the next key buffers.
                 suf_fss::dealer::recycle_buffer(b);
             }
@@ -311,6 +322,22 @@ pub struct DealerStreams {
     p1: Csprng,
     out: [SectionWriter; 2],
     finished: bool,
+    /// Nanoseconds each party's writer thread spent inside its sink's writes.
+    clocks: [Arc<std::sync::atomic::AtomicU64>; 2],
+}
+
+/// Milliseconds each party's writer thread has spent inside its sink's writes (see
+/// [`DealerStreams::sink_clock`]).
+#[derive(Clone, Debug, Default)]
+pub struct SinkClock([Arc<std::sync::atomic::AtomicU64>; 2]);
+
+impl SinkClock {
+    /// Milliseconds per party so far (final once the streams are finished).
+    pub fn ms(&self) -> [f64; 2] {
+        self.0
+            .each_ref()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6)
+    }
 }
 
 impl std::fmt::Debug for DealerStreams {
@@ -361,9 +388,11 @@ impl DealerStreams {
         keys_fp[..16].copy_from_slice(&rng.seed());
         keys_fp[16..].copy_from_slice(&rng.seed());
         let seed1 = rng.seed();
-        let mut out = sinks.map(|(sink, path)| SectionWriter {
+        let clocks: [Arc<std::sync::atomic::AtomicU64>; 2] = Default::default();
+        let [s0, s1] = sinks;
+        let mut out = [(0usize, s0), (1, s1)].map(|(party, (sink, path))| SectionWriter {
             sink: if threaded {
-                Sink::threaded(sink, 8)
+                Sink::threaded(sink, 8, Arc::clone(&clocks[party]))
             } else {
                 Sink::Direct(sink)
             },
@@ -387,6 +416,7 @@ impl DealerStreams {
             p1: Csprng::from_seed(seed1),
             out,
             finished: false,
+            clocks,
         })
     }
 
@@ -515,6 +545,13 @@ impl DealerStreams {
         }
         self.finished = true;
         Ok(self.key_bytes())
+    }
+
+    /// A handle on the time each party's writer thread spends inside its sink's writes (a
+    /// sink that cannot take the bytes as fast as they are dealt shows there; zeros for
+    /// streams written without a writer thread).
+    pub fn sink_clock(&self) -> SinkClock {
+        SinkClock(self.clocks.clone())
     }
 
     /// Bytes written per party so far.

@@ -51,6 +51,23 @@ pub struct ReceiveStats {
     pub ms: f64,
     /// Milliseconds the device still needed after the last byte had arrived.
     pub device_tail_ms: f64,
+    /// Where the receive's own thread spent `ms` (a device receive; zeros otherwise).
+    pub split: ReceiveSplit,
+}
+
+/// The receiving thread's time by step, in milliseconds: what bounds a receive (the
+/// source, the checksums, the host copies or the device's staging buffers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ReceiveSplit {
+    /// Waiting for and reading the source's bytes (the dealer's socket, a file).
+    pub read_ms: f64,
+    /// Checksumming the sections' payloads.
+    pub check_ms: f64,
+    /// Copying into the chunk handed to the device.
+    pub copy_ms: f64,
+    /// Handing chunks to the device (its staging buffers: waits for a free one, the copy
+    /// into it, queueing the upload).
+    pub device_ms: f64,
 }
 
 /// A payload's checksum computed as its bytes pass (`keyfmt::body_checksum`'s value).
@@ -123,6 +140,11 @@ struct Rx<'a, R: Read> {
     host_bytes: u64,
     /// The buffer key bodies are read into on their way to the device (reused).
     piece: Vec<u8>,
+    split: ReceiveSplit,
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 impl<R: Read> Rx<'_, R> {
@@ -162,11 +184,15 @@ impl<R: Read> Rx<'_, R> {
     /// Hand `d` (the stream's next bytes) to the device chunk and the checksum.
     fn pass(&mut self, mut d: &[u8]) -> Result<()> {
         if let Some(s) = &mut self.sum {
+            let t = std::time::Instant::now();
             s.feed(d);
+            self.split.check_ms += ms_since(t);
         }
         while !d.is_empty() {
             let k = (self.chunk - self.fill).min(d.len());
+            let t = std::time::Instant::now();
             self.stage[self.fill..self.fill + k].copy_from_slice(&d[..k]);
+            self.split.copy_ms += ms_since(t);
             self.fill += k;
             d = &d[k..];
             if self.fill == self.chunk {
@@ -178,8 +204,12 @@ impl<R: Read> Rx<'_, R> {
 
     fn flush(&mut self) -> Result<()> {
         if self.fill > 0 {
-            self.be
-                .receive_keys_chunk(self.index, &self.stage[..self.fill])?;
+            let t = std::time::Instant::now();
+            let r = self
+                .be
+                .receive_keys_chunk(self.index, &self.stage[..self.fill]);
+            self.split.device_ms += ms_since(t);
+            r?;
             self.index += 1;
             self.fill = 0;
         }
@@ -191,7 +221,9 @@ impl<R: Read> Rx<'_, R> {
         self.room(n)?;
         let (a, b) = (self.pos, self.pos + n);
         let mut buf = std::mem::take(&mut self.buf);
+        let t = std::time::Instant::now();
         let r = self.src.read_exact(&mut buf[a..b]);
+        self.split.read_ms += ms_since(t);
         let r = match r {
             Ok(()) => self.pass(&buf[a..b]),
             Err(e) => Err(self.read_err(e)),
@@ -213,7 +245,10 @@ impl<R: Read> Rx<'_, R> {
         let r = (|| {
             while n > 0 {
                 let k = piece.len().min(n);
-                if let Err(e) = self.src.read_exact(&mut piece[..k]) {
+                let t = std::time::Instant::now();
+                let r = self.src.read_exact(&mut piece[..k]);
+                self.split.read_ms += ms_since(t);
+                if let Err(e) = r {
                     return Err(self.read_err(e));
                 }
                 self.pass(&piece[..k])?;
@@ -333,6 +368,7 @@ impl PartyStream {
                     into_device: false,
                     ms: t.elapsed().as_secs_f64() * 1e3,
                     device_tail_ms: 0.0,
+                    split: ReceiveSplit::default(),
                 },
             ));
         };
@@ -367,7 +403,7 @@ impl PartyStream {
     ) -> Result<(PartyStream, ReceiveStats)> {
         let path = PathBuf::from("<received>");
         let r = Self::receive_into(src, len, be, chunk.max(1), &path);
-        let (ks, host_bytes) = match r {
+        let (ks, host_bytes, split) = match r {
             Ok(x) => x,
             Err(e) => {
                 be.receive_keys_abort();
@@ -389,6 +425,7 @@ impl PartyStream {
                 into_device: true,
                 ms: t.elapsed().as_secs_f64() * 1e3,
                 device_tail_ms: tail,
+                split,
             },
         ))
     }
@@ -399,7 +436,7 @@ impl PartyStream {
         be: &dyn Backend,
         chunk: usize,
         path: &PathBuf,
-    ) -> Result<(PartyStream, u64)> {
+    ) -> Result<(PartyStream, u64, ReceiveSplit)> {
         if len < HEADER_LEN + FOOTER_LEN {
             return Err(bad(
                 path,
@@ -419,6 +456,7 @@ impl PartyStream {
             sum: None,
             host_bytes: 0,
             piece: Vec::new(),
+            split: ReceiveSplit::default(),
         };
         rx.host(HEADER_LEN)?;
         let (id, _) = parse_header(&rx.buf[..HEADER_LEN], path)?;
@@ -487,6 +525,7 @@ impl PartyStream {
             }
         }
         let host_bytes = rx.host_bytes;
+        let split = rx.split;
         let buf = rx.buf;
         let toc = index_with(&buf, id.bits, path, false)?;
         let same = toc.len() == verified.len()
@@ -503,6 +542,7 @@ impl PartyStream {
         Ok((
             PartyStream::indexed(buf, path.clone(), toc, false)?,
             host_bytes,
+            split,
         ))
     }
 }
