@@ -163,6 +163,9 @@ struct Held {
     fail_at: Option<usize>,
     /// Chunk size (0: [`HELD_CHUNK`]).
     chunk: usize,
+    /// Copy each chunk into one reused buffer and keep nothing (a device's staging copy
+    /// without its memory: the throughput probe).
+    discard: Option<Mutex<Vec<u8>>>,
 }
 
 const HELD_CHUNK: usize = 4096 + 16;
@@ -196,7 +199,7 @@ impl Backend for Held {
     }
     forward_to_cpu!();
     fn receive_keys_begin(&self, len: usize) -> Result<Option<usize>> {
-        *self.rx.lock().unwrap() = Some((len, Vec::new(), 0));
+        *self.rx.lock().unwrap() = Some((len, Vec::with_capacity(len), 0));
         Ok(Some(self.chunk()))
     }
     fn receive_keys_chunk(&self, index: usize, bytes: &[u8]) -> Result<()> {
@@ -214,7 +217,16 @@ impl Backend for Held {
             bytes.len() == self.chunk() || last,
             "whole chunks but the last"
         );
-        got.extend_from_slice(bytes);
+        match &self.discard {
+            Some(scratch) => {
+                let mut sc = scratch.lock().unwrap();
+                let need = bytes.len().max(sc.len());
+                sc.resize(need, 0);
+                sc[..bytes.len()].copy_from_slice(bytes);
+                *len -= bytes.len();
+            }
+            None => got.extend_from_slice(bytes),
+        }
         *next += 1;
         Ok(())
     }
@@ -542,5 +554,57 @@ fn each_party_on_its_own_device_instance() {
             "party {party}: {e}"
         );
         assert_eq!(*[&h0, &h1][party].aborts.lock().unwrap(), 1);
+    }
+}
+
+/// Receive throughput through a Unix socket into the emulated device, whole bert-tiny streams
+/// (seq 128, private; ≈ 0.5 GB per party): a probe for the receiver's own cost, not a
+/// pass/fail check (`cargo test --release -p suf-nn --test keys -- --ignored --nocapture`).
+#[test]
+#[ignore = "a throughput probe; prints figures"]
+fn receive_throughput_probe() {
+    use std::io::Write;
+    use suf_runtime::keystream::PartyStream;
+    let m = suf_models::load("bert-tiny", std::path::Path::new("/nonexistent"), 1).unwrap();
+    let fp = FixedPoint::new(m.cfg.ring_bits, m.cfg.frac_bits).unwrap();
+    let built = build(&m.cfg, &m.weights, fp, Mode::Private, 128, None).unwrap();
+    let prog = built.prog;
+    let mut rng = Csprng::for_tests(5);
+    let (_, rw) = suf_runtime::mask_weights(prog.width(), &built.private, &mut rng);
+    let (ds, sinks) = suf_runtime::keystream::DealerStreams::to_memory(
+        prog.width(),
+        Csprng::for_tests(6),
+        [7; 16],
+        prog.fingerprint(),
+    )
+    .unwrap();
+    suf_runtime::dealer::run_dealer(&prog, &CpuBackend::default(), ds, &rw).unwrap();
+    let [a, _] = sinks;
+    let bytes = std::sync::Arc::new(a.take());
+    let len = bytes.len();
+    for _ in 0..3 {
+        let be = Held {
+            chunk: 16 << 20,
+            discard: Some(Mutex::new(Vec::new())),
+            ..Default::default()
+        };
+        let (mut tx, mut rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let b2 = std::sync::Arc::clone(&bytes);
+        let w = std::thread::spawn(move || {
+            for c in b2.chunks(4 << 20) {
+                tx.write_all(c).unwrap();
+            }
+        });
+        let t = std::time::Instant::now();
+        let (_, st) = PartyStream::receive(&mut rx, len, &be).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        w.join().unwrap();
+        println!(
+            "received {:.1} MB in {:.3} s: {:.2} GB/s; {:?}",
+            len as f64 / 1e6,
+            s,
+            len as f64 / s / 1e9,
+            st.split
+        );
     }
 }

@@ -25,7 +25,7 @@
 //! CPU backend) the stream is read whole and opened as [`PartyStream::from_bytes`] does.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use suf_backend::Backend;
@@ -55,18 +55,23 @@ pub struct ReceiveStats {
     pub split: ReceiveSplit,
 }
 
-/// The receiving thread's time by step, in milliseconds: what bounds a receive (the
-/// source, the checksums, the host copies or the device's staging buffers).
+/// Where a device receive's time went, in milliseconds: what bounds it (the source, the
+/// checksums or the device's staging). Two threads: the reader (`read_ms`, `copy_ms`,
+/// `wait_ms`) and the checker (`check_ms`, `device_ms`), which works on chunk i while the
+/// reader fills chunk i + 1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ReceiveSplit {
-    /// Waiting for and reading the source's bytes (the dealer's socket, a file).
+    /// Reader: waiting for and reading the source's bytes (the dealer's socket, a file),
+    /// straight into the chunk for the device (key bodies) or into the host buffer.
     pub read_ms: f64,
-    /// Checksumming the sections' payloads.
-    pub check_ms: f64,
-    /// Copying into the chunk handed to the device.
+    /// Reader: copying the bytes the host keeps into the chunk for the device.
     pub copy_ms: f64,
-    /// Handing chunks to the device (its staging buffers: waits for a free one, the copy
-    /// into it, queueing the upload).
+    /// Reader: waiting for the checker to free a chunk (the checker is the slower side).
+    pub wait_ms: f64,
+    /// Checker: the sections' payload checksums.
+    pub check_ms: f64,
+    /// Checker: handing chunks to the device (its staging buffers: waits for a free one,
+    /// the copy into it, queueing the upload).
     pub device_ms: f64,
 }
 
@@ -121,25 +126,86 @@ impl Summer {
     }
 }
 
-/// The receive in progress: the host buffer, the chunk being filled for the device and the
-/// checksum of the payload being read.
+/// One step of a chunk's checksum work, in stream order (see [`Staged`]).
+enum SumOp {
+    /// A section's payload of this many bytes begins.
+    Start(usize),
+    /// These bytes of the chunk belong to the payload being summed.
+    Feed(usize, usize),
+    /// The payload of section `.0` ends; its head announced checksum `.1`.
+    End(usize, u64),
+}
+
+/// A chunk for the device with the checksum work its bytes carry: what the reading thread
+/// hands the checking thread.
+struct Staged {
+    buf: Vec<u8>,
+    fill: usize,
+    ops: Vec<SumOp>,
+}
+
+/// The checking thread: verifies every section's checksum over the chunks' bytes in stream
+/// order, hands each chunk to the device and returns its buffer for the next one. Stops at
+/// the first error (its channels then close, which stops the reader).
+fn check_and_stage(
+    be: &dyn Backend,
+    path: &Path,
+    chunks: std::sync::mpsc::Receiver<Staged>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<(f64, f64)> {
+    let (mut check_ms, mut device_ms) = (0.0, 0.0);
+    let mut sum: Option<Summer> = None;
+    let mut index = 0;
+    for c in chunks {
+        let t = std::time::Instant::now();
+        for op in &c.ops {
+            match *op {
+                SumOp::Start(plen) => sum = Some(Summer::new(plen)),
+                SumOp::Feed(a, b) => {
+                    if let Some(s) = &mut sum {
+                        s.feed(&c.buf[a..b]);
+                    }
+                }
+                SumOp::End(j, want) => {
+                    if sum.take().map(Summer::finish) != Some(want) {
+                        return Err(bad(path, format!("section {j} checksum mismatch")));
+                    }
+                }
+            }
+        }
+        check_ms += ms_since(t);
+        if c.fill > 0 {
+            let t = std::time::Instant::now();
+            be.receive_keys_chunk(index, &c.buf[..c.fill])?;
+            device_ms += ms_since(t);
+            index += 1;
+        }
+        // The reader may have stopped (an error of its own): nothing to return then.
+        let _ = spare.send(c.buf);
+    }
+    Ok((check_ms, device_ms))
+}
+
+/// The receive in progress on the reading thread: the host buffer and the chunk being
+/// filled for the device. Bytes are read straight into the chunk (the key bodies are never
+/// copied on the host); the parts the host keeps are read into the host buffer and copied
+/// into the chunk. Full chunks go to the checking thread ([`check_and_stage`]), which
+/// verifies the checksums and feeds the device while the next chunk is read.
 struct Rx<'a, R: Read> {
     src: &'a mut R,
-    be: &'a dyn Backend,
     path: &'a PathBuf,
     /// The host buffer: the stream's length, zeroed; key bodies stay zero.
     buf: Vec<u8>,
     /// The next stream offset to read.
     pos: usize,
-    /// The chunk for the device: `chunk` bytes, `fill` of them filled.
-    stage: Vec<u8>,
-    fill: usize,
+    /// The chunk being filled: `chunk` bytes.
+    cur: Staged,
     chunk: usize,
-    index: usize,
-    sum: Option<Summer>,
+    /// Whether the bytes being read belong to a section's payload (are summed).
+    summing: bool,
+    to_check: Option<std::sync::mpsc::SyncSender<Staged>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     host_bytes: u64,
-    /// The buffer key bodies are read into on their way to the device (reused).
-    piece: Vec<u8>,
     split: ReceiveSplit,
 }
 
@@ -181,38 +247,45 @@ impl<R: Read> Rx<'_, R> {
         }
     }
 
-    /// Hand `d` (the stream's next bytes) to the device chunk and the checksum.
-    fn pass(&mut self, mut d: &[u8]) -> Result<()> {
-        if let Some(s) = &mut self.sum {
-            let t = std::time::Instant::now();
-            s.feed(d);
-            self.split.check_ms += ms_since(t);
+    /// The bytes `a..b` of the current chunk were just filled: sum them if they belong to a
+    /// payload (merged with the previous range when adjacent).
+    fn note_fill(&mut self, a: usize, b: usize) {
+        if !self.summing || a == b {
+            return;
         }
-        while !d.is_empty() {
-            let k = (self.chunk - self.fill).min(d.len());
-            let t = std::time::Instant::now();
-            self.stage[self.fill..self.fill + k].copy_from_slice(&d[..k]);
-            self.split.copy_ms += ms_since(t);
-            self.fill += k;
-            d = &d[k..];
-            if self.fill == self.chunk {
-                self.flush()?;
-            }
+        match self.cur.ops.last_mut() {
+            Some(SumOp::Feed(_, e)) if *e == a => *e = b,
+            _ => self.cur.ops.push(SumOp::Feed(a, b)),
         }
-        Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        if self.fill > 0 {
-            let t = std::time::Instant::now();
-            let r = self
-                .be
-                .receive_keys_chunk(self.index, &self.stage[..self.fill]);
-            self.split.device_ms += ms_since(t);
-            r?;
-            self.index += 1;
-            self.fill = 0;
-        }
+    fn start_section(&mut self, plen: usize) {
+        self.cur.ops.push(SumOp::Start(plen));
+        self.summing = true;
+    }
+
+    fn end_section(&mut self, j: usize, sum: u64) {
+        self.cur.ops.push(SumOp::End(j, sum));
+        self.summing = false;
+    }
+
+    /// Hand the current chunk (full, or the last) to the checking thread and take an empty
+    /// one. An error when that thread has stopped (on an error of its own, which the caller
+    /// reports instead).
+    fn send(&mut self) -> Result<()> {
+        let t = std::time::Instant::now();
+        let next = Staged {
+            buf: Vec::new(),
+            fill: 0,
+            ops: Vec::new(),
+        };
+        let c = std::mem::replace(&mut self.cur, next);
+        let stopped = || bad(self.path, "the checking thread stopped");
+        let tx = self.to_check.as_ref().ok_or_else(stopped)?;
+        tx.send(c).map_err(|_| stopped())?;
+        let buf = self.spare.recv().map_err(|_| stopped())?;
+        self.cur.buf = buf;
+        self.split.wait_ms += ms_since(t);
         Ok(())
     }
 
@@ -220,45 +293,53 @@ impl<R: Read> Rx<'_, R> {
     fn host(&mut self, n: usize) -> Result<()> {
         self.room(n)?;
         let (a, b) = (self.pos, self.pos + n);
-        let mut buf = std::mem::take(&mut self.buf);
         let t = std::time::Instant::now();
-        let r = self.src.read_exact(&mut buf[a..b]);
+        let r = self.src.read_exact(&mut self.buf[a..b]);
         self.split.read_ms += ms_since(t);
-        let r = match r {
-            Ok(()) => self.pass(&buf[a..b]),
-            Err(e) => Err(self.read_err(e)),
-        };
-        self.buf = buf;
-        r?;
+        if let Err(e) = r {
+            return Err(self.read_err(e));
+        }
         self.pos = b;
         self.host_bytes += n as u64;
+        // Into the device chunk as well.
+        let mut at = a;
+        while at < b {
+            let k = (self.chunk - self.cur.fill).min(b - at);
+            let f = self.cur.fill;
+            let t = std::time::Instant::now();
+            self.cur.buf[f..f + k].copy_from_slice(&self.buf[at..at + k]);
+            self.split.copy_ms += ms_since(t);
+            self.note_fill(f, f + k);
+            self.cur.fill += k;
+            at += k;
+            if self.cur.fill == self.chunk {
+                self.send()?;
+            }
+        }
         Ok(())
     }
 
-    /// The next `n` bytes, for the device only (a key body).
+    /// The next `n` bytes, for the device only (a key body): read straight into the chunk.
     fn device(&mut self, mut n: usize) -> Result<()> {
         self.room(n)?;
-        let mut piece = std::mem::take(&mut self.piece);
-        if piece.len() < self.chunk.min(n) {
-            piece.resize(self.chunk.min(n), 0);
-        }
-        let r = (|| {
-            while n > 0 {
-                let k = piece.len().min(n);
-                let t = std::time::Instant::now();
-                let r = self.src.read_exact(&mut piece[..k]);
-                self.split.read_ms += ms_since(t);
-                if let Err(e) = r {
-                    return Err(self.read_err(e));
-                }
-                self.pass(&piece[..k])?;
-                self.pos += k;
-                n -= k;
+        while n > 0 {
+            let k = (self.chunk - self.cur.fill).min(n);
+            let f = self.cur.fill;
+            let t = std::time::Instant::now();
+            let r = self.src.read_exact(&mut self.cur.buf[f..f + k]);
+            self.split.read_ms += ms_since(t);
+            if let Err(e) = r {
+                return Err(self.read_err(e));
             }
-            Ok(())
-        })();
-        self.piece = piece;
-        r
+            self.note_fill(f, f + k);
+            self.cur.fill += k;
+            self.pos += k;
+            n -= k;
+            if self.cur.fill == self.chunk {
+                self.send()?;
+            }
+        }
+        Ok(())
     }
 
     /// A gate key blob's payload of `len` bytes: its part table and the key files' headers on
@@ -443,21 +524,79 @@ impl PartyStream {
                 format!("an announced length of {len} bytes is too short"),
             ));
         }
-        let mut rx = Rx {
-            src,
-            be,
-            path,
-            buf: vec![0u8; len],
-            pos: 0,
-            stage: vec![0u8; chunk],
-            fill: 0,
-            chunk,
-            index: 0,
-            sum: None,
-            host_bytes: 0,
-            piece: Vec::new(),
-            split: ReceiveSplit::default(),
-        };
+        // Three chunk buffers: one being read into, one queued, one being checked and
+        // staged.
+        let (to_check, chunks) = std::sync::mpsc::sync_channel::<Staged>(1);
+        let (spare_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..2 {
+            let _ = spare_tx.send(vec![0u8; chunk]);
+        }
+        std::thread::scope(|sc| {
+            let checker = sc.spawn(move || check_and_stage(be, path, chunks, spare_tx));
+            let mut rx = Rx {
+                src,
+                path,
+                buf: vec![0u8; len],
+                pos: 0,
+                cur: Staged {
+                    buf: vec![0u8; chunk],
+                    fill: 0,
+                    ops: Vec::new(),
+                },
+                chunk,
+                summing: false,
+                to_check: Some(to_check),
+                spare,
+                host_bytes: 0,
+                split: ReceiveSplit::default(),
+            };
+            let read = Self::read_sections(&mut rx, len, path);
+            // The last chunk, then the end of the queue: the checker finishes its work.
+            let read = read.and_then(|v| rx.send().map(|()| v));
+            rx.to_check = None;
+            let checked = checker
+                .join()
+                .unwrap_or_else(|_| Err(bad(path, "the checking thread panicked")));
+            // The checker's error is the cause when it stopped first.
+            let ((check_ms, device_ms), (id_bits, verified)) = match (checked, read) {
+                (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+                (Ok(t), Ok(v)) => (t, v),
+            };
+            let mut split = rx.split;
+            split.check_ms = check_ms;
+            split.device_ms = device_ms;
+            let host_bytes = rx.host_bytes;
+            let buf = rx.buf;
+            let toc = index_with(&buf, id_bits, path, false)?;
+            let same = toc.len() == verified.len()
+                && toc
+                    .iter()
+                    .zip(&verified)
+                    .all(|(s, &(start, l))| s.start == start && s.len == l);
+            if !same {
+                return Err(bad(
+                    path,
+                    "the table of contents does not index the sections that arrived",
+                ));
+            }
+            Ok((
+                PartyStream::indexed(buf, path.clone(), toc, false)?,
+                host_bytes,
+                split,
+            ))
+        })
+    }
+
+    /// The reading thread's part of a receive: every section (its payload's checksum work
+    /// queued with its bytes), the table of contents and the footer, and nothing after the
+    /// announced length. Returns the header's ring bits and the sections read (start,
+    /// payload length).
+    #[allow(clippy::type_complexity)]
+    fn read_sections<R: Read>(
+        rx: &mut Rx<'_, R>,
+        len: usize,
+        path: &Path,
+    ) -> Result<(u32, Vec<(usize, usize)>)> {
         rx.host(HEADER_LEN)?;
         let (id, _) = parse_header(&rx.buf[..HEADER_LEN], path)?;
         let mut verified: Vec<(usize, usize)> = Vec::new();
@@ -489,21 +628,18 @@ impl PartyStream {
                 .map_err(|_| bad(path, format!("section {j}: length {plen} does not fit")))?;
             rx.room(plen)?;
             let start = rx.pos;
-            rx.sum = Some(Summer::new(plen));
+            rx.start_section(plen);
             if tag == TAG_BLOB {
                 rx.blob(plen)?;
             } else {
                 rx.host(plen)?;
             }
-            let got = rx.sum.take().map(Summer::finish);
-            if got != Some(sum) {
-                return Err(bad(path, format!("section {j} checksum mismatch")));
-            }
+            // Verified by the checking thread, in order; the receive fails if it does not.
+            rx.end_section(j, sum);
             verified.push((start, plen));
             rx.host(pad_len(plen as u64) as usize)?;
         }
         rx.host(len - rx.pos)?;
-        rx.flush()?;
         // Nothing may follow the announced length.
         let mut one = [0u8; 1];
         loop {
@@ -518,32 +654,13 @@ impl PartyStream {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(RtError::Io {
-                        path: path.clone(),
+                        path: path.to_path_buf(),
                         source: e,
                     })
                 }
             }
         }
-        let host_bytes = rx.host_bytes;
-        let split = rx.split;
-        let buf = rx.buf;
-        let toc = index_with(&buf, id.bits, path, false)?;
-        let same = toc.len() == verified.len()
-            && toc
-                .iter()
-                .zip(&verified)
-                .all(|(s, &(start, l))| s.start == start && s.len == l);
-        if !same {
-            return Err(bad(
-                path,
-                "the table of contents does not index the sections that arrived",
-            ));
-        }
-        Ok((
-            PartyStream::indexed(buf, path.clone(), toc, false)?,
-            host_bytes,
-            split,
-        ))
+        Ok((id.bits, verified))
     }
 }
 
