@@ -164,8 +164,18 @@ pub fn run_dealer_with(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<DealReport> {
     let serial = std::env::var_os(SERIAL_ENV).is_some_and(|v| v == "1");
-    run_dealer_profiled(prog, be, ds, rw, progress, WINDOW, serial)
+    let window = std::env::var(WINDOW_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&w| (1..=1024).contains(&w))
+        .unwrap_or(WINDOW);
+    run_dealer_profiled(prog, be, ds, rw, progress, window, serial)
 }
+
+/// Environment variable: rounds dealt together by [`run_dealer_with`] (1..=1024; default
+/// [`WINDOW`]). The bytes do not depend on it (tested); a larger window keeps more cores
+/// busy (the largest gate batch of a window bounds it) for more keys held in memory.
+pub const WINDOW_ENV: &str = "SUF_DEALER_WINDOW";
 
 /// Environment variable: `1` makes [`run_dealer_with`] deal the gate batches one at a time
 /// (same bytes; an exact per-kind split of the dealing time, at the cost of less overlap).
