@@ -61,12 +61,12 @@
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use suf_backend::{Backend, BitDesc, FloorDesc, FloorWrap, Shares, SignDesc, TechC, TechVar};
-use suf_core::pack::pack;
+use suf_core::pack::{pack_to, packed_len};
 use suf_core::prg::Csprng;
 use suf_core::BitWidth;
 use suf_fss::dcf::DcfKeys;
 use suf_fss::KeyRef;
-use suf_runtime::gate::{join_parts, joined_len, split_parts, GateImpl};
+use suf_runtime::gate::{joined_len, split_parts, GateImpl, PartsBlob};
 use suf_runtime::ir::Dtype;
 
 use crate::error::{CompilerError, Result};
@@ -78,16 +78,143 @@ fn key_err<T>(s: impl Into<String>) -> Result<T> {
     Err(CompilerError::Key(s.into()))
 }
 
-/// Shares of dealer values: party 0 gets the packed corrected shares, party 1 a seed.
-fn deal_shares(vals: &[u64], bits: u32, rng: &mut Csprng) -> (Vec<u8>, Vec<u8>) {
+/// Values per task of [`deal_shares`] (a multiple of 8, so that every chunk's packing
+/// starts on a byte boundary of the packed part).
+const SHARE_CHUNK: usize = 1 << 13;
+/// Values from which [`deal_shares`] splits its work over rayon.
+const SHARE_PAR_MIN: usize = 1 << 15;
+
+/// Shares of dealer values: party 0 gets the packed corrected shares
+/// `vals[i] − low64(AES_σ(i)) mod 2^bits` (i-th draw of `Csprng::from_seed(σ)`), party 1 the
+/// seed σ, drawn from `rng`. Written straight into the two parts' slots; the chunks of values
+/// are independent (element i of the seed's stream is counter block i,
+/// `Csprng::fill_masked_at`), so a large part is corrected and packed in parallel with the
+/// bytes of the serial loop.
+fn deal_shares(vals: &[u64], bits: u32, rng: &mut Csprng, out: [&mut [u8]; 2]) -> Result<()> {
+    let [o0, o1] = out;
+    if o0.len() != packed_len(vals.len(), bits) || o1.len() != 16 {
+        return key_err(format!(
+            "share parts of {} and {} bytes for {} values of {bits} bits (a key size bug)",
+            o0.len(),
+            o1.len(),
+            vals.len()
+        ));
+    }
     let seed = rng.seed();
-    let mut g = Csprng::from_seed(seed);
+    o1.copy_from_slice(&seed);
+    let g = Csprng::from_seed(seed);
     let m = mask(bits);
-    let s0: Vec<u64> = vals
-        .iter()
-        .map(|&v| v.wrapping_sub(g.next_u64()) & m)
-        .collect();
-    (pack(&s0, bits), seed.to_vec())
+    let chunk_bytes = SHARE_CHUNK * bits as usize / 8;
+    let work = |(ci, (v, o)): (usize, (&[u64], &mut [u8]))| {
+        let mut s = vec![0u64; v.len()];
+        g.fill_masked_at((ci * SHARE_CHUNK) as u128, u64::MAX, &mut s);
+        for (x, &y) in s.iter_mut().zip(v) {
+            *x = y.wrapping_sub(*x) & m;
+        }
+        pack_to(&s, bits, o);
+    };
+    if vals.len() >= SHARE_PAR_MIN {
+        vals.par_chunks(SHARE_CHUNK)
+            .zip(o0.par_chunks_mut(chunk_bytes))
+            .enumerate()
+            .for_each(work);
+    } else {
+        vals.chunks(SHARE_CHUNK)
+            .zip(o0.chunks_mut(chunk_bytes))
+            .enumerate()
+            .for_each(work);
+    }
+    Ok(())
+}
+
+/// Both parties' key blobs of one gate batch, written in place. The lengths of all parts are
+/// known before any key is made (the closed forms of [`comp_key_parts`]), so each blob is
+/// allocated once ([`PartsBlob`]: zeroed, a pooled buffer when one is free) and every part is
+/// generated or packed straight into its slot — no key in a buffer of its own, no
+/// serialization copy, no join copy (which, with the page faults of those fresh buffers, was
+/// most of a large batch's host time besides DCF generation). The `deal_*` procedures emit
+/// their parts in order; a part of another length than the closed form is an error.
+struct KeyOut {
+    blobs: [PartsBlob; 2],
+    next: usize,
+}
+
+impl KeyOut {
+    fn new(lens: &[Vec<usize>; 2]) -> Result<KeyOut> {
+        let blob = |l: &[usize]| {
+            PartsBlob::new(l).ok_or_else(|| CompilerError::Key("key blob too large".into()))
+        };
+        Ok(KeyOut {
+            blobs: [blob(&lens[0])?, blob(&lens[1])?],
+            next: 0,
+        })
+    }
+
+    /// Both parties' slots of the next part.
+    fn next(&mut self) -> Result<[&mut [u8]; 2]> {
+        let i = self.next;
+        if i >= self.blobs[0].parts() {
+            return key_err("more key parts than the key sizes give (a bug)");
+        }
+        self.next += 1;
+        let [a, b] = &mut self.blobs;
+        Ok([a.part_mut(i), b.part_mut(i)])
+    }
+
+    /// A seeded DCF batch, generated into the next part (`suf_fss::dealer::dcf_gen_into`).
+    fn dcf(
+        &mut self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+    ) -> Result<()> {
+        let out = self.next()?;
+        Ok(suf_fss::dealer::dcf_gen_into(
+            n, m, p, alphas, betas, seed, out,
+        )?)
+    }
+
+    /// Dealer shares of `vals` ([`deal_shares`]) into the next part.
+    fn shares(&mut self, vals: &[u64], bits: u32, rng: &mut Csprng) -> Result<()> {
+        let out = self.next()?;
+        deal_shares(vals, bits, rng, out)
+    }
+
+    /// Both parties' bytes of the next part, copied in (small parts: DPF batches).
+    fn bytes(&mut self, parts: [&[u8]; 2]) -> Result<()> {
+        for (o, b) in self.next()?.into_iter().zip(parts) {
+            if o.len() != b.len() {
+                return key_err(format!(
+                    "a key part of {} bytes where the key sizes give {} (a bug)",
+                    b.len(),
+                    o.len()
+                ));
+            }
+            o.copy_from_slice(b);
+        }
+        Ok(())
+    }
+
+    /// An empty part.
+    fn empty(&mut self) -> Result<()> {
+        self.bytes([&[], &[]])
+    }
+
+    /// The finished blobs (every part written).
+    fn finish(self) -> Result<[Vec<u8>; 2]> {
+        if self.next != self.blobs[0].parts() {
+            return key_err(format!(
+                "{} key parts written of {} (a bug)",
+                self.next,
+                self.blobs[0].parts()
+            ));
+        }
+        let [a, b] = self.blobs;
+        Ok([a.into_bytes(), b.into_bytes()])
+    }
 }
 
 /// The dealer shares of a key part, where they lie (no copy): party 0's packed values (length
@@ -139,9 +266,6 @@ fn read_dcf<'a>(
     Ok(k)
 }
 
-/// Key parts per party of one component.
-type Dealt = [Vec<Vec<u8>>; 2];
-
 // ---------------------------------------------------------------------------------------------
 // Poly (technique (c), reduced width)
 
@@ -153,7 +277,7 @@ fn poly_parts(s: &PolySpec) -> usize {
     }
 }
 
-fn deal_poly(s: &PolySpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+fn deal_poly(s: &PolySpec, r: &[u64], rng: &mut Csprng, out: &mut KeyOut) -> Result<()> {
     let (k, mm, d) = (s.view.bits, s.ring, s.degree);
     let km = mask(k);
     let rm = mask(mm);
@@ -169,14 +293,11 @@ fn deal_poly(s: &PolySpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
             pows.push(pw);
         }
     }
-    let (k0, k1) = suf_fss::dealer::dcf_gen(k, mm, d + 1, &rhos, &betas, rng.seed())?;
-    let mut out: Dealt = [vec![k0.to_bytes()], vec![k1.to_bytes()]];
+    out.dcf(k, mm, d + 1, &rhos, &betas, rng.seed())?;
     if d > 0 {
-        let (s0, s1) = deal_shares(&pows, mm, rng);
-        out[0].push(s0);
-        out[1].push(s1);
+        out.shares(&pows, mm, rng)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn eval_poly(
@@ -216,7 +337,13 @@ fn halves_parts(_s: &HalvesSpec) -> usize {
     2
 }
 
-fn deal_halves(s: &HalvesSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+fn deal_halves(
+    s: &HalvesSpec,
+    n: u32,
+    r: &[u64],
+    rng: &mut Csprng,
+    out: &mut KeyOut,
+) -> Result<()> {
     let h = n - 1;
     let nm = mask(n);
     let rm = mask(s.ring);
@@ -240,9 +367,8 @@ fn deal_halves(s: &HalvesSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<De
             sh.push(rt);
         }
     }
-    let (k0, k1) = suf_fss::dealer::dcf_gen(h, s.ring, p, &alphas, &betas, rng.seed())?;
-    let (s0, s1) = deal_shares(&sh, s.ring, rng);
-    Ok([vec![k0.to_bytes(), s0], vec![k1.to_bytes(), s1]])
+    out.dcf(h, s.ring, p, &alphas, &betas, rng.seed())?;
+    out.shares(&sh, s.ring, rng)
 }
 
 fn eval_halves(
@@ -287,7 +413,7 @@ fn floor_parts(_s: &FloorSpec) -> usize {
     3
 }
 
-fn deal_floor(s: &FloorSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+fn deal_floor(s: &FloorSpec, n: u32, r: &[u64], rng: &mut Csprng, out: &mut KeyOut) -> Result<()> {
     let (k, t) = (s.view.bits, s.shift);
     let km = mask(k);
     let sel = s.select;
@@ -318,28 +444,13 @@ fn deal_floor(s: &FloorSpec, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Deal
             }
         }
     }
-    let (c0, c1) = suf_fss::dealer::dcf_gen(t, n, p, &lows, &betas, rng.seed())?;
-    let mut out: Dealt = [vec![c0.to_bytes()], vec![c1.to_bytes()]];
+    out.dcf(t, n, p, &lows, &betas, rng.seed())?;
     match s.wrap {
-        Wrap::Dcf => {
-            let (w0, w1) = suf_fss::dealer::dcf_gen(k, n, p, &rhos, &betas, rng.seed())?;
-            out[0].push(w0.to_bytes());
-            out[1].push(w1.to_bytes());
-        }
-        Wrap::Free => {
-            let (f0, f1) = deal_shares(&free, n, rng);
-            out[0].push(f0);
-            out[1].push(f1);
-        }
-        Wrap::Drop => {
-            out[0].push(Vec::new());
-            out[1].push(Vec::new());
-        }
+        Wrap::Dcf => out.dcf(k, n, p, &rhos, &betas, rng.seed())?,
+        Wrap::Free => out.shares(&free, n, rng)?,
+        Wrap::Drop => out.empty()?,
     }
-    let (s0, s1) = deal_shares(&sh, n, rng);
-    out[0].push(s0);
-    out[1].push(s1);
-    Ok(out)
+    out.shares(&sh, n, rng)
 }
 
 fn eval_floor(
@@ -401,7 +512,7 @@ fn high_parts(s: &HighSpec) -> usize {
     }
 }
 
-fn deal_high(s: &HighSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+fn deal_high(s: &HighSpec, r: &[u64], rng: &mut Csprng, out: &mut KeyOut) -> Result<()> {
     let (k, sh, mm, d) = (s.view.bits, s.shift, s.ring, s.degree);
     let rm = mask(mm);
     let alphas: Vec<u64> = r.iter().map(|&v| (v & mask(k)) >> sh).collect();
@@ -417,14 +528,11 @@ fn deal_high(s: &HighSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
             pows.push(pw);
         }
     }
-    let (k0, k1) = suf_fss::dealer::dcf_gen(k - sh, mm, d + 1, &alphas, &betas, rng.seed())?;
-    let mut out: Dealt = [vec![k0.to_bytes()], vec![k1.to_bytes()]];
+    out.dcf(k - sh, mm, d + 1, &alphas, &betas, rng.seed())?;
     if d > 0 {
-        let (s0, s1) = deal_shares(&pows, mm, rng);
-        out[0].push(s0);
-        out[1].push(s1);
+        out.shares(&pows, mm, rng)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn eval_high(
@@ -468,7 +576,7 @@ fn sign_parts(_s: &SignSpec) -> usize {
     2
 }
 
-fn deal_sign(s: &SignSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+fn deal_sign(s: &SignSpec, r: &[u64], rng: &mut Csprng, out: &mut KeyOut) -> Result<()> {
     let h = s.bits - 1;
     let rm = mask(s.ring);
     let slope = s.has_slope();
@@ -492,9 +600,8 @@ fn deal_sign(s: &SignSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
             sh.push(rt);
         }
     }
-    let (k0, k1) = suf_fss::dealer::dcf_gen(h, s.ring, p, &alphas, &betas, rng.seed())?;
-    let (s0, s1) = deal_shares(&sh, s.ring, rng);
-    Ok([vec![k0.to_bytes(), s0], vec![k1.to_bytes(), s1]])
+    out.dcf(h, s.ring, p, &alphas, &betas, rng.seed())?;
+    out.shares(&sh, s.ring, rng)
 }
 
 fn eval_sign(
@@ -521,13 +628,13 @@ fn eval_sign(
 // [`HighSpec`]: L(a) := 1{h' < a} = C(ĥ ⊖ a) ⊕ C(ĥ) ⊕ 1{ĥ < a}; the bit is
 // bits[0] ⊕ ⊕_j (bits[j−1] ⊕ bits[j])·(1 ⊕ L(a_j)). Party 0 adds the public terms.
 
-fn deal_bit(s: &BitSpec, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+fn deal_bit(s: &BitSpec, r: &[u64], rng: &mut Csprng, out: &mut KeyOut) -> Result<()> {
     let alphas: Vec<u64> = r
         .iter()
         .map(|&v| (v & mask(s.view.bits)) >> s.shift)
         .collect();
     let (k0, k1) = suf_fss::dealer::dpf_cmp_gen(s.high_bits(), &alphas, rng.seed())?;
-    Ok([vec![k0.to_bytes()], vec![k1.to_bytes()]])
+    out.bytes([&k0.to_bytes(), &k1.to_bytes()])
 }
 
 fn eval_bit(
@@ -564,14 +671,14 @@ fn comp_parts(c: &Component) -> usize {
     }
 }
 
-fn deal_comp(c: &Component, n: u32, r: &[u64], rng: &mut Csprng) -> Result<Dealt> {
+fn deal_comp(c: &Component, n: u32, r: &[u64], rng: &mut Csprng, out: &mut KeyOut) -> Result<()> {
     match c {
-        Component::Poly(p) => deal_poly(p, r, rng),
-        Component::Halves(h) => deal_halves(h, n, r, rng),
-        Component::Floor(f) => deal_floor(f, n, r, rng),
-        Component::High(h) => deal_high(h, r, rng),
-        Component::Sign(h) => deal_sign(h, r, rng),
-        Component::Bit(b) => deal_bit(b, r, rng),
+        Component::Poly(p) => deal_poly(p, r, rng, out),
+        Component::Halves(h) => deal_halves(h, n, r, rng, out),
+        Component::Floor(f) => deal_floor(f, n, r, rng, out),
+        Component::High(h) => deal_high(h, r, rng, out),
+        Component::Sign(h) => deal_sign(h, r, rng, out),
+        Component::Bit(b) => deal_bit(b, r, rng, out),
     }
 }
 
@@ -594,7 +701,8 @@ fn eval_comp(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Key sizes: closed forms of what the deal_* procedures above write (capacity planning)
+// Key sizes: closed forms of what the deal_* procedures above write (capacity planning, and
+// the layout `GateSpec::deal` allocates before dealing into it)
 
 /// Part lengths of [`deal_shares`] for `vals` values of `bits` bits: party 0's packed shares,
 /// party 1's 16-byte seed.
@@ -682,17 +790,20 @@ impl GateSpec {
     /// An invalid spec, or a failure of the key generator.
     pub fn deal(&self, n: u32, r: &[u64], rng: &mut Csprng) -> Result<[Vec<u8>; 2]> {
         self.validate(n)?;
-        let mut all: Dealt = [Vec::new(), Vec::new()];
+        // The blobs' layout first (the closed forms), then every part dealt into place.
+        let mut lens: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
         for p in &self.parts {
-            let [a, b] = deal_comp(&p.comp, n, r, rng)?;
-            all[0].extend(a);
-            all[1].extend(b);
+            let [a, b] = comp_key_parts(&p.comp, n, r.len()).ok_or_else(|| {
+                CompilerError::Key(format!("a key batch of {} elements is too large", r.len()))
+            })?;
+            lens[0].extend(a);
+            lens[1].extend(b);
         }
-        let join = |v: &Vec<Vec<u8>>| {
-            let refs: Vec<&[u8]> = v.iter().map(|x| x.as_slice()).collect();
-            join_parts(&refs)
-        };
-        Ok([join(&all[0]), join(&all[1])])
+        let mut out = KeyOut::new(&lens)?;
+        for p in &self.parts {
+            deal_comp(&p.comp, n, r, rng, &mut out)?;
+        }
+        out.finish()
     }
 
     /// Party: shares of the q outputs (output-major: all elements of output 0 first). `key`

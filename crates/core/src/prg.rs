@@ -348,6 +348,16 @@ impl Csprng {
         }
     }
 
+    /// Fill `out` with elements `start, start + 1, …` of this generator's stream masked with
+    /// `mask`: `out[i]` is what the `(start + i)`-th `next_u64() & mask` of a fresh
+    /// generator with the same seed returns (counting from 0), whatever this one has drawn.
+    /// Random access (element e is low64(π_k(e))) without the generator's state, so that
+    /// disjoint ranges of one stream can be filled on different threads; the generator is
+    /// not advanced.
+    pub fn fill_masked_at(&self, start: u128, mask: u64, out: &mut [u64]) {
+        counter_blocks(&self.aes, start, mask, out);
+    }
+
     /// `count` uniform elements of Z_{2^n}.
     pub fn ring_vec(&mut self, w: BitWidth, count: usize) -> Vec<u64> {
         let mut v = vec![0; count];
@@ -419,6 +429,30 @@ mod tests {
         let v = a.ring_vec(w, 70_001);
         assert!(v.iter().all(|&x| x < 1 << 13));
         assert_eq!(v, (0..70_001).map(|_| b.ring(w)).collect::<Vec<_>>());
+    }
+
+    /// `fill_masked_at` is the fresh generator's serial stream from any position, and leaves
+    /// the generator where it was.
+    #[test]
+    fn fill_masked_at_is_the_serial_stream_from_a_position() {
+        let mut fresh = Csprng::for_tests(40);
+        let mask = (1 << 41) - 1;
+        let all: Vec<u64> = (0..300).map(|_| fresh.next_u64() & mask).collect();
+        let mut g = Csprng::for_tests(40);
+        let before = g.next_u64();
+        for (start, len) in [
+            (0usize, 0usize),
+            (0, 300),
+            (1, 17),
+            (16, 16),
+            (15, 100),
+            (250, 50),
+        ] {
+            let mut out = vec![0u64; len];
+            g.fill_masked_at(start as u128, mask, &mut out);
+            assert_eq!(out, all[start..start + len], "start {start} len {len}");
+        }
+        assert_eq!((before & mask, g.next_u64() & mask), (all[0], all[1]));
     }
 
     /// `fill_parts` against `fill_masked` part after part: values and the draws afterwards.

@@ -100,8 +100,8 @@ use suf_core::prg::{c_value, Csprng, FixedKeyAes, C_LEFT, C_RIGHT};
 
 use crate::error::{FssError, Result};
 use crate::keyfmt::{
-    expect_body_len, parse_header, parse_header_view, write_key, Header, KeyKind, KeyOrigin,
-    KeyRef, HEADER_LEN,
+    expect_body_len, parse_header, parse_header_view, seal_key, write_key, write_key_to, Header,
+    KeyKind, KeyOrigin, KeyRef, HEADER_LEN,
 };
 
 /// Most value blocks per level (the `c_value` index 2j + 1 must stay below 2^16).
@@ -779,6 +779,42 @@ impl<'a> DcfKeys<'a> {
             &self.body,
         )
     }
+
+    /// [`DcfKeys::to_bytes`] into `out`, which must be exactly that long
+    /// (`HEADER_LEN + body length`): a slot of a larger buffer, written with one parallel
+    /// copy + checksum pass and no intermediate key buffer.
+    ///
+    /// # Errors
+    /// [`FssError::LengthMismatch`] for a slot of another length.
+    pub fn write_to(&self, out: &mut [u8]) -> Result<()> {
+        let want = HEADER_LEN + self.body.len();
+        if out.len() != want {
+            return Err(FssError::LengthMismatch {
+                what: "DCF key destination",
+                expected: want,
+                got: out.len(),
+            });
+        }
+        write_key_to(
+            KeyKind::Dcf,
+            self.party,
+            self.n(),
+            [self.m(), self.p() as u32, 0, 0],
+            self.count() as u64,
+            &self.body,
+            out,
+        );
+        Ok(())
+    }
+
+    /// Drop the batch, handing an owned body to the dealer's buffer pool
+    /// (`crate::dealer::recycle_buffer`): once a batch is serialized its body is dead, and a
+    /// large one mapped again later would cost page faults.
+    pub fn recycle(self) {
+        if let Cow::Owned(b) = self.body {
+            crate::dealer::recycle_buffer(b);
+        }
+    }
 }
 
 impl DcfKeys<'static> {
@@ -849,6 +885,71 @@ pub fn gen_batch(
     betas: &[u64],
     rng: &mut Csprng,
 ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
+    let layout = gen_layout(n, m, p, alphas, betas)?;
+    // Both bodies are allocated zeroed (untouched pages, or a pooled buffer) and filled in
+    // place by `gen_bodies`.
+    let mut body0 = crate::dealer::zeroed_buffer(layout.total);
+    let mut body1 = crate::dealer::zeroed_buffer(layout.total);
+    gen_bodies(&layout, alphas, betas, rng, [&mut body0, &mut body1]);
+    let mk = |party: u8, body: Vec<u8>| DcfKeys {
+        layout,
+        party,
+        body: Cow::Owned(body),
+        origin: None,
+    };
+    Ok((mk(0, body0), mk(1, body1)))
+}
+
+/// [`gen_batch`] straight into both parties' serialized batches: `keys[b]` must be exactly
+/// [`DcfKeys::bytes_for`] bytes and **zeroed** (the generator writes every field but not the
+/// alignment padding between them); the body is generated in place behind the header and
+/// the header (with the body's checksum) written in front, giving the bytes of
+/// `gen_batch(..).b.to_bytes()` with no intermediate body and no copy. The dealer uses this
+/// to write a gate's DCF part directly into the gate's key blob.
+///
+/// # Errors
+/// As [`gen_batch`]; [`FssError::LengthMismatch`] for a destination of another length.
+pub fn gen_batch_into(
+    n: u32,
+    m: u32,
+    p: usize,
+    alphas: &[u64],
+    betas: &[u64],
+    rng: &mut Csprng,
+    keys: [&mut [u8]; 2],
+) -> Result<()> {
+    let layout = gen_layout(n, m, p, alphas, betas)?;
+    let want = HEADER_LEN + layout.total;
+    if let Some(k) = keys.iter().find(|k| k.len() != want) {
+        return Err(FssError::LengthMismatch {
+            what: "DCF key destination",
+            expected: want,
+            got: k.len(),
+        });
+    }
+    let [k0, k1] = keys;
+    gen_bodies(
+        &layout,
+        alphas,
+        betas,
+        rng,
+        [&mut k0[HEADER_LEN..], &mut k1[HEADER_LEN..]],
+    );
+    for (party, k) in [(0u8, k0), (1, k1)] {
+        seal_key(
+            KeyKind::Dcf,
+            party,
+            n,
+            [m, p as u32, 0, 0],
+            alphas.len() as u64,
+            k,
+        );
+    }
+    Ok(())
+}
+
+/// The checked parameters and layout of a batch for [`gen_batch`].
+fn gen_layout(n: u32, m: u32, p: usize, alphas: &[u64], betas: &[u64]) -> Result<DcfLayout> {
     check_params(n, m, p).map_err(FssError::BadParams)?;
     let count = alphas.len();
     let want = count.checked_mul(p).ok_or(FssError::LengthMismatch {
@@ -869,19 +970,29 @@ pub fn gen_batch(
             "alpha {a} outside the {n}-bit domain"
         )));
     }
+    DcfLayout::new(n, m, p, count)
+        .ok_or_else(|| FssError::BadParams(format!("a batch of {count} keys is too large")))
+}
+
+/// Both bodies of a checked batch, generated into `bodies` (zeroed, `layout.total` bytes
+/// each): every chunk of keys writes its correction words straight into its own ranges of
+/// both, in parallel — no intermediate copy, and the pages are first touched by the thread
+/// that fills them.
+fn gen_bodies(
+    layout: &DcfLayout,
+    alphas: &[u64],
+    betas: &[u64],
+    rng: &mut Csprng,
+    bodies: [&mut [u8]; 2],
+) {
+    let (n, m, p, count) = (layout.n, layout.m, layout.p, layout.count);
     let roots: Vec<(u128, u128)> = (0..count)
         .map(|_| (rng.next_u128(), rng.next_u128()))
         .collect();
-    let layout = DcfLayout::new(n, m, p, count)
-        .ok_or_else(|| FssError::BadParams(format!("a batch of {count} keys is too large")))?;
-    // Both bodies are allocated zeroed (untouched pages) and every chunk of keys writes its
-    // correction words straight into its own ranges of both, in parallel: no intermediate
-    // copy, and the pages are first touched by the thread that fills them.
-    let mut body0 = crate::dealer::zeroed_buffer(layout.total);
-    let mut body1 = crate::dealer::zeroed_buffer(layout.total);
-    let dst: Vec<(ChunkDst<'_>, ChunkDst<'_>)> = ChunkDst::split(&layout, &mut body0)
+    let [body0, body1] = bodies;
+    let dst: Vec<(ChunkDst<'_>, ChunkDst<'_>)> = ChunkDst::split(layout, body0)
         .into_iter()
-        .zip(ChunkDst::split(&layout, &mut body1))
+        .zip(ChunkDst::split(layout, body1))
         .collect();
     dst.into_par_iter()
         .enumerate()
@@ -908,13 +1019,6 @@ pub fn gen_batch(
             d0.fill(&part, rc, m, p);
             d1.copy_as_party1(&d0, rc);
         });
-    let mk = |party: u8, body: Vec<u8>| DcfKeys {
-        layout,
-        party,
-        body: Cow::Owned(body),
-        origin: None,
-    };
-    Ok((mk(0, body0), mk(1, body1)))
 }
 
 /// The ranges of one body that chunk `c` of [`gen_batch`] writes: its keys' root seeds, seed

@@ -162,6 +162,8 @@ static POOL: Mutex<BufferPool> = Mutex::new(BufferPool {
 /// reuses freed ones itself (measured: pooling them too gave more page faults), while every
 /// block above its largest mmap threshold (32 MiB) is mapped fresh and unmapped on free.
 pub const POOL_MIN_BYTES: usize = 32 << 20;
+/// Bytes per parallel task when [`zeroed_buffer`] zeroes a pooled buffer.
+const ZERO_CHUNK: usize = 1 << 21;
 /// At most this many bytes of capacity are kept in the pool.
 pub const POOL_MAX_BYTES: usize = 1 << 31;
 
@@ -182,7 +184,11 @@ pub fn zeroed_buffer(len: usize) -> Vec<u8> {
             let mut v = pool.bufs.swap_remove(i);
             pool.bytes -= v.capacity();
             drop(pool);
-            v.clear();
+            // Zeroed in parallel chunks (a memset of hundreds of MB on one core was a
+            // serial step of the dealer's batch), then extended with zeros if it was shorter.
+            use rayon::prelude::*;
+            v.truncate(len);
+            v.par_chunks_mut(ZERO_CHUNK).for_each(|c| c.fill(0));
             v.resize(len, 0);
             return v;
         }
@@ -269,6 +275,44 @@ pub fn dcf_gen(
     };
     add_gen_time(true, t, alphas.len());
     r
+}
+
+/// [`dcf_gen`] straight into both parties' serialized batches: `keys[b]` must be exactly
+/// [`DcfKeys::bytes_for`] bytes and zeroed, and receives the bytes of
+/// `dcf_gen(..).b.to_bytes()`. On the CPU the bodies are generated in place
+/// ([`dcf::gen_batch_into`]: no body buffer, no copy); from an installed device dealer the
+/// downloaded bodies are copied into place ([`DcfKeys::write_to`], one parallel pass) and
+/// handed to the buffer pool. [`GenTimes`] counts the generation (on the CPU with the
+/// header's checksum, a read pass; from a device without the copy, which is the caller's
+/// serialization as it was with `to_bytes`).
+///
+/// # Errors
+/// As [`dcf_gen`]; a destination of another length.
+pub fn dcf_gen_into(
+    n: u32,
+    m: u32,
+    p: usize,
+    alphas: &[u64],
+    betas: &[u64],
+    seed: [u8; 16],
+    keys: [&mut [u8]; 2],
+) -> Result<()> {
+    let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(d) = d else {
+        let t = Instant::now();
+        let r = dcf::gen_batch_into(n, m, p, alphas, betas, &mut Csprng::from_seed(seed), keys);
+        add_gen_time(true, t, alphas.len());
+        return r;
+    };
+    let t = Instant::now();
+    let r = d.dcf_gen(n, m, p, alphas, betas, seed);
+    add_gen_time(true, t, alphas.len());
+    let (k0, k1) = r?;
+    let [d0, d1] = keys;
+    let written = k0.write_to(d0).and_then(|()| k1.write_to(d1));
+    k0.recycle();
+    k1.recycle();
+    written
 }
 
 /// A seeded DPF comparison batch on the CPU: [`dpf::gen_cmp_batch`] with
@@ -377,6 +421,38 @@ mod tests {
                 self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             dcf_gen_cpu(n, m, p, alphas, betas, seed)
+        }
+    }
+
+    /// `dcf_gen_into` writes exactly the serialized batches of `dcf_gen`, generated in place
+    /// on the CPU and copied from an installed dealer; a wrong destination is an error.
+    #[test]
+    fn dcf_gen_into_is_dcf_gen_serialized() {
+        let seed = *b"into seed 000001";
+        for (n, m, p, count) in [
+            (10u32, 20u32, 2usize, 40usize),
+            (37, 37, 1, 3000),
+            (5, 64, 3, 0),
+        ] {
+            let alphas: Vec<u64> = (0..count as u64).map(|i| (i * 37) % (1 << n)).collect();
+            let betas: Vec<u64> = (0..(count * p) as u64).map(|i| i * 11 + 3).collect();
+            let (k0, k1) = dcf_gen(n, m, p, &alphas, &betas, seed).unwrap();
+            let want = [k0.to_bytes(), k1.to_bytes()];
+            let len = DcfKeys::bytes_for(n, m, p, count).unwrap();
+            let mut got = [vec![0u8; len], vec![0u8; len]];
+            let [a, b] = &mut got;
+            dcf_gen_into(n, m, p, &alphas, &betas, seed, [a, b]).unwrap();
+            assert_eq!(got, want, "cpu, n {n} count {count}");
+            {
+                let _g = install(Arc::new(CpuDcfDealer));
+                let mut dev = [vec![0u8; len], vec![0u8; len]];
+                let [a, b] = &mut dev;
+                dcf_gen_into(n, m, p, &alphas, &betas, seed, [a, b]).unwrap();
+                assert_eq!(dev, want, "installed, n {n} count {count}");
+            }
+            let mut short = vec![0u8; len - 1];
+            let mut ok = vec![0u8; len];
+            assert!(dcf_gen_into(n, m, p, &alphas, &betas, seed, [&mut ok, &mut short]).is_err());
         }
     }
 

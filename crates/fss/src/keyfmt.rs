@@ -269,9 +269,8 @@ pub fn body_checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Header + `body` as one key file (one allocation). A body of 32 MiB or more is copied and
-/// checksummed in one parallel pass, [`SUM_CHUNK`] bytes per task (the same bytes and
-/// checksum as [`body_checksum`]; the pages are touched by every core, not one), into a
-/// pooled buffer when one is free (`crate::dealer::zeroed_buffer`).
+/// checksummed in one parallel pass (as [`write_key_to`]) into a pooled buffer when one is
+/// free (`crate::dealer::zeroed_buffer`).
 pub fn write_key(
     kind: KeyKind,
     party: u8,
@@ -280,7 +279,6 @@ pub fn write_key(
     count: u64,
     body: &[u8],
 ) -> Vec<u8> {
-    use rayon::prelude::*;
     let total = HEADER_LEN + body.len();
     if total < crate::dealer::POOL_MIN_BYTES {
         // Heap-sized: one sequential pass (the allocator reuses these blocks; zeroing them
@@ -299,25 +297,57 @@ pub fn write_key(
         return out;
     }
     let mut out = crate::dealer::zeroed_buffer(total);
-    let (head, dst) = out.split_at_mut(HEADER_LEN);
-    let sums: Vec<u8> = dst
-        .par_chunks_mut(SUM_CHUNK)
-        .zip(body.par_chunks(SUM_CHUNK))
-        .flat_map_iter(|(d, b)| {
-            d.copy_from_slice(b);
-            checksum(d).to_le_bytes()
-        })
-        .collect();
-    head.copy_from_slice(&header(
-        kind,
-        party,
-        n,
-        params,
-        count,
-        body.len(),
-        checksum(&sums),
-    ));
+    write_key_to(kind, party, n, params, count, body, &mut out);
     out
+}
+
+/// [`write_key`] into `out`, which must be exactly `HEADER_LEN + body.len()` bytes (a slot of
+/// a larger buffer: the dealer writes each key straight into its place in a gate's blob).
+/// A body above one [`SUM_CHUNK`] is copied and checksummed in one parallel pass, a chunk per
+/// task (the same checksum as [`body_checksum`]; the destination pages are touched by every
+/// core, not one).
+///
+/// # Panics
+/// If `out` has another length (a caller bug).
+pub fn write_key_to(
+    kind: KeyKind,
+    party: u8,
+    n: u32,
+    params: [u32; 4],
+    count: u64,
+    body: &[u8],
+    out: &mut [u8],
+) {
+    use rayon::prelude::*;
+    assert_eq!(out.len(), HEADER_LEN + body.len(), "write_key_to length");
+    let (head, dst) = out.split_at_mut(HEADER_LEN);
+    let sum = if body.len() <= SUM_CHUNK {
+        dst.copy_from_slice(body);
+        checksum(body)
+    } else {
+        let sums: Vec<u8> = dst
+            .par_chunks_mut(SUM_CHUNK)
+            .zip(body.par_chunks(SUM_CHUNK))
+            .flat_map_iter(|(d, b)| {
+                d.copy_from_slice(b);
+                checksum(d).to_le_bytes()
+            })
+            .collect();
+        checksum(&sums)
+    };
+    head.copy_from_slice(&header(kind, party, n, params, count, body.len(), sum));
+}
+
+/// Write the header of a key whose body is already in place: `key[HEADER_LEN..]` is the body
+/// (made there by the generator, no copy), and the header with its [`body_checksum`] goes in
+/// front. The same bytes as [`write_key`] of that body.
+///
+/// # Panics
+/// If `key` is shorter than [`HEADER_LEN`] (a caller bug).
+pub fn seal_key(kind: KeyKind, party: u8, n: u32, params: [u32; 4], count: u64, key: &mut [u8]) {
+    let (head, body) = key.split_at_mut(HEADER_LEN);
+    let sum = body_checksum(body);
+    head.copy_from_slice(&header(kind, party, n, params, count, body.len(), sum));
 }
 
 /// The header of a key file.
@@ -568,6 +598,14 @@ mod tests {
             assert_eq!((h.n, h.count, b.len()), (37, 5, len));
             let sum = u64::from_le_bytes(k[HEADER_LEN - 8..HEADER_LEN].try_into().unwrap());
             assert_eq!(sum, body_checksum(&body));
+            // Into a slot, and sealed in place: the same bytes.
+            let mut slot = vec![0xAAu8; k.len()];
+            write_key_to(KeyKind::Dcf, 1, 37, [50, 3, 0, 0], 5, &body, &mut slot);
+            assert!(slot == k, "write_key_to, len {len}");
+            let mut sealed = vec![0x55u8; HEADER_LEN];
+            sealed.extend_from_slice(&body);
+            seal_key(KeyKind::Dcf, 1, 37, [50, 3, 0, 0], 5, &mut sealed);
+            assert!(sealed == k, "seal_key, len {len}");
         }
     }
 

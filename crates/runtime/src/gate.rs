@@ -121,17 +121,12 @@ pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
         }
         return out;
     }
-    // Large: zeroed (padding included; a pooled buffer when one is free), then each part
-    // copied into place in parallel chunks, so that the pages are touched by every core.
-    let mut out = suf_fss::dealer::zeroed_buffer(total);
-    let (h, mut rest) = out.split_at_mut(head);
-    h[..8].copy_from_slice(&(parts.len() as u64).to_le_bytes());
+    // Large: the zeroed blob with its head (a pooled buffer when one is free), then each
+    // part copied into place in parallel chunks, so that the pages are touched by every core.
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    let mut blob = PartsBlob::new(&lens).unwrap_or_else(|| panic!("a blob of {total} bytes"));
     for (i, p) in parts.iter().enumerate() {
-        h[8 + 8 * i..16 + 8 * i].copy_from_slice(&(p.len() as u64).to_le_bytes());
-    }
-    for p in parts {
-        let (dst, tail) = std::mem::take(&mut rest).split_at_mut(al(p.len()));
-        let dst = &mut dst[..p.len()];
+        let dst = blob.part_mut(i);
         if p.len() < COPY_CHUNK {
             dst.copy_from_slice(p);
         } else {
@@ -139,10 +134,58 @@ pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
                 .zip(p.par_chunks(COPY_CHUNK))
                 .for_each(|(d, s)| d.copy_from_slice(s));
         }
-        rest = tail;
     }
-    debug_assert!(rest.is_empty());
-    out
+    blob.into_bytes()
+}
+
+/// A key blob in the layout of [`join_parts`] whose part lengths are known before the parts
+/// exist: the whole blob is allocated once, zeroed (head written, every part and padding
+/// zero; a pooled buffer when one is free, `suf_fss::dealer::zeroed_buffer`), and each part
+/// is then written in place ([`PartsBlob::part_mut`]). This is how a gate's dealer assembles
+/// a batch of hundreds of MB without making each part in a buffer of its own and copying it
+/// (the key generators write their keys straight into their slots).
+#[derive(Debug)]
+pub struct PartsBlob {
+    bytes: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl PartsBlob {
+    /// The zeroed blob for parts of these lengths; `None` when its length overflows
+    /// ([`joined_len`]).
+    pub fn new(lens: &[usize]) -> Option<PartsBlob> {
+        let total = joined_len(lens)?;
+        let mut bytes = suf_fss::dealer::zeroed_buffer(total);
+        let mut pos = (8 + 8 * lens.len()).next_multiple_of(PART_ALIGN);
+        bytes[..8].copy_from_slice(&(lens.len() as u64).to_le_bytes());
+        let mut ranges = Vec::with_capacity(lens.len());
+        for (i, &l) in lens.iter().enumerate() {
+            bytes[8 + 8 * i..16 + 8 * i].copy_from_slice(&(l as u64).to_le_bytes());
+            ranges.push(pos..pos + l);
+            pos = (pos + l).next_multiple_of(PART_ALIGN);
+        }
+        debug_assert_eq!(pos, total);
+        Some(PartsBlob { bytes, ranges })
+    }
+
+    /// Number of parts.
+    pub fn parts(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Part `i`'s bytes (zero until written; exactly its length).
+    ///
+    /// # Panics
+    /// If `i` is not a part index (a caller bug).
+    pub fn part_mut(&mut self, i: usize) -> &mut [u8] {
+        let r = self.ranges[i].clone();
+        &mut self.bytes[r]
+    }
+
+    /// The finished blob.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// Bytes per parallel task when [`join_parts`] copies a large part.
@@ -268,6 +311,32 @@ mod tests {
         }
         assert!(join_parts(&parts) == want);
         assert_eq!(joined_len(&parts.map(<[u8]>::len)), Some(want.len()));
+    }
+
+    /// A blob whose parts are written in place is exactly `join_parts` of those parts, small
+    /// or large, with empty parts too.
+    #[test]
+    fn parts_written_in_place_join_like_join_parts() {
+        let big: Vec<u8> = (0..suf_fss::dealer::POOL_MIN_BYTES + 7)
+            .map(|i| (i * 13 + i / 999) as u8)
+            .collect();
+        let cases: [Vec<&[u8]>; 4] = [
+            vec![],
+            vec![&[1u8; 3]],
+            vec![&[], &[2u8; 16], &[3u8; 17], &[]],
+            vec![&[4u8; 5], &big, &[5u8; 40]],
+        ];
+        for parts in cases {
+            let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+            let mut b = PartsBlob::new(&lens).unwrap();
+            assert_eq!(b.parts(), parts.len());
+            for (i, p) in parts.iter().enumerate() {
+                b.part_mut(i).copy_from_slice(p);
+            }
+            let got = b.into_bytes();
+            assert_eq!(Some(got.len()), joined_len(&lens));
+            assert!(got == join_parts(&parts), "lens {:?}", lens.len());
+        }
     }
 
     #[test]
