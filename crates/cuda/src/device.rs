@@ -642,7 +642,34 @@ impl CudaBackend {
         if len < STAGE_CHUNK {
             return self.dtoh(d, len);
         }
-        let mut out = vec![0u8; len];
+        // A pooled buffer when one is free: a fresh mapping of this size would page-fault
+        // on every 4 KiB the copy writes.
+        let mut out = suf_fss::dealer::zeroed_buffer(len);
+        self.dtoh_staged_into(d, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`CudaBackend::dtoh_staged`] into `out`: its first `out.len()` bytes (a slot of a
+    /// larger host buffer, e.g. a key's place in a gate's blob). Synchronizes the stream.
+    ///
+    /// # Errors
+    /// `BadKey` if the device buffer is shorter than `out`; a driver error.
+    pub fn dtoh_staged_into(&self, d: &CudaSlice<u8>, out: &mut [u8]) -> Result<()> {
+        let len = out.len();
+        if len > d.len() {
+            return Err(CudaError::BadKey(format!(
+                "download of {len} bytes from a buffer of {}",
+                d.len()
+            )));
+        }
+        if len < STAGE_CHUNK {
+            if len > 0 {
+                self.stream
+                    .memcpy_dtoh(&d.slice(..len), out)
+                    .during("device-to-host copy")?;
+            }
+            return self.stream.synchronize().during("device-to-host copy");
+        }
         let mut guard = lock(&self.down);
         // Cached pinned memory: the host reads these buffers (write-combined reads crawl).
         let bufs = self.staging_pair(&mut guard, 0)?;
@@ -677,7 +704,7 @@ impl CudaBackend {
                 .zip(host[..n].par_chunks(1 << 20))
                 .for_each(|(o, s)| o.copy_from_slice(s));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A new device buffer of `len` elements (at least one is allocated), zeroed.

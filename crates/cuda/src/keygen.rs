@@ -323,6 +323,56 @@ impl CudaDealer {
         Ok((host(&pair.keys[0])?, host(&pair.keys[1])?))
     }
 
+    /// [`CudaDealer::dcf_gen_device`], then each body downloaded straight into its place in
+    /// `keys[b]` (exactly `HEADER_LEN` + the layout's bytes: a slot of a gate's key blob) and
+    /// the key file's header with its checksum written in front: the bytes of
+    /// `dcf_gen_host(..).b.to_bytes()`, with no host buffer of its own.
+    ///
+    /// # Errors
+    /// As [`CudaDealer::dcf_gen_device`]; `BadKey` for a slot of another length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dcf_gen_slots(
+        &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+        keys: [&mut [u8]; 2],
+    ) -> Result<()> {
+        let layout = DcfLayout::new(n, m, p, alphas.len()).ok_or_else(|| {
+            bad(format!(
+                "DCF parameters (n, m, p) = ({n}, {m}, {p}) or a batch of {} keys",
+                alphas.len()
+            ))
+        })?;
+        let want = suf_fss::keyfmt::HEADER_LEN + layout.total;
+        if let Some(k) = keys.iter().find(|k| k.len() != want) {
+            return Err(bad(format!(
+                "a DCF key slot of {} bytes where the batch needs {want}",
+                k.len()
+            )));
+        }
+        let bytes = dcf_alloc_len(layout.total).map_or(0, |a| 2 * a);
+        let _permit = self.admit(bytes);
+        let lane = self.lane();
+        let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
+        for (k, slot) in pair.keys.iter().zip(keys) {
+            let (_, body) = slot.split_at_mut(suf_fss::keyfmt::HEADER_LEN);
+            lane.dtoh_staged_into(k.buffer(), body)?;
+            suf_fss::keyfmt::seal_key(
+                suf_fss::keyfmt::KeyKind::Dcf,
+                k.party,
+                n,
+                [m, p as u32, 0, 0],
+                alphas.len() as u64,
+                slot,
+            );
+        }
+        Ok(())
+    }
+
     /// A seeded DPF comparison batch (the semantics of `suf_fss::dealer::dpf_cmp_gen_cpu`)
     /// made on the device; both bodies copied back.
     ///
@@ -429,6 +479,37 @@ impl DcfDealer for CudaDealer {
         DcfLayout::new(n, m, p, alphas.len())
             .ok_or_else(|| FssError::BadParams(format!("DCF parameters ({n}, {m}, {p})")))?;
         self.dcf_gen_host(n, m, p, alphas, betas, seed)
+            .map_err(|e| match e {
+                CudaError::BadKey(m) => FssError::BadParams(m),
+                e => FssError::Dealer(e.to_string()),
+            })
+    }
+
+    fn dcf_gen_into(
+        &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+        keys: [&mut [u8]; 2],
+    ) -> suf_fss::Result<()> {
+        if !Self::supported(m, p) {
+            return suf_fss::dcf::gen_batch_into(
+                n,
+                m,
+                p,
+                alphas,
+                betas,
+                &mut suf_core::prg::Csprng::from_seed(seed),
+                keys,
+            );
+        }
+        // The CPU's checks first, so invalid inputs get the CPU's typed errors.
+        DcfLayout::new(n, m, p, alphas.len())
+            .ok_or_else(|| FssError::BadParams(format!("DCF parameters ({n}, {m}, {p})")))?;
+        self.dcf_gen_slots(n, m, p, alphas, betas, seed, keys)
             .map_err(|e| match e {
                 CudaError::BadKey(m) => FssError::BadParams(m),
                 e => FssError::Dealer(e.to_string()),

@@ -106,6 +106,54 @@ fn dcf_bodies_identical(d: &CudaDealer) -> R {
     Ok(())
 }
 
+/// Keys dealt straight into their slots (`DcfDealer::dcf_gen_into`: downloaded into the
+/// gate blob's place, header sealed there) are the CPU's serialized keys byte for byte, at
+/// the gates' shapes and at bodies below, at and above the 16 MiB staging chunk (a partial
+/// last chunk); a slot of another length is an error.
+fn dcf_slots_identical(d: &CudaDealer) -> R {
+    let mut rng = Csprng::for_tests(78);
+    let mut cases: Vec<(u32, u32, usize, usize)> = SHAPES
+        .iter()
+        .flat_map(|&(n, m, p)| [(n, m, p, 0), (n, m, p, 33), (n, m, p, 5_000)])
+        .collect();
+    // Bodies of ≈ 8, 20 and 45 MB (GeLU-like and truncation-like shapes).
+    cases.extend([
+        (15, 36, 3, 30_000),
+        (12, 50, 1, 70_000),
+        (37, 50, 2, 100_000),
+    ]);
+    for (n, m, p, count) in cases {
+        let (alphas, betas) = inputs(n, p, count, &mut rng);
+        let seed = rng.seed();
+        let (c0, c1) = dcf_gen_cpu(n, m, p, &alphas, &betas, seed)?;
+        let want = [c0.to_bytes(), c1.to_bytes()];
+        let len = want[0].len();
+        let mut got = [vec![0xA5u8; len], vec![0x5Au8; len]];
+        let [a, b] = &mut got;
+        d.dcf_gen_into(n, m, p, &alphas, &betas, seed, [a, b])?;
+        for party in 0..2 {
+            if got[party] != want[party] {
+                return Err(format!(
+                    "(n, m, p) = ({n}, {m}, {p}), {count} keys, party {party}: {len}-byte key \
+                     files differ first at byte {:?}",
+                    first_diff(&got[party], &want[party])
+                )
+                .into());
+            }
+        }
+        if count > 0 {
+            let mut short = vec![0u8; len - 1];
+            let mut ok = vec![0u8; len];
+            if d.dcf_gen_into(n, m, p, &alphas, &betas, seed, [&mut ok, &mut short])
+                .is_ok()
+            {
+                return Err(format!("({n}, {m}, {p}), {count}: a short slot was accepted").into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// DPF comparison keys: byte-identical serialized batches.
 fn dpf_identical(d: &CudaDealer) -> R {
     let mut rng = Csprng::for_tests(80);
@@ -468,8 +516,9 @@ fn kernel_logic_on_host() -> Result<Completion, Failed> {
 fn main() {
     let args = Arguments::from_args();
     type Body = fn(&'static CudaDealer) -> R;
-    let bodies: [(&str, Body); 6] = [
+    let bodies: [(&str, Body); 7] = [
         ("dcf_bodies_identical", |d| dcf_bodies_identical(d)),
+        ("dcf_slots_identical", |d| dcf_slots_identical(d)),
         ("dpf_identical", |d| dpf_identical(d)),
         ("device_keys_evaluate", |d| device_keys_evaluate(d)),
         ("errors_and_fallback", |d| errors_and_fallback(d)),

@@ -50,6 +50,32 @@ pub trait DcfDealer: Send + Sync {
         seed: [u8; 16],
     ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)>;
 
+    /// [`DcfDealer::dcf_gen`] serialized straight into both parties' key files: `keys[b]`
+    /// is exactly [`DcfKeys::bytes_for`] bytes and receives `dcf_gen(..).b.to_bytes()`. The
+    /// default generates, copies each body in place ([`DcfKeys::write_to`]) and hands the
+    /// bodies to the buffer pool; a device dealer can download into the slots instead.
+    ///
+    /// # Errors
+    /// As [`DcfDealer::dcf_gen`]; a destination of another length.
+    #[allow(clippy::too_many_arguments)]
+    fn dcf_gen_into(
+        &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+        keys: [&mut [u8]; 2],
+    ) -> Result<()> {
+        let (k0, k1) = self.dcf_gen(n, m, p, alphas, betas, seed)?;
+        let [d0, d1] = keys;
+        let written = k0.write_to(d0).and_then(|()| k1.write_to(d1));
+        k0.recycle();
+        k1.recycle();
+        written
+    }
+
     /// Exactly [`dpf_cmp_gen_cpu`]'s output for the same arguments (the default is that
     /// function).
     ///
@@ -280,11 +306,9 @@ pub fn dcf_gen(
 /// [`dcf_gen`] straight into both parties' serialized batches: `keys[b]` must be exactly
 /// [`DcfKeys::bytes_for`] bytes and zeroed, and receives the bytes of
 /// `dcf_gen(..).b.to_bytes()`. On the CPU the bodies are generated in place
-/// ([`dcf::gen_batch_into`]: no body buffer, no copy); from an installed device dealer the
-/// downloaded bodies are copied into place ([`DcfKeys::write_to`], one parallel pass) and
-/// handed to the buffer pool. [`GenTimes`] counts the generation (on the CPU with the
-/// header's checksum, a read pass; from a device without the copy, which is the caller's
-/// serialization as it was with `to_bytes`).
+/// ([`dcf::gen_batch_into`]: no body buffer, no copy); an installed device dealer writes them
+/// with [`DcfDealer::dcf_gen_into`] (the CUDA dealer downloads into the slots). [`GenTimes`]
+/// counts all of it as DCF generation (with the header's checksum pass).
 ///
 /// # Errors
 /// As [`dcf_gen`]; a destination of another length.
@@ -305,14 +329,9 @@ pub fn dcf_gen_into(
         return r;
     };
     let t = Instant::now();
-    let r = d.dcf_gen(n, m, p, alphas, betas, seed);
+    let r = d.dcf_gen_into(n, m, p, alphas, betas, seed, keys);
     add_gen_time(true, t, alphas.len());
-    let (k0, k1) = r?;
-    let [d0, d1] = keys;
-    let written = k0.write_to(d0).and_then(|()| k1.write_to(d1));
-    k0.recycle();
-    k1.recycle();
-    written
+    r
 }
 
 /// A seeded DPF comparison batch on the CPU: [`dpf::gen_cmp_batch`] with
