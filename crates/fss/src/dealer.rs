@@ -190,8 +190,10 @@ static POOL: Mutex<BufferPool> = Mutex::new(BufferPool {
 pub const POOL_MIN_BYTES: usize = 32 << 20;
 /// Bytes per parallel task when [`zeroed_buffer`] zeroes a pooled buffer.
 const ZERO_CHUNK: usize = 1 << 21;
-/// At most this many bytes of capacity are kept in the pool.
-pub const POOL_MAX_BYTES: usize = 1 << 31;
+/// At most this many bytes of capacity are kept in the pool (8 GiB: a bert-base gate blob is
+/// ≈ 1 GB and up to 16 are dealt at once; every large buffer not found in the pool is mapped
+/// fresh and page-faults on first write).
+pub const POOL_MAX_BYTES: usize = 1 << 33;
 
 /// `len` zero bytes: a pooled buffer of capacity in [len, 2·len + 32 MiB] when one is free
 /// (zeroed with a memset over pages already mapped), else a fresh zeroed allocation.
