@@ -699,10 +699,12 @@ impl CudaBackend {
             let (pinned, done) = &bufs[ci % 2];
             done.synchronize().during("device-to-host copy")?;
             let host = pinned.as_slice().during("device-to-host copy")?;
-            out[off..off + n]
-                .par_chunks_mut(1 << 20)
-                .zip(host[..n].par_chunks(1 << 20))
-                .for_each(|(o, s)| o.copy_from_slice(s));
+            // One thread, deliberately: the GPU dealer calls this inside rayon tasks while
+            // holding this lane's lock (and its device budget). A parallel copy here would let
+            // this thread, while it waits for its pieces, steal another dealing task that
+            // then blocks on that lock or budget: a deadlock (seen with 32 rounds dealt at
+            // once). The many tasks of a dealing window keep the cores busy instead.
+            out[off..off + n].copy_from_slice(&host[..n]);
         }
         Ok(())
     }

@@ -308,19 +308,28 @@ impl CudaDealer {
         betas: &[u64],
         seed: [u8; 16],
     ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
-        let bytes = DcfLayout::new(n, m, p, alphas.len())
+        let layout = DcfLayout::new(n, m, p, alphas.len());
+        let bytes = layout
             .and_then(|l| dcf_alloc_len(l.total))
             .map_or(0, |a| 2 * a);
-        let _permit = self.admit(bytes);
-        let lane = self.lane();
-        let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
-        let total = pair.keys[0].layout.total;
+        // The host buffers first (pooled, zeroed in parallel): nothing parallel may run under
+        // the device budget and the lane's lock (see `dtoh_staged_into`).
+        let total = layout.map_or(0, |l| l.total);
+        let mut bodies = [0, 1].map(|_| suf_fss::dealer::zeroed_buffer(total));
+        {
+            let _permit = self.admit(bytes);
+            let lane = self.lane();
+            let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
+            for (k, body) in pair.keys.iter().zip(bodies.iter_mut()) {
+                lane.dtoh_staged_into(k.buffer(), body)?;
+            }
+        }
         let count = alphas.len();
-        let host = |k: &DeviceDcfKeys| -> Result<DcfKeys<'static>> {
-            let body = lane.dtoh_staged(k.buffer(), total)?;
-            DcfKeys::from_body(n, m, p, k.party, count, body).map_err(bad)
-        };
-        Ok((host(&pair.keys[0])?, host(&pair.keys[1])?))
+        let [b0, b1] = bodies;
+        Ok((
+            DcfKeys::from_body(n, m, p, 0, count, b0).map_err(bad)?,
+            DcfKeys::from_body(n, m, p, 1, count, b1).map_err(bad)?,
+        ))
     }
 
     /// [`CudaDealer::dcf_gen_device`], then each body downloaded straight into its place in
@@ -339,7 +348,7 @@ impl CudaDealer {
         alphas: &[u64],
         betas: &[u64],
         seed: [u8; 16],
-        keys: [&mut [u8]; 2],
+        mut keys: [&mut [u8]; 2],
     ) -> Result<()> {
         let layout = DcfLayout::new(n, m, p, alphas.len()).ok_or_else(|| {
             bad(format!(
@@ -355,15 +364,23 @@ impl CudaDealer {
             )));
         }
         let bytes = dcf_alloc_len(layout.total).map_or(0, |a| 2 * a);
-        let _permit = self.admit(bytes);
-        let lane = self.lane();
-        let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
-        for (k, slot) in pair.keys.iter().zip(keys) {
-            let (_, body) = slot.split_at_mut(suf_fss::keyfmt::HEADER_LEN);
-            lane.dtoh_staged_into(k.buffer(), body)?;
+        {
+            // The device budget and the lane's downloads are held for the device work and
+            // the copies only (no rayon inside: see `dtoh_staged_into`); the checksums below
+            // run in parallel after both are released.
+            let _permit = self.admit(bytes);
+            let lane = self.lane();
+            let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
+            for (k, slot) in pair.keys.iter().zip(keys.iter_mut()) {
+                let (_, body) = slot.split_at_mut(suf_fss::keyfmt::HEADER_LEN);
+                lane.dtoh_staged_into(k.buffer(), body)?;
+            }
+            drop(pair);
+        }
+        for (party, slot) in keys.into_iter().enumerate() {
             suf_fss::keyfmt::seal_key(
                 suf_fss::keyfmt::KeyKind::Dcf,
-                k.party,
+                party as u8,
                 n,
                 [m, p as u32, 0, 0],
                 alphas.len() as u64,
@@ -397,6 +414,8 @@ impl CudaDealer {
             .ok_or_else(|| bad("DPF batch too large"))?;
         // Whole 16-byte blocks (the kernel stores u128 fields), at least one.
         let alloc = total.next_multiple_of(16).max(16);
+        // The host buffers first (see `dcf_gen_host`).
+        let mut hosts = [0, 1].map(|_| suf_fss::dealer::zeroed_buffer(total));
         let _permit = self.admit(2 * alloc);
         let be = self.lane();
         let mut b0: CudaSlice<u8> = be.alloc_zeros(alloc)?;
@@ -430,11 +449,12 @@ impl CudaDealer {
             // shifts stay below 64; the dynamic shared memory is SMEM as the kernel expects.
             unsafe { b.launch(cfg) }.during("launching dpf_gen")?;
         }
-        let h0 = be.dtoh_staged(&b0, total)?;
-        let h1 = be.dtoh_staged(&b1, total)?;
+        be.dtoh_staged_into(&b0, &mut hosts[0])?;
+        be.dtoh_staged_into(&b1, &mut hosts[1])?;
+        drop((b0, b1, _permit));
         Ok((
-            DpfKeys::from_body(n, 0, count, &h0).map_err(bad)?,
-            DpfKeys::from_body(n, 1, count, &h1).map_err(bad)?,
+            DpfKeys::from_body(n, 0, count, &hosts[0]).map_err(bad)?,
+            DpfKeys::from_body(n, 1, count, &hosts[1]).map_err(bad)?,
         ))
     }
 
