@@ -17,6 +17,12 @@
 //!   structural checks of a normal open (header, TOC against every head, padding, footer) and
 //!   requires the sections it verified to be exactly the ones indexed.
 //!
+//! Two threads share the work: the reader reads the source straight into the chunk for the
+//! device (key bodies are never copied on the host) and parses the structure; the checker
+//! verifies the checksums of chunk i and hands it to the device while chunk i + 1 is read.
+//! The receive succeeds only once the checker has verified every section; its error, if it
+//! stops first, is the one reported.
+//!
 //! The resulting [`PartyStream`] says `bodies_on_host() == false`; its key views carry
 //! `KeyOrigin::on_host == false`, which every host evaluator refuses
 //! (`FssError::BodyOnDevice`) rather than reading zeros.
