@@ -29,7 +29,7 @@ use std::time::Instant;
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use suf_fss::dcf::{value_blocks, DcfKeys, DcfLayout};
-use suf_fss::dealer::{dcf_gen_cpu, DcfDealer};
+use suf_fss::dealer::{dcf_gen_cpu, CpuDcfDealer, DcfDealer};
 use suf_fss::dpf::DpfKeys;
 use suf_fss::FssError;
 
@@ -516,15 +516,7 @@ impl DcfDealer for CudaDealer {
         keys: [&mut [u8]; 2],
     ) -> suf_fss::Result<()> {
         if !Self::supported(m, p) {
-            return suf_fss::dcf::gen_batch_into(
-                n,
-                m,
-                p,
-                alphas,
-                betas,
-                &mut suf_core::prg::Csprng::from_seed(seed),
-                keys,
-            );
+            return CpuDcfDealer.dcf_gen_into(n, m, p, alphas, betas, seed, keys);
         }
         // The CPU's checks first, so invalid inputs get the CPU's typed errors.
         DcfLayout::new(n, m, p, alphas.len())

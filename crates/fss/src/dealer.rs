@@ -105,6 +105,19 @@ impl DcfDealer for CpuDcfDealer {
     ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
         dcf_gen_cpu(n, m, p, alphas, betas, seed)
     }
+    /// Generated in place ([`dcf::gen_batch_into`]: no body buffer, no copy).
+    fn dcf_gen_into(
+        &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+        keys: [&mut [u8]; 2],
+    ) -> Result<()> {
+        dcf::gen_batch_into(n, m, p, alphas, betas, &mut Csprng::from_seed(seed), keys)
+    }
 }
 
 /// A DCF batch from a batch seed on the CPU: [`dcf::gen_batch`] with a fresh
@@ -307,10 +320,10 @@ pub fn dcf_gen(
 
 /// [`dcf_gen`] straight into both parties' serialized batches: `keys[b]` must be exactly
 /// [`DcfKeys::bytes_for`] bytes and zeroed, and receives the bytes of
-/// `dcf_gen(..).b.to_bytes()`. On the CPU the bodies are generated in place
-/// ([`dcf::gen_batch_into`]: no body buffer, no copy); an installed device dealer writes them
-/// with [`DcfDealer::dcf_gen_into`] (the CUDA dealer downloads into the slots). [`GenTimes`]
-/// counts all of it as DCF generation (with the header's checksum pass).
+/// `dcf_gen(..).b.to_bytes()`, through the installed dealer's [`DcfDealer::dcf_gen_into`]
+/// ([`CpuDcfDealer`] when none is: the bodies generated in place; the CUDA dealer downloads
+/// into the slots). [`GenTimes`] counts all of it as DCF generation (with the header's
+/// checksum pass).
 ///
 /// # Errors
 /// As [`dcf_gen`]; a destination of another length.
@@ -323,15 +336,12 @@ pub fn dcf_gen_into(
     seed: [u8; 16],
     keys: [&mut [u8]; 2],
 ) -> Result<()> {
-    let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let Some(d) = d else {
-        let t = Instant::now();
-        let r = dcf::gen_batch_into(n, m, p, alphas, betas, &mut Csprng::from_seed(seed), keys);
-        add_gen_time(true, t, alphas.len());
-        return r;
-    };
     let t = Instant::now();
-    let r = d.dcf_gen_into(n, m, p, alphas, betas, seed, keys);
+    let d = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let r = match d {
+        Some(d) => d.dcf_gen_into(n, m, p, alphas, betas, seed, keys),
+        None => CpuDcfDealer.dcf_gen_into(n, m, p, alphas, betas, seed, keys),
+    };
     add_gen_time(true, t, alphas.len());
     r
 }

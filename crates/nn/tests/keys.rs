@@ -343,9 +343,19 @@ fn streams_received_into_a_device_run_bit_exact() {
 /// One dealt stream pair of the bert-tiny shape (party 0's, party 1's bytes) and its program.
 fn dealt() -> (suf_runtime::ir::Program, [Vec<u8>; 2]) {
     let cfg = tiny("bert-tiny");
-    let w = Weights::synthetic(3);
     let fp = FixedPoint::new(37, 12).unwrap();
-    let built = build(&cfg, &w, fp, Mode::Private, 5, None).unwrap();
+    deal_model(&cfg, &Weights::synthetic(3), fp, 5)
+}
+
+/// A model's program (private weights, `seq` tokens) and both parties' key streams, dealt
+/// into memory with fixed seeds.
+fn deal_model(
+    cfg: &suf_models::config::ModelConfig,
+    w: &Weights,
+    fp: FixedPoint,
+    seq: usize,
+) -> (suf_runtime::ir::Program, [Vec<u8>; 2]) {
+    let built = build(cfg, w, fp, Mode::Private, seq, None).unwrap();
     let prog = built.prog;
     let mut rng = Csprng::for_tests(5);
     let (_, rw) = suf_runtime::mask_weights(prog.width(), &built.private, &mut rng);
@@ -572,20 +582,8 @@ fn receive_throughput_probe() {
     use suf_runtime::keystream::PartyStream;
     let m = suf_models::load("bert-tiny", std::path::Path::new("/nonexistent"), 1).unwrap();
     let fp = FixedPoint::new(m.cfg.ring_bits, m.cfg.frac_bits).unwrap();
-    let built = build(&m.cfg, &m.weights, fp, Mode::Private, 128, None).unwrap();
-    let prog = built.prog;
-    let mut rng = Csprng::for_tests(5);
-    let (_, rw) = suf_runtime::mask_weights(prog.width(), &built.private, &mut rng);
-    let (ds, sinks) = suf_runtime::keystream::DealerStreams::to_memory(
-        prog.width(),
-        Csprng::for_tests(6),
-        [7; 16],
-        prog.fingerprint(),
-    )
-    .unwrap();
-    suf_runtime::dealer::run_dealer(&prog, &CpuBackend::default(), ds, &rw).unwrap();
-    let [a, _] = sinks;
-    let bytes = std::sync::Arc::new(a.take());
+    let (_, [a, _]) = deal_model(&m.cfg, &m.weights, fp, 128);
+    let bytes = std::sync::Arc::new(a);
     let len = bytes.len();
     for _ in 0..3 {
         let be = Held {

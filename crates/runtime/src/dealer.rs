@@ -172,8 +172,8 @@ pub fn run_dealer_with(
     run_dealer_profiled(prog, be, ds, rw, progress, window, serial)
 }
 
-/// Environment variable: rounds dealt together by [`run_dealer_with`] (1..=1024; default
-/// [`WINDOW`]). The bytes do not depend on it (tested); a larger window keeps more cores
+/// Environment variable: rounds dealt together by [`run_dealer_with`] (1..=1024; unset or any
+/// other value: [`WINDOW`]; a measurement knob, so a bad value is not an error). The bytes do not depend on it (tested); a larger window keeps more cores
 /// busy (the largest gate batch of a window bounds it) for more keys held in memory.
 pub const WINDOW_ENV: &str = "SUF_DEALER_WINDOW";
 
