@@ -166,6 +166,27 @@ struct Held {
     /// Copy each chunk into one reused buffer and keep nothing (a device's staging copy
     /// without its memory: the throughput probe).
     discard: Option<Mutex<Vec<u8>>>,
+    /// Copy each chunk with rayon (as the CUDA backend's staging copy does) from the
+    /// calling thread's pool.
+    par_copy: bool,
+    /// Counted up at every finished receive (and its waiters woken).
+    finished: Option<std::sync::Arc<Finished>>,
+}
+
+/// Receives finished so far, for a test that waits on them.
+#[derive(Default)]
+struct Finished {
+    count: Mutex<usize>,
+    cv: std::sync::Condvar,
+}
+
+impl Finished {
+    /// Wait until `n` receives have finished or `limit` passed; whether they did.
+    fn wait_for(&self, n: usize, limit: std::time::Duration) -> bool {
+        let g = self.count.lock().unwrap();
+        let (g, _) = self.cv.wait_timeout_while(g, limit, |c| *c < n).unwrap();
+        *g >= n
+    }
 }
 
 const HELD_CHUNK: usize = 4096 + 16;
@@ -225,6 +246,15 @@ impl Backend for Held {
                 sc[..bytes.len()].copy_from_slice(bytes);
                 *len -= bytes.len();
             }
+            None if self.par_copy => {
+                use rayon::prelude::*;
+                let at = got.len();
+                got.resize(at + bytes.len(), 0);
+                got[at..]
+                    .par_chunks_mut(1024)
+                    .zip(bytes.par_chunks(1024))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
+            }
             None => got.extend_from_slice(bytes),
         }
         *next += 1;
@@ -237,6 +267,10 @@ impl Backend for Held {
             .lock()
             .unwrap()
             .push((stream, std::sync::Arc::new(got)));
+        if let Some(f) = &self.finished {
+            *f.count.lock().unwrap() += 1;
+            f.cv.notify_all();
+        }
         Ok(0.0)
     }
     fn receive_keys_abort(&self) {
@@ -569,6 +603,74 @@ fn each_party_on_its_own_device_instance() {
             "party {party}: {e}"
         );
         assert_eq!(*[&h0, &h1][party].aborts.lock().unwrap(), 1);
+    }
+}
+
+/// In one process the dealer writes both streams while each party receives its own on a
+/// thread. A receiver's parallel work (checksums, a device's staging copy) must never queue
+/// behind the process's global rayon pool: the dealer's tasks can fill that pool while they
+/// wait for the very sockets the receivers drain (the single-process run that hung on the
+/// GPU). Here every thread of the global pool is held until both receives have finished;
+/// the run must finish anyway (it deadlocked before the receivers had a pool of their own).
+#[test]
+fn receivers_do_not_wait_on_a_blocked_global_pool() {
+    let w = Weights::synthetic(3);
+    let fp = FixedPoint::new(37, 12).unwrap();
+    let ids: Vec<u32> = vec![3, 17, 5, 29, 11];
+    let cfg = tiny("bert-tiny");
+    let built = build(&cfg, &w, fp, Mode::Private, ids.len(), None).unwrap();
+    let mut inputs = std::collections::BTreeMap::new();
+    inputs.insert("x".to_string(), client_input(&cfg, &w, fp, &ids).unwrap());
+    let fin = std::sync::Arc::new(Finished::default());
+    let held = || Held {
+        chunk: 1 << 16,
+        par_copy: true,
+        finished: Some(fin.clone()),
+        ..Default::default()
+    };
+    let (h0, h1) = (held(), held());
+    // Every global-pool thread blocks until both receives finish (or a minute passes).
+    let n = rayon::current_num_threads();
+    let started = std::sync::Arc::new(std::sync::Barrier::new(n + 1));
+    let released_by_finish = std::sync::Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..n {
+        let (fin, started, rel) = (fin.clone(), started.clone(), released_by_finish.clone());
+        rayon::spawn(move || {
+            started.wait();
+            let ok = fin.wait_for(2, std::time::Duration::from_secs(60));
+            rel.lock().unwrap().push(ok);
+        });
+    }
+    started.wait();
+    // The dealer and the plain reference work in a pool of their own (as a dealer whose own
+    // tasks are not what blocks).
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let cpu = CpuBackend::default();
+    let mut rng = Csprng::for_tests(33);
+    let r = pool
+        .install(|| {
+            run_two_party_on(
+                &built.prog,
+                &cpu,
+                [&h0, &h1],
+                &inputs,
+                &built.private,
+                Link::Mem,
+                &mut rng,
+            )
+        })
+        .unwrap();
+    assert!(r.matches_plain());
+    // Wait for the blockers to record how they were released.
+    while released_by_finish.lock().unwrap().len() < n {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        released_by_finish.lock().unwrap().iter().all(|&ok| ok),
+        "the receives finished only after the blocked pool gave up (a deadlock while it held)"
+    );
+    for h in [&h0, &h1] {
+        assert!(h.from_copy.lock().unwrap().0 > 10, "DCFs from each device's copy");
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use suf_backend::Backend;
@@ -164,11 +165,21 @@ pub fn run_two_party_observed(
     })
 }
 
-/// Deal both parties' streams into memory and open them for `parties`, one after the other:
-/// a party whose backend takes streams into device memory receives its own there (the host
-/// keeping all but the key bodies), a host backend opens it in place. (Dealing while both
-/// parties receive, through pipes, hung on the GPU in one process — see BENCHMARKS.md,
-/// eighth session — so the streams are dealt first.)
+/// How long a key-stream socket of a single-process run may block on one read or write:
+/// long enough for the slowest dealing window of bert-large, short enough that a stalled
+/// run fails with an error instead of hanging.
+const KEY_SOCKET_TIMEOUT: Duration = Duration::from_secs(600);
+/// Kernel buffer asked for on each key-stream socket (the host may grant less).
+const KEY_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Deal both parties' streams and open them for `parties`. When each party has its own
+/// backend instance that takes streams into device memory (`receive_keys_begin` answers,
+/// reserving that memory before the dealer starts), the dealer writes both streams through
+/// local sockets while each party receives its own on a thread, so the host never holds a
+/// whole stream: it keeps all but the key bodies (bert-large: 60 GB per party, which host
+/// memory could not hold twice). With host backends, or one instance for both parties
+/// (which receives one stream at a time), the streams are dealt into memory and opened in
+/// place.
 fn deal_for(
     prog: &Program,
     be: &dyn Backend,
@@ -177,12 +188,110 @@ fn deal_for(
     session: [u8; 16],
     rw: &DealerWeights,
 ) -> Result<(DealReport, [PartyStream; 2])> {
-    let (ds, sinks) =
-        DealerStreams::to_memory(prog.width(), dealer_rng, session, prog.fingerprint())?;
-    let deal = run_dealer(prog, be, ds, rw)?;
-    let k0 = PartyStream::receive_bytes(sinks[0].take(), parties[0])?;
-    let k1 = PartyStream::receive_bytes(sinks[1].take(), parties[1])?;
-    Ok((deal, [k0, k1]))
+    let w = prog.width();
+    let fp = prog.fingerprint();
+    let shared = std::ptr::addr_eq(parties[0], parties[1]);
+    let lens = crate::plan::Plan::of(prog)
+        .ok()
+        .map(|pl| pl.key_bytes)
+        .filter(|_| !shared);
+    let mut begun = [None, None];
+    if let Some(lens) = lens {
+        for j in 0..2 {
+            match parties[j].receive_keys_begin(lens[j] as usize) {
+                Ok(b) => begun[j] = b,
+                Err(e) => {
+                    if j == 1 && begun[0].is_some() {
+                        parties[0].receive_keys_abort();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    let (Some(lens), [Some(c0), Some(c1)]) = (lens, begun) else {
+        for (j, b) in begun.iter().enumerate() {
+            if b.is_some() {
+                parties[j].receive_keys_abort();
+            }
+        }
+        let (ds, sinks) = DealerStreams::to_memory(w, dealer_rng, session, fp)?;
+        let deal = run_dealer(prog, be, ds, rw)?;
+        let k0 = PartyStream::receive_bytes(sinks[0].take(), parties[0])?;
+        let k1 = PartyStream::receive_bytes(sinks[1].take(), parties[1])?;
+        return Ok((deal, [k0, k1]));
+    };
+    let abort_both = || {
+        parties[0].receive_keys_abort();
+        parties[1].receive_keys_abort();
+    };
+    let pair = || -> Result<(UnixStream, UnixStream)> {
+        let io = |e: std::io::Error| RtError::Io {
+            path: "<key stream socket>".into(),
+            source: e,
+        };
+        let (tx, rx) = UnixStream::pair().map_err(io)?;
+        tx.set_write_timeout(Some(KEY_SOCKET_TIMEOUT)).map_err(io)?;
+        rx.set_read_timeout(Some(KEY_SOCKET_TIMEOUT)).map_err(io)?;
+        let _ = socket2::SockRef::from(&tx).set_send_buffer_size(KEY_SOCKET_BUFFER);
+        let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(KEY_SOCKET_BUFFER);
+        Ok((tx, rx))
+    };
+    let (p0, p1) = match (pair(), pair()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            abort_both();
+            return Err(e);
+        }
+    };
+    let ((w0, r0), (w1, r1)) = (p0, p1);
+    let sinks: [Box<dyn std::io::Write + Send>; 2] = [
+        Box::new(std::io::BufWriter::with_capacity(KEY_SOCKET_BUFFER, w0)),
+        Box::new(std::io::BufWriter::with_capacity(KEY_SOCKET_BUFFER, w1)),
+    ];
+    let ds = match DealerStreams::to_writers(
+        w,
+        dealer_rng,
+        session,
+        fp,
+        sinks,
+        ["<party 0's key socket>", "<party 1's key socket>"],
+    ) {
+        Ok(ds) => ds,
+        Err(e) => {
+            abort_both();
+            return Err(e);
+        }
+    };
+    let chunks = [c0, c1];
+    std::thread::scope(|s| {
+        let rx = [(r0, 0usize), (r1, 1)].map(|(mut r, j)| {
+            let (len, chunk, pb) = (lens[j] as usize, chunks[j], parties[j]);
+            s.spawn(move || {
+                let out = PartyStream::receive_after_begin(&mut r, len, pb, Some(chunk));
+                // On an error the socket closes here, so the dealer's next write fails
+                // instead of blocking.
+                drop(r);
+                out.map(|(k, _)| k)
+            })
+        });
+        // The dealer's writers close when it returns (or fails): the receivers see the end.
+        let deal = run_dealer(prog, be, ds, rw);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<PartyStream>>| {
+            h.join()
+                .map_err(|_| RtError::Peer("a key receiver thread panicked".into()))?
+        };
+        let [h0, h1] = rx;
+        let (k0, k1) = (join(h0), join(h1));
+        match (deal, k0, k1) {
+            (Ok(deal), k0, k1) => Ok((deal, [k0?, k1?])),
+            // A receiver that failed closed its socket, so the dealer's write failed after
+            // it: the receiver's error is the cause.
+            (Err(RtError::Io { .. }), Err(e), _) | (Err(RtError::Io { .. }), _, Err(e)) => Err(e),
+            // Otherwise the dealer's own error: a receiver's is its consequence.
+            (Err(e), _, _) => Err(e),
+        }
+    })
 }
 
 type Out = crate::party::PartyOutput;

@@ -21,7 +21,9 @@
 //! device (key bodies are never copied on the host) and parses the structure; the checker
 //! verifies the checksums of chunk i and hands it to the device while chunk i + 1 is read.
 //! The receive succeeds only once the checker has verified every section; its error, if it
-//! stops first, is the one reported.
+//! stops first, is the one reported. The checker's parallel work runs in a rayon pool of its
+//! own, never behind other work of the process's global pool (in one process the dealer
+//! fills that pool while it writes the very stream being received).
 //!
 //! The resulting [`PartyStream`] says `bodies_on_host() == false`; its key views carry
 //! `KeyOrigin::on_host == false`, which every host evaluator refuses
@@ -153,6 +155,12 @@ struct Staged {
 /// The checking thread: verifies every section's checksum over the chunks' bytes in stream
 /// order, hands each chunk to the device and returns its buffer for the next one. Stops at
 /// the first error (its channels then close, which stops the reader).
+/// Threads of a receive's checking pool: half the machine's, 1 to 8 (key load is not online
+/// time; the other half is left to the dealer and the other party in one process).
+fn checker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 8))
+}
+
 fn check_and_stage(
     be: &dyn Backend,
     path: &Path,
@@ -537,8 +545,18 @@ impl PartyStream {
         for _ in 0..2 {
             let _ = spare_tx.send(vec![0u8; chunk]);
         }
+        // The checker's parallel work (checksums, the device's staging copies) runs in a
+        // rayon pool of its own. In one process the dealer's tasks share the global pool,
+        // and they can all be waiting for this very stream to drain (a writer blocked on a
+        // full socket): a checker whose pieces queued behind them would never finish.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(checker_threads())
+            .thread_name(|i| format!("suf-key-check-{i}"))
+            .build()
+            .map_err(|e| bad(path, format!("cannot start the checking threads: {e}")))?;
         std::thread::scope(|sc| {
-            let checker = sc.spawn(move || check_and_stage(be, path, chunks, spare_tx));
+            let checker =
+                sc.spawn(move || pool.install(|| check_and_stage(be, path, chunks, spare_tx)));
             let mut rx = Rx {
                 src,
                 path,
