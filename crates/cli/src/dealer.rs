@@ -47,6 +47,9 @@ pub struct DealerArgs {
     pub pool1: PathBuf,
     #[command(flatten)]
     pub fmt: Format,
+    /// Dealer: cpu, cuda (DCF keys made on the GPU, byte-identical to the CPU's) or auto.
+    #[arg(long, default_value = "cpu")]
+    pub backend: crate::models_cmd::BackendChoice,
 }
 
 fn random32(rng: &mut Csprng) -> [u8; 32] {
@@ -178,6 +181,8 @@ pub fn run(a: &DealerArgs) -> Result<()> {
             }
         }
     }
+    check_space(&prog, &weights, a.count, &pools)?;
+    let _gpu = crate::keygen::gpu_dealer(a.backend, None)?;
     let mut rng = Csprng::from_os()?;
     ensure_secret(&pools, &mut rng)?;
     let tmp: Vec<PathBuf> = pools
@@ -207,6 +212,39 @@ pub fn run(a: &DealerArgs) -> Result<()> {
                "key_bytes_per_stream": s.key_bytes, "keygen_ms_per_stream": ms / a.count as f64,
                "pools": [pools[0].display().to_string(), pools[1].display().to_string()]})
     );
+    Ok(())
+}
+
+/// Refuse before writing anything when a pool's filesystem cannot hold its half of `count`
+/// streams (the plan's exact key bytes plus the masked weights, with keygen's margin).
+fn check_space(
+    prog: &suf_runtime::ir::Program,
+    weights: &suf_runtime::plain::PlainWeights,
+    count: usize,
+    pools: &[&Path; 2],
+) -> Result<()> {
+    let Ok(plan) = suf_runtime::plan::Plan::of(prog) else {
+        return Ok(());
+    };
+    let masked = files::encoded_len(weights.iter().map(|(k, v)| (k.as_str(), v.len())));
+    for (j, p) in pools.iter().enumerate() {
+        let need = crate::keygen::with_margin(
+            plan.key_bytes[j]
+                .saturating_add(masked)
+                .saturating_mul(count as u64),
+        );
+        let free = fs4::available_space(p)
+            .with_context(|| format!("reading the free space of {}", p.display()))?;
+        if need > free && std::env::var_os(crate::keygen::SKIP_SPACE_CHECK).is_none() {
+            bail!(
+                "{count} stream(s) would take about {} in {} but only {} are free there: free \
+                 space, lower --count or choose another pool folder (no key was written)",
+                crate::keygen::human(need),
+                p.display(),
+                crate::keygen::human(free)
+            );
+        }
+    }
     Ok(())
 }
 

@@ -27,13 +27,13 @@ use crate::models_cmd::BackendChoice;
 use crate::{files, hex, logging, models_cmd, session_program, Format};
 
 /// Safety margin on the estimate: 2 % plus 1 MiB.
-fn with_margin(bytes: u64) -> u64 {
+pub(crate) fn with_margin(bytes: u64) -> u64 {
     bytes.saturating_add(bytes / 50).saturating_add(1 << 20)
 }
 
 /// Environment variable that skips the free-space check. For tests of the clean-up after a
 /// failed write (a full disk) only.
-const SKIP_SPACE_CHECK: &str = "SUF_KEYGEN_SKIP_SPACE_CHECK";
+pub(crate) const SKIP_SPACE_CHECK: &str = "SUF_KEYGEN_SKIP_SPACE_CHECK";
 
 pub(crate) fn run(
     name: String,
@@ -318,7 +318,7 @@ pub(crate) fn split_lines(rep: &DealReport, top: usize) -> String {
     out
 }
 
-fn human(b: u64) -> String {
+pub(crate) fn human(b: u64) -> String {
     let gb = b as f64 / 1e9;
     if gb >= 1.0 {
         format!("{gb:.2} GB")

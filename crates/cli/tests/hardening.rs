@@ -180,6 +180,24 @@ fn a_full_disk_is_refused_up_front_and_a_failed_write_leaves_nothing() {
 }
 
 #[test]
+fn the_pool_dealer_refuses_streams_the_disk_cannot_hold() {
+    // A bert-tiny stream at 8 tokens takes about 23 MB per party: two of them in a pool on
+    // a 40 MiB disk do not fit.
+    let Some(out) = in_small_tmpfs(
+        r#"$SUF dealer --program bert-tiny --seq 8 --count 2 --pool0 $T/p0 --pool1 $T/p1; echo "rc=$?"; find $T -name '*.keys' | wc -l"#,
+    ) else {
+        return;
+    };
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(se.contains("are free there"), "{se}");
+    assert!(so.contains("rc=1"), "{so} {se}");
+    assert!(so.trim_end().ends_with('0'), "key files written: {so}");
+}
+
+#[test]
 fn json_out_is_checked_before_the_run_and_a_failed_write_keeps_the_result() {
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("no/such/dir/r.json");
