@@ -109,6 +109,14 @@ pub fn run(a: &DealerArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // The servers take a pool's program by name (a zoo model or a fetched package such as
+    // minilm-l6, rebuilt from their own cache): refuse anything else before dealing.
+    if !suf_cli::session::is_plain_name(&a.program) {
+        bail!(
+            "`{}`: a pool serves a model by name (`suf models list`), not a checkpoint folder",
+            a.program
+        );
+    }
     let mut fmt = a.fmt;
     if a.bucket && a.program == "toy" {
         bail!("--bucket is for models (the toy program has no sequence)");

@@ -691,23 +691,31 @@ async fn infer_inner(s: Srv, body: Bytes) -> Result<Vec<u8>, ApiError> {
     s.arrived.notify_all();
     // A client that goes away drops this future: its request must not stay pairable.
     let _guard = PendingGuard(s.clone(), rid);
+    let ended = || ApiError::Failed("the pairing thread ended".into());
     let wait = s.cfg.timeout.min(Duration::from_secs(30));
-    match tokio::time::timeout(wait, rx).await {
+    let mut rx = rx;
+    match tokio::time::timeout(wait, &mut rx).await {
         Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(ApiError::Failed("the pairing thread ended".into())),
+        Ok(Err(_)) => Err(ended()),
         Err(_) => {
-            let mut g = s.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if g.remove(&rid).is_some() {
+            let unpaired = s
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&rid)
+                .is_some();
+            if unpaired {
                 Err(ApiError::Unpaired(format!(
                     "party 1 did not pair request {} within {wait:?} (nothing consumed)",
                     hex(&rid)
                 )))
             } else {
-                // Paired meanwhile: the online run is under way; wait for it.
-                drop(g);
-                Err(ApiError::Failed(
-                    "the inference outlasted the request timeout".into(),
-                ))
+                // Paired meanwhile: the run is under way and its key consumed. It ends by
+                // itself (loading the key stream, then an online phase whose every wait on
+                // the peer is bounded by --timeout), so its answer is awaited: a large
+                // model's key load alone can outlast the pairing window (bert-base on a GPU:
+                // ≈ 20 s), and giving up here would throw away a finished inference.
+                rx.await.unwrap_or_else(|_| Err(ended()))
             }
         }
     }

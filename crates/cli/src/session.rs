@@ -40,6 +40,15 @@ pub struct Session {
     pub bucket: bool,
 }
 
+/// Whether `p` can name a session's program: 1 to 64 ASCII letters, digits, `-`, `.`, `_`
+/// (a zoo model, a fetched package, `toy`; never a path).
+pub fn is_plain_name(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 64
+        && p.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+}
+
 impl Session {
     /// Check every field's range.
     ///
@@ -47,12 +56,7 @@ impl Session {
     /// Names the first field out of range.
     pub fn validate(&self) -> Result<()> {
         let p = &self.program;
-        if p.is_empty()
-            || p.len() > 64
-            || !p
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
-        {
+        if !is_plain_name(p) {
             bail!("program name {p:?} is not a plain model name");
         }
         if !(1..=64).contains(&self.bits) {

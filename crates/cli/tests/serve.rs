@@ -529,6 +529,23 @@ fn key_shares_and_private_keys_are_owner_only() {
         .output()
         .unwrap();
     assert!(!o.status.success());
+    // A checkpoint folder is refused before any key is dealt: the servers take a pool's
+    // program by name only (they would refuse the pool afterwards).
+    let ck = s.p("ckpt");
+    std::fs::create_dir_all(&ck).unwrap();
+    let o = suf()
+        .args(["dealer", "--seq", "4", "--program"])
+        .arg(&ck)
+        .arg("--pool0")
+        .arg(s.p("ck0"))
+        .arg("--pool1")
+        .arg(s.p("ck1"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("serves a model by name"), "{e}");
+    assert!(!s.p("ck0").exists() && !s.p("ck1").exists(), "nothing written");
 }
 
 fn proc_status(pid: u32) -> (u64, usize) {
