@@ -545,7 +545,10 @@ fn key_shares_and_private_keys_are_owner_only() {
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("serves a model by name"), "{e}");
-    assert!(!s.p("ck0").exists() && !s.p("ck1").exists(), "nothing written");
+    assert!(
+        !s.p("ck0").exists() && !s.p("ck1").exists(),
+        "nothing written"
+    );
 }
 
 fn proc_status(pid: u32) -> (u64, usize) {

@@ -3,14 +3,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use cudarc::driver::PinnedHostSlice;
 use cudarc::driver::{
-    sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
-    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView,
+    DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 use rayon::prelude::*;
@@ -202,6 +202,13 @@ pub struct CudaBackend {
     stats: Mutex<BackendStats>,
     /// The key stream being received ([`Backend::receive_keys_begin`]), if any.
     receiving: Mutex<Option<Receiving>>,
+    /// Reusable pinned I/O buffers of the calls with host operands (`crate::io`): a pool of
+    /// sets, each taken out for a whole call (the lock is held only to take or give back).
+    pub(crate) io_pool: Mutex<Vec<crate::io::IoSet>>,
+    /// Whether those calls record their timing ([`CudaBackend::set_io_timing`]).
+    pub(crate) io_timed: AtomicBool,
+    /// Their timing so far ([`CudaBackend::io_timing`]).
+    pub(crate) io_times: Mutex<crate::io::IoTiming>,
 }
 
 /// A key stream arriving chunk by chunk ([`CudaBackend::try_receive_chunk`]).
@@ -237,7 +244,7 @@ fn host_body(origin: Option<suf_fss::KeyOrigin>) -> Result<()> {
         .map_err(|e| CudaError::Backend(suf_backend::BackendError::Fss(e)))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -436,6 +443,9 @@ impl CudaBackend {
             down: Mutex::new(None),
             stats: Mutex::new(BackendStats::default()),
             receiving: Mutex::new(None),
+            io_pool: Mutex::new(Vec::new()),
+            io_timed: AtomicBool::new(false),
+            io_times: Mutex::new(Default::default()),
         })
     }
 
@@ -460,11 +470,15 @@ impl CudaBackend {
             down: Mutex::new(None),
             stats: Mutex::new(BackendStats::default()),
             receiving: Mutex::new(None),
+            io_pool: Mutex::new(Vec::new()),
+            io_timed: AtomicBool::new(self.io_timed.load(Ordering::Relaxed)),
+            io_times: Mutex::new(Default::default()),
         })
     }
 
-    /// `Err(ForeignBuffer)` unless `buf` was allocated on this instance's stream.
-    fn own<T>(&self, what: &'static str, buf: &CudaSlice<T>) -> Result<()> {
+    /// `Err(ForeignBuffer)` unless `buf` (a buffer or a view of one) was allocated on this
+    /// instance's stream.
+    fn own<T>(&self, what: &'static str, buf: &impl DeviceSlice<T>) -> Result<()> {
         if Arc::ptr_eq(buf.stream(), &self.stream) {
             Ok(())
         } else {
@@ -1294,6 +1308,20 @@ impl CudaBackend {
         eq: bool,
         out: &mut CudaSlice<u8>,
     ) -> Result<()> {
+        self.dpf_eval_view(keys, &xs.slice(..), xs_len, t, eq, out)
+    }
+
+    /// [`CudaBackend::dpf_eval_device`] with the points in a view (a sub-slice of a call's
+    /// input buffer).
+    pub(crate) fn dpf_eval_view(
+        &self,
+        keys: &DeviceDpfKeys,
+        xs: &CudaView<'_, u64>,
+        xs_len: usize,
+        t: usize,
+        eq: bool,
+        out: &mut CudaSlice<u8>,
+    ) -> Result<()> {
         self.own("DPF keys", keys.body.buffer())?;
         self.own("DPF points", xs)?;
         self.own("DPF output", out)?;
@@ -1346,10 +1374,11 @@ impl CudaBackend {
         eq: bool,
     ) -> Result<Vec<u8>> {
         let total = Self::check_points(keys.count, t, xs.len(), "DPF points (count·t)")?;
-        let dx = self.htod(xs)?;
+        // One copy up from pinned memory, one back (`crate::io`).
+        let io = self.io_upload(&[xs])?;
         let mut dout = self.alloc_zeros::<u8>(total)?;
-        self.dpf_eval_device(keys, &dx, xs.len(), t, eq, &mut dout)?;
-        self.dtoh(&dout, total)
+        self.dpf_eval_view(keys, &io.input(0), xs.len(), t, eq, &mut dout)?;
+        io.download(&dout, total)
     }
 
     /// Whether the GPU DCF kernels cover payloads of p elements of m bits: p = 1 (any m), or
@@ -1369,6 +1398,19 @@ impl CudaBackend {
         &self,
         keys: &DeviceDcfKeys,
         xs: &CudaSlice<u64>,
+        xs_len: usize,
+        t: usize,
+        out: &mut CudaSlice<u64>,
+    ) -> Result<()> {
+        self.dcf_eval_view(keys, &xs.slice(..), xs_len, t, out)
+    }
+
+    /// [`CudaBackend::dcf_eval_device`] with the points in a view (a sub-slice of a call's
+    /// input buffer).
+    pub(crate) fn dcf_eval_view(
+        &self,
+        keys: &DeviceDcfKeys,
+        xs: &CudaView<'_, u64>,
         xs_len: usize,
         t: usize,
         out: &mut CudaSlice<u64>,
@@ -1477,10 +1519,11 @@ impl CudaBackend {
                 keys.m()
             )));
         }
-        let dx = self.htod(xs)?;
+        // One copy up from pinned memory, one back (`crate::io`).
+        let io = self.io_upload(&[xs])?;
         let mut dout = self.alloc_zeros::<u64>(total * p)?;
-        self.dcf_eval_device(keys, &dx, xs.len(), t, &mut dout)?;
-        self.dtoh(&dout, total * p)
+        self.dcf_eval_view(keys, &io.input(0), xs.len(), t, &mut dout)?;
+        io.download(&dout, total * p)
     }
 
     // ---- GEMM -------------------------------------------------------------------------------------

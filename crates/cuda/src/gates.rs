@@ -1,9 +1,10 @@
 //! Compiled-gate components on the GPU ([`suf_backend::Backend::techc_eval`],
 //! [`suf_backend::Backend::floor_eval`], [`suf_backend::Backend::sign_eval`],
-//! [`suf_backend::Backend::bit_eval`]): per batch, x̂
-//! (and the dealer's shares) go up once, the points, the DCF(s) and the recombination run as
-//! kernels on the instance's stream (`kernels/gates.cu`, `kernels/fss.cu`) with no host
-//! synchronization between them, and only the q outputs per element come back.
+//! [`suf_backend::Backend::bit_eval`]): per batch, x̂, the gate's tables and the host-held
+//! dealer shares (or a seed's round keys) go up in one copy from pinned memory (`crate::io`),
+//! the points, the DCF(s) and the recombination run as kernels on the instance's stream
+//! (`kernels/gates.cu`, `kernels/fss.cu`) with no host synchronization between them, and only
+//! the q outputs per element come back, in one copy into pinned memory.
 //!
 //! The DCF keys are read in place from the attached key stream when the view's origin names
 //! one, else the body is uploaded ([`CudaBackend::device_dcf`], as `dcf_eval` does).
@@ -17,6 +18,7 @@
 //! [`suf_backend::Backend::bit_eval`] (nExp's clamp on a declared range) the same way: the
 //! points, the DPF comparisons on the key body in place, the XOR recombination, as kernels.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
@@ -26,6 +28,8 @@ use suf_backend::gate::{
 use suf_backend::{DcfKeys, DpfView};
 
 use crate::error::{CudaError, DriverContext, Result};
+use crate::io::Io;
+use crate::keys::KeyBody;
 use crate::CudaBackend;
 
 /// Threads per block of the gate kernels.
@@ -78,6 +82,66 @@ fn u32_of(v: usize, what: &'static str) -> Result<u32> {
     u32::try_from(v).map_err(|_| overflow(what))
 }
 
+/// Where a call's dealer shares come from (decided before the call's one upload).
+enum ShareSrc<'a> {
+    /// Values on the host (and packed values outside an attached stream, unpacked on the
+    /// host): uploaded with the call's other operands.
+    Host(Cow<'a, [u64]>),
+    /// Party 0's packed values inside the attached key stream: unpacked there
+    /// (`share_unpack`).
+    Unpack {
+        /// The packed bytes in place (8-aligned, round_up_8(len) readable).
+        body: KeyBody,
+        bits: u32,
+        count: usize,
+    },
+    /// Party 1's seeded values: the seed's 44 AES round-key words, packed two per u64 (low
+    /// half first), uploaded with the call's operands and expanded on the device
+    /// (`share_ctr`).
+    Seed {
+        rk: [u64; 22],
+        bits: u32,
+        count: usize,
+    },
+    /// No values (never read).
+    Empty,
+}
+
+impl ShareSrc<'_> {
+    /// The words this source uploads.
+    fn host(&self) -> &[u64] {
+        match self {
+            ShareSrc::Host(v) => v,
+            ShareSrc::Seed { rk, .. } => rk,
+            _ => &[],
+        }
+    }
+}
+
+/// The 44 AES-128 round-key words under `seed` as 22 u64 words, two per word with the lower
+/// index in the low half: in little-endian memory (host and device) the same bytes as the
+/// `[u32; 44]` that `share_ctr` reads.
+fn rk_words(seed: [u8; 16]) -> [u64; 22] {
+    let w = crate::aes_tables::round_keys(seed);
+    std::array::from_fn(|i| w[2 * i] as u64 | (w[2 * i + 1] as u64) << 32)
+}
+
+/// A device operand of a gate kernel: a view of the call's input buffer, or a buffer made on
+/// the device for this call.
+enum DevBuf<'v> {
+    View(CudaView<'v, u64>),
+    Owned(CudaSlice<u64>),
+}
+
+impl DevBuf<'_> {
+    fn view(&self) -> CudaView<'_, u64> {
+        match self {
+            DevBuf::View(v) => v.slice(..),
+            DevBuf::Owned(b) => b.slice(..),
+        }
+    }
+}
+
 impl CudaBackend {
     fn gate_cfg(&self, cnt: usize) -> LaunchConfig {
         let cap = self.info().sm_count.max(1) as usize * 32;
@@ -102,7 +166,7 @@ impl CudaBackend {
     #[allow(clippy::too_many_arguments)]
     fn gate_points(
         &self,
-        dx: &CudaSlice<u64>,
+        dx: &CudaView<'_, u64>,
         cnt: usize,
         off: u64,
         vmask: u64,
@@ -122,7 +186,8 @@ impl CudaBackend {
         }
         // SAFETY: `gate_points(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32 shift, u64
         // dmask, const u64* cuts, u32 ncuts, u64* pts)`: xhat holds cnt elements, cuts ncuts
-        // (at least one allocated), pts cnt·(ncuts + 1) (allocated above); shift < 64.
+        // (read only below ncuts; with none, a word of a live device buffer that is never
+        // read), pts cnt·(ncuts + 1) (allocated above); shift < 64.
         unsafe {
             self.stream()
                 .launch_builder(&self.gate_kernels().points)
@@ -160,26 +225,54 @@ impl CudaBackend {
         Ok(dv)
     }
 
-    /// The dealer shares `sh` in a new device buffer (asynchronous): party 0's packed values
-    /// unpacked in place in the resident key stream, party 1's expanded from their seed
-    /// (AES-128-CTR) on the device, host values (and packed values outside an attached
-    /// stream) copied up. Returns the buffer (at least one element allocated).
-    fn device_shares(&self, sh: &Shares<'_>) -> Result<CudaSlice<u64>> {
-        let cnt = sh.len();
+    /// Where the dealer shares `sh` come from: party 0's packed values in place in the
+    /// resident key stream, party 1's from their seed (AES-128-CTR on the device), host
+    /// values (and packed values outside an attached stream) uploaded. Checked here, before
+    /// any device work.
+    fn share_source<'a>(&self, sh: &Shares<'a>) -> Result<ShareSrc<'a>> {
         match *sh {
             Shares::Packed { bytes, bits, count } if count > 0 => {
                 let len = bytes.len();
                 let readable = len.checked_next_multiple_of(8).ok_or(overflow("shares"))?;
                 let Some(body) = self.in_stream(bytes.origin, len, readable, 8)? else {
-                    return self.htod(&sh.to_host().map_err(CudaError::Backend)?);
+                    return Ok(ShareSrc::Host(sh.to_host().map_err(CudaError::Backend)?));
                 };
                 if !(1..=64).contains(&bits) || suf_core::pack::packed_len(count, bits) != len {
                     return Err(CudaError::BadKey(format!(
                         "{len} bytes of packed shares for {count} values of {bits} bits"
                     )));
                 }
+                Ok(ShareSrc::Unpack { body, bits, count })
+            }
+            Shares::Seed { seed, bits, count } if count > 0 => {
+                if !(1..=64).contains(&bits) {
+                    return Err(CudaError::BadKey(format!("seeded shares of {bits} bits")));
+                }
+                Ok(ShareSrc::Seed {
+                    rk: rk_words(seed),
+                    bits,
+                    count,
+                })
+            }
+            Shares::Host(v) => Ok(ShareSrc::Host(Cow::Borrowed(v))),
+            _ => Ok(ShareSrc::Empty),
+        }
+    }
+
+    /// The dealer shares of `src` on the device (asynchronous): host values as operand `i` of
+    /// the call's upload `io` (where [`ShareSrc::host`] put them), packed values unpacked in
+    /// place, seeded values expanded from the uploaded round keys into a new buffer.
+    fn device_shares<'v>(
+        &self,
+        src: &ShareSrc<'_>,
+        io: &'v Io<'_>,
+        i: usize,
+    ) -> Result<DevBuf<'v>> {
+        match src {
+            ShareSrc::Unpack { body, bits, count } => {
+                let cnt = *count;
                 let mut out = self.gate_alloc(cnt)?;
-                let (cnt64, m) = (cnt as u64, mask(bits));
+                let (cnt64, m) = (cnt as u64, mask(*bits));
                 let w = body.view();
                 // SAFETY: `share_unpack(const u64* w, u64 cnt, u32 k, u64 mask, u64* out)`:
                 // w starts 8-aligned inside the attached stream with round_up_8(len) readable
@@ -190,28 +283,29 @@ impl CudaBackend {
                         .launch_builder(&self.gate_kernels().unpack)
                         .arg(&w)
                         .arg(&cnt64)
-                        .arg(&bits)
+                        .arg(bits)
                         .arg(&m)
                         .arg(&mut out)
                         .launch(self.gate_cfg(cnt))
                 }
                 .during("launching share_unpack")?;
-                Ok(out)
+                Ok(DevBuf::Owned(out))
             }
-            Shares::Seed { seed, bits, count } if count > 0 => {
-                if !(1..=64).contains(&bits) {
-                    return Err(CudaError::BadKey(format!("seeded shares of {bits} bits")));
-                }
-                let rk = self.htod(&crate::aes_tables::round_keys(seed))?;
+            ShareSrc::Seed { bits, count, .. } => {
+                let cnt = *count;
+                let rk = io.input(i);
                 let mut out = self.gate_alloc(cnt)?;
-                let (cnt64, m) = (cnt as u64, mask(bits));
+                let (cnt64, m) = (cnt as u64, mask(*bits));
                 let cfg = LaunchConfig {
                     shared_mem_bytes: 4096 + 44 * 4,
                     ..self.gate_cfg(cnt)
                 };
-                // SAFETY: `share_ctr(const u32* rk, u64 cnt, u64 mask, u64* out)`: rk holds
-                // the 44 round-key words, out cnt elements; the dynamic shared memory holds the
-                // four T-tables (4 KB) and the round keys, as the kernel indexes them.
+                // SAFETY: `share_ctr(const u32* rk, u64 cnt, u64 mask, u64* out)`: rk is the
+                // call's operand i, 22 u64 words (8-aligned) holding the 44 round-key words
+                // in order (word j = rk[2j] | rk[2j + 1] << 32: little-endian memory, as on
+                // the device, puts rk[2j] first), copied up before this launch on the same
+                // stream; out holds cnt elements; the dynamic shared memory holds the four
+                // T-tables (4 KB) and the round keys, as the kernel indexes them.
                 unsafe {
                     self.stream()
                         .launch_builder(&self.gate_kernels().ctr)
@@ -222,10 +316,10 @@ impl CudaBackend {
                         .launch(cfg)
                 }
                 .during("launching share_ctr")?;
-                Ok(out)
+                Ok(DevBuf::Owned(out))
             }
-            Shares::Host(v) => self.htod(v),
-            _ => self.htod::<u64>(&[]),
+            ShareSrc::Host(v) if !v.is_empty() => Ok(DevBuf::View(io.input(i))),
+            ShareSrc::Host(_) | ShareSrc::Empty => Ok(DevBuf::View(io.none())),
         }
     }
 
@@ -262,12 +356,15 @@ impl CudaBackend {
                 tab.extend_from_slice(d.centers);
                 tab.extend_from_slice(d.coeffs);
                 tab.extend_from_slice(&bin);
-                let dtab = self.htod(&tab)?;
                 let o_cent = d.cuts.len();
                 let o_coef = o_cent + m;
                 let o_bin = o_coef + d.coeffs.len();
-                let dx = self.htod(xhat)?;
-                let drp = self.device_shares(&rpow)?;
+                // One copy up: tables | x̂ | host shares of r^k (or the seed's round keys).
+                let src = self.share_source(&rpow)?;
+                let io = self.io_upload(&[&tab, xhat, src.host()])?;
+                let dtab = io.input(0);
+                let dx = io.input(1);
+                let drp = self.device_shares(&src, &io, 2)?;
                 // (`tab` holds at least m + p² ≥ 2 elements, so this view is never empty.)
                 let dcuts = dtab.slice(0..o_cent.max(1));
                 let vm = mask(d.bits);
@@ -292,14 +389,17 @@ impl CudaBackend {
                 let centers = dtab.slice(o_cent..o_coef);
                 let coeffs = dtab.slice(o_coef..o_bin);
                 let bins = dtab.slice(o_bin..o_bin + p * p);
+                let drp = drp.view();
                 // SAFETY: `gate_techc(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32
                 // shift, u32 view_var, u32 need_u, u64 two_k, u64 rm, u32 party, u32 d, u32
                 // q, u32 m, const u64* cuts, const u64* centers, const u64* coeffs, const
                 // u64* bin, const u64* rpow, const u64* dv, u64* out)`, in that order. Sizes
                 // (checked by `TechC::check` and above): xhat cnt, cuts m − 1, centres m,
-                // coefficients m·q·p, bin p·p, rpow cnt·d (one element allocated when 0;
-                // read only for k ≥ 1 ≤ d), dv cnt·m·p (the DCF's output), out q·cnt;
-                // p = d + 1 ≤ 9 = the kernel's local arrays; shift < 64.
+                // coefficients m·q·p, bin p·p (all four views of the call's input buffer,
+                // copied up before the launches on the same stream), rpow cnt·d (a word of
+                // the input buffer when d = 0: read only for k ≥ 1 ≤ d), dv cnt·m·p (the
+                // DCF's output), out q·cnt; p = d + 1 ≤ 9 = the kernel's local arrays;
+                // shift < 64.
                 unsafe {
                     self.stream()
                         .launch_builder(&self.gate_kernels().techc)
@@ -326,7 +426,7 @@ impl CudaBackend {
                         .launch(self.gate_cfg(cnt))
                 }
                 .during("launching gate_techc")?;
-                self.dtoh(&dout, out_len)
+                io.download(&dout, out_len)
             },
         )
     }
@@ -363,19 +463,26 @@ impl CudaBackend {
                 let mut tab = Vec::with_capacity(2 * q);
                 tab.extend_from_slice(d.gamma);
                 tab.extend_from_slice(d.kappa);
-                let dtab = self.htod(&tab)?;
-                let dx = self.htod(xhat)?;
-                let dsh = self.device_shares(&sh)?;
-                let none = self.htod::<u64>(&[])?;
+                // One copy up: gamma | kappa | x̂ | host shares | host free-wrap shares (or
+                // the seeds' round keys).
+                let src = self.share_source(&sh)?;
+                let src_fr = match wrap {
+                    FloorWrap::Free(fr) => self.share_source(&fr)?,
+                    _ => ShareSrc::Empty,
+                };
+                let io = self.io_upload(&[&tab, xhat, src.host(), src_fr.host()])?;
+                let dtab = io.input(0);
+                let dx = io.input(1);
+                let dsh = self.device_shares(&src, &io, 2)?;
                 let vm = mask(d.bits);
                 // The view value y: the c-DCF reads its low t bits, the wrap DCF all K (each
                 // DCF kernel reduces its points to its own width).
-                let ys = self.gate_points(&dx, cnt, d.offset, vm, 0, vm, &none.slice(..), 0)?;
+                let ys = self.gate_points(&dx, cnt, d.offset, vm, 0, vm, &io.none(), 0)?;
                 let cv = self.gate_dcf(ckeys, &ys, cnt, 1)?;
                 let (wv, mode) = match wrap {
-                    FloorWrap::Dcf(w) => (self.gate_dcf(w, &ys, cnt, 1)?, 0u32),
-                    FloorWrap::Free(fr) => (self.device_shares(&fr)?, 1u32),
-                    FloorWrap::Drop => (self.htod::<u64>(&[])?, 2u32),
+                    FloorWrap::Dcf(w) => (DevBuf::Owned(self.gate_dcf(w, &ys, cnt, 1)?), 0u32),
+                    FloorWrap::Free(_) => (self.device_shares(&src_fr, &io, 3)?, 1u32),
+                    FloorWrap::Drop => (DevBuf::View(io.none()), 2u32),
                 };
                 let mut dout = self.gate_alloc(out_len)?;
                 let (cnt64, sel) = (cnt as u64, d.select as u32);
@@ -385,13 +492,15 @@ impl CudaBackend {
                 let (party32, q32) = (party as u32, u32_of(q, "gate outputs")?);
                 let gamma = dtab.slice(0..q);
                 let kappa = dtab.slice(q..2 * q);
+                let (wv, dsh) = (wv.view(), dsh.view());
                 // SAFETY: `gate_floor(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32 shift,
                 // u32 sel, u32 wrap_mode, u32 ntop, u64 fk, u64 nm, u32 party, u32 q, const
                 // u64* gamma, const u64* kappa, const u64* cv, const u64* wv, const u64* sh,
                 // u64* out)`, in that order. Sizes (`FloorDesc::check`): xhat cnt, gamma and
-                // kappa q, cv cnt·p (the c-DCF's output), wv cnt·p (the wrap DCF's output or
-                // the free-wrap shares; never read in mode 2), sh cnt·(3 or 1), out q·cnt;
-                // shift < K ≤ 64 and ntop = n − 1 < 64.
+                // kappa q (views of the call's input buffer, copied up before the launches on
+                // the same stream), cv cnt·p (the c-DCF's output), wv cnt·p (the wrap DCF's
+                // output or the free-wrap shares; a word of the input buffer, never read, in
+                // mode 2), sh cnt·(3 or 1), out q·cnt; shift < K ≤ 64 and ntop = n − 1 < 64.
                 unsafe {
                     self.stream()
                         .launch_builder(&self.gate_kernels().floor)
@@ -416,7 +525,7 @@ impl CudaBackend {
                         .launch(self.gate_cfg(cnt))
                 }
                 .during("launching gate_floor")?;
-                self.dtoh(&dout, out_len)
+                io.download(&dout, out_len)
             },
         )
     }
@@ -451,13 +560,15 @@ impl CudaBackend {
                     tab.push(a);
                     tab.push(b);
                 }
-                let dtab = self.htod(&tab)?;
-                let dx = self.htod(xhat)?;
-                let dsh = self.device_shares(&sh)?;
-                let none = self.htod::<u64>(&[])?;
+                // One copy up: (lo | hi) pairs | x̂ | host shares (or the seed's round keys).
+                let src = self.share_source(&sh)?;
+                let io = self.io_upload(&[&tab, xhat, src.host()])?;
+                let dtab = io.input(0);
+                let dx = io.input(1);
+                let dsh = self.device_shares(&src, &io, 2)?;
                 let h = d.bits - 1;
                 let hm = mask(h);
-                let pts = self.gate_points(&dx, cnt, d.offset, hm, 0, hm, &none.slice(..), 0)?;
+                let pts = self.gate_points(&dx, cnt, d.offset, hm, 0, hm, &io.none(), 0)?;
                 let ev = self.gate_dcf(keys, &pts, cnt, 1)?;
                 let mut dout = self.gate_alloc(out_len)?;
                 let (cnt64, slope32) = (cnt as u64, slope as u32);
@@ -465,11 +576,13 @@ impl CudaBackend {
                 let (party32, q32) = (party as u32, u32_of(q, "gate outputs")?);
                 let lo = dtab.slice(0..2 * q);
                 let hi = dtab.slice(2 * q..4 * q);
+                let dsh = dsh.view();
                 // SAFETY: `gate_sign(const u64* xhat, u64 cnt, u64 off, u64 kmask, u32 h, u32
                 // slope, u64 rm, u32 party, u32 q, const u64* lo, const u64* hi, const u64*
                 // ev, const u64* sh, u64* out)`, in that order. Sizes (`SignDesc::check`):
-                // xhat cnt, lo and hi 2·q (pairs), ev cnt·p (the DCF's output), sh cnt·(3 or
-                // 1), out q·cnt; h = K − 1 < 64.
+                // xhat cnt, lo and hi 2·q (pairs; views of the call's input buffer, copied up
+                // before the launches on the same stream), ev cnt·p (the DCF's output), sh
+                // cnt·(3 or 1), out q·cnt; h = K − 1 < 64.
                 unsafe {
                     self.stream()
                         .launch_builder(&self.gate_kernels().sign)
@@ -490,7 +603,7 @@ impl CudaBackend {
                         .launch(self.gate_cfg(cnt))
                 }
                 .during("launching gate_sign")?;
-                self.dtoh(&dout, out_len)
+                io.download(&dout, out_len)
             },
         )
     }
@@ -520,12 +633,13 @@ impl CudaBackend {
                 let mut tab = Vec::with_capacity(2 * nc);
                 tab.extend_from_slice(d.cuts);
                 tab.extend(d.values.windows(2).map(|w| (w[0] != w[1]) as u64));
-                let dtab = self.htod(&tab)?;
-                let dx = self.htod(xhat)?;
+                // One copy up: (cuts | flips) | x̂.
+                let io = self.io_upload(&[&tab, xhat])?;
+                let dtab = io.input(0);
+                let dx = io.input(1);
                 let vm = mask(d.bits);
                 let hm = mask(d.high_bits());
-                let pts =
-                    self.gate_points(&dx, cnt, d.offset, vm, d.shift, hm, &dtab.slice(..), nc)?;
+                let pts = self.gate_points(&dx, cnt, d.offset, vm, d.shift, hm, &dtab, nc)?;
                 let (dk, _) = self.device_dpf(keys)?;
                 let mut c = self.alloc_zeros::<u8>(npts)?;
                 self.dpf_eval_device(&dk, &pts, npts, m, false, &mut c)?;
@@ -534,9 +648,9 @@ impl CudaBackend {
                 let nc32 = u32_of(nc, "gate cuts")?;
                 // SAFETY: `gate_bit(const u64* xhat, u64 cnt, u64 off, u64 vmask, u32 shift, u32
                 // party, u32 v0, const u64* tab, u32 ncuts, const u8* c, u64* out)`, in that order.
-                // Sizes (`BitDesc::check`): xhat cnt, tab 2·ncuts (one element allocated when 0;
-                // read only below 2·ncuts), c cnt·(ncuts + 1) (the DPF's output), out cnt;
-                // shift < K ≤ 64.
+                // Sizes (`BitDesc::check`): xhat cnt, tab 2·ncuts (views of the call's input
+                // buffer, copied up before the launches on the same stream; read only below
+                // 2·ncuts), c cnt·(ncuts + 1) (the DPF's output), out cnt; shift < K ≤ 64.
                 unsafe {
                     self.stream()
                         .launch_builder(&self.gate_kernels().bit)
@@ -554,8 +668,26 @@ impl CudaBackend {
                         .launch(self.gate_cfg(cnt))
                 }
                 .during("launching gate_bit")?;
-                self.dtoh(&dout, cnt)
+                io.download(&dout, cnt)
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The packed round keys are byte for byte the u32 round keys (little-endian).
+    #[test]
+    fn round_key_words_are_the_u32_bytes() {
+        let seed: [u8; 16] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let w32: Vec<u8> = crate::aes_tables::round_keys(seed)
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let w64: Vec<u8> = super::rk_words(seed)
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        assert_eq!(w64, w32);
     }
 }

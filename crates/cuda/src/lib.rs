@@ -26,6 +26,9 @@
 //!   `suf_backend::gate`) run as points + DCF + recombination kernels on the instance's stream
 //!   (`kernels/gates.cu`); only the outputs come back. Empty batches and DCF payloads outside
 //!   [`CudaBackend::dcf_supported`] use the CPU code of `suf_backend::gate` (a shape rule).
+//!   Each such call (and `dcf_eval`, the DPF evaluations) moves its host operands in one
+//!   copy from reusable pinned memory and its outputs in one copy back
+//!   ([`CudaBackend::set_io_timing`], [`IoTiming`]).
 //! * **Host or device.** Elementwise calls on host operands run on the host below
 //!   [`CudaOptions::elementwise_device_min`] elements (a size rule measured on the GPU, see
 //!   the README); GEMM and FSS run on the device. [`suf_backend::Backend::stats`] counts
@@ -55,6 +58,7 @@ pub mod compile;
 mod device;
 pub mod error;
 mod gates;
+mod io;
 pub mod keygen;
 mod keys;
 
@@ -63,5 +67,6 @@ pub use device::{
     cuda_available, AesTable, CudaBackend, CudaOptions, DeviceInfo, ELEMENTWISE_DEVICE_MIN,
 };
 pub use error::{CudaError, Result};
+pub use io::IoTiming;
 pub use keygen::{CudaDealer, DeviceDcfPair};
 pub use keys::{DeviceDcfKeys, DeviceDpfKeys};

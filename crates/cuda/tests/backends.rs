@@ -1740,6 +1740,115 @@ fn staged_download(g: &CudaBackend) -> R {
     Ok(())
 }
 
+/// The reusable pinned I/O buffers of the device calls (`src/io.rs`): on ONE instance, every
+/// gate method (technique (c), floor with a free wrap, a DCF wrap and none, sign, bit),
+/// `dcf_eval` (scalar and vector payloads) and the DPF evaluations at batch sizes that grow
+/// and shrink the buffers (33, 2^20, 1, 0, 31), each call twice in a row, gate keys resident
+/// (party 0's shares unpacked in place, party 1's from seeds) and detached, bit for bit
+/// against the CPU; the I/O timing counters; then two threads calling the one instance at
+/// once (a second set of buffers).
+fn io_reuse(g: &CudaBackend) -> R {
+    let be = g.sibling()?;
+    be.set_io_timing(true);
+    let cpu = CpuBackend::new();
+    let (mut rng, mut crng) = (Rng(25), Csprng::for_tests(25));
+    let (n, f) = (50u32, 12u32);
+    let gelu = smooth_specs_with(Smooth::Gelu, n, f, false, Prefer::Aes)?;
+    let nexp = smooth_specs_in(Smooth::NExp, n, f, 34, Prefer::Keys)?;
+    let specs = [
+        gelu.gate1.clone(),
+        floor_spec(n, 1 << (n - 2), 7, 1 << (n - 2 - 7), Wrap::Free, "arsgap"),
+        floor_spec(n, 0, f, 0, Wrap::Dcf, "tr"),
+        floor_gate(20, true, Wrap::Drop),
+        relu_spec(n),
+        nexp.gate1.clone(),
+    ];
+    let s0 = be.stats();
+    let t0 = be.io_timing();
+    for (k, cnt) in [33usize, 1 << 20, 1, 0, 31].into_iter().enumerate() {
+        for (i, spec) in specs.iter().enumerate() {
+            let token = 0x10e0_0000 + ((k as u64) << 8) + i as u64;
+            gate_case(
+                "cuda", &be, &cpu, spec, n, cnt, true, token, &mut rng, &mut crng,
+            )?;
+        }
+        for p in [1, 3] {
+            dcf_case(
+                "cuda io",
+                &be,
+                &cpu,
+                (50, 50, p),
+                cnt,
+                1,
+                &mut rng,
+                &mut crng,
+            )?;
+        }
+        let c = cnt.min(200_000);
+        let alphas = alphas_for(50, c, &mut rng);
+        let (k0, _) = dpf::gen_cmp_batch(50, &alphas, &mut crng)?;
+        let xs = points(50, &alphas, 1, &mut rng);
+        let at = format!("cuda io dpf count={c}");
+        let want = cpu.dpf_lt_eval(&k0, &xs, 1)?;
+        twice(&format!("{at} lt"), &want, || be.dpf_lt_eval(&k0, &xs, 1))?;
+        let want = cpu.dpf_eq_eval(&k0, &xs)?;
+        twice(&format!("{at} eq"), &want, || be.dpf_eq_eval(&k0, &xs))?;
+    }
+    let st = be.stats().since(&s0);
+    let ops = [
+        "techc_eval",
+        "floor_eval",
+        "sign_eval",
+        "bit_eval",
+        "dcf_eval",
+        "dpf_lt_eval",
+        "dpf_eq_eval",
+    ];
+    for op in ops {
+        if op_calls(&st, op).0 == 0 {
+            return Err(format!("no {op} ran on the device").into());
+        }
+    }
+    let tm = be.io_timing().since(&t0);
+    let device_calls: u64 = ops.iter().map(|op| op_calls(&st, op).0).sum();
+    // Each device call of these ops makes one upload and one download (the DCFs inside the
+    // gates are kernels of the gate call).
+    eq("timed device calls", tm.calls, device_calls)?;
+    if tm.h2d_bytes == 0 || tm.d2h_bytes == 0 || !(tm.h2d_ms > 0.0 && tm.kernels_ms > 0.0) {
+        return Err(format!("timing counters: {tm:?}").into());
+    }
+    // Two threads on the one instance: the second takes a set of its own.
+    let mut sets = Vec::new();
+    for cnt in [5000usize, 150_000] {
+        let alphas = alphas_for(50, cnt, &mut rng);
+        let (k0, _) = dcf::gen_batch(50, 50, 1, &alphas, &rng.vec(cnt), &mut crng)?;
+        let xs = points(50, &alphas, 1, &mut rng);
+        let want = cpu.dcf_eval(&k0, &xs, 1)?;
+        sets.push((k0, xs, want));
+    }
+    std::thread::scope(|s| -> R {
+        let hs: Vec<_> = sets
+            .iter()
+            .enumerate()
+            .map(|(j, (k, xs, want))| {
+                let be = &be;
+                s.spawn(move || -> Result<(), String> {
+                    for r in 0..8 {
+                        let d = be.dcf_eval(k, xs, 1).map_err(|e| e.to_string())?;
+                        same(&format!("thread {j} round {r}"), &d, want)
+                            .map_err(|e| format!("{e:?}"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().map_err(|_| "a thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
 /// candle's `test_device!`: each body once per backend.
 macro_rules! test_backends {
     ($($body:ident),* $(,)?) => {
@@ -1777,8 +1886,9 @@ fn main() {
         }));
     }
     type CudaBody = fn(&CudaBackend) -> R;
-    let cuda_only: [(&str, CudaBody); 6] = [
+    let cuda_only: [(&str, CudaBody); 7] = [
         ("aes_permutation", aes_permutation),
+        ("io_reuse", io_reuse),
         ("received_stream", received_stream),
         ("staged_download", staged_download),
         ("device_api", device_api),

@@ -644,7 +644,10 @@ fn receivers_do_not_wait_on_a_blocked_global_pool() {
     started.wait();
     // The dealer and the plain reference work in a pool of their own (as a dealer whose own
     // tasks are not what blocks).
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     let cpu = CpuBackend::default();
     let mut rng = Csprng::for_tests(33);
     let r = pool
@@ -670,7 +673,10 @@ fn receivers_do_not_wait_on_a_blocked_global_pool() {
         "the receives finished only after the blocked pool gave up (a deadlock while it held)"
     );
     for h in [&h0, &h1] {
-        assert!(h.from_copy.lock().unwrap().0 > 10, "DCFs from each device's copy");
+        assert!(
+            h.from_copy.lock().unwrap().0 > 10,
+            "DCFs from each device's copy"
+        );
     }
 }
 
