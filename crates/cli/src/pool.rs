@@ -423,33 +423,34 @@ impl Pool {
         Ok(None)
     }
 
-    /// Consume a reserved stream: record it in the registry (synced), read it and its masked
-    /// weights, delete both files, and check the whole stream.
+    /// Consume a reserved stream: record it in the registry (synced), read it for `be` and
+    /// its masked weights, delete both files, and check the whole stream. A device backend
+    /// takes the stream into its memory while it is read (the host keeps all but the key
+    /// bodies; `PartyStream::receive`), so a bert-base stream of 21 GB is not first read whole
+    /// into host memory and then uploaded; a host backend reads it whole.
     pub fn consume(
         &self,
         res: &Reservation,
         reg: &Registry,
         weight_records: &[(String, usize)],
+        be: &dyn suf_backend::Backend,
     ) -> Result<(PartyStream, files::Named)> {
         let h = &res.header;
         reg.record(&h.session, &h.keys_fp)?;
         let kp = self.keys_path(&h.session);
         let wp = self.weights_path(&h.session);
-        let mut bytes = Vec::new();
-        let read = open_regular(&kp).and_then(|f| {
-            let len = f.metadata()?.len();
-            bytes.reserve(usize::try_from(len).unwrap_or(0));
-            let mut f = f;
-            f.read_to_end(&mut bytes)
+        let read = open_regular(&kp).and_then(|mut f| {
+            let len = usize::try_from(f.metadata()?.len())
+                .with_context(|| format!("{} is too large", kp.display()))?;
+            let (keys, _) = PartyStream::receive(&mut f, len, be)
                 .with_context(|| format!("reading {}", kp.display()))?;
-            Ok(())
+            Ok(keys)
         });
         let _ = std::fs::remove_file(&kp);
-        read?;
+        let keys = read?;
         let w = open_regular(&wp).and_then(|_| files::read_expecting(&wp, weight_records));
         let _ = std::fs::remove_file(&wp);
         let w = w?;
-        let keys = PartyStream::from_bytes(bytes)?;
         if keys.id().session != h.session || keys.id().keys_fp != h.keys_fp {
             bail!("{} changed after its header was read", kp.display());
         }

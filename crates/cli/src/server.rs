@@ -387,7 +387,12 @@ impl Server {
         let t1 = Instant::now();
         let (mut keys, w) = lane
             .pool
-            .consume(&res, &self.reg, &files::weight_records(&lane.prog))
+            .consume(
+                &res,
+                &self.reg,
+                &files::weight_records(&lane.prog),
+                self.be.be.as_ref(),
+            )
             .map_err(failed)?;
         let load_ms = ms(t1);
         let (out, prep_ms) = self
@@ -514,9 +519,12 @@ impl Server {
         let pair_ms = ms(t0);
         let r = (|| -> Result<Vec<u8>> {
             let t1 = Instant::now();
-            let (mut keys, w) =
-                lane.pool
-                    .consume(&res, &self.reg, &files::weight_records(&lane.prog))?;
+            let (mut keys, w) = lane.pool.consume(
+                &res,
+                &self.reg,
+                &files::weight_records(&lane.prog),
+                self.be.be.as_ref(),
+            )?;
             let load_ms = ms(t1);
             let (out, prep_ms) = self.run_online(lane, &mut keys, &w, net, &inputs)?;
             self.respond(
