@@ -294,6 +294,34 @@ impl CudaDealer {
         })
     }
 
+    /// The one path of the host-facing DCF generators: [`CudaDealer::dcf_gen_device`] under
+    /// the device budget on a lane, then party b's body downloaded into `bodies[b]` (exactly
+    /// the layout's bytes). Only the device work and the copies run under the budget and the
+    /// lane's lock, with no rayon work inside (see `dtoh_staged_into`): callers allocate before
+    /// and checksum after.
+    #[allow(clippy::too_many_arguments)]
+    fn gen_bodies_into(
+        &self,
+        n: u32,
+        m: u32,
+        p: usize,
+        alphas: &[u64],
+        betas: &[u64],
+        seed: [u8; 16],
+        bodies: [&mut [u8]; 2],
+    ) -> Result<()> {
+        let bytes = DcfLayout::new(n, m, p, alphas.len())
+            .and_then(|l| dcf_alloc_len(l.total))
+            .map_or(0, |a| 2 * a);
+        let _permit = self.admit(bytes);
+        let lane = self.lane();
+        let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
+        for (k, body) in pair.keys.iter().zip(bodies) {
+            lane.dtoh_staged_into(k.buffer(), body)?;
+        }
+        Ok(())
+    }
+
     /// [`CudaDealer::dcf_gen_device`], then both bodies copied back to the host.
     ///
     /// # Errors
@@ -308,21 +336,13 @@ impl CudaDealer {
         betas: &[u64],
         seed: [u8; 16],
     ) -> Result<(DcfKeys<'static>, DcfKeys<'static>)> {
-        let layout = DcfLayout::new(n, m, p, alphas.len());
-        let bytes = layout
-            .and_then(|l| dcf_alloc_len(l.total))
-            .map_or(0, |a| 2 * a);
         // The host buffers first (pooled, zeroed in parallel): nothing parallel may run under
         // the device budget and the lane's lock (see `dtoh_staged_into`).
-        let total = layout.map_or(0, |l| l.total);
+        let total = DcfLayout::new(n, m, p, alphas.len()).map_or(0, |l| l.total);
         let mut bodies = [0, 1].map(|_| suf_fss::dealer::zeroed_buffer(total));
         {
-            let _permit = self.admit(bytes);
-            let lane = self.lane();
-            let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
-            for (k, body) in pair.keys.iter().zip(bodies.iter_mut()) {
-                lane.dtoh_staged_into(k.buffer(), body)?;
-            }
+            let [a, b] = &mut bodies;
+            self.gen_bodies_into(n, m, p, alphas, betas, seed, [a, b])?;
         }
         let count = alphas.len();
         let [b0, b1] = bodies;
@@ -363,19 +383,13 @@ impl CudaDealer {
                 k.len()
             )));
         }
-        let bytes = dcf_alloc_len(layout.total).map_or(0, |a| 2 * a);
         {
-            // The device budget and the lane's downloads are held for the device work and
-            // the copies only (no rayon inside: see `dtoh_staged_into`); the checksums below
-            // run in parallel after both are released.
-            let _permit = self.admit(bytes);
-            let lane = self.lane();
-            let pair = self.dcf_gen_on(lane, n, m, p, alphas, betas, seed)?;
-            for (k, slot) in pair.keys.iter().zip(keys.iter_mut()) {
-                let (_, body) = slot.split_at_mut(suf_fss::keyfmt::HEADER_LEN);
-                lane.dtoh_staged_into(k.buffer(), body)?;
-            }
-            drop(pair);
+            let [a, b] = &mut keys;
+            let (_, a) = a.split_at_mut(suf_fss::keyfmt::HEADER_LEN);
+            let (_, b) = b.split_at_mut(suf_fss::keyfmt::HEADER_LEN);
+            // The checksums (in `seal_key`, parallel) run after the device budget and the
+            // lane are released.
+            self.gen_bodies_into(n, m, p, alphas, betas, seed, [a, b])?;
         }
         for (party, slot) in keys.into_iter().enumerate() {
             suf_fss::keyfmt::seal_key(
