@@ -171,6 +171,10 @@ struct Held {
     par_copy: bool,
     /// Counted up at every finished receive (and its waiters woken).
     finished: Option<std::sync::Arc<Finished>>,
+    /// Receives begun on every instance sharing this counter, and its value at each of this
+    /// instance's finished receives (whether the two parties received at the same time).
+    begins: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    begins_at_finish: Mutex<Vec<usize>>,
 }
 
 /// Receives finished so far, for a test that waits on them.
@@ -220,6 +224,9 @@ impl Backend for Held {
     }
     forward_to_cpu!();
     fn receive_keys_begin(&self, len: usize) -> Result<Option<usize>> {
+        if let Some(b) = &self.begins {
+            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         *self.rx.lock().unwrap() = Some((len, Vec::with_capacity(len), 0));
         Ok(Some(self.chunk()))
     }
@@ -263,6 +270,12 @@ impl Backend for Held {
     fn receive_keys_finish(&self, stream: u64) -> Result<f64> {
         let (len, got, _) = self.rx.lock().unwrap().take().expect("a receive was begun");
         assert_eq!(got.len(), len);
+        if let Some(b) = &self.begins {
+            self.begins_at_finish
+                .lock()
+                .unwrap()
+                .push(b.load(std::sync::atomic::Ordering::SeqCst));
+        }
         self.held
             .lock()
             .unwrap()
@@ -550,8 +563,9 @@ fn host_evaluation_of_a_device_held_body_is_an_error() {
 }
 
 /// Each party on its own "device" instance (as the CLI runs them): both receive their streams
-/// into their own device copies, the run is bit-exact, and a device failing mid-receive fails
-/// the run with its own error, for either party.
+/// into their own device copies at the same time, while the dealer deals them (no whole stream
+/// in host memory), the run is bit-exact, and a device failing mid-receive fails the run with
+/// its own error, for either party.
 #[test]
 fn each_party_on_its_own_device_instance() {
     let w = Weights::synthetic(3);
@@ -562,7 +576,12 @@ fn each_party_on_its_own_device_instance() {
     let mut inputs = std::collections::BTreeMap::new();
     inputs.insert("x".to_string(), client_input(&cfg, &w, fp, &ids).unwrap());
     let cpu = CpuBackend::default();
-    let (h0, h1) = (Held::default(), Held::default());
+    let begins = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held = || Held {
+        begins: Some(begins.clone()),
+        ..Default::default()
+    };
+    let (h0, h1) = (held(), held());
     let mut rng = Csprng::for_tests(31);
     let r = run_two_party_on(
         &built.prog,
@@ -580,6 +599,9 @@ fn each_party_on_its_own_device_instance() {
             h.from_copy.lock().unwrap().0 > 10,
             "DCFs from each device's copy"
         );
+        // Both receives were under way together (the dealer streaming to both), never one
+        // whole stream after the other.
+        assert_eq!(*h.begins_at_finish.lock().unwrap(), [2]);
     }
     for party in 0..2 {
         let held = |j: usize| Held {
