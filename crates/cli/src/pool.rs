@@ -450,11 +450,20 @@ impl Pool {
         let keys = read?;
         let w = open_regular(&wp).and_then(|_| files::read_expecting(&wp, weight_records));
         let _ = std::fs::remove_file(&wp);
-        let w = w?;
-        if keys.id().session != h.session || keys.id().keys_fp != h.keys_fp {
-            bail!("{} changed after its header was read", kp.display());
+        let checked = w.and_then(|w| {
+            if keys.id().session != h.session || keys.id().keys_fp != h.keys_fp {
+                bail!("{} changed after its header was read", kp.display());
+            }
+            Ok(w)
+        });
+        match checked {
+            Ok(w) => Ok((keys, w)),
+            Err(e) => {
+                // Nothing of a refused stream stays in the backend's memory.
+                be.detach_keys(keys.token());
+                Err(e)
+            }
         }
-        Ok((keys, w))
     }
 }
 

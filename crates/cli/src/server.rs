@@ -288,8 +288,18 @@ impl Server {
         // Preparation (weights made resident, the keys attached and checked) apart from the
         // online phase, as `bench model --processes 2` reports them.
         let t = Instant::now();
-        let res = p.resident_weights()?;
-        let prep = p.prepare(&res, keys)?;
+        // Whatever the backend holds for these one-time keys (a stream received into device
+        // memory) goes if the run fails before its online phase (which releases it itself).
+        let release = |e: suf_runtime::error::RtError,
+                       keys: &suf_runtime::keystream::PartyStream| {
+            self.be.be.detach_keys(keys.token());
+            e
+        };
+        let res = p.resident_weights().map_err(|e| release(e, keys))?;
+        let prep = match p.prepare(&res, keys) {
+            Ok(x) => x,
+            Err(e) => return Err(release(e, keys).into()),
+        };
         let prepare_ms = ms(t);
         let out = p.run_prepared(prep, keys, net, inputs, &mut Tracer::new(None))?;
         Ok((out, prepare_ms))
