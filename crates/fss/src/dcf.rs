@@ -598,11 +598,21 @@ impl<'a> DcfKeys<'a> {
         out.par_chunks_mut(CHUNK * p)
             .zip(xs.par_chunks(CHUNK))
             .enumerate()
-            .for_each(|(ci, (o, x))| match (p == 1, wide_reads(self.m())) {
-                (true, false) => self.eval_range_p1::<false>(x, t, ci * CHUNK, o),
-                (true, true) => self.eval_range_p1::<true>(x, t, ci * CHUNK, o),
-                (false, false) => self.eval_range::<false>(x, t, ci * CHUNK, o),
-                (false, true) => self.eval_range::<true>(x, t, ci * CHUNK, o),
+            .for_each(|(ci, (o, x))| {
+                let j = ci * CHUNK;
+                let one = value_blocks(self.m(), p) == 1;
+                match (p, one, wide_reads(self.m())) {
+                    (1, _, false) => self.eval_range_p1::<false>(x, t, j, o),
+                    (1, _, true) => self.eval_range_p1::<true>(x, t, j, o),
+                    (2, true, false) => self.eval_range_one::<2, false>(x, t, j, o),
+                    (2, true, true) => self.eval_range_one::<2, true>(x, t, j, o),
+                    (3, true, false) => self.eval_range_one::<3, false>(x, t, j, o),
+                    (3, true, true) => self.eval_range_one::<3, true>(x, t, j, o),
+                    (4, true, false) => self.eval_range_one::<4, false>(x, t, j, o),
+                    (4, true, true) => self.eval_range_one::<4, true>(x, t, j, o),
+                    (_, _, false) => self.eval_range::<false>(x, t, j, o),
+                    (_, _, true) => self.eval_range::<true>(x, t, j, o),
+                }
             });
         Ok(())
     }
@@ -674,6 +684,91 @@ impl<'a> DcfKeys<'a> {
                 let v = ln.acc.wrapping_add(ln.t.wrapping_neg() & fc);
                 // (−1)^party · v without a branch: (v ⊕ neg) − neg.
                 *o = (v ^ neg).wrapping_sub(neg) & mm;
+            }
+        }
+    }
+
+    /// Payloads of P = 2..=4 elements that fit one value block (P·m ≤ 128: the smooth gates'
+    /// coefficient pairs and triples at m = 37): the general path's walk with a lane's P
+    /// accumulators in a fixed-size array and element q of the level's value block read at
+    /// the constant offset q·m (no straddling: (q + 1)·m ≤ 128).
+    fn eval_range_one<const P: usize, const WIDE: bool>(
+        &self,
+        xs: &[u64],
+        t: usize,
+        job0: usize,
+        out: &mut [u64],
+    ) {
+        let aes = FixedKeyAes::global();
+        let l = &self.layout;
+        let b: &[u8] = &self.body;
+        let n = l.n as usize;
+        let mu = l.m as usize;
+        let xmask = mask_bits(l.n);
+        let mm = mask_bits(l.m);
+        let neg = (self.party as u64).wrapping_neg();
+        let width = xs.len().min(LANES_P1 / 2);
+        let mut blk = vec![[0u128; 2]; width];
+        let mut st = vec![Lane::default(); width];
+        let mut acc = vec![[0u64; P]; width];
+        for (g, (xg, og)) in xs.chunks(width).zip(out.chunks_mut(width * P)).enumerate() {
+            let lanes = xg.len();
+            let st = &mut st[..lanes];
+            let blk = &mut blk[..lanes];
+            let acc = &mut acc[..lanes];
+            for (e, (ln, &xe)) in st.iter_mut().zip(xg).enumerate() {
+                let k = (job0 + g * width + e) / t;
+                let x = xe & xmask;
+                let xr = x.reverse_bits() >> (64 - n);
+                let tl = rd_u64(b, l.tcw_l + 8 * k);
+                let tr = rd_u64(b, l.tcw_r + 8 * k);
+                *ln = Lane {
+                    x,
+                    tsel: ((tl & !xr) | (tr & xr)) & xmask,
+                    key: k,
+                    s: rd_u128(b, l.seed_at(k)),
+                    t: self.party as u64,
+                    acc: 0,
+                };
+            }
+            acc.fill([0; P]);
+            for i in 0..n {
+                let sh = n - 1 - i;
+                // blk = s ⊕ c, for the MMO below (one value block: c_value(d)).
+                for (ln, bl) in st.iter().zip(blk.iter_mut()) {
+                    let d = (ln.x >> sh) & 1;
+                    bl[0] = ln.s ^ child_const(d);
+                    bl[1] = ln.s ^ c_value(d as u32);
+                }
+                // MMO: blk = π(s ⊕ c) ⊕ s ⊕ c = G_c(s).
+                aes.mmo_in_place(blk.as_flattened_mut());
+                let scw0 = l.scw_at(i, 0);
+                let vbit0 = l.vcw_bit(i, 0, 0);
+                for ((ln, bl), ac) in st.iter_mut().zip(blk.iter()).zip(acc.iter_mut()) {
+                    let k = ln.key;
+                    let tm = ln.t.wrapping_neg();
+                    let kb = vbit0 + k * P * mu;
+                    for (q, a) in ac.iter_mut().enumerate() {
+                        let c = rd_bits::<WIDE>(b, kb + q * mu, mm);
+                        *a = a
+                            .wrapping_add((bl[1] >> (q * mu)) as u64)
+                            .wrapping_add(tm & c);
+                    }
+                    let scw = rd_u128(b, scw0 + 16 * k) & !1;
+                    let corr = scw | ((ln.tsel >> i) & 1) as u128;
+                    let y = bl[0] ^ (corr & (tm as i64 as i128 as u128));
+                    ln.t = (y & 1) as u64;
+                    ln.s = y & !1;
+                }
+            }
+            for ((ln, ac), o) in st.iter().zip(acc.iter()).zip(og.chunks_exact_mut(P)) {
+                let tm = ln.t.wrapping_neg();
+                let fb = l.fcw_bit(ln.key, 0);
+                for (q, (a, oq)) in ac.iter().zip(o.iter_mut()).enumerate() {
+                    let fc = rd_bits::<WIDE>(b, fb + q * mu, mm);
+                    let v = a.wrapping_add(tm & fc);
+                    *oq = (v ^ neg).wrapping_sub(neg) & mm;
+                }
             }
         }
     }
@@ -1393,6 +1488,64 @@ mod tests {
                         &yb[k * p..(k + 1) * p],
                         &ym[(k * t + 5) * p..(k * t + 6) * p]
                     );
+                }
+            }
+        }
+    }
+
+    /// The one-value-block paths (P = 2..=4, P·m ≤ 128), the wide reads (m > 57, not a
+    /// multiple of 8) included, against the function's definition, over batches that cross
+    /// the lane groups (256) and the rayon chunks (1,024) with several points per key.
+    #[test]
+    fn one_block_payloads() {
+        let mut rng = Csprng::for_tests(3);
+        for &(n, m, p) in &[
+            (16u32, 37u32, 3usize),
+            (11, 37, 2),
+            (20, 32, 4),
+            (12, 42, 3),
+            (9, 59, 2),
+            (64, 63, 2),
+            (7, 1, 4),
+            (33, 64, 2),
+        ] {
+            assert_eq!(value_blocks(m, p), 1, "({m}, {p}) is one block");
+            let dom = mask_bits(n);
+            let cnt = 300;
+            let t = 5;
+            let alphas: Vec<u64> = (0..cnt).map(|_| rng.next_u64() & dom).collect();
+            let betas: Vec<u64> = (0..cnt * p).map(|_| rng.next_u64()).collect();
+            let (k0, k1) = gen_batch(n, m, p, &alphas, &betas, &mut rng).unwrap();
+            let mut xs = Vec::new();
+            for &a in &alphas {
+                xs.extend([
+                    a,
+                    a.wrapping_sub(1) & dom,
+                    a.wrapping_add(1) & dom,
+                    rng.next_u64() & dom,
+                    dom,
+                ]);
+            }
+            let y = recon(
+                &k0.eval_multi(&xs, t).unwrap(),
+                &k1.eval_multi(&xs, t).unwrap(),
+                m,
+            );
+            for k in 0..cnt {
+                for j in 0..t {
+                    let x = xs[k * t + j];
+                    for q in 0..p {
+                        let want = if x < alphas[k] {
+                            betas[k * p + q] & mask_bits(m)
+                        } else {
+                            0
+                        };
+                        assert_eq!(
+                            y[(k * t + j) * p + q],
+                            want,
+                            "n={n} m={m} p={p} key {k} x={x} q={q}"
+                        );
+                    }
                 }
             }
         }
