@@ -42,8 +42,10 @@ pub const fn c_value(j: u32) -> u128 {
     0xc369_1e5b_84f7_a20d_0000_0000_0001_0000 | j as u128
 }
 
-/// The number of blocks handed to AES-NI at once (the `aes` crate pipelines 8).
+/// The number of blocks AES-NI works on at once (the `aes` crate pipelines 8).
 pub const PAR_BLOCKS: usize = 8;
+/// Blocks per call into the `aes` crate (a multiple of [`PAR_BLOCKS`]; 1 KiB of stack).
+const AES_CALL_BLOCKS: usize = 64;
 
 /// Fixed-key AES-128 (the tree PRG's permutation π). Wrapped so the implementation (the
 /// `aes` crate at 0.8, AES-NI detected at run time) can be swapped without touching FSS code.
@@ -100,11 +102,13 @@ impl FixedKeyAes {
     }
 
     /// π(y) (or π(y) ⊕ y with `FEED`) for every block y, through the `aes` crate's pipelined
-    /// multi-block encryption.
+    /// multi-block encryption, [`AES_CALL_BLOCKS`] blocks per call (one call per 8 blocks
+    /// paid the crate's backend dispatch every time: 324–357 M blocks/s against 557–577 M for
+    /// one call on 512 blocks, single thread, development VM).
     #[inline(always)]
     fn encrypt_in_place<const FEED: bool>(&self, blocks: &mut [u128]) {
-        let mut buf = [GenericArray::from([0u8; 16]); PAR_BLOCKS];
-        for chunk in blocks.chunks_mut(PAR_BLOCKS) {
+        let mut buf = [GenericArray::from([0u8; 16]); AES_CALL_BLOCKS];
+        for chunk in blocks.chunks_mut(AES_CALL_BLOCKS) {
             let m = chunk.len();
             for (b, x) in buf.iter_mut().zip(chunk.iter()) {
                 *b = GenericArray::from(x.to_le_bytes());
