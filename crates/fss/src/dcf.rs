@@ -91,6 +91,12 @@
 //! consulted, and value correction words are read at m bits; padding is never read. So any body
 //! of the right length evaluates to *some* output without a panic, and the honest key's output
 //! is unchanged; a corrupted key is caught by the key stream's checksum, not here.
+//!
+//! **CPU evaluation** walks up to a few hundred evaluations of a batch together, level by
+//! level, so that one pipelined AES call covers all their blocks of a level. Three paths, one
+//! arithmetic: p = 1; p = 2..=4 elements in one value block (p·m ≤ 128, the smooth gates'
+//! coefficient pairs and triples: a lane's accumulators in a fixed-size array); and any other
+//! payload (B value blocks per level). Tests compare each with the function's definition.
 
 use std::borrow::Cow;
 
