@@ -628,6 +628,105 @@ fn each_party_on_its_own_device_instance() {
     }
 }
 
+/// A dealer backend whose GEMM fails from its `fail_at`-th call on (a device lost mid-deal).
+struct FailingDealer {
+    cpu: CpuBackend,
+    calls: std::sync::atomic::AtomicUsize,
+    fail_at: std::sync::atomic::AtomicUsize,
+}
+
+impl Backend for FailingDealer {
+    fn name(&self) -> &'static str {
+        "failing-dealer"
+    }
+    fn gemm_batch(
+        &self,
+        w: BitWidth,
+        a: &[u64],
+        b: &[u64],
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        layout: BLayout,
+    ) -> Result<Vec<u64>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.calls.fetch_add(1, SeqCst) >= self.fail_at.load(SeqCst) {
+            return Err(suf_backend::BackendError::Device {
+                operation: "gemm_batch",
+                message: "planted dealer failure".into(),
+            });
+        }
+        self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
+    }
+    suf_backend::forward_ring_ops!(cpu);
+    fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> Result<Vec<u64>> {
+        self.cpu.dcf_eval(keys, xs, t)
+    }
+    fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
+        self.cpu.dpf_lt_eval(keys, xs, t)
+    }
+    fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>> {
+        self.cpu.dpf_eq_eval(keys, xs)
+    }
+    fn pack(&self, vals: &[u64], bits: u32) -> Result<Vec<u8>> {
+        self.cpu.pack(vals, bits)
+    }
+    fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>> {
+        self.cpu.unpack(bytes, bits, count)
+    }
+}
+
+/// The dealer failing in the middle of a single-process run while both parties receive: the
+/// run ends with the dealer's own error (not a receiver's "truncated"), both receivers stop
+/// and give back their device reservations, and nothing hangs.
+#[test]
+fn a_dealer_failing_mid_stream_fails_the_run_with_its_error() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = Weights::synthetic(3);
+    let fp = FixedPoint::new(37, 12).unwrap();
+    let ids: Vec<u32> = vec![3, 17, 5, 29, 11];
+    let cfg = tiny("bert-tiny");
+    let built = build(&cfg, &w, fp, Mode::Private, ids.len(), None).unwrap();
+    let mut inputs = std::collections::BTreeMap::new();
+    inputs.insert("x".to_string(), client_input(&cfg, &w, fp, &ids).unwrap());
+    let dealer = FailingDealer {
+        cpu: CpuBackend::default(),
+        calls: 0.into(),
+        fail_at: usize::MAX.into(),
+    };
+    // The Plain reference runs first on the same backend: count its GEMMs, then fail the
+    // dealer's third.
+    suf_runtime::plain::run_plain(&built.prog, &dealer, &inputs, &built.private).unwrap();
+    let plain_calls = dealer.calls.swap(0, SeqCst);
+    dealer.fail_at.store(plain_calls + 2, SeqCst);
+    let (h0, h1) = (Held::default(), Held::default());
+    let mut rng = Csprng::for_tests(34);
+    let e = run_two_party_on(
+        &built.prog,
+        &dealer,
+        [&h0, &h1],
+        &inputs,
+        &built.private,
+        Link::Mem,
+        &mut rng,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("planted dealer failure"), "{e}");
+    assert!(
+        dealer.calls.load(SeqCst) > plain_calls + 2,
+        "the failure hit the dealer"
+    );
+    for h in [&h0, &h1] {
+        assert_eq!(
+            *h.aborts.lock().unwrap(),
+            1,
+            "each receive stopped and gave back"
+        );
+        assert!(h.held.lock().unwrap().is_empty());
+    }
+}
+
 /// In one process the dealer writes both streams while each party receives its own on a
 /// thread. A receiver's parallel work (checksums, a device's staging copy) must never queue
 /// behind the process's global rayon pool: the dealer's tasks can fill that pool while they
