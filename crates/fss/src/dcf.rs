@@ -349,6 +349,20 @@ struct Lane {
     acc: u64,
 }
 
+impl Lane {
+    /// One level down: the seed and control bit of the child on x's side, from `g` = G_c(s)
+    /// (the level's MMO output) and the key's seed correction word at byte `scw_off` of `b`.
+    #[inline(always)]
+    fn descend(&mut self, b: &[u8], scw_off: usize, i: usize, g: u128) {
+        let tm = self.t.wrapping_neg();
+        let scw = rd_u128(b, scw_off) & !1;
+        let corr = scw | ((self.tsel >> i) & 1) as u128;
+        let y = g ^ (corr & (tm as i64 as i128 as u128));
+        self.t = (y & 1) as u64;
+        self.s = y & !1;
+    }
+}
+
 /// A batch of `count` DCF keys of one party: the version-2 body bytes (see [`DcfLayout`]),
 /// owned (from [`gen_batch`] or [`DcfKeys::from_bytes`]) or borrowed from a loaded key stream
 /// ([`DcfKeys::view`], zero-copy). Evaluation reads the body bytes directly.
@@ -623,6 +637,28 @@ impl<'a> DcfKeys<'a> {
         Ok(())
     }
 
+    /// The walk's start for point `xe` of key `k`: x reduced to n bits, the control
+    /// corrections its bits select, the key's root seed, t = party.
+    #[inline(always)]
+    fn lane_start(&self, xe: u64, k: usize) -> Lane {
+        let l = &self.layout;
+        let b: &[u8] = &self.body;
+        let xmask = mask_bits(l.n);
+        let x = xe & xmask;
+        // Bit i of xr is x's bit at level i (MSB first).
+        let xr = x.reverse_bits() >> (64 - l.n);
+        let tl = rd_u64(b, l.tcw_l + 8 * k);
+        let tr = rd_u64(b, l.tcw_r + 8 * k);
+        Lane {
+            x,
+            tsel: ((tl & !xr) | (tr & xr)) & xmask,
+            key: k,
+            s: rd_u128(b, l.seed_at(k)),
+            t: self.party as u64,
+            acc: 0,
+        }
+    }
+
     /// Fast path p = 1 (one value block per level). Up to [`LANES_P1`] evaluations walk their
     /// paths together, level by level: one pipelined AES call per level covers them all, and
     /// the level's correction words of consecutive keys are read as one contiguous run.
@@ -632,7 +668,6 @@ impl<'a> DcfKeys<'a> {
         let b: &[u8] = &self.body;
         let n = l.n as usize;
         let m = l.m as usize;
-        let xmask = mask_bits(l.n);
         let mm = mask_bits(l.m);
         let neg = (self.party as u64).wrapping_neg();
         let width = xs.len().min(LANES_P1);
@@ -643,20 +678,7 @@ impl<'a> DcfKeys<'a> {
             let st = &mut st[..lanes];
             let blk = &mut blk[..lanes];
             for (e, (ln, &xe)) in st.iter_mut().zip(xg).enumerate() {
-                let k = (job0 + g * width + e) / t;
-                let x = xe & xmask;
-                // Bit i of xr is x's bit at level i (MSB first).
-                let xr = x.reverse_bits() >> (64 - n);
-                let tl = rd_u64(b, l.tcw_l + 8 * k);
-                let tr = rd_u64(b, l.tcw_r + 8 * k);
-                *ln = Lane {
-                    x,
-                    tsel: ((tl & !xr) | (tr & xr)) & xmask,
-                    key: k,
-                    s: rd_u128(b, l.seed_at(k)),
-                    t: self.party as u64,
-                    acc: 0,
-                };
+                *ln = self.lane_start(xe, (job0 + g * width + e) / t);
             }
             for i in 0..n {
                 let sh = n - 1 - i;
@@ -676,12 +698,7 @@ impl<'a> DcfKeys<'a> {
                     let v = bl[1] as u64;
                     let vc = rd_bits::<WIDE>(b, vbit0 + k * m, mm);
                     ln.acc = ln.acc.wrapping_add(v).wrapping_add(tm & vc);
-                    let scw = rd_u128(b, scw0 + 16 * k) & !1;
-                    let corr = scw | ((ln.tsel >> i) & 1) as u128;
-                    let g = bl[0];
-                    let y = g ^ (corr & (tm as i64 as i128 as u128));
-                    ln.t = (y & 1) as u64;
-                    ln.s = y & !1;
+                    ln.descend(b, scw0 + 16 * k, i, bl[0]);
                 }
             }
             let fbit0 = l.fcw_bit(0, 0);
@@ -710,7 +727,6 @@ impl<'a> DcfKeys<'a> {
         let b: &[u8] = &self.body;
         let n = l.n as usize;
         let mu = l.m as usize;
-        let xmask = mask_bits(l.n);
         let mm = mask_bits(l.m);
         let neg = (self.party as u64).wrapping_neg();
         let width = xs.len().min(LANES_P1 / 2);
@@ -723,19 +739,7 @@ impl<'a> DcfKeys<'a> {
             let blk = &mut blk[..lanes];
             let acc = &mut acc[..lanes];
             for (e, (ln, &xe)) in st.iter_mut().zip(xg).enumerate() {
-                let k = (job0 + g * width + e) / t;
-                let x = xe & xmask;
-                let xr = x.reverse_bits() >> (64 - n);
-                let tl = rd_u64(b, l.tcw_l + 8 * k);
-                let tr = rd_u64(b, l.tcw_r + 8 * k);
-                *ln = Lane {
-                    x,
-                    tsel: ((tl & !xr) | (tr & xr)) & xmask,
-                    key: k,
-                    s: rd_u128(b, l.seed_at(k)),
-                    t: self.party as u64,
-                    acc: 0,
-                };
+                *ln = self.lane_start(xe, (job0 + g * width + e) / t);
             }
             acc.fill([0; P]);
             for i in 0..n {
@@ -760,11 +764,7 @@ impl<'a> DcfKeys<'a> {
                             .wrapping_add((bl[1] >> (q * mu)) as u64)
                             .wrapping_add(tm & c);
                     }
-                    let scw = rd_u128(b, scw0 + 16 * k) & !1;
-                    let corr = scw | ((ln.tsel >> i) & 1) as u128;
-                    let y = bl[0] ^ (corr & (tm as i64 as i128 as u128));
-                    ln.t = (y & 1) as u64;
-                    ln.s = y & !1;
+                    ln.descend(b, scw0 + 16 * k, i, bl[0]);
                 }
             }
             for ((ln, ac), o) in st.iter().zip(acc.iter()).zip(og.chunks_exact_mut(P)) {
@@ -790,7 +790,6 @@ impl<'a> DcfKeys<'a> {
         let p = l.p;
         let nb = value_blocks(m, p);
         let w = 1 + nb;
-        let xmask = mask_bits(l.n);
         let mm = mask_bits(m);
         let neg = (self.party as u64).wrapping_neg();
         let width = xs.len().min((LANES_P1 / w).max(LANES));
@@ -802,19 +801,7 @@ impl<'a> DcfKeys<'a> {
             let st = &mut st[..lanes];
             let blk = &mut blk[..w * lanes];
             for (e, (ln, &xe)) in st.iter_mut().zip(xg).enumerate() {
-                let k = (job0 + g * width + e) / t;
-                let x = xe & xmask;
-                let xr = x.reverse_bits() >> (64 - n);
-                let tl = rd_u64(b, l.tcw_l + 8 * k);
-                let tr = rd_u64(b, l.tcw_r + 8 * k);
-                *ln = Lane {
-                    x,
-                    tsel: ((tl & !xr) | (tr & xr)) & xmask,
-                    key: k,
-                    s: rd_u128(b, l.seed_at(k)),
-                    t: self.party as u64,
-                    acc: 0,
-                };
+                *ln = self.lane_start(xe, (job0 + g * width + e) / t);
             }
             acc.fill(0);
             for i in 0..n {
@@ -846,11 +833,7 @@ impl<'a> DcfKeys<'a> {
                             .wrapping_add(bits_at(vals, q * mu, m))
                             .wrapping_add(tm & c);
                     }
-                    let scw = rd_u128(b, scw0 + 16 * k) & !1;
-                    let corr = scw | ((ln.tsel >> i) & 1) as u128;
-                    let y = bl[0] ^ (corr & (tm as i64 as i128 as u128));
-                    ln.t = (y & 1) as u64;
-                    ln.s = y & !1;
+                    ln.descend(b, scw0 + 16 * k, i, bl[0]);
                 }
             }
             for ((ln, ac), o) in st
