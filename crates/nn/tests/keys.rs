@@ -20,6 +20,10 @@ type Seen = (Option<(u64, u64)>, usize);
 /// (GEMM, elementwise ring work, DPF evaluation, packing).
 macro_rules! forward_to_cpu {
     () => {
+        forward_to_cpu!(gemm);
+        forward_to_cpu!(rest);
+    };
+    (gemm) => {
         fn gemm_batch(
             &self,
             w: BitWidth,
@@ -33,6 +37,8 @@ macro_rules! forward_to_cpu {
         ) -> Result<Vec<u64>> {
             self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
         }
+    };
+    (rest) => {
         suf_backend::forward_ring_ops!(cpu);
         fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
             self.cpu.dpf_lt_eval(keys, xs, t)
@@ -659,21 +665,9 @@ impl Backend for FailingDealer {
         }
         self.cpu.gemm_batch(w, a, b, batch, m, k, n, layout)
     }
-    suf_backend::forward_ring_ops!(cpu);
+    forward_to_cpu!(rest);
     fn dcf_eval(&self, keys: &DcfKeys<'_>, xs: &[u64], t: usize) -> Result<Vec<u64>> {
         self.cpu.dcf_eval(keys, xs, t)
-    }
-    fn dpf_lt_eval(&self, keys: &DpfKeys, xs: &[u64], t: usize) -> Result<Vec<u8>> {
-        self.cpu.dpf_lt_eval(keys, xs, t)
-    }
-    fn dpf_eq_eval(&self, keys: &DpfKeys, xs: &[u64]) -> Result<Vec<u8>> {
-        self.cpu.dpf_eq_eval(keys, xs)
-    }
-    fn pack(&self, vals: &[u64], bits: u32) -> Result<Vec<u8>> {
-        self.cpu.pack(vals, bits)
-    }
-    fn unpack(&self, bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u64>> {
-        self.cpu.unpack(bytes, bits, count)
     }
 }
 
