@@ -71,6 +71,10 @@ pub struct ResponseMeta {
     /// phase.
     #[serde(default)]
     pub prepare_ms: f64,
+    /// Milliseconds this server waited, keys attached, for the peer to be ready (the peer's
+    /// longer key load), before the online phase; not part of `online_ms`.
+    #[serde(default)]
+    pub peer_wait_ms: f64,
     /// The length bucket whose keys served the request (0: not a bucket pool).
     #[serde(default)]
     pub bucket: usize,
@@ -243,6 +247,7 @@ mod tests {
             pair_ms: 0.5,
             key_load_ms: 0.5,
             prepare_ms: 0.5,
+            peer_wait_ms: 0.25,
             bucket: 0,
         };
         check_response(&r, 0, &[1; 16], &[2; 32]).unwrap();

@@ -387,7 +387,8 @@ pub fn run(a: &ClientArgs) -> Result<()> {
     v["per_party"] = json!(metas
         .iter()
         .map(|m| json!({"online_ms": m.online_ms, "pair_ms": m.pair_ms,
-                        "key_load_ms": m.key_load_ms, "prepare_ms": m.prepare_ms}))
+                        "key_load_ms": m.key_load_ms, "prepare_ms": m.prepare_ms,
+                        "peer_wait_ms": m.peer_wait_ms}))
         .collect::<Vec<_>>());
     if a.json {
         println!("{v}");

@@ -180,6 +180,8 @@ pub struct Server {
 const MAX_PAIR: usize = 4096;
 /// Authenticated links party 1 keeps open for later requests.
 const MAX_IDLE_LINKS: usize = 8;
+/// The byte each server sends its peer when its keys are attached (`Server::run_online`).
+const READY: u8 = 0x52;
 const AUTH_LABEL: &[u8] = b"suf-peer-auth-v1";
 
 fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
@@ -277,8 +279,7 @@ impl Server {
         weights: &files::Named,
         net: &mut TcpTransport,
         inputs: &files::Named,
-    ) -> Result<(suf_runtime::party::PartyOutput, f64)> {
-        net.reset_stats();
+    ) -> Result<(suf_runtime::party::PartyOutput, f64, f64)> {
         let p = Party {
             prog: &lane.prog,
             party: self.party,
@@ -301,8 +302,28 @@ impl Server {
             Err(e) => return Err(release(e, keys).into()),
         };
         let prepare_ms = ms(t);
+        // Both servers enter the online phase together: each says it is ready once its keys
+        // are attached and waits for the peer's word, so that a server whose key load ended
+        // first does not count the peer's load as online time (it is `peer_wait_ms`).
+        let t = Instant::now();
+        let ready = net
+            .send(vec![READY])
+            .and_then(|_| net.recv_max(1))
+            .map_err(suf_runtime::error::RtError::from)
+            .and_then(|b| match b.as_slice() {
+                [READY] => Ok(()),
+                _ => Err(suf_runtime::error::RtError::Peer(format!(
+                    "expected the peer's ready byte before the online phase, got {} bytes",
+                    b.len()
+                ))),
+            });
+        if let Err(e) = ready {
+            return Err(release(e, keys).into());
+        }
+        let peer_wait_ms = ms(t);
+        net.reset_stats();
         let out = p.run_prepared(prep, keys, net, inputs, &mut Tracer::new(None))?;
-        Ok((out, prepare_ms))
+        Ok((out, prepare_ms, peer_wait_ms))
     }
 
     fn respond(
@@ -311,7 +332,7 @@ impl Server {
         checked: &Checked,
         session: &[u8; 16],
         out: &suf_runtime::party::PartyOutput,
-        t: [f64; 3],
+        t: [f64; 4],
     ) -> Result<Vec<u8>> {
         let mut m = files::Named::new();
         for (i, o) in out.outputs.iter().enumerate() {
@@ -328,6 +349,7 @@ impl Server {
                 pair_ms: t[0],
                 key_load_ms: t[1],
                 prepare_ms: t[2],
+                peer_wait_ms: t[3],
                 bucket: lane.bucket_len(),
             },
             &files::encode(&m),
@@ -405,7 +427,7 @@ impl Server {
             )
             .map_err(failed)?;
         let load_ms = ms(t1);
-        let (out, prep_ms) = self
+        let (out, prep_ms, wait_ms) = self
             .run_online(lane, &mut keys, &w, &mut net, inputs)
             .map_err(failed)?;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -413,7 +435,7 @@ impl Server {
             idle.push(net);
         }
         drop(idle);
-        self.respond(lane, checked, &h.session, &out, [pair_ms, load_ms, prep_ms])
+        self.respond(lane, checked, &h.session, &out, [pair_ms, load_ms, prep_ms, wait_ms])
             .map_err(failed)
     }
 
@@ -536,13 +558,13 @@ impl Server {
                 self.be.be.as_ref(),
             )?;
             let load_ms = ms(t1);
-            let (out, prep_ms) = self.run_online(lane, &mut keys, &w, net, &inputs)?;
+            let (out, prep_ms, wait_ms) = self.run_online(lane, &mut keys, &w, net, &inputs)?;
             self.respond(
                 lane,
                 &pending.checked,
                 &session,
                 &out,
-                [pair_ms, load_ms, prep_ms],
+                [pair_ms, load_ms, prep_ms, wait_ms],
             )
         })();
         let ok = r.is_ok();

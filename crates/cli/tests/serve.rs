@@ -259,6 +259,12 @@ fn sequential_and_concurrent_requests_equal_plain_then_the_pool_runs_dry() {
     for _ in 0..3 {
         let v = client_ok(&s, &a, &b);
         assert!(v["latency_ms"].as_f64().unwrap() > 0.0);
+        // Each server's wait for its peer before the online phase is reported apart from it,
+        // and the two servers' waits cannot both exceed the run's whole latency.
+        for p in v["per_party"].as_array().unwrap() {
+            let wait = p["peer_wait_ms"].as_f64().unwrap();
+            assert!((0.0..v["latency_ms"].as_f64().unwrap()).contains(&wait), "{p}");
+        }
         sessions.insert(v["session"].as_str().unwrap().to_string());
     }
     let threads: Vec<_> = (0..3)
