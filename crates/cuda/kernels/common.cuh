@@ -16,8 +16,9 @@ typedef unsigned char u8;
 
 // Table modes: 0 = four 1 KB tables TE0..TE3 in shared memory (4 KB per block);
 //              1 = TE0 replicated 32 times, one copy per bank (32 KB per block), TE1..TE3 by
-//                  rotation; conflict-free lookups at the cost of an address multiply and a
+//                  rotation; conflict-free lookups at the cost of an address shift and a
 //                  funnel shift per lookup.
+// Both modes take the S-box of the last round from byte 1 of TE0.
 #define SUF_SMEM_T4 4096
 #define SUF_SMEM_R32 32768
 
@@ -37,61 +38,70 @@ __device__ __forceinline__ void suf_load_tables(u32* sm) {
     __syncthreads();
 }
 
+// One lookup of a full round: TE_K[byte K of s]. The byte comes out of s with one byte
+// permute (PRMT), which needs neither a shift nor a mask; in mode 1 `base` is sm + lane and
+// entry x of TE0 sits at 32x + lane. (Measured on the H200: the permute instead of shift-and-mask
+// took the replicated-table AES from 16-20 to 26-29 G blocks/s; bench/results/h200-2026-12-04-s12.)
 template <int MODE, int K>
-__device__ __forceinline__ u32 suf_t(const u32* sm, u32 x, u32 lane) {
-    x &= 0xffu;
+__device__ __forceinline__ u32 suf_te(const u32* base, u32 s) {
+    const u32 x = __byte_perm(s, 0u, 0x4440u | K);
     if (MODE == 0) {
-        return sm[K * 256 + x];
+        return base[K * 256 + x];
     } else {
-        u32 v = sm[(x << 5) | lane];
+        const u32 v = base[x << 5];
         return K == 0 ? v : __funnelshift_l(v, v, 8 * K);
     }
 }
 
-// pi(b): AES-128 under the fixed key, in place.
-template <int MODE>
-__device__ __forceinline__ void suf_aes(uint4& b, const u32* sm, u32 lane) {
-    u32 s0 = b.x ^ SUF_RK[0];
-    u32 s1 = b.y ^ SUF_RK[1];
-    u32 s2 = b.z ^ SUF_RK[2];
-    u32 s3 = b.w ^ SUF_RK[3];
+// One lookup of the last round: S[byte K of s] (byte 1 of TE0) placed at byte K, zeros
+// elsewhere.
+template <int MODE, int K>
+__device__ __forceinline__ u32 suf_sb(const u32* base, u32 s) {
+    const u32 x = __byte_perm(s, 0u, 0x4440u | K);
+    const u32 v = MODE == 0 ? base[x] : base[x << 5];
+    return __byte_perm(v, 0u, (0x4444u & ~(0xfu << (4 * K))) | (1u << (4 * K)));
+}
+
+// AES-128 in place: round keys SUF_RK (the fixed key, constant bank) when CRK, else `rk`
+// (44 words, e.g. a seed's keys in shared memory). `sm` holds the tables of MODE.
+template <int MODE, bool CRK>
+__device__ __forceinline__ void suf_aes_keys(uint4& b, const u32* sm, u32 lane, const u32* rk) {
+    const u32* base = MODE == 0 ? sm : sm + lane;
+#define SUF_RKW(i) (CRK ? SUF_RK[(i)] : rk[(i)])
+    u32 s0 = b.x ^ SUF_RKW(0);
+    u32 s1 = b.y ^ SUF_RKW(1);
+    u32 s2 = b.z ^ SUF_RKW(2);
+    u32 s3 = b.w ^ SUF_RKW(3);
 #pragma unroll
     for (int r = 1; r < 10; r++) {
-        u32 t0 = suf_t<MODE, 0>(sm, s0, lane) ^ suf_t<MODE, 1>(sm, s1 >> 8, lane) ^
-                 suf_t<MODE, 2>(sm, s2 >> 16, lane) ^ suf_t<MODE, 3>(sm, s3 >> 24, lane) ^
-                 SUF_RK[4 * r + 0];
-        u32 t1 = suf_t<MODE, 0>(sm, s1, lane) ^ suf_t<MODE, 1>(sm, s2 >> 8, lane) ^
-                 suf_t<MODE, 2>(sm, s3 >> 16, lane) ^ suf_t<MODE, 3>(sm, s0 >> 24, lane) ^
-                 SUF_RK[4 * r + 1];
-        u32 t2 = suf_t<MODE, 0>(sm, s2, lane) ^ suf_t<MODE, 1>(sm, s3 >> 8, lane) ^
-                 suf_t<MODE, 2>(sm, s0 >> 16, lane) ^ suf_t<MODE, 3>(sm, s1 >> 24, lane) ^
-                 SUF_RK[4 * r + 2];
-        u32 t3 = suf_t<MODE, 0>(sm, s3, lane) ^ suf_t<MODE, 1>(sm, s0 >> 8, lane) ^
-                 suf_t<MODE, 2>(sm, s1 >> 16, lane) ^ suf_t<MODE, 3>(sm, s2 >> 24, lane) ^
-                 SUF_RK[4 * r + 3];
+        const u32 t0 = suf_te<MODE, 0>(base, s0) ^ suf_te<MODE, 1>(base, s1) ^
+                       suf_te<MODE, 2>(base, s2) ^ suf_te<MODE, 3>(base, s3) ^ SUF_RKW(4 * r + 0);
+        const u32 t1 = suf_te<MODE, 0>(base, s1) ^ suf_te<MODE, 1>(base, s2) ^
+                       suf_te<MODE, 2>(base, s3) ^ suf_te<MODE, 3>(base, s0) ^ SUF_RKW(4 * r + 1);
+        const u32 t2 = suf_te<MODE, 0>(base, s2) ^ suf_te<MODE, 1>(base, s3) ^
+                       suf_te<MODE, 2>(base, s0) ^ suf_te<MODE, 3>(base, s1) ^ SUF_RKW(4 * r + 2);
+        const u32 t3 = suf_te<MODE, 0>(base, s3) ^ suf_te<MODE, 1>(base, s0) ^
+                       suf_te<MODE, 2>(base, s1) ^ suf_te<MODE, 3>(base, s2) ^ SUF_RKW(4 * r + 3);
         s0 = t0;
         s1 = t1;
         s2 = t2;
         s3 = t3;
     }
-    // Last round: S-box bytes taken from the rotated tables (byte 0 of TE2, 1 of TE3,
-    // 2 of TE0, 3 of TE1).
-    b.x = ((suf_t<MODE, 2>(sm, s0, lane) & 0xffu) | (suf_t<MODE, 3>(sm, s1 >> 8, lane) & 0xff00u) |
-           (suf_t<MODE, 0>(sm, s2 >> 16, lane) & 0xff0000u) |
-           (suf_t<MODE, 1>(sm, s3 >> 24, lane) & 0xff000000u)) ^
-          SUF_RK[40];
-    b.y = ((suf_t<MODE, 2>(sm, s1, lane) & 0xffu) | (suf_t<MODE, 3>(sm, s2 >> 8, lane) & 0xff00u) |
-           (suf_t<MODE, 0>(sm, s3 >> 16, lane) & 0xff0000u) |
-           (suf_t<MODE, 1>(sm, s0 >> 24, lane) & 0xff000000u)) ^
-          SUF_RK[41];
-    b.z = ((suf_t<MODE, 2>(sm, s2, lane) & 0xffu) | (suf_t<MODE, 3>(sm, s3 >> 8, lane) & 0xff00u) |
-           (suf_t<MODE, 0>(sm, s0 >> 16, lane) & 0xff0000u) |
-           (suf_t<MODE, 1>(sm, s1 >> 24, lane) & 0xff000000u)) ^
-          SUF_RK[42];
-    b.w = ((suf_t<MODE, 2>(sm, s3, lane) & 0xffu) | (suf_t<MODE, 3>(sm, s0 >> 8, lane) & 0xff00u) |
-           (suf_t<MODE, 0>(sm, s1 >> 16, lane) & 0xff0000u) |
-           (suf_t<MODE, 1>(sm, s2 >> 24, lane) & 0xff000000u)) ^
-          SUF_RK[43];
+    b.x = (suf_sb<MODE, 0>(base, s0) | suf_sb<MODE, 1>(base, s1) | suf_sb<MODE, 2>(base, s2) |
+           suf_sb<MODE, 3>(base, s3)) ^ SUF_RKW(40);
+    b.y = (suf_sb<MODE, 0>(base, s1) | suf_sb<MODE, 1>(base, s2) | suf_sb<MODE, 2>(base, s3) |
+           suf_sb<MODE, 3>(base, s0)) ^ SUF_RKW(41);
+    b.z = (suf_sb<MODE, 0>(base, s2) | suf_sb<MODE, 1>(base, s3) | suf_sb<MODE, 2>(base, s0) |
+           suf_sb<MODE, 3>(base, s1)) ^ SUF_RKW(42);
+    b.w = (suf_sb<MODE, 0>(base, s3) | suf_sb<MODE, 1>(base, s0) | suf_sb<MODE, 2>(base, s1) |
+           suf_sb<MODE, 3>(base, s2)) ^ SUF_RKW(43);
+#undef SUF_RKW
+}
+
+// pi(b): AES-128 under the fixed key, in place.
+template <int MODE>
+__device__ __forceinline__ void suf_aes(uint4& b, const u32* sm, u32 lane) {
+    suf_aes_keys<MODE, true>(b, sm, lane, nullptr);
 }
 
 __device__ __forceinline__ uint4 suf_xor(uint4 a, uint4 b) {

@@ -20,41 +20,7 @@
 
 // AES-128 under round keys `rk` (shared memory), four T-tables in shared memory (mode 0).
 __device__ __forceinline__ void kg_aes_rk(uint4& b, const u32* rk, const u32* sm) {
-    u32 s0 = b.x ^ rk[0];
-    u32 s1 = b.y ^ rk[1];
-    u32 s2 = b.z ^ rk[2];
-    u32 s3 = b.w ^ rk[3];
-#pragma unroll
-    for (int r = 1; r < 10; r++) {
-        u32 t0 = suf_t<0, 0>(sm, s0, 0) ^ suf_t<0, 1>(sm, s1 >> 8, 0) ^
-                 suf_t<0, 2>(sm, s2 >> 16, 0) ^ suf_t<0, 3>(sm, s3 >> 24, 0) ^ rk[4 * r + 0];
-        u32 t1 = suf_t<0, 0>(sm, s1, 0) ^ suf_t<0, 1>(sm, s2 >> 8, 0) ^
-                 suf_t<0, 2>(sm, s3 >> 16, 0) ^ suf_t<0, 3>(sm, s0 >> 24, 0) ^ rk[4 * r + 1];
-        u32 t2 = suf_t<0, 0>(sm, s2, 0) ^ suf_t<0, 1>(sm, s3 >> 8, 0) ^
-                 suf_t<0, 2>(sm, s0 >> 16, 0) ^ suf_t<0, 3>(sm, s1 >> 24, 0) ^ rk[4 * r + 2];
-        u32 t3 = suf_t<0, 0>(sm, s3, 0) ^ suf_t<0, 1>(sm, s0 >> 8, 0) ^
-                 suf_t<0, 2>(sm, s1 >> 16, 0) ^ suf_t<0, 3>(sm, s2 >> 24, 0) ^ rk[4 * r + 3];
-        s0 = t0;
-        s1 = t1;
-        s2 = t2;
-        s3 = t3;
-    }
-    b.x = ((suf_t<0, 2>(sm, s0, 0) & 0xffu) | (suf_t<0, 3>(sm, s1 >> 8, 0) & 0xff00u) |
-           (suf_t<0, 0>(sm, s2 >> 16, 0) & 0xff0000u) |
-           (suf_t<0, 1>(sm, s3 >> 24, 0) & 0xff000000u)) ^
-          rk[40];
-    b.y = ((suf_t<0, 2>(sm, s1, 0) & 0xffu) | (suf_t<0, 3>(sm, s2 >> 8, 0) & 0xff00u) |
-           (suf_t<0, 0>(sm, s3 >> 16, 0) & 0xff0000u) |
-           (suf_t<0, 1>(sm, s0 >> 24, 0) & 0xff000000u)) ^
-          rk[41];
-    b.z = ((suf_t<0, 2>(sm, s2, 0) & 0xffu) | (suf_t<0, 3>(sm, s3 >> 8, 0) & 0xff00u) |
-           (suf_t<0, 0>(sm, s0 >> 16, 0) & 0xff0000u) |
-           (suf_t<0, 1>(sm, s1 >> 24, 0) & 0xff000000u)) ^
-          rk[42];
-    b.w = ((suf_t<0, 2>(sm, s3, 0) & 0xffu) | (suf_t<0, 3>(sm, s0 >> 8, 0) & 0xff00u) |
-           (suf_t<0, 0>(sm, s1 >> 16, 0) & 0xff0000u) |
-           (suf_t<0, 1>(sm, s2 >> 24, 0) & 0xff000000u)) ^
-          rk[43];
+    suf_aes_keys<0, false>(b, sm, 0, rk);
 }
 
 // OR the m-bit value v (already reduced to m bits) in at bit `bit` of the word array w.

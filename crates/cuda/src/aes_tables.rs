@@ -15,8 +15,8 @@
 //! in little-endian word form) and `TE_k = rotl(TE0, 8k)`. One full round, column c:
 //! `out[c] = TE0[b0(w[c])] ^ TE1[b1(w[c+1])] ^ TE2[b2(w[c+2])] ^ TE3[b3(w[c+3])] ^ rk[c]`
 //! (ShiftRows folded into the column indices mod 4). The last round takes the S-box byte out of
-//! the rotated tables: `S[x]` sits in byte 0 of `TE2[x]`, byte 1 of `TE3[x]`, byte 2 of `TE0[x]`
-//! and byte 3 of `TE1[x]`.
+//! `TE0`: `S[x]` is byte 1 of `TE0[x]`, moved to byte r of the output column for row r (the
+//! kernels pick bytes in and out with byte permutes).
 //!
 //! The round keys of [`suf_core::prg::FIXED_KEY`] are expanded once here (FIPS-197 §5.2) and
 //! compiled into the kernel source as a `__constant__` array; after unrolling every round-key
@@ -141,12 +141,11 @@ pub fn ttable_encrypt(rk: &[u32; 44], t0: &[u32; 256], block: u128) -> u128 {
         }
         w = o;
     }
+    // Last round: S[x] = byte 1 of TE0[x], placed at byte r (row r).
+    let sb = |r: u32, x: u32| ((t0[((x >> (8 * r)) & 0xff) as usize] >> 8) & 0xff) << (8 * r);
     let mut o = [0u32; 4];
     for c in 0..4 {
-        o[c] = (t(2, w[c]) & 0xff)
-            | (t(3, w[(c + 1) % 4] >> 8) & 0xff00)
-            | (t(0, w[(c + 2) % 4] >> 16) & 0x00ff_0000)
-            | (t(1, w[(c + 3) % 4] >> 24) & 0xff00_0000);
+        o[c] = sb(0, w[c]) | sb(1, w[(c + 1) % 4]) | sb(2, w[(c + 2) % 4]) | sb(3, w[(c + 3) % 4]);
         o[c] ^= rk[40 + c];
     }
     let mut out = [0u8; 16];

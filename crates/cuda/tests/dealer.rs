@@ -366,6 +366,14 @@ inline void __syncthreads() {}
 inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned s) {
     return (unsigned)((((((unsigned long long)hi) << 32) | lo) << (s & 31)) >> 32);
 }
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const unsigned long long v = ((unsigned long long)y << 32) | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; i++) {
+        r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    }
+    return r;
+}
 inline unsigned long long atomicOr(unsigned long long* a, unsigned long long v) {
     unsigned long long o = *a; *a |= v; return o;
 }
