@@ -435,8 +435,14 @@ impl Server {
             idle.push(net);
         }
         drop(idle);
-        self.respond(lane, checked, &h.session, &out, [pair_ms, load_ms, prep_ms, wait_ms])
-            .map_err(failed)
+        self.respond(
+            lane,
+            checked,
+            &h.session,
+            &out,
+            [pair_ms, load_ms, prep_ms, wait_ms],
+        )
+        .map_err(failed)
     }
 
     /// Party 0: one incoming link from party 1 (in its own thread): authenticate, then pair

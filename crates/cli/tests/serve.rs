@@ -263,7 +263,10 @@ fn sequential_and_concurrent_requests_equal_plain_then_the_pool_runs_dry() {
         // and the two servers' waits cannot both exceed the run's whole latency.
         for p in v["per_party"].as_array().unwrap() {
             let wait = p["peer_wait_ms"].as_f64().unwrap();
-            assert!((0.0..v["latency_ms"].as_f64().unwrap()).contains(&wait), "{p}");
+            assert!(
+                (0.0..v["latency_ms"].as_f64().unwrap()).contains(&wait),
+                "{p}"
+            );
         }
         sessions.insert(v["session"].as_str().unwrap().to_string());
     }

@@ -8,6 +8,8 @@
 //! Run on a GPU host: `cargo test --release -p suf-cuda --test dealer` (with the toolkit's
 //! lib64 on LD_LIBRARY_PATH for NVRTC).
 
+mod host_build;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
@@ -346,39 +348,8 @@ fn timing(d: &CudaDealer) -> R {
     Ok(())
 }
 
-/// CUDA built-ins for compiling the keygen kernels as plain C++ (one thread walks every key
-/// through the grid-stride loop), and a driver reading cases from argv[1] and writing both
+/// A driver for the host build of the keygen kernels: reads cases from argv[1] and writes both
 /// bodies of each to argv[2].
-const HOST_STUB: &str = r#"
-#include <cstdio>
-#include <cstring>
-#include <vector>
-#define __device__
-#define __global__
-#define __forceinline__ inline
-#define __constant__
-#define __shared__
-struct uint4 { unsigned int x, y, z, w; };
-inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
-struct dim3 { unsigned x, y, z; };
-static dim3 threadIdx{0, 0, 0}, blockIdx{0, 0, 0}, blockDim{1, 1, 1}, gridDim{1, 1, 1};
-inline void __syncthreads() {}
-inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned s) {
-    return (unsigned)((((((unsigned long long)hi) << 32) | lo) << (s & 31)) >> 32);
-}
-inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
-    const unsigned long long v = ((unsigned long long)y << 32) | x;
-    unsigned r = 0;
-    for (int i = 0; i < 4; i++) {
-        r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
-    }
-    return r;
-}
-inline unsigned long long atomicOr(unsigned long long* a, unsigned long long v) {
-    unsigned long long o = *a; *a |= v; return o;
-}
-"#;
-
 const HOST_MAIN: &str = r#"
 int main(int argc, char** argv) {
     if (argc != 3) return 2;
@@ -413,39 +384,12 @@ int main(int argc, char** argv) {
 /// the CUDA built-ins, run on DCF and DPF cases, byte-identical to the CPU dealer. Ignored
 /// where no C++ compiler exists. This checks the kernel source in CI, where no GPU is.
 fn kernel_logic_on_host() -> Result<Completion, Failed> {
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
-    if std::process::Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    let Some(cxx) = host_build::cxx() else {
         return Ok(Completion::ignored_with("no C++ compiler (CXX / g++)"));
-    }
-    let src = suf_cuda::compile::kernel_source();
-    let prelude = src
-        .split("// ---- kernels/common.cuh ----")
-        .next()
-        .ok_or("no prelude")?;
-    let shared = |t: &str| t.replace("extern __shared__ u32 sm[];", "static u32 sm[9000];");
-    let common = shared(include_str!("../kernels/common.cuh"));
-    let keygen = shared(include_str!("../kernels/keygen.cu"))
-        .replace("extern \"C\" __global__", "extern \"C\"");
+    };
     let dir = std::env::temp_dir().join(format!("suf-keygen-host-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let cpp = dir.join("keygen_host.cpp");
-    std::fs::write(
-        &cpp,
-        [HOST_STUB, prelude, &common, &keygen, HOST_MAIN].concat(),
-    )?;
-    let exe = dir.join("keygen_host");
-    let out = std::process::Command::new(&cxx)
-        .args(["-std=c++17", "-O1", "-w", "-o"])
-        .arg(&exe)
-        .arg(&cpp)
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("{cxx}: {}", String::from_utf8_lossy(&out.stderr)).into());
-    }
+    let keygen = host_build::host_text(include_str!("../kernels/keygen.cu"));
+    let exe = host_build::build(&cxx, &dir, "keygen_host", &[&keygen], HOST_MAIN)?;
     // Cases: (kind, n, m, p, count); kind 0 = DCF, 1 = DPF.
     let mut rng = Csprng::for_tests(81);
     let mut cases = Vec::new();
