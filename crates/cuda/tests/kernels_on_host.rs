@@ -120,7 +120,7 @@ fn cases() -> Result<Vec<Case>, Failed> {
     let mut out = Vec::new();
     // DCF: scalar payloads, then vectors whose packed values straddle words and blocks (up to
     // the kernel's 16 elements and 8 value blocks per level).
-    let shapes: [(u32, u32, usize); 14] = [
+    let shapes: [(u32, u32, usize); 18] = [
         (1, 1, 1),
         (12, 1, 1),
         (13, 37, 1),
@@ -135,6 +135,12 @@ fn cases() -> Result<Vec<Case>, Failed> {
         (20, 33, 4),
         (64, 64, 16),
         (9, 50, 5),
+        // Elements starting in the second value block, straddling into its last word, and
+        // ending at bit 256.
+        (12, 50, 4),
+        (25, 61, 4),
+        (30, 64, 4),
+        (9, 63, 3),
     ];
     for (n, m, p) in shapes {
         for (count, t) in [(0usize, 1usize), (1, 1), (33, 1), (5, 3)] {
