@@ -1454,16 +1454,7 @@ impl CudaBackend {
         let (total64, per_key, p32) = (total as u64, t as u64, l.p as u32);
         // The layout's offsets, as suf_fss::dcf::DcfLayout gives them (the kernels never
         // derive them).
-        let [o_seed, o_scw, o_tcw_l, o_tcw_r, o_vcw, vcw_stride, o_fcw] = [
-            l.seed,
-            l.scw,
-            l.tcw_l,
-            l.tcw_r,
-            l.vcw,
-            l.vcw_level_stride,
-            l.fcw,
-        ]
-        .map(|x| x as u64);
+        let [o_seed, o_scw, o_tcw_l, o_tcw_r, o_vcw, vcw_stride, o_fcw] = l.kernel_offsets();
         let f = if l.p == 1 {
             &self.dev.k.dcf_p1[table.idx()]
         } else {

@@ -237,16 +237,8 @@ impl CudaDealer {
                 block_dim: (BLOCK, 1, 1),
                 shared_mem_bytes: SMEM,
             };
-            let [o_seed, o_scw, o_tcw_l, o_tcw_r, o_vcw, vcw_stride, o_fcw] = [
-                layout.seed,
-                layout.scw,
-                layout.tcw_l,
-                layout.tcw_r,
-                layout.vcw,
-                layout.vcw_level_stride,
-                layout.fcw,
-            ]
-            .map(|x| x as u64);
+            let [o_seed, o_scw, o_tcw_l, o_tcw_r, o_vcw, vcw_stride, o_fcw] =
+                layout.kernel_offsets();
             let (count64, p32) = (count as u64, p as u32);
             let stream = be.stream();
             let e0 = be.event()?;

@@ -413,20 +413,10 @@ fn kernel_logic_on_host() -> Result<Completion, Failed> {
                 None,
             )
         };
-        let offs = l.map_or([0; 7], |l| {
-            [
-                l.seed,
-                l.scw,
-                l.tcw_l,
-                l.tcw_r,
-                l.vcw,
-                l.vcw_level_stride,
-                l.fcw,
-            ]
-        });
+        let offs = l.map_or([0; 7], |l| l.kernel_offsets());
         let head = [kind, n as u64, m as u64, p as u64, count as u64]
             .into_iter()
-            .chain(offs.map(|x| x as u64))
+            .chain(offs)
             .chain([0, b0.len() as u64]);
         for v in head {
             cases.extend_from_slice(&v.to_le_bytes());

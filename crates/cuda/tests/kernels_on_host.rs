@@ -161,20 +161,7 @@ fn cases() -> Result<Vec<Case>, Failed> {
                     t as u64,
                     xs.len() as u64,
                 ]);
-                for (i, v) in [
-                    l.seed,
-                    l.scw,
-                    l.tcw_l,
-                    l.tcw_r,
-                    l.vcw,
-                    l.vcw_level_stride,
-                    l.fcw,
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    head[8 + i] = v as u64;
-                }
+                head[8..15].copy_from_slice(&l.kernel_offsets());
                 let body = padded(k.body().to_vec());
                 head[15] = body.len() as u64;
                 out.push(Case {

@@ -250,6 +250,21 @@ impl DcfLayout {
         (self.count * self.p * self.m as usize).div_ceil(8)
     }
 
+    /// The region offsets in the order the CUDA kernels take them as arguments (the kernels
+    /// never derive them): seed, scw, tcw_l, tcw_r, vcw, vcw_level_stride, fcw.
+    pub fn kernel_offsets(&self) -> [u64; 7] {
+        [
+            self.seed,
+            self.scw,
+            self.tcw_l,
+            self.tcw_r,
+            self.vcw,
+            self.vcw_level_stride,
+            self.fcw,
+        ]
+        .map(|x| x as u64)
+    }
+
     /// Byte offset of key k's root seed.
     #[inline(always)]
     pub fn seed_at(&self, k: usize) -> usize {
@@ -1675,15 +1690,7 @@ mod tests {
             for count in [0usize, 1, 2, 3, 15, 16, 17, 127, 128, 129, 1000] {
                 let l = DcfLayout::new(n, m, p, count).unwrap();
                 let (nn, lb) = (n as usize, (count * p * m as usize).div_ceil(8));
-                for off in [
-                    l.seed,
-                    l.scw,
-                    l.tcw_l,
-                    l.tcw_r,
-                    l.vcw,
-                    l.vcw_level_stride,
-                    l.fcw,
-                ] {
+                for off in l.kernel_offsets() {
                     assert_eq!(off % 16, 0, "{l:?}");
                 }
                 assert_eq!(l.level_bytes(), lb);
