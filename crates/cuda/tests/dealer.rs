@@ -348,16 +348,13 @@ fn timing(d: &CudaDealer) -> R {
     Ok(())
 }
 
-/// A driver for the host build of the keygen kernels: reads cases from argv[1] and writes both
-/// bodies of each to argv[2].
-const HOST_MAIN: &str = r#"
-int main(int argc, char** argv) {
-    if (argc != 3) return 2;
-    FILE* f = fopen(argv[1], "rb");
-    FILE* o = fopen(argv[2], "wb");
-    if (!f || !o) return 2;
+/// One case of the host build of the keygen kernels (`host_build`'s `one_case`): both bodies of
+/// each case read from `f` written to `o`.
+const HOST_CASE: &str = r#"
+static int one_case(FILE* f, FILE* o) {
     u64 h[14];
-    while (fread(h, 8, 14, f) == 14) {
+    if (fread(h, 8, 14, f) != 14) return 0;
+    {
         u32 rk[44];
         if (fread(rk, 4, 44, f) != 44) return 3;
         const u64 kind = h[0], n = h[1], m = h[2], p = h[3], count = h[4], total = h[13];
@@ -374,8 +371,7 @@ int main(int argc, char** argv) {
         fwrite(g0.data(), 1, total, o);
         fwrite(g1.data(), 1, total, o);
     }
-    fclose(o);
-    return 0;
+    return 1;
 }
 "#;
 
@@ -389,7 +385,7 @@ fn kernel_logic_on_host() -> Result<Completion, Failed> {
     };
     let dir = std::env::temp_dir().join(format!("suf-keygen-host-{}", std::process::id()));
     let keygen = host_build::host_text(include_str!("../kernels/keygen.cu"));
-    let exe = host_build::build(&cxx, &dir, "keygen_host", &[&keygen], HOST_MAIN)?;
+    let exe = host_build::build(&cxx, &dir, "keygen_host", &[&keygen], HOST_CASE)?;
     // Cases: (kind, n, m, p, count); kind 0 = DCF, 1 = DPF.
     let mut rng = Csprng::for_tests(81);
     let mut cases = Vec::new();

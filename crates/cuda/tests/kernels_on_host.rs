@@ -14,18 +14,15 @@ use suf_backend::{Backend, CpuBackend};
 use suf_core::prg::Csprng;
 use suf_fss::{dcf, dpf};
 
-/// Reads cases from argv[1] and writes, per case, each table layout's outputs as u64 words
-/// (DPF bits widened) to argv[2]. Case header (u64 × 17): kind (0 DCF, 1 DPF <, 2 DPF =), n,
-/// m, p, party, count, per_key, points, the seven DcfLayout offsets, body bytes (a multiple
-/// of 8), then the body and the points.
+/// One case (`host_build`'s `one_case`): each table layout's outputs as u64 words (DPF bits
+/// widened) written to `o`. Case header (u64 × 16): kind (0 DCF, 1 DPF <, 2 DPF =), n, m, p,
+/// party, count, per_key, points, the seven DcfLayout offsets, body bytes (a multiple of 8),
+/// then the body and the points.
 const DRIVER: &str = r#"
-int main(int argc, char** argv) {
-    if (argc != 3) return 2;
-    FILE* f = fopen(argv[1], "rb");
-    FILE* o = fopen(argv[2], "wb");
-    if (!f || !o) return 2;
+static int one_case(FILE* f, FILE* o) {
     u64 h[16];
-    while (fread(h, 8, 16, f) == 16) {
+    if (fread(h, 8, 16, f) != 16) return 0;
+    {
         const u64 kind = h[0], n = h[1], m = h[2], p = h[3], party = h[4], count = h[5];
         const u64 per_key = h[6], total = h[7], blen = h[15];
         std::vector<u64> body(blen / 8 + 4, 0), xs(total + 1, 0);
@@ -49,8 +46,7 @@ int main(int argc, char** argv) {
             fwrite(out.data(), 8, kind == 0 ? total * p : total, o);
         }
     }
-    fclose(o);
-    return 0;
+    return 1;
 }
 "#;
 

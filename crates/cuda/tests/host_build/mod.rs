@@ -38,6 +38,22 @@ inline unsigned long long atomicOr(unsigned long long* a, unsigned long long v) 
 }
 "#;
 
+/// The driver's `main`: cases read from argv[1] by the test's `static int one_case(FILE* in,
+/// FILE* out)` (1: a case done, 0: no case left, 3: a short read), outputs to argv[2].
+const HOST_MAIN: &str = r#"
+int main(int argc, char** argv) {
+    if (argc != 3) return 2;
+    FILE* f = fopen(argv[1], "rb");
+    FILE* o = fopen(argv[2], "wb");
+    if (!f || !o) return 2;
+    int r;
+    while ((r = one_case(f, o)) == 1) {
+    }
+    fclose(o);
+    return r;
+}
+"#;
+
 /// The host C++ compiler, or `None` where there is none.
 pub fn cxx() -> Option<String> {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
@@ -56,13 +72,14 @@ pub fn host_text(src: &str) -> String {
 }
 
 /// Compile the generated prelude, `common.cuh`, the given kernel texts (already through
-/// [`host_text`]) and `main` into `dir/name`; the executable's path.
+/// [`host_text`]), the test's `one_case` and the shared `main` into `dir/name`; the
+/// executable's path.
 pub fn build(
     cxx: &str,
     dir: &Path,
     name: &str,
     kernels: &[&str],
-    main: &str,
+    one_case: &str,
 ) -> Result<PathBuf, String> {
     let src = suf_cuda::compile::kernel_source();
     let prelude = src
@@ -72,7 +89,8 @@ pub fn build(
     let common = host_text(include_str!("../../kernels/common.cuh"));
     let mut text = vec![HOST_STUB, prelude, &common];
     text.extend_from_slice(kernels);
-    text.push(main);
+    text.push(one_case);
+    text.push(HOST_MAIN);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let cpp = dir.join(format!("{name}.cpp"));
     std::fs::write(&cpp, text.concat()).map_err(|e| e.to_string())?;
