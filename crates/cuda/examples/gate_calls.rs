@@ -34,6 +34,7 @@ use suf_backend::{Backend, CpuBackend};
 use suf_compiler::gates::{floor_spec, relu_spec, smooth_specs_with, Prefer, Smooth};
 use suf_compiler::{GateSpec, Wrap};
 use suf_core::prg::Csprng;
+use suf_core::BitWidth;
 use suf_cuda::{cuda_available, CudaBackend, IoTiming};
 use suf_fss::{dcf, KeyOrigin, KeyRef};
 
@@ -42,22 +43,6 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// Ring bits and fixed-point scale of the models.
 const N: u32 = 50;
 const F: u32 = 12;
-
-/// SplitMix64: deterministic inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn vec(&mut self, len: usize, mask: u64) -> Vec<u64> {
-        (0..len).map(|_| self.next() & mask).collect()
-    }
-}
 
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
@@ -253,8 +238,9 @@ fn main() -> Res<()> {
         ("techc_eval", first_component(&gelu.gate1, "gelu_g1_c0")),
         ("sign_eval", relu_spec(N)),
     ];
-    let (mut rng, mut crng) = (Rng(31), Csprng::for_tests(31));
-    let nm = (1u64 << N) - 1;
+    // Deterministic inputs (ring elements of Z_2^N) and key randomness.
+    let (mut rng, mut crng) = (Csprng::for_tests(32), Csprng::for_tests(31));
+    let w = BitWidth::new(N)?;
     let mut rows_json: Vec<Value> = Vec::new();
     let mut total_mismatches = 0usize;
     let mut token = 0x6a7e_c0de_0000u64;
@@ -289,8 +275,8 @@ fn main() -> Res<()> {
 
     for &cnt in &sizes {
         for (op, spec) in &gates {
-            let r = rng.vec(cnt, nm);
-            let xhat = rng.vec(cnt, nm);
+            let r = rng.ring_vec(w, cnt);
+            let xhat = rng.ring_vec(w, cnt);
             let keys = spec.deal(N, &r, &mut crng)?;
             for party in 0..2u8 {
                 let blob = &keys[party as usize];
@@ -314,10 +300,10 @@ fn main() -> Res<()> {
             }
         }
         // dcf_eval: a scalar DCF at n = m = 50, keys in place in an attached stream.
-        let alphas = rng.vec(cnt, nm);
-        let betas = rng.vec(cnt, nm);
+        let alphas = rng.ring_vec(w, cnt);
+        let betas = rng.ring_vec(w, cnt);
         let (k0, k1) = dcf::gen_batch(N, N, 1, &alphas, &betas, &mut crng)?;
-        let xs = rng.vec(cnt, nm);
+        let xs = rng.ring_vec(w, cnt);
         for (party, k) in [(0u8, &k0), (1, &k1)] {
             let bytes = k.to_bytes();
             let (buf, off) = stream_with(&bytes);
