@@ -431,14 +431,7 @@ fn kernel_logic_on_host() -> Result<Completion, Failed> {
         want.extend_from_slice(&b0);
         want.extend_from_slice(&b1);
     }
-    let (cin, cout) = (dir.join("cases.bin"), dir.join("bodies.bin"));
-    std::fs::write(&cin, &cases)?;
-    let st = std::process::Command::new(&exe)
-        .arg(&cin)
-        .arg(&cout)
-        .status()?;
-    let got = std::fs::read(&cout)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let (st, got) = host_build::run(&exe, &dir, &cases)?;
     if !st.success() || got != want {
         return Err(format!(
             "host build of keygen.cu: status {st}, {} bytes, first difference at {:?} of {}",

@@ -233,14 +233,7 @@ fn eval_kernels_on_host() -> Result<Completion, Failed> {
     for c in &cases {
         c.write(&mut input);
     }
-    let (cin, cout) = (dir.join("cases.bin"), dir.join("outputs.bin"));
-    std::fs::write(&cin, &input)?;
-    let st = std::process::Command::new(&exe)
-        .arg(&cin)
-        .arg(&cout)
-        .status()?;
-    let got = std::fs::read(&cout)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let (st, got) = host_build::run(&exe, &dir, &input)?;
     if !st.success() {
         return Err(format!("host build of fss.cu exited with {st}").into());
     }

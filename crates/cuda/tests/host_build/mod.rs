@@ -5,6 +5,7 @@
 //! evaluation kernels).
 
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 
 /// The CUDA built-ins the kernels use, for a host build.
 const HOST_STUB: &str = r#"
@@ -105,4 +106,20 @@ pub fn build(
         return Err(format!("{cxx}: {}", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(exe)
+}
+
+/// Run a built driver on `input` (its cases) in `dir`, then remove `dir`: the driver's exit
+/// status and everything it wrote.
+pub fn run(exe: &Path, dir: &Path, input: &[u8]) -> Result<(ExitStatus, Vec<u8>), String> {
+    let (cin, cout) = (dir.join("cases.bin"), dir.join("outputs.bin"));
+    let res = (|| -> std::io::Result<(ExitStatus, Vec<u8>)> {
+        std::fs::write(&cin, input)?;
+        let st = std::process::Command::new(exe)
+            .arg(&cin)
+            .arg(&cout)
+            .status()?;
+        Ok((st, std::fs::read(&cout).unwrap_or_default()))
+    })();
+    let _ = std::fs::remove_dir_all(dir);
+    res.map_err(|e| e.to_string())
 }
